@@ -1,0 +1,1 @@
+//! benches live in benches/benches

@@ -1,0 +1,1 @@
+//! dmvpn-nhrp
