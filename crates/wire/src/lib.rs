@@ -4,7 +4,10 @@
 //!   encapsulation and encryption happen in place.
 //! - [`rw`]: a bounds-checked [`Reader`] and a length-patching [`Writer`] for
 //!   TLV chains (IKEv2 payloads, NHRP extensions).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod rw;
 

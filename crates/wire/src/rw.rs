@@ -69,10 +69,10 @@ impl<'a> Reader<'a> {
                 available,
             });
         }
-        let out = self
-            .buf
-            .get(self.pos..self.pos + n)
-            .ok_or(Truncated { needed: n, available })?;
+        let out = self.buf.get(self.pos..self.pos + n).ok_or(Truncated {
+            needed: n,
+            available,
+        })?;
         self.pos += n;
         Ok(out)
     }
