@@ -134,7 +134,7 @@ impl DhPrivate {
         sec1.extend_from_slice(peer);
         let shared = agreement::agree(
             &self.key,
-            &UnparsedPublicKey::new(self.alg.algorithm(), &sec1),
+            UnparsedPublicKey::new(self.alg.algorithm(), &sec1),
             Error::PublicKey,
             |s| Ok(Secret::from_slice(s)),
         )?;
