@@ -1,0 +1,209 @@
+//! Engine configuration: the Cisco `ip nhrp …` interface settings
+//! (RFC 2332 §5.2.3 holding time, Cisco authentication, network-id, NHS list).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Default registration holding time in Cisco, FRR and OpenNHRP (wire notes item 16).
+pub const DEFAULT_HOLDING_TIME: Duration = Duration::from_secs(7200);
+/// Longest Cisco cleartext key (wire notes item 11).
+pub const MAX_AUTH_KEY_LEN: usize = 8;
+
+/// Which side of RFC 2332 this engine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Next Hop Client: registers with NHSs, resolves shortcuts.
+    Spoke,
+    /// Next Hop Server: registration server, resolution forwarder, redirects.
+    Hub,
+}
+
+/// One `ip nhrp nhs <protocol> nbma <nbma> [multicast]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NhsConfig {
+    /// The NHS tunnel address; `None` to learn it from the Responder
+    /// Address extension (FRR `nhs dynamic`).
+    pub protocol_addr: Option<IpAddr>,
+    /// The NHS NBMA (public) address.
+    pub nbma_addr: IpAddr,
+    /// Replicate multicast (OSPF hellos) to this NHS.
+    pub multicast: bool,
+}
+
+/// A route the engine consults to decide which prefix a resolution answers
+/// for (the responder carries the covering prefix in its CIE, wire notes
+/// item 9) and, on a hub, which spoke a request is forwarded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Network address.
+    pub prefix: IpAddr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Tunnel next hop; `None` when the prefix is attached to this router.
+    pub next_hop: Option<IpAddr>,
+}
+
+/// The interface's NHRP settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Spoke or hub.
+    pub role: Role,
+    /// Own tunnel (protocol) address.
+    pub protocol_addr: IpAddr,
+    /// Tunnel prefix length.
+    pub prefix_len: u8,
+    /// Own NBMA address as configured on the interface (pre-NAT).
+    pub nbma_addr: IpAddr,
+    /// NHSs (spoke).
+    pub nhs: Vec<NhsConfig>,
+    /// `ip nhrp network-id`: scopes this engine's cache, never sent (wire notes item 16).
+    pub network_id: u32,
+    /// `ip nhrp authentication`: at most 8 bytes.
+    pub auth_key: Option<Vec<u8>>,
+    /// Holding time advertised in registrations and replies.
+    pub holding_time: Duration,
+    /// Register with the unique flag (`no-unique` clears it).
+    pub unique: bool,
+    /// MTU advertised in CIEs, 0 for none.
+    pub mtu: u16,
+    /// Hub: send traffic indications (`ip nhrp redirect`).
+    pub redirect: bool,
+    /// Spoke: act on traffic indications (`ip nhrp shortcut`).
+    pub shortcut: bool,
+}
+
+impl Config {
+    /// A spoke with Cisco defaults.
+    pub fn spoke(
+        protocol_addr: IpAddr,
+        prefix_len: u8,
+        nbma_addr: IpAddr,
+        nhs: Vec<NhsConfig>,
+    ) -> Self {
+        Self {
+            role: Role::Spoke,
+            protocol_addr,
+            prefix_len,
+            nbma_addr,
+            nhs,
+            network_id: 1,
+            auth_key: None,
+            holding_time: DEFAULT_HOLDING_TIME,
+            unique: true,
+            mtu: 0,
+            redirect: false,
+            shortcut: true,
+        }
+    }
+
+    /// A hub with Cisco defaults and redirect on.
+    pub fn hub(protocol_addr: IpAddr, prefix_len: u8, nbma_addr: IpAddr) -> Self {
+        Self {
+            role: Role::Hub,
+            redirect: true,
+            shortcut: false,
+            ..Self::spoke(protocol_addr, prefix_len, nbma_addr, Vec::new())
+        }
+    }
+
+    /// Checks what the wire formats cannot carry.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .auth_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_AUTH_KEY_LEN)
+        {
+            return Err(ConfigError::AuthKeyTooLong);
+        }
+        if self.holding_time.as_secs() > u64::from(u16::MAX) || self.holding_time.as_secs() < 3 {
+            return Err(ConfigError::HoldingTime);
+        }
+        let v4 = |a: &IpAddr| a.is_ipv4();
+        if !v4(&self.protocol_addr)
+            || !v4(&self.nbma_addr)
+            || self
+                .nhs
+                .iter()
+                .any(|n| !v4(&n.nbma_addr) || n.protocol_addr.is_some_and(|p| !v4(&p)))
+        {
+            return Err(ConfigError::AddressFamily);
+        }
+        if self.prefix_len > 32 {
+            return Err(ConfigError::PrefixLen);
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the engine cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The Cisco cleartext key is at most 8 bytes.
+    #[error("authentication key longer than 8 bytes")]
+    AuthKeyTooLong,
+    /// The holding time is a 16-bit number of seconds; below 3 s the
+    /// re-registration interval (a third) would be zero.
+    #[error("holding time must be 3..=65535 seconds")]
+    HoldingTime,
+    /// Only IPv4 NBMA and protocol addresses are implemented.
+    #[error("only IPv4 addresses are supported")]
+    AddressFamily,
+    /// Tunnel prefix length over 32.
+    #[error("tunnel prefix length over 32")]
+    PrefixLen,
+}
+
+/// Where request ids come from (RFC 2332 §5.2.0.1 `Request ID`), injected
+/// so tests are deterministic.
+pub trait RequestIdSource: Send {
+    /// The next request id.
+    fn next_request_id(&mut self) -> u32;
+}
+
+/// Pseudo-random request ids from a seed (SplitMix64): unpredictable enough
+/// that a restarted spoke does not reuse its previous ids.
+#[derive(Debug, Clone)]
+pub struct SeededRequestIds {
+    state: u64,
+}
+
+impl SeededRequestIds {
+    /// Seeds the generator.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+}
+
+impl RequestIdSource for SeededRequestIds {
+    fn next_request_id(&mut self) -> u32 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        // The high half of a 64-bit mix is as good as any.
+        (z >> 32) as u32
+    }
+}
+
+/// Counting request ids, as FRR allocates them (its first registration has id 1).
+#[derive(Debug, Clone)]
+pub struct SequentialRequestIds {
+    next: u32,
+}
+
+impl SequentialRequestIds {
+    /// Starts at `first`.
+    pub fn starting_at(first: u32) -> Self {
+        Self { next: first }
+    }
+}
+
+impl RequestIdSource for SequentialRequestIds {
+    fn next_request_id(&mut self) -> u32 {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        id
+    }
+}
