@@ -1,1 +1,134 @@
-//! dmvpn-config
+//! dmvpnd configuration: one TOML file for IKEv2 (RFC 7296), ESP (RFC 4303), the mGRE tunnel
+//! (RFC 2890) and NHRP (RFC 2332), mirroring the Cisco DMVPN commands it replaces, plus an optional
+//! secrets file. See `conf/spoke.toml` and `conf/hub.toml` for the annotated schema.
+//!
+//! File permissions (decided here, enforced by [`load`]):
+//! - the secrets file must not be accessible by group or others at all (`mode & 0o077 == 0`);
+//! - the main file may be world-readable only when it holds no secret inline; if it holds a PSK or
+//!   the NHRP key it follows the secrets-file rule;
+//! - neither file may be group- or other-writable: whoever can write the main file can point
+//!   `secrets` or `debug.key-export` anywhere, which is as good as reading the keys.
+
+mod error;
+mod locate;
+mod model;
+mod net;
+mod raw;
+mod validate;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Location};
+pub use model::{
+    Config, DhGroup, Dpd, DpdMode, Encryption, Ike, IkeProposal, Ipsec, IpsecMode, KeyringEntry,
+    Nhrp, Nhs, Prf, Role, Secret, StaticRoute, Tunnel, Underlay,
+};
+pub use net::Ipv4Net;
+
+/// Default location of the main configuration file.
+pub const DEFAULT_PATH: &str = "/etc/dmvpnd/dmvpnd.toml";
+
+/// Reads, permission-checks and validates the configuration at `path` (and the secrets file it
+/// names, resolved relative to the main file's directory).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (text, mode) = read_file(path)?;
+    parse_inner(&text, path, Some(mode))
+}
+
+/// Validates configuration text as if it had been read from `origin` (used in messages and to
+/// resolve a relative `secrets` path), without checking the main file's permissions. A secrets
+/// file it names is still read and checked.
+pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    parse_inner(text, origin, None)
+}
+
+fn parse_inner(text: &str, origin: &Path, mode: Option<u32>) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig = from_toml(text, origin)?;
+    if let Some(mode) = mode {
+        let inline_secret = raw.ike.keyring.get_ref().iter().any(|e| e.psk.is_some())
+            || raw.nhrp.authentication.is_some();
+        check_main_mode(origin, mode, inline_secret)?;
+    }
+    let secrets = match &raw.secrets {
+        None => None,
+        Some(p) => {
+            let path = resolve_relative(origin, p.get_ref());
+            let (stext, smode) = read_file(&path)?;
+            check_secrets_mode(&path, smode)?;
+            let s: raw::RawSecrets = from_toml(&stext, &path)?;
+            Some(validate::SecretsFile {
+                path,
+                text: stext,
+                raw: s,
+            })
+        }
+    };
+    validate::validate(raw, text, origin, secrets)
+}
+
+fn read_file(path: &Path) -> Result<(String, u32), ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    Ok((text, meta.permissions().mode() & 0o7777))
+}
+
+fn check_secrets_mode(path: &Path, mode: u32) -> Result<(), ConfigError> {
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+            reason: "gives group or other users access to a file holding secrets",
+            fix: mode & 0o700,
+        });
+    }
+    Ok(())
+}
+
+fn check_main_mode(path: &Path, mode: u32, inline_secret: bool) -> Result<(), ConfigError> {
+    if inline_secret {
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+                reason: "gives group or other users access, and the file holds a secret inline \
+                         (psk or nhrp.authentication; move it to the secrets file or restrict the mode)",
+                fix: mode & 0o700,
+            });
+        }
+    } else if mode & 0o022 != 0 {
+        return Err(ConfigError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+            reason: "lets group or other users write the configuration",
+            fix: mode & 0o755,
+        });
+    }
+    Ok(())
+}
+
+fn resolve_relative(origin: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        origin.parent().unwrap_or_else(|| Path::new(".")).join(p)
+    }
+}
+
+/// Deserializes TOML, turning the parser's byte span into `file:line:column` and the dotted key
+/// found at that position.
+fn from_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        ConfigError::Invalid {
+            location: Location::from_offset(path, text, offset),
+            key: e.span().and_then(|s| locate::key_at(text, s.start)),
+            message: e.message().trim_end().replace('\n', "; "),
+        }
+    })
+}

@@ -1,0 +1,227 @@
+//! The validated, typed configuration handed to the daemon and the protocol engines. Names follow
+//! the RFCs (RFC 7296 IKEv2, RFC 4303 ESP, RFC 2332 NHRP, RFC 2890 GRE key) and the Cisco commands
+//! they replace.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::net::Ipv4Net;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ike: Ike,
+    pub ipsec: Ipsec,
+    pub tunnel: Tunnel,
+    pub nhrp: Nhrp,
+    pub underlay: Underlay,
+    /// Routes into the tunnel that dmvpnd installs on the tunnel device at start.
+    pub routes: Vec<StaticRoute>,
+    /// Where to append IKE and ESP keys in Wireshark's formats, for debugging only.
+    pub key_export: Option<PathBuf>,
+}
+
+/// `crypto ikev2 proposal/keyring/profile`.
+#[derive(Debug, Clone)]
+pub struct Ike {
+    /// In order of preference; the IKE_SA_INIT SA payload carries one proposal per entry.
+    pub proposals: Vec<IkeProposal>,
+    pub keyring: Vec<KeyringEntry>,
+    pub dpd: Dpd,
+    /// Interval of RFC 3948 §4 NAT keepalives while behind NAT; `None` disables them.
+    pub nat_keepalive: Option<Duration>,
+    /// IKE SA lifetime before rekey (Cisco `lifetime`, default 86400 s).
+    pub lifetime: Duration,
+}
+
+impl Ike {
+    /// The pre-shared key for a peer: the keyring entry with the longest prefix covering it, so a
+    /// specific peer entry wins over the `0.0.0.0/0` wildcard (Cisco keyring lookup order).
+    pub fn psk_for(&self, peer: Ipv4Addr) -> Option<&Secret> {
+        self.keyring
+            .iter()
+            .filter(|e| e.peer.contains(peer))
+            .max_by_key(|e| e.peer.prefix_len)
+            .map(|e| &e.psk)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IkeProposal {
+    pub encryption: Encryption,
+    pub prf: Prf,
+    pub group: DhGroup,
+}
+
+/// AEAD transforms (RFC 5282 for IKE, RFC 4106 for ESP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encryption {
+    #[serde(rename = "aes-gcm-128")]
+    AesGcm128,
+    #[serde(rename = "aes-gcm-256")]
+    AesGcm256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prf {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// An IKEv2 Diffie-Hellman group number (IANA "Transform Type 4"); only the groups the crypto
+/// facade implements are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "i64")]
+pub struct DhGroup(pub u16);
+
+impl DhGroup {
+    pub const SUPPORTED: [u16; 3] = [19, 20, 31];
+}
+
+impl TryFrom<i64> for DhGroup {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        match u16::try_from(v) {
+            Ok(g) if Self::SUPPORTED.contains(&g) => Ok(DhGroup(g)),
+            _ => Err(format!(
+                "unsupported Diffie-Hellman group {v}; supported: 19 (ecp256), 20 (ecp384), 31 (curve25519)"
+            )),
+        }
+    }
+}
+
+/// One `crypto ikev2 keyring` peer.
+#[derive(Debug, Clone)]
+pub struct KeyringEntry {
+    pub name: String,
+    /// Peers this key applies to; `0.0.0.0/0` is the wildcard (`address 0.0.0.0 0.0.0.0`).
+    pub peer: Ipv4Net,
+    pub psk: Secret,
+}
+
+/// `dpd DELAY RETRY on-demand|periodic` (liveness check, RFC 7296 §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dpd {
+    pub delay: Duration,
+    pub retry: Duration,
+    pub mode: DpdMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DpdMode {
+    /// Probe only when sending traffic and nothing was received for `delay` (Cisco default).
+    OnDemand,
+    /// Probe every `delay`.
+    Periodic,
+}
+
+/// `crypto ipsec transform-set` and SA options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipsec {
+    pub transform: Encryption,
+    /// Only transport mode exists here: GRE already carries the inner packet (RFC 4303 §3.1.1).
+    pub mode: IpsecMode,
+    /// Anti-replay window in packets (RFC 4303 §3.4.3); the receiver alone chooses it.
+    pub replay_window: u32,
+    /// Child SA lifetime before rekey (Cisco default 3600 s).
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpsecMode {
+    Transport,
+}
+
+/// `interface Tunnel0`: the TUN device and the mGRE encapsulation on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Linux interface name (at most 15 bytes, IFNAMSIZ - 1).
+    pub interface: String,
+    /// Own tunnel (protocol) address and the tunnel subnet's prefix length.
+    pub address: Ipv4Net,
+    pub mtu: u16,
+    /// Clamp the MSS option of TCP SYNs crossing the tunnel (`ip tcp adjust-mss`).
+    pub adjust_mss: Option<u16>,
+    /// GRE key (RFC 2890 §2.1), `tunnel key`.
+    pub gre_key: Option<u32>,
+}
+
+/// `ip nhrp …`.
+#[derive(Debug, Clone)]
+pub struct Nhrp {
+    pub network_id: u32,
+    /// Cleartext authentication extension (RFC 2332 §5.3.4), at most 8 bytes as on Cisco.
+    pub authentication: Option<Secret>,
+    /// Holding time advertised in registrations and replies (RFC 2332 §5.2.3).
+    pub holding_time: Duration,
+    pub role: Role,
+    pub nhs: Vec<Nhs>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Registers with the NHS list; `shortcut` installs routes learned from resolution replies.
+    Spoke { shortcut: bool },
+    /// Next hop server; `redirect` sends traffic indications (DMVPN phase 3).
+    Hub { redirect: bool },
+}
+
+/// `ip nhrp nhs TUNNEL-ADDR nbma NBMA-ADDR [multicast]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nhs {
+    pub address: Ipv4Addr,
+    pub nbma: Ipv4Addr,
+    /// Replicate multicast (e.g. OSPF hellos) to this NHS.
+    pub multicast: bool,
+}
+
+/// The NBMA side.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Underlay {
+    /// Interface to bind the underlay sockets to (`tunnel source`); `None` = any.
+    pub interface: Option<String>,
+    /// Own NBMA address; `None` = the source address of the route to each peer.
+    pub local_address: Option<Ipv4Addr>,
+}
+
+/// A route into the tunnel: `prefix via next-hop-in-the-tunnel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticRoute {
+    pub prefix: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
+/// Key material from the configuration. Zeroed on drop and never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(Zeroizing::new(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+impl Eq for Secret {}

@@ -1,0 +1,476 @@
+//! Cross-field validation of the raw configuration into [`Config`]: ranges, the relations between
+//! tunnel subnet, NHS and routes, role-specific keys, and where each secret comes from. Every
+//! error points at the key it is about.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::error::{ConfigError, Location};
+use crate::model::*;
+use crate::net::Ipv4Net;
+use crate::raw::{RawConfig, RawRole, RawSecrets};
+
+pub(crate) struct SecretsFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub raw: RawSecrets,
+}
+
+impl SecretsFile {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            path: &self.path,
+            text: &self.text,
+        }
+    }
+}
+
+/// Builds errors located in one file.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            location: Location::from_offset(self.path, self.text, span.start),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        })
+    }
+}
+
+fn secs<T: Copy + Into<u64>>(v: &Option<Spanned<T>>, default: u64) -> Duration {
+    Duration::from_secs(v.as_ref().map_or(default, |s| (*s.get_ref()).into()))
+}
+
+fn in_range(
+    cx: &Ctx<'_>,
+    v: &Option<Spanned<u32>>,
+    key: &str,
+    range: std::ops::RangeInclusive<u32>,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    if let Some(v) = v {
+        if !range.contains(v.get_ref()) {
+            return cx.err(
+                v.span(),
+                key,
+                format!(
+                    "{} is out of range ({}..={}{unit})",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    text: &str,
+    path: &Path,
+    secrets: Option<SecretsFile>,
+) -> Result<Config, ConfigError> {
+    let cx = Ctx { path, text };
+
+    // IKE
+    let ike = &raw.ike;
+    if ike.proposals.get_ref().is_empty() {
+        return cx.err(
+            ike.proposals.span(),
+            "ike.proposal",
+            "at least one proposal is required",
+        );
+    }
+    if ike.keyring.get_ref().is_empty() {
+        return cx.err(
+            ike.keyring.span(),
+            "ike.keyring",
+            "at least one keyring entry is required (peer = \"0.0.0.0/0\" for any peer)",
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut used_secret_psks = BTreeSet::new();
+    let mut keyring = Vec::new();
+    for (i, e) in ike.keyring.get_ref().iter().enumerate() {
+        let key = format!("ike.keyring[{i}]");
+        let name = e.name.get_ref();
+        if name.is_empty() {
+            return cx.err(e.name.span(), &format!("{key}.name"), "must not be empty");
+        }
+        if !names.insert(name.clone()) {
+            return cx.err(
+                e.name.span(),
+                &format!("{key}.name"),
+                format!("duplicate keyring entry `{name}`"),
+            );
+        }
+        let from_file = secrets.as_ref().and_then(|s| {
+            s.raw
+                .psk
+                .get_key_value(name.as_str())
+                .map(|kv| (s.ctx(), kv))
+        });
+        let psk = match (&e.psk, from_file) {
+            (Some(_), Some((scx, (k, _)))) => {
+                return scx.err(
+                    k.span(),
+                    &format!("psk.{name}"),
+                    format!(
+                        "pre-shared key for `{name}` is also set inline in {}",
+                        path.display()
+                    ),
+                );
+            }
+            (Some(inline), None) => {
+                if inline.get_ref().is_empty() {
+                    return cx.err(inline.span(), &format!("{key}.psk"), "must not be empty");
+                }
+                Secret::new(inline.get_ref().as_bytes().to_vec())
+            }
+            (None, Some((scx, (k, v)))) => {
+                used_secret_psks.insert(k.get_ref().clone());
+                if v.get_ref().is_empty() {
+                    return scx.err(v.span(), &format!("psk.{name}"), "must not be empty");
+                }
+                Secret::new(v.get_ref().as_bytes().to_vec())
+            }
+            (None, None) => {
+                let where_ = match &raw.secrets {
+                    Some(_) => "in the secrets file's [psk] table",
+                    None => "with `psk = \"…\"` or in a secrets file",
+                };
+                return cx.err(
+                    e.name.span(),
+                    &format!("{key}.psk"),
+                    format!("no pre-shared key for keyring entry `{name}`: set it {where_}"),
+                );
+            }
+        };
+        keyring.push(KeyringEntry {
+            name: name.clone(),
+            peer: e.peer,
+            psk,
+        });
+    }
+    if let Some(s) = &secrets {
+        if let Some((k, _)) = s
+            .raw
+            .psk
+            .iter()
+            .find(|(k, _)| !used_secret_psks.contains(k.get_ref()))
+        {
+            return s.ctx().err(
+                k.span(),
+                &format!("psk.{}", k.get_ref()),
+                format!(
+                    "no keyring entry named `{}` in {}",
+                    k.get_ref(),
+                    path.display()
+                ),
+            );
+        }
+    }
+    in_range(&cx, &ike.dpd.delay, "ike.dpd.delay", 1..=3600, " s")?;
+    in_range(&cx, &ike.dpd.retry, "ike.dpd.retry", 1..=60, " s")?;
+    in_range(
+        &cx,
+        &ike.nat_keepalive,
+        "ike.nat-keepalive",
+        0..=3600,
+        " s; 0 disables",
+    )?;
+    in_range(&cx, &ike.lifetime, "ike.lifetime", 120..=86400, " s")?;
+    let ike_out = Ike {
+        proposals: ike
+            .proposals
+            .get_ref()
+            .iter()
+            .map(|p| IkeProposal {
+                encryption: p.encryption,
+                prf: p.prf,
+                group: p.group,
+            })
+            .collect(),
+        keyring,
+        dpd: Dpd {
+            delay: secs(&ike.dpd.delay, 40),
+            retry: secs(&ike.dpd.retry, 5),
+            mode: ike.dpd.mode.unwrap_or(DpdMode::OnDemand),
+        },
+        nat_keepalive: Some(secs(&ike.nat_keepalive, 20)).filter(|d| !d.is_zero()),
+        lifetime: secs(&ike.lifetime, 86400),
+    };
+
+    // IPsec
+    let ipsec = &raw.ipsec;
+    if let Some(mode) = &ipsec.mode {
+        if mode.get_ref() != "transport" {
+            return cx.err(
+                mode.span(),
+                "ipsec.mode",
+                format!(
+                    "`{}` is not supported: only \"transport\" (GRE carries the inner packet)",
+                    mode.get_ref()
+                ),
+            );
+        }
+    }
+    in_range(
+        &cx,
+        &ipsec.replay_window,
+        "ipsec.replay-window",
+        32..=4096,
+        " packets",
+    )?;
+    in_range(&cx, &ipsec.lifetime, "ipsec.lifetime", 120..=86400, " s")?;
+    let ipsec_out = Ipsec {
+        transform: ipsec.transform.unwrap_or(Encryption::AesGcm256),
+        mode: IpsecMode::Transport,
+        replay_window: ipsec.replay_window.as_ref().map_or(1024, |w| *w.get_ref()),
+        lifetime: secs(&ipsec.lifetime, 3600),
+    };
+
+    // Tunnel
+    let t = &raw.tunnel;
+    let interface = match &t.interface {
+        None => "dmvpn0".to_owned(),
+        Some(n) => {
+            check_ifname(&cx, n, "tunnel.interface")?;
+            n.get_ref().clone()
+        }
+    };
+    let address = *t.address.get_ref();
+    if address.prefix_len > 30 || address.is_network() || address.addr == broadcast(&address) {
+        return cx.err(
+            t.address.span(),
+            "tunnel.address",
+            format!("{address} is not a host address in a multipoint subnet (prefix length 8..=30, not the network or broadcast address)"),
+        );
+    }
+    if address.prefix_len < 8 {
+        return cx.err(
+            t.address.span(),
+            "tunnel.address",
+            format!("prefix length /{} is wider than /8", address.prefix_len),
+        );
+    }
+    let mtu = t.mtu.as_ref().map_or(1400, |m| *m.get_ref());
+    if let Some(m) = &t.mtu {
+        if !(576..=9000).contains(m.get_ref()) {
+            return cx.err(
+                m.span(),
+                "tunnel.mtu",
+                format!("{} is out of range (576..=9000)", m.get_ref()),
+            );
+        }
+    }
+    if let Some(mss) = &t.adjust_mss {
+        // 40 = minimal IPv4 + TCP headers; a larger MSS would not fit into the tunnel MTU.
+        let max = mtu - 40;
+        if !(500..=max).contains(mss.get_ref()) {
+            return cx.err(
+                mss.span(),
+                "tunnel.adjust-mss",
+                format!(
+                    "{} is out of range (500..={max}, i.e. at most tunnel.mtu - 40)",
+                    mss.get_ref()
+                ),
+            );
+        }
+    }
+    let tunnel = Tunnel {
+        interface,
+        address,
+        mtu,
+        adjust_mss: t.adjust_mss.as_ref().map(|m| *m.get_ref()),
+        gre_key: t.gre_key,
+    };
+
+    // NHRP
+    let n = &raw.nhrp;
+    if *n.network_id.get_ref() == 0 {
+        return cx.err(
+            n.network_id.span(),
+            "nhrp.network-id",
+            "must be 1..=4294967295",
+        );
+    }
+    // The holding time travels in a 16-bit CIE field (RFC 2332 §5.2.0.1).
+    in_range(&cx, &n.holding_time, "nhrp.holding-time", 1..=65535, " s")?;
+    let from_file = secrets
+        .as_ref()
+        .and_then(|s| s.raw.nhrp.authentication.as_ref().map(|v| (s.ctx(), v)));
+    let authentication = match (&n.authentication, from_file) {
+        (Some(_), Some((scx, f))) => {
+            return scx.err(
+                f.span(),
+                "nhrp.authentication",
+                format!("also set inline in {}; keep one", path.display()),
+            );
+        }
+        (Some(v), None) => Some(check_nhrp_key(&cx, v)?),
+        (None, Some((scx, v))) => Some(check_nhrp_key(&scx, v)?),
+        (None, None) => None,
+    };
+    let role = match n.role.get_ref() {
+        RawRole::Spoke => {
+            if let Some(r) = &n.redirect {
+                return cx.err(r.span(), "nhrp.redirect", "applies to role = \"hub\" only");
+            }
+            if n.nhs.is_empty() {
+                return cx.err(
+                    n.role.span(),
+                    "nhrp.nhs",
+                    "a spoke needs at least one [[nhrp.nhs]]",
+                );
+            }
+            Role::Spoke {
+                shortcut: n.shortcut.as_ref().is_none_or(|s| *s.get_ref()),
+            }
+        }
+        RawRole::Hub => {
+            if let Some(s) = &n.shortcut {
+                return cx.err(
+                    s.span(),
+                    "nhrp.shortcut",
+                    "applies to role = \"spoke\" only",
+                );
+            }
+            Role::Hub {
+                redirect: n.redirect.as_ref().is_some_and(|r| *r.get_ref()),
+            }
+        }
+    };
+    let mut nhs = Vec::new();
+    for (i, e) in n.nhs.iter().enumerate() {
+        let a = *e.address.get_ref();
+        if !address.contains(a) || a == address.addr {
+            return cx.err(
+                e.address.span(),
+                &format!("nhrp.nhs[{i}].address"),
+                format!(
+                    "{a} is not another address in the tunnel subnet {}/{}",
+                    address.network(),
+                    address.prefix_len
+                ),
+            );
+        }
+        nhs.push(Nhs {
+            address: a,
+            nbma: e.nbma,
+            multicast: e.multicast,
+        });
+    }
+    let nhrp = Nhrp {
+        network_id: *n.network_id.get_ref(),
+        authentication,
+        holding_time: secs(&n.holding_time, 7200),
+        role,
+        nhs,
+    };
+
+    // Underlay
+    if let Some(i) = &raw.underlay.interface {
+        check_ifname(&cx, i, "underlay.interface")?;
+    }
+    let underlay = Underlay {
+        interface: raw.underlay.interface.as_ref().map(|i| i.get_ref().clone()),
+        local_address: raw.underlay.local_address,
+    };
+
+    // Routes
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let prefix: Ipv4Net = *r.prefix.get_ref();
+        if !prefix.is_network() {
+            return cx.err(
+                r.prefix.span(),
+                &format!("route[{i}].prefix"),
+                format!(
+                    "{prefix} has host bits set; did you mean {}/{}?",
+                    prefix.network(),
+                    prefix.prefix_len
+                ),
+            );
+        }
+        let via = *r.via.get_ref();
+        if !address.contains(via) || via == address.addr {
+            return cx.err(
+                r.via.span(),
+                &format!("route[{i}].via"),
+                format!(
+                    "{via} is not a peer address in the tunnel subnet {}/{}",
+                    address.network(),
+                    address.prefix_len
+                ),
+            );
+        }
+        routes.push(StaticRoute { prefix, via });
+    }
+
+    let key_export = match &raw.debug.key_export {
+        None => None,
+        Some(p) if Path::new(p.get_ref()).is_absolute() => Some(PathBuf::from(p.get_ref())),
+        Some(p) => return cx.err(p.span(), "debug.key-export", "must be an absolute path"),
+    };
+
+    Ok(Config {
+        ike: ike_out,
+        ipsec: ipsec_out,
+        tunnel,
+        nhrp,
+        underlay,
+        routes,
+        key_export,
+    })
+}
+
+fn broadcast(n: &Ipv4Net) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(n.network()) | !u32::from(n.netmask()))
+}
+
+/// Linux interface names: 1..=15 bytes (IFNAMSIZ 16 with the NUL), no '/', no whitespace, not
+/// "." or ".." (dev_valid_name() in net/core/dev.c).
+fn check_ifname(cx: &Ctx<'_>, n: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+    let s = n.get_ref();
+    let bad_char = s
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if s.is_empty() || s.len() > 15 || bad_char || s == "." || s == ".." {
+        return cx.err(
+            n.span(),
+            key,
+            format!(
+                "`{s}` is not a valid Linux interface name (1 to 15 bytes, no '/', ':' or spaces)"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Cisco `ip nhrp authentication` takes at most 8 characters; they travel as-is in the
+/// authentication extension (RFC 2332 §5.3.4.1, type 1 cleartext).
+fn check_nhrp_key(cx: &Ctx<'_>, v: &Spanned<String>) -> Result<Secret, ConfigError> {
+    let len = v.get_ref().len();
+    if len == 0 || len > 8 {
+        return cx.err(
+            v.span(),
+            "nhrp.authentication",
+            format!("must be 1 to 8 bytes (Cisco limit), got {len}"),
+        );
+    }
+    Ok(Secret::new(v.get_ref().as_bytes().to_vec()))
+}

@@ -1,0 +1,402 @@
+//! Loading real files: the shipped examples, error positions and keys, secrets and permissions.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dmvpn_config::{ConfigError, DpdMode, Encryption, Role, load};
+
+const BASE: &str = r#"
+[ike]
+[[ike.proposal]]
+encryption = "aes-gcm-256"
+prf = "sha512"
+group = 19
+
+[[ike.keyring]]
+name = "ANY"
+peer = "0.0.0.0/0"
+psk = "inline-psk"
+
+[tunnel]
+address = "10.250.0.9/24"
+mtu = 1400
+adjust-mss = 1360
+gre-key = 100
+
+[nhrp]
+role = "spoke"
+network-id = 100
+authentication = "k8bytes!"
+
+[[nhrp.nhs]]
+address = "10.250.0.1"
+nbma = "198.51.100.1"
+multicast = true
+"#;
+
+fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// 1-based line of the first line containing `needle`, so expectations follow the text.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in text")
+        + 1
+}
+
+fn load_err(text: &str) -> (ConfigError, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "dmvpnd.toml", text, 0o600);
+    let e = load(&p).expect_err("config must be rejected");
+    (e, p, dir)
+}
+
+/// Asserts the error is at `file:line:` of the line holding `needle`, for `key`, mentioning `what`.
+fn assert_err(text: &str, needle: &str, key: &str, what: &str) {
+    let (e, p, _dir) = load_err(text);
+    let msg = e.to_string();
+    let line = line_of(text, needle);
+    let prefix = format!("{}:{line}:", p.display());
+    assert!(
+        msg.starts_with(&prefix),
+        "`{msg}` should start with `{prefix}`"
+    );
+    assert!(
+        msg.contains(&format!(": {key}: ")),
+        "`{msg}` should name key {key}"
+    );
+    assert!(msg.contains(what), "`{msg}` should say `{what}`");
+    assert_eq!(e.key(), Some(key));
+    assert_eq!(e.location().map(|l| l.line), Some(line));
+}
+
+fn repo_conf(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../conf")
+        .join(name)
+}
+
+/// Copies an example with the example secrets file beside it, as it would be installed.
+fn install_example(name: &str) -> (PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(repo_conf(name)).unwrap();
+    let secrets = fs::read_to_string(repo_conf("secrets.example.toml")).unwrap();
+    write(dir.path(), "secrets.toml", &secrets, 0o600);
+    (write(dir.path(), name, &text, 0o644), dir)
+}
+
+#[test]
+fn spoke_example_is_the_reference_spoke() {
+    let (p, _dir) = install_example("spoke.toml");
+    let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.tunnel.address.to_string(), "10.250.0.9/24");
+    assert_eq!(c.tunnel.address.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+    assert_eq!(
+        (c.tunnel.mtu, c.tunnel.adjust_mss, c.tunnel.gre_key),
+        (1400, Some(1360), Some(100))
+    );
+    assert_eq!(c.nhrp.network_id, 100);
+    assert_eq!(c.nhrp.holding_time, Duration::from_secs(7200));
+    assert_eq!(c.nhrp.role, Role::Spoke { shortcut: true });
+    assert_eq!(c.nhrp.nhs.len(), 1);
+    assert_eq!(c.nhrp.nhs[0].address, Ipv4Addr::new(10, 250, 0, 1));
+    assert_eq!(c.nhrp.nhs[0].nbma, Ipv4Addr::new(198, 51, 100, 1));
+    assert!(c.nhrp.nhs[0].multicast);
+    assert_eq!(
+        c.nhrp.authentication.as_ref().map(|s| s.expose()),
+        Some(&b"NHRPKEY1"[..])
+    );
+    assert_eq!(c.ike.proposals[0].encryption, Encryption::AesGcm256);
+    assert_eq!(c.ike.proposals[0].group.0, 19);
+    assert_eq!(c.ike.dpd.delay, Duration::from_secs(40));
+    assert_eq!(c.ike.dpd.retry, Duration::from_secs(5));
+    assert_eq!(c.ike.dpd.mode, DpdMode::OnDemand);
+    assert_eq!(c.ipsec.replay_window, 1024);
+    let psk = c
+        .ike
+        .psk_for(Ipv4Addr::new(203, 0, 113, 7))
+        .expect("wildcard psk");
+    assert_eq!(psk.expose(), b"PRE_SHARED_KEY_HERE");
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].via, Ipv4Addr::new(10, 250, 0, 1));
+    // Debug output must not leak keys.
+    assert!(!format!("{c:?}").contains("PRE_SHARED_KEY_HERE"));
+}
+
+#[test]
+fn hub_example_is_the_reference_hub() {
+    let (p, _dir) = install_example("hub.toml");
+    let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.tunnel.address.to_string(), "10.250.0.1/24");
+    assert_eq!(c.nhrp.role, Role::Hub { redirect: true });
+    assert!(c.nhrp.nhs.is_empty());
+    assert_eq!(c.ipsec.replay_window, 128);
+    assert_eq!(
+        c.underlay.local_address,
+        Some(Ipv4Addr::new(198, 51, 100, 1))
+    );
+}
+
+#[test]
+fn defaults_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "d.toml", BASE, 0o600);
+    let c = load(&p).unwrap();
+    assert_eq!(c.ipsec.replay_window, 1024);
+    assert_eq!(c.nhrp.holding_time, Duration::from_secs(7200));
+    assert_eq!(c.ike.dpd.delay, Duration::from_secs(40));
+    assert_eq!(c.ike.dpd.retry, Duration::from_secs(5));
+    assert_eq!(c.ike.nat_keepalive, Some(Duration::from_secs(20)));
+    assert_eq!(c.tunnel.interface, "dmvpn0");
+    assert_eq!(c.underlay.local_address, None);
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let text = BASE.replace("mtu = 1400", "mtux = 1400");
+    assert_err(&text, "mtux", "tunnel.mtux", "unknown field");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let text = BASE.replace("mtu = 1400", "mtu = \"big\"");
+    assert_err(&text, "mtu = \"big\"", "tunnel.mtu", "invalid type");
+}
+
+#[test]
+fn bad_address_is_located() {
+    let text = BASE.replace("nbma = \"198.51.100.1\"", "nbma = \"198.51.100\"");
+    assert_err(&text, "nbma =", "nhrp.nhs[0].nbma", "invalid IPv4 address");
+}
+
+#[test]
+fn unsupported_group_is_located() {
+    let text = BASE.replace("group = 19", "group = 14");
+    assert_err(
+        &text,
+        "group = 14",
+        "ike.proposal[0].group",
+        "unsupported Diffie-Hellman group 14",
+    );
+}
+
+#[test]
+fn mss_larger_than_mtu_allows() {
+    let text = BASE.replace("adjust-mss = 1360", "adjust-mss = 1380");
+    assert_err(
+        &text,
+        "adjust-mss",
+        "tunnel.adjust-mss",
+        "at most tunnel.mtu - 40",
+    );
+}
+
+#[test]
+fn mtu_out_of_range() {
+    let text = BASE.replace("mtu = 1400", "mtu = 100");
+    assert_err(&text, "mtu = 100", "tunnel.mtu", "out of range");
+}
+
+#[test]
+fn nhrp_key_longer_than_8_bytes() {
+    let text = BASE.replace("k8bytes!", "ninebytes");
+    assert_err(&text, "ninebytes", "nhrp.authentication", "1 to 8 bytes");
+}
+
+#[test]
+fn nhs_outside_tunnel_subnet() {
+    let text = BASE.replace("address = \"10.250.0.1\"", "address = \"10.251.0.1\"");
+    assert_err(
+        &text,
+        "10.251.0.1",
+        "nhrp.nhs[0].address",
+        "not another address in the tunnel subnet",
+    );
+}
+
+#[test]
+fn spoke_without_nhs() {
+    let cut = BASE.find("[[nhrp.nhs]]").unwrap();
+    assert_err(&BASE[..cut], "role = \"spoke\"", "nhrp.nhs", "at least one");
+}
+
+#[test]
+fn redirect_on_spoke() {
+    let text = BASE.replace("network-id = 100", "network-id = 100\nredirect = true");
+    assert_err(
+        &text,
+        "redirect = true",
+        "nhrp.redirect",
+        "applies to role = \"hub\" only",
+    );
+}
+
+#[test]
+fn tunnel_mode_refused() {
+    let text = format!("{BASE}\n[ipsec]\nmode = \"tunnel\"\n");
+    assert_err(
+        &text,
+        "mode = \"tunnel\"",
+        "ipsec.mode",
+        "only \"transport\"",
+    );
+}
+
+#[test]
+fn route_with_host_bits() {
+    let text = format!("{BASE}\n[[route]]\nprefix = \"10.1.1.5/24\"\nvia = \"10.250.0.1\"\n");
+    assert_err(
+        &text,
+        "10.1.1.5/24",
+        "route[0].prefix",
+        "did you mean 10.1.1.0/24",
+    );
+}
+
+#[test]
+fn syntax_error_has_line() {
+    let text = BASE.replace("mtu = 1400", "mtu = 1400 1400");
+    let (e, p, _dir) = load_err(&text);
+    let line = line_of(&text, "mtu = 1400 1400");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:{line}:", p.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_psk_names_the_entry() {
+    let text = BASE.replace("psk = \"inline-psk\"\n", "");
+    assert_err(
+        &text,
+        "name = \"ANY\"",
+        "ike.keyring[0].psk",
+        "no pre-shared key for keyring entry `ANY`",
+    );
+}
+
+#[test]
+fn secrets_file_supplies_keys_and_errors_point_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = BASE
+        .replace("psk = \"inline-psk\"\n", "")
+        .replace("authentication = \"k8bytes!\"\n", "");
+    let main = format!("secrets = \"s.toml\"\n{main}");
+    let p = write(dir.path(), "m.toml", &main, 0o644);
+    write(
+        dir.path(),
+        "s.toml",
+        "[psk]\nANY = \"from-file\"\n[nhrp]\nauthentication = \"abc\"\n",
+        0o600,
+    );
+    let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.ike.keyring[0].psk.expose(), b"from-file");
+    assert_eq!(c.nhrp.authentication.unwrap().expose(), b"abc");
+
+    // A psk for a keyring entry that does not exist is a typo worth reporting, in the secrets file.
+    let stext = "[psk]\nANY = \"x\"\nANYY = \"y\"\n";
+    let s = write(dir.path(), "s.toml", stext, 0o600);
+    let msg = load(&p).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}:3:", s.display())), "{msg}");
+    assert!(
+        msg.contains("psk.ANYY: no keyring entry named `ANYY`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn secrets_file_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = format!(
+        "secrets = \"s.toml\"\n{}",
+        BASE.replace("psk = \"inline-psk\"\n", "")
+            .replace("authentication = \"k8bytes!\"\n", "")
+    );
+    let p = write(dir.path(), "m.toml", &main, 0o644);
+    for mode in [0o640, 0o604, 0o660, 0o601] {
+        let s = write(dir.path(), "s.toml", "[psk]\nANY = \"x\"\n", mode);
+        match load(&p) {
+            Err(ConfigError::Permissions { path, mode: m, .. }) => {
+                assert_eq!(path, s);
+                assert_eq!(m, mode);
+            }
+            other => panic!("mode {mode:o}: expected a permission error, got {other:?}"),
+        }
+    }
+    write(dir.path(), "s.toml", "[psk]\nANY = \"x\"\n", 0o400);
+    load(&p).unwrap();
+}
+
+#[test]
+fn main_file_with_inline_secret_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "m.toml", BASE, 0o644);
+    let msg = load(&p).unwrap_err().to_string();
+    assert!(
+        msg.contains("refusing to use: mode 0644") && msg.contains("inline"),
+        "{msg}"
+    );
+    assert!(msg.contains(&p.display().to_string()), "{msg}");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    load(&p).unwrap();
+}
+
+#[test]
+fn main_file_without_secrets_may_be_readable_not_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", "[psk]\nANY = \"x\"\n", 0o600);
+    let main = format!(
+        "secrets = \"s.toml\"\n{}",
+        BASE.replace("psk = \"inline-psk\"\n", "")
+            .replace("authentication = \"k8bytes!\"\n", "")
+    );
+    let p = write(dir.path(), "m.toml", &main, 0o644);
+    load(&p).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o664)).unwrap();
+    let msg = load(&p).unwrap_err().to_string();
+    assert!(msg.contains("write the configuration"), "{msg}");
+}
+
+#[test]
+fn missing_file_names_it() {
+    let msg = load(Path::new("/nonexistent/dmvpnd.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("/nonexistent/dmvpnd.toml: cannot read"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn psk_lookup_prefers_the_longest_prefix() {
+    let text = BASE.replace(
+        "[tunnel]",
+        "[[ike.keyring]]\nname = \"HUB\"\npeer = \"198.51.100.1/32\"\npsk = \"hub-psk\"\n\n[tunnel]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), "m.toml", &text, 0o600)).unwrap();
+    assert_eq!(
+        c.ike
+            .psk_for(Ipv4Addr::new(198, 51, 100, 1))
+            .unwrap()
+            .expose(),
+        b"hub-psk"
+    );
+    assert_eq!(
+        c.ike
+            .psk_for(Ipv4Addr::new(198, 51, 100, 2))
+            .unwrap()
+            .expose(),
+        b"inline-psk"
+    );
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Host packages the namespace tests (tests/tests/*.rs, daemon/tests/*.rs) need: ip/ss (iproute2),
+# nft (nftables) for the NAT router namespace, sysctl (procps). Debian/Ubuntu, run as root.
+# Idempotent: installs nothing when everything is present. /dev/net/tun must exist (tun module).
+set -euo pipefail
+
+PACKAGES=(iproute2 nftables procps)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "install-deps: all packages present"
+fi
+
+if [[ ! -c /dev/net/tun ]]; then
+    modprobe tun 2>/dev/null || true
+fi
+[[ -c /dev/net/tun ]] || { echo "install-deps: /dev/net/tun is missing" >&2; exit 1; }
