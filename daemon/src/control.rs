@@ -1,32 +1,52 @@
-//! The event loop: one task owns the protocol engines (sans-IO, quinn-proto style) and is fed by
-//! bounded channels from the underlay and TUN reader tasks; its only timer is the earliest
-//! deadline any engine asks for. Also starts the daemon (TUN, sockets, route mirror, static
-//! routes) in the order each step depends on.
+//! The control plane: one task owns the sans-IO protocol engines (IKEv2 and NHRP, quinn-proto
+//! style) and the master copy of the dataplane tables. It is fed by bounded channels from the
+//! underlay readers (IKE, NAT keepalives) and the dataplane's slow path (packets waiting for
+//! an SA, NHRP packets, redirect triggers); its only timer is the earliest deadline any engine
+//! asks for, plus a 2-second housekeeping tick that samples SA counters for DPD and shortcut
+//! refresh. Engine events become IKE initiations, SA installs (published to the dataplane as a
+//! new immutable snapshot), kernel routes for NHRP shortcuts, and log lines.
 //!
-//! Integration seams for the IKE and NHRP engines and the ESP dataplane are marked
-//! `TODO(integration)`; everything else here is live.
+//! Also starts the daemon (TUN, sockets, route mirror, engines, static routes) in the order
+//! each step depends on.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::unix::fs::OpenOptionsExt;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use dmvpn_config::{Config, Role};
+use anyhow::{Context, Result, anyhow, bail};
+use dmvpn_config::{Config, DpdMode, Role};
+use dmvpn_crypto::{DhAlg, PrfAlg, SystemRng};
+use dmvpn_dataplane::{DropReason, Mapping, PeerPath, Tables, TunnelParams};
+use dmvpn_esp::{InboundSa, OutboundSa, Spi};
+use dmvpn_ike::{ChildSaInstalled, DownReason, Endpoint, Event as IkeEvent};
+use dmvpn_nhrp::{EntryKind, Event as NhrpEvent};
+use dmvpn_wire::PacketBuf;
+use dmvpn_wire::gre::EtherType;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use crate::datapath::{Datapath, SlowPath};
+use crate::keylog::KeyLog;
 use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
-use crate::tun::{HEADROOM, TunDevice};
-use crate::underlay::{NATT_PORT, Received, Underlay, UnderlayConfig, local_address_for};
+use crate::tun::TunDevice;
+use crate::underlay::{IKE_PORT, NATT_PORT, Received, Underlay, UnderlayConfig, local_address_for};
 
 /// Depth of the reader → control plane channels. Full channels drop and count.
 const QUEUE_DEPTH: usize = 1024;
-
+/// Packets held per peer while its SA is negotiated (then dropped and counted).
+const SA_QUEUE_DEPTH: usize = 32;
+/// A pending initiation older than this is retried when more traffic asks for the peer.
+const CONNECT_RETRY: Duration = Duration::from_secs(30);
+/// Period of the housekeeping tick (DPD traffic sampling, shortcut refresh).
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// How often the router's own (non-tunnel) prefixes are re-read for NHRP.
+const LOCAL_PREFIX_REFRESH: Duration = Duration::from_secs(30);
+/// Kernel metric of NHRP shortcut routes: below static (and OSPF) routes to the same prefix,
+/// so a shortcut wins while it lives and withdrawing it falls back to the path via the hub.
+pub const SHORTCUT_METRIC: u32 = 10;
+/// Kernel metric of configured static routes into the tunnel.
+pub const STATIC_METRIC: u32 = 100;
 /// Schedules RFC 3948 §4 NAT keepalives to the peers whose IKE SA detected a NAT in front of us.
 #[derive(Debug)]
 pub struct NatKeepalives {
@@ -73,88 +93,184 @@ impl NatKeepalives {
     }
 }
 
-/// A packet read from the TUN, stored at `HEADROOM` so encapsulation can grow it in front.
+
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// A peer's IKE SA being negotiated.
 #[derive(Debug)]
-pub struct TunPacket {
-    pub buf: Vec<u8>,
-    pub len: usize,
-}
-
-impl TunPacket {
-    pub fn bytes(&self) -> &[u8] {
-        self.buf
-            .get(HEADROOM..HEADROOM + self.len)
-            .unwrap_or_default()
-    }
-
-    /// IPv4 destination address (RFC 791 §3.1), if this is an IPv4 packet.
-    pub fn ipv4_dst(&self) -> Option<Ipv4Addr> {
-        let b = self.bytes();
-        if b.first()? >> 4 != 4 {
-            return None;
-        }
-        let d: [u8; 4] = b.get(16..20)?.try_into().ok()?;
-        Some(Ipv4Addr::from(d))
-    }
-}
-
-/// Counters of the control task.
-#[derive(Debug, Default)]
-pub struct ControlStats {
-    pub tun_packets: AtomicU64,
-    pub tun_no_route: AtomicU64,
-    pub tun_queue_full: AtomicU64,
+struct Connecting {
+    since: Instant,
 }
 
 /// What the control task owns.
-#[derive(Debug)]
 pub struct ControlPlane {
     pub config: Arc<Config>,
     pub underlay: Arc<Underlay>,
     pub netlink: Netlink,
     pub tun_index: u32,
-    /// Read by the dataplane; written only by the route mirror.
+    /// Published by the route mirror; read here to feed NHRP.
     pub routes: SharedRoutes,
     pub keepalives: NatKeepalives,
-    pub stats: Arc<ControlStats>,
-    /// Append-only, mode 0600; `debug.key-export`.
-    pub key_log: Option<File>,
-    /// Own NBMA address toward the first NHS (or configured); the NHRP engine's src NBMA.
-    pub local_nbma: Option<Ipv4Addr>,
-    // TODO(integration): the engines live here, e.g. `ike: dmvpn_ike::Endpoint` and
-    // `nhrp: dmvpn_nhrp::…` (spoke NHS client or hub server per `config.nhrp.role`), built from
-    // `config` with an injected RNG; and the dataplane's SA-table publisher.
+    key_log: Option<KeyLog>,
+    /// Own NBMA address as configured on the interface (pre-NAT).
+    pub local_nbma: Ipv4Addr,
+    dp: Arc<Datapath>,
+    ike: Endpoint,
+    nhrp: dmvpn_nhrp::Engine,
+    /// The master copy of what the dataplane reads; published on change.
+    master: Tables,
+    pending: HashMap<Ipv4Addr, VecDeque<(EtherType, PacketBuf)>>,
+    connecting: HashMap<Ipv4Addr, Connecting>,
+    /// NHRP shortcut routes installed in the kernel: (prefix, len, next hop).
+    shortcuts: HashSet<(Ipv4Addr, u8, Ipv4Addr)>,
+    local_prefixes: Vec<(Ipv4Addr, u8)>,
+    /// Last seen packet count per SA (by SPI), to tell IKE about traffic for DPD.
+    sa_packets: HashMap<u32, u64>,
+    next_housekeeping: Instant,
+    next_local_prefixes: Instant,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("local_nbma", &self.local_nbma)
+            .field("tun_index", &self.tun_index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the IKE engine's configuration from ours.
+fn ike_config(config: &Config) -> Result<dmvpn_ike::Config> {
+    let ike_proposals = config
+        .ike
+        .proposals
+        .iter()
+        .map(|p| {
+            Ok(dmvpn_ike::IkeProposal {
+                encr_key_bits: match p.encryption {
+                    dmvpn_config::Encryption::AesGcm128 => 128,
+                    dmvpn_config::Encryption::AesGcm256 => 256,
+                },
+                prf: match p.prf {
+                    dmvpn_config::Prf::Sha256 => PrfAlg::HmacSha256,
+                    dmvpn_config::Prf::Sha384 => PrfAlg::HmacSha384,
+                    dmvpn_config::Prf::Sha512 => PrfAlg::HmacSha512,
+                },
+                dh: DhAlg::from_ike_group(p.group.0)
+                    .ok_or_else(|| anyhow!("unsupported DH group {}", p.group.0))?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut keyring = dmvpn_ike::Keyring::new();
+    for k in &config.ike.keyring {
+        keyring.add_prefix(IpAddr::V4(k.peer.addr), k.peer.prefix_len, k.psk.expose());
+    }
+    // Rekey margins: strongSwan's 9 minutes, but never more than a tenth of a short lifetime.
+    let margin = |l: Duration| Duration::from_secs(540).min(l / 10);
+    Ok(dmvpn_ike::Config {
+        ike_proposals,
+        keyring,
+        dpd: Some(dmvpn_ike::Dpd {
+            delay: config.ike.dpd.delay,
+            retry: config.ike.dpd.retry,
+            mode: match config.ike.dpd.mode {
+                DpdMode::OnDemand => dmvpn_ike::DpdMode::OnDemand,
+                DpdMode::Periodic => dmvpn_ike::DpdMode::Periodic,
+            },
+            ..dmvpn_ike::Dpd::default()
+        }),
+        lifetimes: dmvpn_ike::Lifetimes {
+            ike: config.ike.lifetime,
+            ike_margin: margin(config.ike.lifetime),
+            child: config.ipsec.lifetime,
+            child_margin: margin(config.ipsec.lifetime),
+            ..dmvpn_ike::Lifetimes::default()
+        },
+        natt_port: NATT_PORT,
+        ..dmvpn_ike::Config::default()
+    })
+}
+
+/// Builds the NHRP engine's configuration from ours.
+fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config {
+    let addr = IpAddr::V4(config.tunnel.address.addr);
+    let len = config.tunnel.address.prefix_len;
+    let mut c = match config.nhrp.role {
+        Role::Spoke { shortcut } => {
+            let nhs = config
+                .nhrp
+                .nhs
+                .iter()
+                .map(|n| dmvpn_nhrp::NhsConfig {
+                    protocol_addr: Some(IpAddr::V4(n.address)),
+                    nbma_addr: IpAddr::V4(n.nbma),
+                    multicast: n.multicast,
+                })
+                .collect();
+            let mut c = dmvpn_nhrp::Config::spoke(addr, len, IpAddr::V4(local_nbma), nhs);
+            c.shortcut = shortcut;
+            c
+        }
+        Role::Hub { redirect } => {
+            let mut c = dmvpn_nhrp::Config::hub(addr, len, IpAddr::V4(local_nbma));
+            c.redirect = redirect;
+            c
+        }
+    };
+    c.network_id = config.nhrp.network_id;
+    c.auth_key = config.nhrp.authentication.as_ref().map(|k| k.expose().to_vec());
+    c.holding_time = config.nhrp.holding_time;
+    c.mtu = 0;
+    c
 }
 
 impl ControlPlane {
-    /// Installs a route into the tunnel as a kernel route (so routing daemons see it); the route
-    /// mirror then publishes it to the dataplane. Used for static routes and NHRP shortcuts.
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    /// The local address toward `peer`: configured, or the source of the route to it.
+    fn local_ip_for(&self, peer: Ipv4Addr) -> Ipv4Addr {
+        self.config.underlay.local_address.unwrap_or_else(|| {
+            local_address_for(peer, self.config.underlay.interface.as_deref())
+                .unwrap_or(self.local_nbma)
+        })
+    }
+
+    /// Makes the dataplane see the master tables.
+    fn publish(&self) {
+        self.dp.tables.store(Arc::new(self.master.clone()));
+    }
+
+    /// Installs a route into the tunnel as a kernel route (so routing daemons see it); the
+    /// route mirror then publishes it to the dataplane.
     pub async fn install_route(
         &self,
         prefix: Ipv4Addr,
         prefix_len: u8,
         via: Option<Ipv4Addr>,
+        metric: u32,
     ) -> Result<()> {
         self.netlink
-            .install_route(self.tun_index, prefix, prefix_len, via)
+            .install_route(self.tun_index, prefix, prefix_len, via, metric)
             .await
     }
 
-    pub async fn withdraw_route(
-        &self,
-        prefix: Ipv4Addr,
-        prefix_len: u8,
-        via: Option<Ipv4Addr>,
-    ) -> Result<()> {
-        self.netlink
-            .withdraw_route(self.tun_index, prefix, prefix_len, via)
-            .await
-    }
-
-    /// The earliest deadline of any engine.
-    fn poll_timeout(&self) -> Option<Instant> {
-        // TODO(integration): min with `self.ike.poll_timeout()` and `self.nhrp.poll_timeout()`.
-        self.keepalives.poll_timeout()
+    /// The earliest deadline of any engine or timer.
+    fn poll_timeout(&self) -> Instant {
+        [
+            self.ike.poll_timeout(),
+            self.nhrp.poll_timeout(),
+            self.keepalives.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_housekeeping, Instant::min)
     }
 
     async fn handle_timeout(&mut self, now: Instant) {
@@ -163,131 +279,555 @@ impl ControlPlane {
                 tracing::debug!(%peer, "NAT keepalive: {e}");
             }
         }
-        // TODO(integration): `self.ike.handle_timeout(now)`; `self.nhrp.handle_timeout(now)`.
+        self.ike.handle_timeout(now);
+        self.nhrp.handle_timeout(now);
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.housekeeping(now).await;
+        }
     }
 
-    async fn handle_underlay(&mut self, _now: Instant, r: Received) {
+    /// Tells IKE which peers carried traffic (DPD on demand probes only a peer we send to and
+    /// hear nothing from), refreshes used shortcuts, and feeds NHRP the routing table.
+    async fn housekeeping(&mut self, now: Instant) {
+        for (nbma, path) in &self.master.paths {
+            let spi = path.out_sa.spi().0;
+            let n = path.out_sa.stats().snapshot().packets;
+            if self.sa_packets.insert(spi, n) != Some(n) && n > 0 {
+                self.ike.note_outbound(now, IpAddr::V4(*nbma));
+            }
+        }
+        for sa in self.master.inbound.iter() {
+            let spi = sa.spi();
+            let n = sa.stats().snapshot().packets;
+            if self.sa_packets.insert(spi.0, n) != Some(n)
+                && n > 0
+                && let Some(peer) = self.master.spi_peer.get(&spi)
+            {
+                self.ike.note_inbound(now, IpAddr::V4(*peer));
+            }
+        }
+        let used: HashSet<Ipv4Addr> = self
+            .shortcuts
+            .iter()
+            .map(|s| s.2)
+            .filter(|nh| self.master.mappings.get(nh).is_some_and(|m| m.take_used()))
+            .collect();
+        for &(prefix, _, nh) in &self.shortcuts {
+            if used.contains(&nh) {
+                self.nhrp.shortcut_used(now, IpAddr::V4(prefix));
+            }
+        }
+        if now >= self.next_local_prefixes {
+            self.next_local_prefixes = now + LOCAL_PREFIX_REFRESH;
+            match self.netlink.local_prefixes(self.tun_index).await {
+                Ok(p) => self.local_prefixes = p,
+                Err(e) => tracing::warn!("reading local prefixes: {e:#}"),
+            }
+        }
+        self.feed_nhrp_routes();
+    }
+
+    /// NHRP answers resolutions from the routing table: routes into the tunnel name the next
+    /// hop that owns a destination (hub); the router's other prefixes are its own (spoke).
+    fn feed_nhrp_routes(&mut self) {
+        let routes = self.routes.load();
+        let mut v: Vec<dmvpn_nhrp::Route> = routes
+            .iter()
+            .filter_map(|r| {
+                Some(dmvpn_nhrp::Route {
+                    prefix: IpAddr::V4(r.prefix),
+                    prefix_len: r.prefix_len,
+                    next_hop: Some(IpAddr::V4(r.gateway?)),
+                })
+            })
+            .collect();
+        v.extend(self.local_prefixes.iter().map(|&(p, l)| dmvpn_nhrp::Route {
+            prefix: IpAddr::V4(p),
+            prefix_len: l,
+            next_hop: None,
+        }));
+        self.nhrp.set_routes(v);
+    }
+
+    async fn handle_underlay(&mut self, now: Instant, r: Received) {
         match r {
             Received::Ike {
                 from,
                 natt,
                 message,
             } => {
-                tracing::trace!(%from, natt, len = message.len(), "IKE datagram");
-                // TODO(integration): `self.ike.handle_datagram(now, from, local, &message)`;
-                // `natt` tells the engine the peer already floated to port 4500.
+                let port = if natt { NATT_PORT } else { IKE_PORT };
+                let local = SocketAddr::new(IpAddr::V4(self.local_ip_for(*from.ip())), port);
+                self.ike
+                    .handle_datagram(now, local, SocketAddr::V4(from), &message);
             }
-            Received::Esp {
-                from,
-                encap,
-                packet,
+            // ESP never comes this way in the daemon (the readers hand it to the dataplane).
+            Received::Esp { .. } => {}
+            Received::NatKeepalive { from } => tracing::trace!(%from, "NAT keepalive"),
+        }
+    }
+
+    async fn handle_slow_path(&mut self, now: Instant, s: SlowPath) {
+        match s {
+            SlowPath::NeedSa {
+                nbma,
+                protocol,
+                buf,
             } => {
-                tracing::trace!(%from, encap, len = packet.len(), "ESP packet");
-                // TODO(integration): dataplane inbound (SA by SPI, replay check, open in place,
-                // GRE key check); GRE protocol 0x2001 goes to `self.nhrp.handle_datagram(now, …)`,
-                // IPv4 is written to the TUN.
+                if self.master.paths.contains_key(&nbma) {
+                    // The SA came up while the packet was in flight to us.
+                    self.dp.send_to(nbma, protocol, buf).await;
+                    return;
+                }
+                let q = self.pending.entry(nbma).or_default();
+                if q.len() >= SA_QUEUE_DEPTH {
+                    self.master.counters.count_drop(DropReason::SaQueueFull);
+                } else {
+                    q.push_back((protocol, buf));
+                }
+                self.ensure_sa(now, nbma);
             }
-            Received::NatKeepalive { from } => {
-                tracing::trace!(%from, "NAT keepalive");
+            SlowPath::Nhrp { peer, bytes } => {
+                let before = self.nhrp.counters().auth_failures;
+                self.nhrp.handle_packet(now, IpAddr::V4(peer), &bytes);
+                if self.nhrp.counters().auth_failures > before {
+                    tracing::warn!(
+                        peer = %peer,
+                        "NHRP authentication failure: packet dropped (wrong `nhrp authentication` key?)"
+                    );
+                }
+            }
+            SlowPath::Redirect { peer, quote } => {
+                self.nhrp
+                    .traffic_indication_needed(now, IpAddr::V4(peer), &quote);
             }
         }
     }
 
-    async fn handle_tun(&mut self, _now: Instant, pkt: TunPacket) {
-        self.stats.tun_packets.fetch_add(1, Ordering::Relaxed);
-        let Some(dst) = pkt.ipv4_dst() else { return };
-        let routes = self.routes.load();
-        let Some(route) = routes.lookup(dst) else {
-            self.stats.tun_no_route.fetch_add(1, Ordering::Relaxed);
+    /// Starts IKE toward `nbma` unless an SA exists or is being negotiated.
+    fn ensure_sa(&mut self, now: Instant, nbma: Ipv4Addr) {
+        if self.master.paths.contains_key(&nbma) {
+            self.nhrp.sa_up(now, IpAddr::V4(nbma));
             return;
-        };
-        let _next_hop = route.next_hop(dst);
-        // TODO(integration): dataplane outbound: NHRP mapping of `_next_hop` → NBMA → SA → GRE +
-        // ESP sealed in place in `pkt.buf` (HEADROOM in front) → `self.underlay.send_esp`. On a
-        // mapping miss, `self.nhrp` resolves (spoke) or redirects (hub); multicast goes to NHSes
-        // flagged `multicast`.
+        }
+        if let Some(c) = self.connecting.get(&nbma)
+            && now.duration_since(c.since) < CONNECT_RETRY
+        {
+            return;
+        }
+        let local = SocketAddr::new(IpAddr::V4(self.local_ip_for(nbma)), IKE_PORT);
+        let remote = SocketAddr::new(IpAddr::V4(nbma), IKE_PORT);
+        match self.ike.initiate(now, local, remote) {
+            Ok(id) => {
+                tracing::info!(peer = %nbma, ike_sa = %id, "initiating IKE");
+                self.connecting.insert(nbma, Connecting { since: now });
+            }
+            Err(e) => tracing::error!(peer = %nbma, "cannot initiate IKE: {e}"),
+        }
     }
 
-    /// Drains the engines' outputs after every input or timeout.
-    async fn flush(&mut self) {
-        // TODO(integration): while let Some(t) = self.ike.poll_transmit() → `self.underlay.send_ike`;
-        // while let Some(ev) = self.ike.poll_event(): Child SA installed → publish SA table and
-        // write `self.key_log`; NAT detected → `self.keepalives.add(peer, now)`; SA deleted →
-        // `self.keepalives.remove(peer)`. while let Some(ev) = self.nhrp.poll_event(): need SA to
-        // NBMA → `self.ike.initiate(peer)`; shortcut → `self.install_route(..)`; purge/expiry →
-        // `self.withdraw_route(..)`; NHRP packets to send → dataplane GRE+ESP.
+    /// Drops the packets waiting for `nbma` (counted).
+    fn drop_pending(&mut self, nbma: Ipv4Addr) {
+        if let Some(q) = self.pending.remove(&nbma) {
+            for _ in q {
+                self.master.counters.count_drop(DropReason::SaQueueFull);
+            }
+        }
+    }
+
+    async fn install_child(&mut self, now: Instant, c: ChildSaInstalled) {
+        let Some(peer) = v4(c.remote.ip()) else {
+            return;
+        };
+        let sas = OutboundSa::new(Spi(c.spi_out), c.key_out.expose(), c.esn).and_then(|o| {
+            InboundSa::new(
+                Spi(c.spi_in),
+                c.key_in.expose(),
+                c.esn,
+                self.config.ipsec.replay_window,
+            )
+            .map(|i| (o, i))
+        });
+        let (out_sa, in_sa) = match sas {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(%peer, "cannot install child SA: {e}");
+                return;
+            }
+        };
+        self.master.paths.insert(
+            peer,
+            PeerPath {
+                out_sa: Arc::new(out_sa),
+                port: c.remote.port(),
+                udp_encap: c.udp_encap,
+            },
+        );
+        // A replaced SA's inbound half stays until IKE deletes it: packets the peer sealed
+        // before switching may still be in flight.
+        self.master.add_inbound(peer, Arc::new(in_sa));
+        self.publish();
+        tracing::info!(
+            %peer,
+            spi_in = format_args!("{:#010x}", c.spi_in),
+            spi_out = format_args!("{:#010x}", c.spi_out),
+            udp_encap = c.udp_encap,
+            esn = c.esn,
+            rekey = c.replaces.is_some(),
+            "child SA installed (ESP transport, AES-GCM-256, GRE)"
+        );
+        if let Some(k) = &mut self.key_log {
+            let nat = c.udp_encap;
+            let (local, remote) = (c.local.ip(), c.remote.ip());
+            k.esp_sa((!nat).then_some(remote), (!nat).then_some(local), c.spi_in, c.key_in.expose());
+            k.esp_sa((!nat).then_some(local), (!nat).then_some(remote), c.spi_out, c.key_out.expose());
+        }
+        self.connecting.remove(&peer);
+        if let Some(q) = self.pending.remove(&peer) {
+            for (protocol, buf) in q {
+                self.dp.send_to(peer, protocol, buf).await;
+            }
+        }
+        self.nhrp.sa_up(now, IpAddr::V4(peer));
+    }
+
+    /// Forgets every SA to `peer` (DPD death, IKE SA gone).
+    fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
+        self.master.paths.remove(&peer);
+        let spis: Vec<Spi> = self
+            .master
+            .spi_peer
+            .iter()
+            .filter(|(_, p)| **p == peer)
+            .map(|(s, _)| *s)
+            .collect();
+        for spi in spis {
+            self.master.remove_inbound(spi);
+        }
+        self.keepalives
+            .remove(SocketAddrV4::new(peer, NATT_PORT));
+        self.connecting.remove(&peer);
+        self.publish();
+    }
+
+    async fn handle_ike_event(&mut self, now: Instant, ev: IkeEvent) {
+        match ev {
+            IkeEvent::IkeSaUp {
+                sa,
+                remote,
+                remote_id,
+                initiator,
+                nat_local,
+                nat_remote,
+                ..
+            } => {
+                tracing::info!(
+                    peer = %remote,
+                    ike_sa = %sa,
+                    id = %remote_id,
+                    initiator,
+                    nat_local,
+                    nat_remote,
+                    "IKE SA up (AES-GCM-256/PRF-HMAC-SHA2/ECDH)"
+                );
+                if nat_local && let SocketAddr::V4(r) = remote {
+                    self.keepalives.add(r, now);
+                }
+                if let Some(k) = &mut self.key_log
+                    && let Some((spi_i, spi_r, ei, er)) = self.ike.export_sk_e(sa)
+                {
+                    k.ike_sa(spi_i, spi_r, ei.expose(), er.expose());
+                }
+            }
+            IkeEvent::IkeSaRekeyed { old, new } => {
+                tracing::info!(old = %old, new = %new, "IKE SA rekeyed");
+                if let Some(k) = &mut self.key_log
+                    && let Some((spi_i, spi_r, ei, er)) = self.ike.export_sk_e(new)
+                {
+                    k.ike_sa(spi_i, spi_r, ei.expose(), er.expose());
+                }
+            }
+            IkeEvent::IkeSaDown { sa, remote, reason } => {
+                tracing::info!(peer = %remote, ike_sa = %sa, ?reason, "IKE SA down");
+                if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
+                    && let Some(peer) = v4(remote.ip())
+                {
+                    self.remove_peer_sas(peer);
+                    self.nhrp.peer_dead(now, IpAddr::V4(peer));
+                }
+            }
+            IkeEvent::ChildSaInstalled(c) => self.install_child(now, c).await,
+            IkeEvent::ChildSaDeleted {
+                spi_in,
+                spi_out,
+                remote,
+                ..
+            } => {
+                self.master.remove_inbound(Spi(spi_in));
+                if let Some(peer) = v4(remote.ip())
+                    && self
+                        .master
+                        .paths
+                        .get(&peer)
+                        .is_some_and(|p| p.out_sa.spi() == Spi(spi_out))
+                {
+                    self.master.paths.remove(&peer);
+                }
+                self.sa_packets.remove(&spi_in);
+                self.sa_packets.remove(&spi_out);
+                self.publish();
+                tracing::info!(
+                    peer = %remote,
+                    spi_in = format_args!("{spi_in:#010x}"),
+                    spi_out = format_args!("{spi_out:#010x}"),
+                    "child SA deleted"
+                );
+            }
+            IkeEvent::PeerDead { sa, remote } => {
+                tracing::warn!(peer = %remote, ike_sa = %sa, "peer dead (DPD): clearing its SAs and NHRP state");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.remove_peer_sas(peer);
+                    self.drop_pending(peer);
+                    self.nhrp.peer_dead(now, IpAddr::V4(peer));
+                }
+            }
+            IkeEvent::AuthFailed { remote, reason } => {
+                tracing::error!(peer = %remote, "IKE authentication failed: {reason} (check the pre-shared key)");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.connecting.remove(&peer);
+                    self.drop_pending(peer);
+                }
+            }
+            IkeEvent::EstablishFailed { remote, reason } => {
+                tracing::warn!(peer = %remote, ?reason, "IKE SA could not be established");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.connecting.remove(&peer);
+                    self.drop_pending(peer);
+                }
+            }
+            IkeEvent::ChildSaFailed { remote, reason, .. } => {
+                tracing::warn!(peer = %remote, ?reason, "child SA refused");
+            }
+        }
+    }
+
+    async fn handle_nhrp_event(&mut self, now: Instant, ev: NhrpEvent) {
+        match ev {
+            NhrpEvent::NeedSa { nbma } => {
+                if let Some(n) = v4(nbma) {
+                    self.ensure_sa(now, n);
+                }
+            }
+            NhrpEvent::ResetSa { nbma } => {
+                tracing::warn!(nhs = %nbma, "NHS unanswered: restarting IKE");
+                let _ = self.ike.delete(now, nbma);
+                if let Some(n) = v4(nbma) {
+                    self.remove_peer_sas(n);
+                }
+            }
+            NhrpEvent::InstallRoute {
+                prefix,
+                prefix_len,
+                next_hop,
+                nbma,
+            } => {
+                let (Some(p), Some(nh)) = (v4(prefix), v4(next_hop)) else {
+                    return;
+                };
+                tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, %nbma, "NHRP shortcut installed");
+                // The next hop's own /32 on the connected tunnel subnet needs no route.
+                let connected = prefix_len == 32 && p == nh && self.config.tunnel.address.contains(p);
+                if !connected {
+                    if let Err(e) = self
+                        .install_route(p, prefix_len, Some(nh), SHORTCUT_METRIC)
+                        .await
+                    {
+                        tracing::warn!("{e:#}");
+                    }
+                }
+                self.shortcuts.insert((p, prefix_len, nh));
+            }
+            NhrpEvent::WithdrawRoute {
+                prefix,
+                prefix_len,
+                next_hop,
+            } => {
+                let (Some(p), Some(nh)) = (v4(prefix), v4(next_hop)) else {
+                    return;
+                };
+                tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, "NHRP shortcut withdrawn");
+                if self.shortcuts.remove(&(p, prefix_len, nh))
+                    && let Err(e) = self
+                        .netlink
+                        .withdraw_route(self.tun_index, p, prefix_len, Some(nh), SHORTCUT_METRIC)
+                        .await
+                {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            NhrpEvent::NhsUp {
+                protocol_addr,
+                nbma,
+            } => tracing::info!(nhs = ?protocol_addr, %nbma, "NHRP registered with NHS"),
+            NhrpEvent::NhsDown {
+                protocol_addr,
+                nbma,
+            } => tracing::warn!(nhs = ?protocol_addr, %nbma, "NHRP registration with NHS lost"),
+            NhrpEvent::RegistrationRefused { nbma, code } => {
+                tracing::error!(%nbma, ?code, "NHS refused our NHRP registration");
+            }
+            NhrpEvent::PeerRegistered {
+                protocol_addr,
+                nbma,
+            } => tracing::info!(peer = %protocol_addr, %nbma, "NHRP registration accepted"),
+            NhrpEvent::PeerUnregistered {
+                protocol_addr,
+                nbma,
+            } => tracing::info!(peer = %protocol_addr, %nbma, "NHRP registration removed"),
+            NhrpEvent::PublicNbmaLearned { nbma } => {
+                tracing::info!(%nbma, "public NBMA address learned from the NHS (behind NAT)");
+            }
+            NhrpEvent::ResolutionFailed { target, code } => {
+                tracing::debug!(%target, ?code, "NHRP resolution failed");
+            }
+            NhrpEvent::ErrorIndication { from_nbma, code } => {
+                tracing::warn!(from = %from_nbma, ?code, "NHRP error indication received");
+            }
+        }
+    }
+
+    /// Rebuilds the NHRP-derived parts of the tables (mappings, multicast list); publishes
+    /// when they changed. `Mapping`s that did not change are kept, with their "used" marks.
+    fn sync_nhrp_tables(&mut self, now: Instant) {
+        let mut mappings: HashMap<Ipv4Addr, Arc<Mapping>> = HashMap::new();
+        let mut put = |proto: Ipv4Addr, nbma: Ipv4Addr, old: &HashMap<Ipv4Addr, Arc<Mapping>>| {
+            let m = match old.get(&proto) {
+                Some(m) if m.nbma == nbma => m.clone(),
+                _ => Mapping::new(nbma),
+            };
+            mappings.insert(proto, m);
+        };
+        for n in &self.config.nhrp.nhs {
+            put(n.address, n.nbma, &self.master.mappings);
+        }
+        for e in self.nhrp.cache_entries(now) {
+            if e.kind == EntryKind::Local || !e.is_live(now) {
+                continue;
+            }
+            if let (Some(nh), Some(nbma)) = (v4(e.next_hop), v4(e.effective_nbma())) {
+                put(nh, nbma, &self.master.mappings);
+            }
+        }
+        let multicast: Vec<Ipv4Addr> = self
+            .nhrp
+            .multicast_nbmas(now)
+            .into_iter()
+            .filter_map(v4)
+            .collect();
+        let same = mappings.len() == self.master.mappings.len()
+            && mappings
+                .iter()
+                .all(|(k, v)| self.master.mappings.get(k).is_some_and(|o| Arc::ptr_eq(o, v)))
+            && multicast == self.master.multicast;
+        if !same {
+            self.master.mappings = mappings;
+            self.master.multicast = multicast;
+            self.publish();
+        }
+    }
+
+    /// Drains the engines' outputs after every input or timeout, until nothing moves.
+    async fn flush(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.ike.poll_transmit() {
+                moved = true;
+                let SocketAddr::V4(to) = t.remote else {
+                    continue;
+                };
+                let natt = t.needs_non_esp_marker(NATT_PORT);
+                if let Err(e) = self.underlay.send_ike(to, natt, &t.bytes).await {
+                    tracing::debug!(peer = %to, "IKE send: {e}");
+                }
+            }
+            while let Some(ev) = self.ike.poll_event() {
+                moved = true;
+                self.handle_ike_event(now, ev).await;
+            }
+            let mut nhrp_moved = false;
+            while let Some(ev) = self.nhrp.poll_event() {
+                nhrp_moved = true;
+                self.handle_nhrp_event(now, ev).await;
+            }
+            if nhrp_moved {
+                moved = true;
+                self.sync_nhrp_tables(now);
+            }
+            while let Some(t) = self.nhrp.poll_transmit() {
+                moved = true;
+                let Some(nbma) = v4(t.dst_nbma) else { continue };
+                match PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, &t.bytes) {
+                    Ok(buf) => self.dp.send_to(nbma, EtherType::NHRP, buf).await,
+                    Err(e) => tracing::warn!("NHRP packet too large: {e}"),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Purges NHRP registrations and deletes IKE SAs, like `clear crypto session` before a
+    /// shutdown, so the hub forgets us at once instead of at expiry.
+    async fn shutdown(&mut self) {
+        let now = Self::now();
+        self.nhrp.shutdown(now);
+        self.flush(now).await;
+        let sas: Vec<_> = self.ike.ike_sas(now).into_iter().map(|s| s.id).collect();
+        for id in sas {
+            let _ = self.ike.delete_sa(now, id);
+        }
+        self.flush(now).await;
+        for (p, l, nh) in std::mem::take(&mut self.shortcuts) {
+            let _ = self
+                .netlink
+                .withdraw_route(self.tun_index, p, l, Some(nh), SHORTCUT_METRIC)
+                .await;
+        }
     }
 
     /// Runs until `shutdown` resolves or the readers go away.
     pub async fn run(
         mut self,
         mut underlay_rx: mpsc::Receiver<Received>,
-        mut tun_rx: mpsc::Receiver<TunPacket>,
+        mut slow_rx: mpsc::Receiver<SlowPath>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let now = Self::now();
+        self.housekeeping(now).await;
+        self.nhrp.register(now);
+        self.flush(now).await;
         loop {
-            let deadline = self.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let deadline = tokio::time::Instant::from_std(self.poll_timeout());
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = underlay_rx.recv() => match r {
-                    Some(r) => self.handle_underlay(Instant::now(), r).await,
+                    Some(r) => self.handle_underlay(Self::now(), r).await,
                     None => break,
                 },
-                p = tun_rx.recv() => match p {
-                    Some(p) => self.handle_tun(Instant::now(), p).await,
+                s = slow_rx.recv() => match s {
+                    Some(s) => self.handle_slow_path(Self::now(), s).await,
                     None => break,
                 },
-                _ = sleep => self.handle_timeout(Instant::now()).await,
+                _ = tokio::time::sleep_until(deadline) => self.handle_timeout(Self::now()).await,
             }
-            self.flush().await;
+            self.flush(Self::now()).await;
         }
-        // TODO(integration): NHRP purge and IKE Delete before exit, like `clear crypto session`.
+        self.shutdown().await;
         tracing::info!("control plane stopped");
     }
-}
-
-/// Reads the TUN into `HEADROOM`-offset buffers and hands packets to the control task.
-fn spawn_tun_reader(tun: Arc<TunDevice>, tx: mpsc::Sender<TunPacket>, stats: Arc<ControlStats>) {
-    tokio::spawn(async move {
-        loop {
-            // TODO(integration): buffers from the dataplane's free list instead of one per packet.
-            let mut buf = vec![0u8; tun.buffer_len()];
-            let Some(room) = buf.get_mut(HEADROOM..) else {
-                return;
-            };
-            let len = match tun.dev.recv(room).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!("reading {}: {e}", tun.name);
-                    return;
-                }
-            };
-            match tx.try_send(TunPacket { buf, len }) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    stats.tun_queue_full.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
-        }
-    });
-}
-
-/// Opens the key export file: created 0600 and appended to, never truncated.
-fn open_key_log(path: &std::path::Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening key export file {}", path.display()))
 }
 
 /// A started daemon: everything opened and configured, ready to run the event loop.
@@ -296,13 +836,17 @@ pub struct Daemon {
     pub control: ControlPlane,
     pub tun: Arc<TunDevice>,
     underlay_rx: mpsc::Receiver<Received>,
-    tun_rx: mpsc::Receiver<TunPacket>,
+    slow_rx: mpsc::Receiver<SlowPath>,
 }
 
 impl Daemon {
-    /// Creates the TUN, mirrors its routes, opens the underlay sockets, installs static routes.
+    /// Creates the TUN, mirrors its routes, opens the underlay sockets, builds the engines,
+    /// starts the per-packet tasks and installs static routes.
     pub async fn start(config: Config) -> Result<Self> {
         let config = Arc::new(config);
+        let Some(gre_key) = config.tunnel.gre_key else {
+            bail!("tunnel.gre-key is required: DMVPN peers tell tunnels apart by the GRE key");
+        };
         let netlink = Netlink::open()?;
         let tun = Arc::new(TunDevice::create(&config.tunnel, &netlink).await?);
         tracing::info!(
@@ -315,36 +859,64 @@ impl Daemon {
         spawn_route_mirror(tun.index, routes.clone()).await?;
 
         let underlay = Underlay::open(&UnderlayConfig::from_config(&config.underlay))?;
-        let local_nbma = match (config.underlay.local_address, config.nhrp.nhs.first()) {
-            (Some(a), _) => Some(a),
-            (None, Some(nhs)) => {
-                match local_address_for(nhs.nbma, config.underlay.interface.as_deref()) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        // Not fatal: the route to the NHS may appear later (DHCP, link up).
-                        tracing::warn!(nhs = %nhs.nbma, "no route to the NHS yet: {e}");
-                        None
-                    }
-                }
-            }
-            (None, None) => None,
+        let first_peer = config.nhrp.nhs.first().map(|n| n.nbma);
+        let local_nbma = match (config.underlay.local_address, first_peer) {
+            (Some(a), _) => a,
+            (None, Some(nhs)) => local_address_for(nhs, config.underlay.interface.as_deref())
+                .with_context(|| {
+                    format!("no route to the NHS {nhs}: set underlay.local-address or fix routing")
+                })?,
+            (None, None) => bail!(
+                "a hub needs underlay.local-address (its own NBMA address) in the configuration"
+            ),
         };
-        tracing::info!(?local_nbma, role = ?config.nhrp.role, "underlay sockets open");
+        tracing::info!(%local_nbma, role = ?config.nhrp.role, "underlay sockets open");
 
         let key_log = match &config.key_export {
             Some(p) => {
                 tracing::warn!(path = %p.display(), "exporting IKE/ESP keys for Wireshark: debugging only");
-                Some(open_key_log(p)?)
+                Some(KeyLog::open(p)?)
             }
             None => None,
         };
 
-        let (utx, underlay_rx) = mpsc::channel(QUEUE_DEPTH);
-        underlay.spawn_readers(utx);
-        let (ttx, tun_rx) = mpsc::channel(QUEUE_DEPTH);
-        let stats = Arc::new(ControlStats::default());
-        spawn_tun_reader(tun.clone(), ttx, stats.clone());
+        let ike = Endpoint::new(ike_config(&config)?, Box::new(SystemRng::new()));
+        let nhrp = dmvpn_nhrp::Engine::new(
+            nhrp_config(&config, local_nbma),
+            dmvpn_nhrp::SeededRequestIds::new(u64::from(std::process::id()) ^ 0x5eed),
+        )
+        .map_err(|e| anyhow!("NHRP configuration: {e}"))?;
 
+        let role = match config.nhrp.role {
+            Role::Spoke { .. } => dmvpn_dataplane::Role::Spoke,
+            Role::Hub { .. } => dmvpn_dataplane::Role::Hub,
+        };
+        let mut master = Tables::new(TunnelParams {
+            role,
+            gre_key,
+            address: config.tunnel.address.addr,
+            prefix_len: config.tunnel.address.prefix_len,
+            adjust_mss: config.tunnel.adjust_mss,
+            redirect: matches!(config.nhrp.role, Role::Hub { redirect: true }),
+        });
+        master.default_nbma = first_peer;
+        for n in &config.nhrp.nhs {
+            master.mappings.insert(n.address, Mapping::new(n.nbma));
+        }
+
+        let (utx, underlay_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (stx, slow_rx) = mpsc::channel(QUEUE_DEPTH);
+        let dp = Arc::new(Datapath::new(
+            master.clone(),
+            routes.clone(),
+            tun.clone(),
+            underlay.clone(),
+            stx,
+        ));
+        underlay.spawn_readers(utx, dp.clone());
+        tokio::spawn(dp.clone().run_tun());
+
+        let now = Instant::now();
         let control = ControlPlane {
             keepalives: NatKeepalives::new(config.ike.nat_keepalive),
             config: config.clone(),
@@ -352,35 +924,36 @@ impl Daemon {
             netlink,
             tun_index: tun.index,
             routes,
-            stats,
             key_log,
             local_nbma,
+            dp,
+            ike,
+            nhrp,
+            master,
+            pending: HashMap::new(),
+            connecting: HashMap::new(),
+            shortcuts: HashSet::new(),
+            local_prefixes: Vec::new(),
+            sa_packets: HashMap::new(),
+            next_housekeeping: now + HOUSEKEEPING,
+            next_local_prefixes: now,
         };
         for r in &config.routes {
             control
-                .install_route(r.prefix.addr, r.prefix.prefix_len, Some(r.via))
+                .install_route(r.prefix.addr, r.prefix.prefix_len, Some(r.via), STATIC_METRIC)
                 .await?;
-        }
-        if let Role::Spoke { .. } = config.nhrp.role {
-            // The NHS is reached before registration over its NBMA address on 4500 once NAT-T
-            // floats; keepalives start when IKE reports the NAT (TODO(integration) in `flush`).
-            tracing::debug!(
-                nhs = config.nhrp.nhs.len(),
-                port = NATT_PORT,
-                "spoke: NHS list loaded"
-            );
         }
         Ok(Daemon {
             control,
             tun,
             underlay_rx,
-            tun_rx,
+            slow_rx,
         })
     }
 
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         self.control
-            .run(self.underlay_rx, self.tun_rx, shutdown)
+            .run(self.underlay_rx, self.slow_rx, shutdown)
             .await;
     }
 }
@@ -407,19 +980,5 @@ mod tests {
         let mut off = NatKeepalives::new(None);
         off.add(a, t0);
         assert_eq!(off.poll_timeout(), None);
-    }
-
-    #[test]
-    fn tun_packet_destination() {
-        let mut buf = vec![0u8; HEADROOM + 20];
-        buf[HEADROOM] = 0x45;
-        buf[HEADROOM + 16..HEADROOM + 20].copy_from_slice(&[10, 1, 1, 106]);
-        let p = TunPacket { buf, len: 20 };
-        assert_eq!(p.ipv4_dst(), Some(Ipv4Addr::new(10, 1, 1, 106)));
-        let short = TunPacket {
-            buf: vec![0x45; HEADROOM + 10],
-            len: 10,
-        };
-        assert_eq!(short.ipv4_dst(), None);
     }
 }

@@ -2,6 +2,8 @@
 //! device, the underlay sockets (UDP 500/4500, raw ESP), rtnetlink, signals and the event loop.
 
 pub mod control;
+pub mod datapath;
+pub mod keylog;
 pub mod netlink;
 pub mod routes;
 pub mod tun;

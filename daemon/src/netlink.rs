@@ -101,10 +101,12 @@ impl Netlink {
         prefix: Ipv4Addr,
         prefix_len: u8,
         gateway: Option<Ipv4Addr>,
+        metric: u32,
     ) -> RouteMessage {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(prefix, prefix_len)
             .output_interface(index)
+            .priority(metric)
             .protocol(RouteProtocol::Other(RouteProto::DMVPND.0))
             .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
             .kind(RouteType::Unicast);
@@ -115,17 +117,20 @@ impl Netlink {
         b.build()
     }
 
-    /// Installs (or replaces) `prefix/len via gateway dev tunnel proto 77` in the main table.
+    /// Installs (or replaces) `prefix/len via gateway dev tunnel proto 77 metric M` in the main
+    /// table. Shortcuts use a lower metric than static routes to the same prefix, so both can
+    /// coexist and withdrawing the shortcut falls back to the static route.
     pub async fn install_route(
         &self,
         index: u32,
         prefix: Ipv4Addr,
         prefix_len: u8,
         gateway: Option<Ipv4Addr>,
+        metric: u32,
     ) -> Result<()> {
         self.handle
             .route()
-            .add(Self::route_message(index, prefix, prefix_len, gateway))
+            .add(Self::route_message(index, prefix, prefix_len, gateway, metric))
             .replace()
             .execute()
             .await
@@ -139,11 +144,12 @@ impl Netlink {
         prefix: Ipv4Addr,
         prefix_len: u8,
         gateway: Option<Ipv4Addr>,
+        metric: u32,
     ) -> Result<()> {
         match self
             .handle
             .route()
-            .del(Self::route_message(index, prefix, prefix_len, gateway))
+            .del(Self::route_message(index, prefix, prefix_len, gateway, metric))
             .execute()
             .await
         {
@@ -154,10 +160,45 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// The router's own prefixes: main-table unicast IPv4 routes that do *not* leave through the
+    /// tunnel (LAN subnets, static routes to the LAN side), except default routes. NHRP answers
+    /// resolution requests for destinations inside them with the covering prefix (RFC 2332
+    /// §5.2.2: the reply's CIE prefix length), as Cisco does from its routing table.
+    pub async fn local_prefixes(&self, tunnel_index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let mut out = Vec::new();
+        let mut stream = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(m) = stream.try_next().await.context("dumping IPv4 routes")? {
+            if let Some((r, oif)) = main_unicast_route(&m)
+                && oif != Some(tunnel_index)
+                && r.prefix_len > 0
+                && !r.prefix.is_loopback()
+            {
+                out.push((r.prefix, r.prefix_len));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
 /// Converts a kernel route into a tunnel route if it is a unicast main-table IPv4 route out of
 /// the tunnel device. Multipath routes are skipped: nexthop groups over the tunnel are not a
 /// DMVPN setup we support yet.
 pub fn tunnel_route(msg: &RouteMessage, tunnel_index: u32) -> Option<Route> {
+    match main_unicast_route(msg)? {
+        (r, Some(oif)) if oif == tunnel_index => Some(r),
+        _ => None,
+    }
+}
+
+/// A unicast main-table IPv4 route and its output interface.
+fn main_unicast_route(msg: &RouteMessage) -> Option<(Route, Option<u32>)> {
     let h = &msg.header;
     if h.kind != RouteType::Unicast {
         return None;
@@ -175,20 +216,21 @@ pub fn tunnel_route(msg: &RouteMessage, tunnel_index: u32) -> Option<Route> {
             _ => {}
         }
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || oif != Some(tunnel_index) {
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
     let proto = match h.protocol {
         RouteProtocol::Other(p) => RouteProto(p),
         p => RouteProto(u8::from(p)),
     };
-    Some(Route {
+    let route = Route {
         prefix: dst,
         prefix_len: h.destination_prefix_length,
         gateway,
         metric,
         proto,
-    })
+    };
+    Some((route, oif))
 }
 
 /// Keeps `routes` equal to the kernel's main-table routes out of the tunnel. Subscribes to route

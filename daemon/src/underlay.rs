@@ -14,6 +14,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use dmvpn_wire::PacketBuf;
+
 pub const IKE_PORT: u16 = 500;
 pub const NATT_PORT: u16 = 4500;
 /// RFC 3948 §2.2: IKE on port 4500 is preceded by four zero bytes, where ESP has its SPI
@@ -24,9 +26,9 @@ pub const NAT_KEEPALIVE: [u8; 1] = [0xFF];
 const IPPROTO_ESP: i32 = 50;
 /// ESP header (SPI + sequence, RFC 4303 §2) is the least an ESP packet can be.
 const ESP_MIN: usize = 8;
-/// The largest datagram we accept: a full 64 KiB IPv4 datagram; the kernel reassembles ESP
-/// fragments (the hub clears DF) before our sockets see them.
-const MAX_DATAGRAM: usize = 65_535;
+// Datagrams are read into a `PacketBuf` (9 KiB, jumbo frames): the kernel reassembles ESP
+// fragments (the hub clears DF) before our sockets see them; anything longer is truncated by
+// recvfrom and then fails ESP authentication, a counted drop.
 
 /// What a datagram on UDP 4500 carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,24 +195,31 @@ impl Underlay {
         self.natt.send_to(&NAT_KEEPALIVE, to).await.map(drop)
     }
 
-    /// Starts one reader task per socket, feeding classified datagrams into `tx`. A full channel
-    /// drops the datagram and counts it: the sockets must never wait on the control plane.
-    pub fn spawn_readers(self: &Arc<Self>, tx: mpsc::Sender<Received>) -> Vec<JoinHandle<()>> {
+    /// Starts one reader task per socket. IKE and keepalives go to `tx` (the control plane);
+    /// ESP goes to `esp` inside the reader task, so the per-packet path never waits on the
+    /// control plane. A full channel drops the datagram and counts it.
+    pub fn spawn_readers<H: EspHandler>(
+        self: &Arc<Self>,
+        tx: mpsc::Sender<Received>,
+        esp: Arc<H>,
+    ) -> Vec<JoinHandle<()>> {
         let ike = {
             let this = Arc::clone(self);
             let tx = tx.clone();
-            tokio::spawn(async move { this.read_udp(false, tx).await })
+            let esp = esp.clone();
+            tokio::spawn(async move { this.read_udp(false, tx, esp).await })
         };
         let natt = {
             let this = Arc::clone(self);
             let tx = tx.clone();
-            tokio::spawn(async move { this.read_udp(true, tx).await })
+            let esp = esp.clone();
+            tokio::spawn(async move { this.read_udp(true, tx, esp).await })
         };
-        let esp = {
+        let raw = {
             let this = Arc::clone(self);
-            tokio::spawn(async move { this.read_esp(tx).await })
+            tokio::spawn(async move { this.read_esp(esp).await })
         };
-        vec![ike, natt, esp]
+        vec![ike, natt, raw]
     }
 
     fn deliver(&self, tx: &mpsc::Sender<Received>, r: Received) -> bool {
@@ -224,11 +233,15 @@ impl Underlay {
         }
     }
 
-    async fn read_udp(&self, natt: bool, tx: mpsc::Sender<Received>) {
+    async fn read_udp<H: EspHandler>(&self, natt: bool, tx: mpsc::Sender<Received>, esp: Arc<H>) {
         let sock = if natt { &self.natt } else { &self.ike };
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // One buffer for the life of the task: ESP is opened in place in it.
+        let mut buf = PacketBuf::new();
         loop {
-            let (n, from) = match sock.recv_from(&mut buf).await {
+            if buf.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
+                return;
+            }
+            let (n, from) = match sock.recv_from(buf.spare_back_mut()).await {
                 Ok(v) => v,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED…); keep reading.
@@ -237,9 +250,11 @@ impl Underlay {
                 }
             };
             let SocketAddr::V4(from) = from else { continue };
-            let payload = buf.get(..n).unwrap_or_default();
+            if buf.push_back(n).is_err() {
+                continue;
+            }
             let r = if natt {
-                match classify_natt(payload) {
+                match classify_natt(buf.as_slice()) {
                     NattPayload::Ike(m) => {
                         self.stats.ike.fetch_add(1, Ordering::Relaxed);
                         Received::Ike {
@@ -248,13 +263,12 @@ impl Underlay {
                             message: m.to_vec(),
                         }
                     }
-                    NattPayload::Esp(p) => {
+                    NattPayload::Esp(_) => {
                         self.stats.esp.fetch_add(1, Ordering::Relaxed);
-                        Received::Esp {
-                            from,
-                            encap: true,
-                            packet: p.to_vec(),
+                        if !esp.handle_esp(from, true, &mut buf).await {
+                            return;
                         }
+                        continue;
                     }
                     NattPayload::NatKeepalive => {
                         self.stats.nat_keepalives.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +284,7 @@ impl Underlay {
                 Received::Ike {
                     from,
                     natt: false,
-                    message: payload.to_vec(),
+                    message: buf.as_slice().to_vec(),
                 }
             };
             if !self.deliver(&tx, r) {
@@ -279,35 +293,68 @@ impl Underlay {
         }
     }
 
-    async fn read_esp(&self, tx: mpsc::Sender<Received>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+    async fn read_esp<H: EspHandler>(&self, esp: Arc<H>) {
+        let mut buf = PacketBuf::new();
         loop {
-            let n = match self.esp.recv_from(&mut buf).await {
+            if buf.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
+                return;
+            }
+            let n = match self.esp.recv_from(buf.spare_back_mut()).await {
                 Ok((n, _)) => n,
                 Err(e) => {
                     tracing::debug!("raw ESP receive: {e}");
                     continue;
                 }
             };
+            if buf.push_back(n).is_err() {
+                continue;
+            }
             // raw(7): an IPv4 raw socket receives the IP header too.
-            let Some((from, esp)) = strip_ipv4_header(buf.get(..n).unwrap_or_default()) else {
+            let Some((from, header_len)) = strip_ipv4_header(buf.as_slice())
+                .map(|(from, esp)| (from, n - esp.len()))
+                .filter(|(_, h)| n - h >= ESP_MIN)
+            else {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if esp.len() < ESP_MIN {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            if buf.pull_front(header_len).is_err() {
                 continue;
             }
             self.stats.esp.fetch_add(1, Ordering::Relaxed);
-            let r = Received::Esp {
-                from: SocketAddrV4::new(from, 0),
-                encap: false,
-                packet: esp.to_vec(),
-            };
-            if !self.deliver(&tx, r) {
+            if !esp.handle_esp(SocketAddrV4::new(from, 0), false, &mut buf).await {
                 return;
             }
         }
+    }
+}
+
+/// Where received ESP goes. The daemon's dataplane opens it in place in the reader task; the
+/// demultiplexer's own tests hand it to a channel instead ([`EspToChannel`]).
+pub trait EspHandler: Send + Sync + 'static {
+    /// Handles one ESP packet (starting at the SPI) from `from` (port 0 for raw ESP). Returns
+    /// false when the receiver is gone and the reader should stop.
+    fn handle_esp(
+        &self,
+        from: SocketAddrV4,
+        encap: bool,
+        buf: &mut PacketBuf,
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// Forwards ESP as [`Received::Esp`] on a channel (for tests of the demultiplexer).
+#[derive(Debug)]
+pub struct EspToChannel(pub mpsc::Sender<Received>);
+
+impl EspHandler for EspToChannel {
+    async fn handle_esp(&self, from: SocketAddrV4, encap: bool, buf: &mut PacketBuf) -> bool {
+        !matches!(
+            self.0.try_send(Received::Esp {
+                from,
+                encap,
+                packet: buf.as_slice().to_vec(),
+            }),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
     }
 }
 

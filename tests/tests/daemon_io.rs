@@ -2,6 +2,7 @@
 //! installation over rtnetlink, and the UDP 500/4500 + raw ESP underlay with its demultiplexer.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dmvpn_config::{Ipv4Net, Tunnel};
@@ -9,7 +10,7 @@ use dmvpn_tests::{NatTopology, Netns, require_root_and_tools, veth};
 use dmvpnd::netlink::{Netlink, spawn_route_mirror};
 use dmvpnd::routes::{RouteProto, RouteTable, shared};
 use dmvpnd::tun::TunDevice;
-use dmvpnd::underlay::{Received, Underlay, UnderlayConfig, local_address_for};
+use dmvpnd::underlay::{EspToChannel, Received, Underlay, UnderlayConfig, local_address_for};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -134,7 +135,7 @@ fn route_mirror_follows_kernel_and_installed_routes() {
             .unwrap();
 
         // A shortcut the daemon installs: visible to the host as a kernel route, and mirrored.
-        nl.install_route(tun.index, ip("10.1.2.0"), 24, Some(ip("10.250.0.5")))
+        nl.install_route(tun.index, ip("10.1.2.0"), 24, Some(ip("10.250.0.5")), 10)
             .await
             .unwrap();
         let kr = kernel_routes(&ns, dev);
@@ -162,10 +163,10 @@ fn route_mirror_follows_kernel_and_installed_routes() {
         );
 
         // Withdrawal, by the daemon and by the operator.
-        nl.withdraw_route(tun.index, ip("10.1.2.0"), 24, Some(ip("10.250.0.5")))
+        nl.withdraw_route(tun.index, ip("10.1.2.0"), 24, Some(ip("10.250.0.5")), 10)
             .await
             .unwrap();
-        nl.withdraw_route(tun.index, ip("10.1.2.0"), 24, Some(ip("10.250.0.5")))
+        nl.withdraw_route(tun.index, ip("10.1.2.0"), 24, Some(ip("10.250.0.5")), 10)
             .await
             .unwrap();
         assert!(
@@ -254,7 +255,7 @@ fn underlay_demultiplexes_datagrams_from_another_namespace() {
         })
         .unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        underlay.spawn_readers(tx);
+        underlay.spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)));
 
         let ike_msg = [0x11u8; 28];
         let esp = [0xC0, 0xFF, 0xEE, 0x01, 0, 0, 0, 7, 0xAB, 0xCD];
@@ -374,7 +375,7 @@ fn nat_keepalive_and_ike_cross_a_nat_router() {
             })
             .unwrap();
         let _guard = rt.enter();
-        u.spawn_readers(tx);
+        u.spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)));
         (rt, u)
     });
     // The spoke behind the NAT sends from its private address; the hub sees the router's.

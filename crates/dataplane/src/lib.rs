@@ -1,1 +1,221 @@
-//! dmvpn-dataplane
+//! The per-packet pipeline of dmvpnd: TUN → route → NHRP mapping → GRE → ESP → underlay,
+//! and back.
+//!
+//! Everything here works on one [`PacketBuf`] per packet, in place, against an immutable
+//! [`Tables`] snapshot that the control plane publishes (RCU style: the daemon swaps an
+//! `Arc<Tables>`; the dataplane never waits on a lock except an inbound SA's own replay
+//! window). Drops are counted by [`DropReason`], never logged per packet.
+//!
+//! GRE and NHRP leave only inside ESP: a packet whose next hop has no outbound SA is
+//! handed back as [`Outbound::NeedSa`] for the daemon to queue, never sent in clear.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod counters;
+pub mod routes;
+mod tables;
+
+pub use counters::{Counters, DropReason};
+pub use routes::{Route, RouteProto, RouteTable};
+pub use tables::{Mapping, PeerPath, Role, Tables, TunnelParams};
+
+use std::net::Ipv4Addr;
+
+use dmvpn_esp::Error as EspError;
+use dmvpn_wire::gre::{self, EtherType};
+use dmvpn_wire::{IpProtocol, Ipv4Packet, PacketBuf, clamp_mss};
+
+/// What to do with a packet read from the TUN device (or an NHRP packet to send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// The buffer now holds an ESP packet for `nbma`: send it over UDP (NAT-T, to `port`)
+    /// or as raw IP protocol 50.
+    Send {
+        /// Peer NBMA address.
+        nbma: Ipv4Addr,
+        /// Destination UDP port when `udp_encap`.
+        port: u16,
+        /// ESP-in-UDP (RFC 3948) rather than raw ESP.
+        udp_encap: bool,
+    },
+    /// No outbound SA to `nbma` yet: the buffer is unchanged (the inner packet); queue it
+    /// and ask IKE for an SA.
+    NeedSa {
+        /// Peer NBMA address.
+        nbma: Ipv4Addr,
+    },
+    /// A multicast or broadcast packet: replicate it to [`Tables::multicast`] with
+    /// [`Tables::seal_to`], one copy per NBMA.
+    Multicast,
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// What a packet received from the underlay turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// The buffer holds an inner IP packet for the TUN device, received from `peer`.
+    Data {
+        /// NBMA address of the SA's peer.
+        peer: Ipv4Addr,
+        /// Hub only: the packet entered over the tunnel and will leave over it towards
+        /// another peer, so the source should be told to go direct (NHRP traffic
+        /// indication, phase 3).
+        redirect: bool,
+    },
+    /// The buffer holds an NHRP packet (GRE protocol 0x2001) from `peer`.
+    Nhrp {
+        /// NBMA address of the SA's peer.
+        peer: Ipv4Addr,
+    },
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+const fn is_multicast_or_broadcast(dst: Ipv4Addr, tunnel: &TunnelParams) -> bool {
+    dst.is_multicast() || dst.is_broadcast() || dst.to_bits() == tunnel.broadcast().to_bits()
+}
+
+impl Tables {
+    /// Decides the next hop of an inner IPv4 packet read from the TUN device and, when an
+    /// SA exists, encapsulates and encrypts it in place.
+    pub fn outbound(&self, routes: &RouteTable, buf: &mut PacketBuf) -> Outbound {
+        let out = self.outbound_inner(routes, buf);
+        self.count_out(buf, out);
+        out
+    }
+
+    fn outbound_inner(&self, routes: &RouteTable, buf: &mut PacketBuf) -> Outbound {
+        let dst = match Ipv4Packet::new_checked(buf.as_slice()) {
+            Ok(p) => p.dst_addr(),
+            Err(_) => return Outbound::Drop(DropReason::NotIpv4),
+        };
+        if is_multicast_or_broadcast(dst, &self.tunnel) {
+            return Outbound::Multicast;
+        }
+        let Some(nbma) = self.nbma_for(routes, dst) else {
+            return Outbound::Drop(DropReason::NoMapping);
+        };
+        if let Some(mss) = self.tunnel.adjust_mss {
+            // A malformed TCP header is passed through; the IPv4 header parsed above.
+            let _ = clamp_mss(buf.as_mut_slice(), mss);
+        }
+        self.seal_inner(nbma, EtherType::IPV4, buf)
+    }
+
+    /// The NBMA address a packet to `dst` goes to: the tunnel route's gateway (or `dst`
+    /// itself on the connected tunnel subnet), then its NHRP mapping; on a spoke, a
+    /// destination without a mapping goes to the NHS.
+    pub fn nbma_for(&self, routes: &RouteTable, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let next_hop = routes.lookup(dst).map_or(dst, |r| r.next_hop(dst));
+        if let Some(m) = self.mappings.get(&next_hop) {
+            m.mark_used();
+            return Some(m.nbma);
+        }
+        match self.tunnel.role {
+            Role::Spoke => self.default_nbma,
+            // A hub has nowhere to send an unmapped destination: dropping is the only
+            // fail-closed choice.
+            Role::Hub => None,
+        }
+    }
+
+    /// Encapsulates the packet in `buf` in GRE with `protocol` and seals it for `nbma`
+    /// (NHRP packets, multicast copies, and packets released from the SA queue).
+    pub fn seal_to(&self, nbma: Ipv4Addr, protocol: EtherType, buf: &mut PacketBuf) -> Outbound {
+        let out = self.seal_inner(nbma, protocol, buf);
+        self.count_out(buf, out);
+        out
+    }
+
+    fn seal_inner(&self, nbma: Ipv4Addr, protocol: EtherType, buf: &mut PacketBuf) -> Outbound {
+        let Some(path) = self.paths.get(&nbma) else {
+            return Outbound::NeedSa { nbma };
+        };
+        if gre::encap(buf, protocol, self.tunnel.gre_key).is_err() {
+            return Outbound::Drop(DropReason::NoRoom);
+        }
+        match path.out_sa.seal(buf, IpProtocol::GRE) {
+            Ok(_) => Outbound::Send {
+                nbma,
+                port: path.port,
+                udp_encap: path.udp_encap,
+            },
+            Err(e) => {
+                // Leave the buffer as it came, so a caller could still queue it.
+                let _ = buf.pull_front(gre::KEYED_HEADER_LEN);
+                Outbound::Drop(match e {
+                    EspError::SequenceExhausted => DropReason::SequenceExhausted,
+                    _ => DropReason::NoRoom,
+                })
+            }
+        }
+    }
+
+    fn count_out(&self, buf: &PacketBuf, out: Outbound) {
+        match out {
+            Outbound::Send { .. } => self.counters.tx(buf.len()),
+            Outbound::Drop(r) => self.counters.count_drop(r),
+            Outbound::NeedSa { .. } | Outbound::Multicast => {}
+        }
+    }
+
+    /// Decrypts and decapsulates an ESP packet (without any UDP header) from `from`.
+    pub fn inbound(&self, routes: &RouteTable, from: Ipv4Addr, buf: &mut PacketBuf) -> Inbound {
+        let r = self.inbound_inner(routes, from, buf);
+        match r {
+            Inbound::Drop(reason) => self.counters.count_drop(reason),
+            Inbound::Data { .. } | Inbound::Nhrp { .. } => self.counters.rx(buf.len()),
+        }
+        r
+    }
+
+    fn inbound_inner(&self, routes: &RouteTable, from: Ipv4Addr, buf: &mut PacketBuf) -> Inbound {
+        // The replay check precedes decryption and the window moves only after the ICV
+        // verifies (RFC 4303 §3.4.3); both happen inside `open`.
+        let (spi, next_header) = match self.inbound.open(buf) {
+            Ok(x) => x,
+            Err(e) => {
+                return Inbound::Drop(match e {
+                    EspError::UnknownSpi => DropReason::UnknownSpi,
+                    EspError::Replay => DropReason::Replay,
+                    EspError::Auth => DropReason::AuthFailed,
+                    _ => DropReason::MalformedEsp,
+                });
+            }
+        };
+        // Transport mode protecting GRE: anything else inside the SA is not ours.
+        if next_header != IpProtocol::GRE {
+            return Inbound::Drop(DropReason::NotGre);
+        }
+        // The SA names the peer; the outer source may have moved (NAT rebinding).
+        let peer = self.spi_peer.get(&spi).copied().unwrap_or(from);
+        match gre::decap(buf, self.tunnel.gre_key) {
+            Ok(EtherType::NHRP) => Inbound::Nhrp { peer },
+            Ok(EtherType::IPV4) => {
+                let dst = match Ipv4Packet::new_checked(buf.as_slice()) {
+                    Ok(p) => p.dst_addr(),
+                    Err(_) => return Inbound::Drop(DropReason::NotIpv4),
+                };
+                if let Some(mss) = self.tunnel.adjust_mss {
+                    let _ = clamp_mss(buf.as_mut_slice(), mss);
+                }
+                let redirect = self.tunnel.role == Role::Hub
+                    && self.tunnel.redirect
+                    && !is_multicast_or_broadcast(dst, &self.tunnel)
+                    && self.nbma_for_peek(routes, dst).is_some_and(|n| n != peer);
+                Inbound::Data { peer, redirect }
+            }
+            Ok(_) => Inbound::Drop(DropReason::UnsupportedProtocol),
+            Err(_) => Inbound::Drop(DropReason::GreKey),
+        }
+    }
+
+    /// `nbma_for` without marking a shortcut as used.
+    fn nbma_for_peek(&self, routes: &RouteTable, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let next_hop = routes.lookup(dst).map_or(dst, |r| r.next_hop(dst));
+        self.mappings.get(&next_hop).map(|m| m.nbma)
+    }
+}

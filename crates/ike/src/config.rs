@@ -58,6 +58,8 @@ pub struct Keyring {
     by_addr: HashMap<IpAddr, Secret>,
     by_id: HashMap<Identification, Secret>,
     wildcard: Option<Secret>,
+    /// (network, prefix length, key), for keyring entries that name a subnet.
+    by_prefix: Vec<(IpAddr, u8, Secret)>,
 }
 
 impl Keyring {
@@ -88,12 +90,47 @@ impl Keyring {
     pub fn lookup(&self, addr: IpAddr, id: Option<&Identification>) -> Option<&Secret> {
         id.and_then(|i| self.by_id.get(i))
             .or_else(|| self.by_addr.get(&addr))
+            .or_else(|| {
+                self.by_prefix
+                    .iter()
+                    .filter(|(net, len, _)| prefix_covers(*net, *len, addr))
+                    .max_by_key(|(_, len, _)| *len)
+                    .map(|(_, _, k)| k)
+            })
             .or(self.wildcard.as_ref())
+    }
+
+    /// Adds a key for every peer inside `net/len` (Cisco `address A.B.C.D MASK`). A /32 (or
+    /// /128) is an exact address and a /0 the wildcard; otherwise the longest prefix wins.
+    pub fn add_prefix(&mut self, net: IpAddr, len: u8, psk: &[u8]) -> &mut Self {
+        let host = if net.is_ipv4() { 32 } else { 128 };
+        match len {
+            0 => self.set_wildcard(psk),
+            l if l >= host => self.add_address(net, psk),
+            l => {
+                self.by_prefix.push((net, l, Secret::from_slice(psk)));
+                self
+            }
+        }
     }
 }
 
 /// SA lifetimes. Rekeying starts at `lifetime - margin - random(0..=jitter)`,
 /// the SA is deleted at `lifetime` (hard limit).
+fn prefix_covers(net: IpAddr, len: u8, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            u32::from(n) & m == u32::from(a) & m
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            u128::from(n) & m == u128::from(a) & m
+        }
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     /// IKE SA hard lifetime.
@@ -250,5 +287,19 @@ mod tests {
             b"addr"
         );
         assert_eq!(k.lookup(b, None).unwrap().expose(), b"any");
+    }
+
+    #[test]
+    fn keyring_prefixes_longest_match_between_address_and_wildcard() {
+        let mut k = Keyring::new();
+        k.add_prefix("0.0.0.0".parse().unwrap(), 0, b"any")
+            .add_prefix("198.51.100.0".parse().unwrap(), 24, b"net24")
+            .add_prefix("198.51.100.0".parse().unwrap(), 28, b"net28")
+            .add_prefix("198.51.100.1".parse().unwrap(), 32, b"host");
+        let get = |a: &str| k.lookup(a.parse().unwrap(), None).unwrap().expose().to_vec();
+        assert_eq!(get("198.51.100.1"), b"host");
+        assert_eq!(get("198.51.100.5"), b"net28");
+        assert_eq!(get("198.51.100.200"), b"net24");
+        assert_eq!(get("203.0.113.9"), b"any");
     }
 }

@@ -949,6 +949,15 @@ impl Endpoint {
         }
     }
 
+    /// The SK_ei / SK_er of an established IKE SA (key ‖ salt each), for the operator's
+    /// opt-in Wireshark key export (`ikev2_decryption_table`). `None` before IKE_SA_INIT
+    /// completes. Returns (SPIi, SPIr, SK_ei, SK_er).
+    pub fn export_sk_e(&self, sa: IkeSaId) -> Option<(u64, u64, Secret, Secret)> {
+        let s = self.sas.get(&sa.0)?;
+        let k = s.keys.as_ref()?;
+        Some((s.spi_i, s.spi_r, k.sk_ei.clone(), k.sk_er.clone()))
+    }
+
     /// Introspection for the operator tool.
     pub fn ike_sas(&self, now: Instant) -> Vec<IkeSaInfo> {
         let mut v: Vec<IkeSaInfo> = self

@@ -1,0 +1,66 @@
+//! The inbound SA table by SPI (RFC 4301 §4.4.2: the SAD is searched by SPI for
+//! unicast ESP). Immutable once built: the control plane builds a new table and publishes
+//! it, so readers never lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dmvpn_wire::{EspPacket, IpProtocol, PacketBuf, Spi};
+
+use crate::{Error, InboundSa};
+
+/// A snapshot of the inbound SAs.
+#[derive(Debug, Clone, Default)]
+pub struct SaTable {
+    inbound: HashMap<Spi, Arc<InboundSa>>,
+}
+
+impl SaTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The SA receiving on `spi`.
+    pub fn get(&self, spi: Spi) -> Option<&Arc<InboundSa>> {
+        self.inbound.get(&spi)
+    }
+
+    /// A new table with `sa` added (replacing any SA with the same SPI).
+    pub fn with_inserted(&self, sa: Arc<InboundSa>) -> Self {
+        let mut t = self.clone();
+        t.inbound.insert(sa.spi(), sa);
+        t
+    }
+
+    /// A new table without `spi`.
+    pub fn with_removed(&self, spi: Spi) -> Self {
+        let mut t = self.clone();
+        t.inbound.remove(&spi);
+        t
+    }
+
+    /// Number of SAs.
+    pub fn len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// True when there are no SAs.
+    pub fn is_empty(&self) -> bool {
+        self.inbound.is_empty()
+    }
+
+    /// All SAs (for counters and `show` commands).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<InboundSa>> {
+        self.inbound.values()
+    }
+
+    /// Looks up the SA by the packet's SPI and opens the packet with it.
+    pub fn open(&self, buf: &mut PacketBuf) -> Result<(Spi, IpProtocol), Error> {
+        let spi = EspPacket::new_checked(buf.as_slice())
+            .map_err(|_| Error::Truncated)?
+            .spi();
+        let sa = self.get(spi).ok_or(Error::UnknownSpi)?;
+        Ok((spi, sa.open(buf)?))
+    }
+}
