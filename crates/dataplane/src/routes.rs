@@ -224,7 +224,10 @@ mod tests {
         let before = RouteTable::new();
         let mut next = before.clone();
         next.insert(r("10.250.0.5", 32, None, 0));
-        assert!(before.lookup(ip("10.250.0.5")).is_none(), "a published copy never changes");
+        assert!(
+            before.lookup(ip("10.250.0.5")).is_none(),
+            "a published copy never changes"
+        );
         assert_eq!(next.lookup(ip("10.250.0.5")).unwrap().prefix_len, 32);
         assert!(next.lookup(ip("10.250.0.6")).is_none());
     }

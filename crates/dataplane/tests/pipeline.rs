@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::ops::{Deref, DerefMut};
 
 use dmvpn_dataplane::{
-    DropReason, Inbound, Mapping, Outbound, PeerPath, Role, Route, RouteProto, RouteTable,
-    Tables, TunnelParams,
+    DropReason, Inbound, Mapping, Outbound, PeerPath, Role, Route, RouteProto, RouteTable, Tables,
+    TunnelParams,
 };
 use dmvpn_esp::{InboundSa, OutboundSa, Spi};
 use dmvpn_wire::checksum::{checksum, fold, pseudo_header_v4, sum};
@@ -130,7 +130,12 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, payload: &[u8]) -> V
 }
 
 fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    ipv4(src, dst, IpProtocol::ICMP, &[8, 0, 0xf7, 0xfe, 0, 1, 0, 0, 1, 2, 3, 4])
+    ipv4(
+        src,
+        dst,
+        IpProtocol::ICMP,
+        &[8, 0, 0xf7, 0xfe, 0, 1, 0, 0, 1, 2, 3, 4],
+    )
 }
 
 fn tcp_syn(src: Ipv4Addr, dst: Ipv4Addr, mss: u16) -> Vec<u8> {
@@ -151,7 +156,10 @@ fn tcp_checksum_ok(packet: &[u8]) -> bool {
     let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
     let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
     let seg = &packet[20..];
-    fold(sum(pseudo_header_v4(src, dst, IpProtocol::TCP, seg.len() as u16), seg)) == 0xffff
+    fold(sum(
+        pseudo_header_v4(src, dst, IpProtocol::TCP, seg.len() as u16),
+        seg,
+    )) == 0xffff
 }
 
 fn buf(bytes: &[u8]) -> PacketBuf {
@@ -173,7 +181,11 @@ fn spoke_to_hub_round_trip_via_nhs_default() {
     );
     // SPI, then the ciphertext: the inner packet must not be visible.
     assert_eq!(&b.as_slice()[..4], &0x1001u32.to_be_bytes());
-    assert!(!b.as_slice().windows(inner.len()).any(|w| w == inner.as_slice()));
+    assert!(
+        !b.as_slice()
+            .windows(inner.len())
+            .any(|w| w == inner.as_slice())
+    );
     assert_eq!(
         hub.inbound(SPOKE_NBMA, &mut b),
         Inbound::Data {
@@ -193,7 +205,11 @@ fn no_sa_means_need_sa_and_nothing_leaves_in_clear() {
     let inner = icmp_echo(SPOKE, HUB);
     let mut b = buf(&inner);
     assert_eq!(spoke.outbound(&mut b), Outbound::NeedSa { nbma: HUB_NBMA });
-    assert_eq!(b.as_slice(), inner.as_slice(), "buffer kept for the SA queue");
+    assert_eq!(
+        b.as_slice(),
+        inner.as_slice(),
+        "buffer kept for the SA queue"
+    );
 }
 
 #[test]
@@ -218,13 +234,24 @@ fn multicast_and_broadcast_are_replicated_by_the_caller() {
         assert_eq!(spoke.outbound(&mut b), Outbound::Multicast);
     }
     // A copy sealed to the NHS arrives as data at the hub.
-    let hello = ipv4(SPOKE, Ipv4Addr::new(224, 0, 0, 5), IpProtocol(89), &[2, 1, 0, 44]);
+    let hello = ipv4(
+        SPOKE,
+        Ipv4Addr::new(224, 0, 0, 5),
+        IpProtocol(89),
+        &[2, 1, 0, 44],
+    );
     let mut b = buf(&hello);
     assert!(matches!(
         spoke.seal_to(HUB_NBMA, EtherType::IPV4, &mut b),
         Outbound::Send { .. }
     ));
-    assert!(matches!(hub.inbound(SPOKE_NBMA, &mut b), Inbound::Data { redirect: false, .. }));
+    assert!(matches!(
+        hub.inbound(SPOKE_NBMA, &mut b),
+        Inbound::Data {
+            redirect: false,
+            ..
+        }
+    ));
     assert_eq!(b.as_slice(), hello.as_slice());
 }
 
@@ -237,7 +264,10 @@ fn nhrp_rides_gre_0x2001_inside_esp() {
         spoke.seal_to(HUB_NBMA, EtherType::NHRP, &mut b),
         Outbound::Send { .. }
     ));
-    assert_eq!(hub.inbound(SPOKE_NBMA, &mut b), Inbound::Nhrp { peer: SPOKE_NBMA });
+    assert_eq!(
+        hub.inbound(SPOKE_NBMA, &mut b),
+        Inbound::Nhrp { peer: SPOKE_NBMA }
+    );
     assert_eq!(b.as_slice(), &nhrp);
 }
 
@@ -246,7 +276,10 @@ fn wrong_gre_key_replay_and_tamper_are_counted_drops() {
     let (spoke, hub) = pair(101);
     let mut b = buf(&icmp_echo(SPOKE, HUB));
     spoke.outbound(&mut b);
-    assert_eq!(hub.inbound(SPOKE_NBMA, &mut b), Inbound::Drop(DropReason::GreKey));
+    assert_eq!(
+        hub.inbound(SPOKE_NBMA, &mut b),
+        Inbound::Drop(DropReason::GreKey)
+    );
 
     let (spoke, hub) = pair(100);
     let mut b = buf(&icmp_echo(SPOKE, HUB));
@@ -256,11 +289,23 @@ fn wrong_gre_key_replay_and_tamper_are_counted_drops() {
     let mut tampered = buf(&sealed);
     let last = tampered.len() - 1;
     tampered.as_mut_slice()[last] ^= 0x80;
-    assert_eq!(hub.inbound(SPOKE_NBMA, &mut tampered), Inbound::Drop(DropReason::AuthFailed));
-    assert!(matches!(hub.inbound(SPOKE_NBMA, &mut b), Inbound::Data { .. }));
-    assert_eq!(hub.inbound(SPOKE_NBMA, &mut again), Inbound::Drop(DropReason::Replay));
+    assert_eq!(
+        hub.inbound(SPOKE_NBMA, &mut tampered),
+        Inbound::Drop(DropReason::AuthFailed)
+    );
+    assert!(matches!(
+        hub.inbound(SPOKE_NBMA, &mut b),
+        Inbound::Data { .. }
+    ));
+    assert_eq!(
+        hub.inbound(SPOKE_NBMA, &mut again),
+        Inbound::Drop(DropReason::Replay)
+    );
     let mut unknown = buf(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1, 0, 0, 0, 0]);
-    assert_eq!(hub.inbound(SPOKE_NBMA, &mut unknown), Inbound::Drop(DropReason::UnknownSpi));
+    assert_eq!(
+        hub.inbound(SPOKE_NBMA, &mut unknown),
+        Inbound::Drop(DropReason::UnknownSpi)
+    );
     assert_eq!(hub.counters.drops(DropReason::Replay), 1);
     assert_eq!(hub.counters.drops(DropReason::AuthFailed), 1);
 }
@@ -285,7 +330,13 @@ fn hub_flags_hairpinned_traffic_for_redirect() {
     for dst in [HUB, Ipv4Addr::new(10, 1, 1, 106)] {
         let mut b = buf(&icmp_echo(SPOKE, dst));
         spoke.outbound(&mut b);
-        assert!(matches!(hub.inbound(SPOKE_NBMA, &mut b), Inbound::Data { redirect: false, .. }));
+        assert!(matches!(
+            hub.inbound(SPOKE_NBMA, &mut b),
+            Inbound::Data {
+                redirect: false,
+                ..
+            }
+        ));
     }
 }
 
@@ -299,7 +350,10 @@ fn shortcut_route_wins_and_marks_mapping_used() {
         .insert(route(Ipv4Addr::new(192, 168, 2, 0), 24, Some(SPOKE2)));
     let mut b = buf(&icmp_echo(SPOKE, Ipv4Addr::new(192, 168, 2, 5)));
     // No SA to spoke2 yet: the shortcut's NBMA is asked for, not the hub's.
-    assert_eq!(spoke.outbound(&mut b), Outbound::NeedSa { nbma: SPOKE2_NBMA });
+    assert_eq!(
+        spoke.outbound(&mut b),
+        Outbound::NeedSa { nbma: SPOKE2_NBMA }
+    );
     assert!(shortcut.take_used());
     assert!(!shortcut.take_used());
 }
