@@ -69,6 +69,15 @@ impl NatKeepalives {
         }
     }
 
+    /// Applies a reloaded interval; scheduled peers keep their next deadline, or lose it when
+    /// keepalives are switched off.
+    pub fn set_interval(&mut self, interval: Option<Duration>) {
+        if interval.is_none() {
+            self.next.clear();
+        }
+        self.interval = interval;
+    }
+
     pub fn remove(&mut self, peer: SocketAddrV4) {
         self.next.remove(&peer);
     }
@@ -93,7 +102,6 @@ impl NatKeepalives {
     }
 }
 
-
 fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(a) => Some(a),
@@ -110,6 +118,8 @@ struct Connecting {
 /// What the control task owns.
 pub struct ControlPlane {
     pub config: Arc<Config>,
+    /// Where `config` came from, re-read on SIGHUP.
+    pub config_path: std::path::PathBuf,
     pub underlay: Arc<Underlay>,
     pub netlink: Netlink,
     pub tun_index: u32,
@@ -223,7 +233,11 @@ fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config {
         }
     };
     c.network_id = config.nhrp.network_id;
-    c.auth_key = config.nhrp.authentication.as_ref().map(|k| k.expose().to_vec());
+    c.auth_key = config
+        .nhrp
+        .authentication
+        .as_ref()
+        .map(|k| k.expose().to_vec());
     c.holding_time = config.nhrp.holding_time;
     c.mtu = 0;
     c
@@ -480,8 +494,18 @@ impl ControlPlane {
         if let Some(k) = &mut self.key_log {
             let nat = c.udp_encap;
             let (local, remote) = (c.local.ip(), c.remote.ip());
-            k.esp_sa((!nat).then_some(remote), (!nat).then_some(local), c.spi_in, c.key_in.expose());
-            k.esp_sa((!nat).then_some(local), (!nat).then_some(remote), c.spi_out, c.key_out.expose());
+            k.esp_sa(
+                (!nat).then_some(remote),
+                (!nat).then_some(local),
+                c.spi_in,
+                c.key_in.expose(),
+            );
+            k.esp_sa(
+                (!nat).then_some(local),
+                (!nat).then_some(remote),
+                c.spi_out,
+                c.key_out.expose(),
+            );
         }
         self.connecting.remove(&peer);
         if let Some(q) = self.pending.remove(&peer) {
@@ -505,8 +529,7 @@ impl ControlPlane {
         for spi in spis {
             self.master.remove_inbound(spi);
         }
-        self.keepalives
-            .remove(SocketAddrV4::new(peer, NATT_PORT));
+        self.keepalives.remove(SocketAddrV4::new(peer, NATT_PORT));
         self.connecting.remove(&peer);
         self.publish();
     }
@@ -637,7 +660,8 @@ impl ControlPlane {
                 };
                 tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, %nbma, "NHRP shortcut installed");
                 // The next hop's own /32 on the connected tunnel subnet needs no route.
-                let connected = prefix_len == 32 && p == nh && self.config.tunnel.address.contains(p);
+                let connected =
+                    prefix_len == 32 && p == nh && self.config.tunnel.address.contains(p);
                 if !connected {
                     if let Err(e) = self
                         .install_route(p, prefix_len, Some(nh), SHORTCUT_METRIC)
@@ -726,9 +750,12 @@ impl ControlPlane {
             .filter_map(v4)
             .collect();
         let same = mappings.len() == self.master.mappings.len()
-            && mappings
-                .iter()
-                .all(|(k, v)| self.master.mappings.get(k).is_some_and(|o| Arc::ptr_eq(o, v)))
+            && mappings.iter().all(|(k, v)| {
+                self.master
+                    .mappings
+                    .get(k)
+                    .is_some_and(|o| Arc::ptr_eq(o, v))
+            })
             && multicast == self.master.multicast;
         if !same {
             self.master.mappings = mappings;
@@ -778,6 +805,69 @@ impl ControlPlane {
         }
     }
 
+    /// Re-reads the configuration file and applies what can change without a restart: keys,
+    /// proposals, lifetimes, DPD, NHRP key and timers, adjust-mss, redirect, static routes. SAs
+    /// stay up unless the new keyring no longer has a key for their peer. A change that needs
+    /// a new TUN device, role, underlay or NHRP identity is refused and nothing is applied.
+    pub async fn reload(&mut self, now: Instant) -> Result<()> {
+        let new = dmvpn_config::load(&self.config_path)?;
+        let old = self.config.clone();
+        let t = (&new.tunnel, &old.tunnel);
+        let restart: Vec<&str> = [
+            ("tunnel.interface", t.0.interface != t.1.interface),
+            ("tunnel.address", t.0.address != t.1.address),
+            ("tunnel.mtu", t.0.mtu != t.1.mtu),
+            ("tunnel.gre-key", t.0.gre_key != t.1.gre_key),
+            ("nhrp.role", new.nhrp.role != old.nhrp.role),
+            ("underlay", new.underlay != old.underlay),
+            ("debug.key-export", new.key_export != old.key_export),
+        ]
+        .into_iter()
+        .filter_map(|(k, changed)| changed.then_some(k))
+        .collect();
+        if !restart.is_empty() {
+            bail!(
+                "not reloaded: {} changed; restart dmvpnd to apply",
+                restart.join(", ")
+            );
+        }
+        // Build everything first so a bad value applies nothing.
+        let ike = ike_config(&new)?;
+        self.nhrp
+            .reconfigure(nhrp_config(&new, self.local_nbma))
+            .map_err(|e| anyhow!("not reloaded: NHRP: {e}"))?;
+        for id in self.ike.set_config(ike) {
+            tracing::info!(ike_sa = %id, "reload: the new keyring has no key for this peer: deleting its SA");
+            let _ = self.ike.delete_sa(now, id);
+        }
+        self.master.tunnel.adjust_mss = new.tunnel.adjust_mss;
+        self.master.tunnel.redirect = matches!(new.nhrp.role, Role::Hub { redirect: true });
+        self.publish();
+        for r in old.routes.iter().filter(|r| !new.routes.contains(r)) {
+            let (p, l) = (r.prefix.addr, r.prefix.prefix_len);
+            if let Err(e) = self
+                .netlink
+                .withdraw_route(self.tun_index, p, l, Some(r.via), STATIC_METRIC)
+                .await
+            {
+                tracing::warn!("reload: {e:#}");
+            }
+        }
+        for r in new.routes.iter().filter(|r| !old.routes.contains(r)) {
+            self.install_route(
+                r.prefix.addr,
+                r.prefix.prefix_len,
+                Some(r.via),
+                STATIC_METRIC,
+            )
+            .await?;
+        }
+        self.keepalives.set_interval(new.ike.nat_keepalive);
+        self.config = Arc::new(new);
+        tracing::info!(config = %self.config_path.display(), "configuration reloaded");
+        Ok(())
+    }
+
     /// Purges NHRP registrations and deletes IKE SAs, like `clear crypto session` before a
     /// shutdown, so the hub forgets us at once instead of at expiry.
     async fn shutdown(&mut self) {
@@ -805,6 +895,14 @@ impl ControlPlane {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("no SIGHUP handler, reload disabled: {e}");
+                None
+            }
+        };
         let now = Self::now();
         self.housekeeping(now).await;
         self.nhrp.register(now);
@@ -822,6 +920,12 @@ impl ControlPlane {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => self.handle_timeout(Self::now()).await,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    if let Err(e) = self.reload(Self::now()).await {
+                        tracing::error!("{e:#}");
+                    }
+                }
             }
             self.flush(Self::now()).await;
         }
@@ -842,7 +946,7 @@ pub struct Daemon {
 impl Daemon {
     /// Creates the TUN, mirrors its routes, opens the underlay sockets, builds the engines,
     /// starts the per-packet tasks and installs static routes.
-    pub async fn start(config: Config) -> Result<Self> {
+    pub async fn start(config: Config, config_path: &std::path::Path) -> Result<Self> {
         let config = Arc::new(config);
         let Some(gre_key) = config.tunnel.gre_key else {
             bail!("tunnel.gre-key is required: DMVPN peers tell tunnels apart by the GRE key");
@@ -920,6 +1024,7 @@ impl Daemon {
         let control = ControlPlane {
             keepalives: NatKeepalives::new(config.ike.nat_keepalive),
             config: config.clone(),
+            config_path: config_path.to_path_buf(),
             underlay,
             netlink,
             tun_index: tun.index,
@@ -940,7 +1045,12 @@ impl Daemon {
         };
         for r in &config.routes {
             control
-                .install_route(r.prefix.addr, r.prefix.prefix_len, Some(r.via), STATIC_METRIC)
+                .install_route(
+                    r.prefix.addr,
+                    r.prefix.prefix_len,
+                    Some(r.via),
+                    STATIC_METRIC,
+                )
                 .await?;
         }
         Ok(Daemon {

@@ -93,7 +93,7 @@ fn run(args: &Args) -> Result<()> {
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let daemon = dmvpnd::control::Daemon::start(config).await?;
+        let daemon = dmvpnd::control::Daemon::start(config, &args.config).await?;
         tracing::info!("running");
         daemon
             .run(async {

@@ -5,8 +5,13 @@
 //! a 4-byte salt (RFC 4106 §8.1, RFC 5282 §7.1). The 12-byte nonce is
 //! salt ‖ 8-byte explicit IV (RFC 4106 §4). The IV MUST NOT repeat under one
 //! key (RFC 4106 §3.1); callers use the packet's sequence number or a counter.
+//!
+//! Provider: ring. Measured here (benches/, README) ring sealed 1400-byte packets about
+//! 1.6 times as fast as aws-lc-rs (its VAES/AVX2 path on a CPU without AVX-512); the
+//! per-packet path is where that matters. Key exchange and HMAC stay on aws-lc-rs, whose
+//! ECDH keys can be built from our injectable RNG and from published test vectors.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use crate::Error;
 

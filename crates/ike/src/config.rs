@@ -120,11 +120,15 @@ impl Keyring {
 fn prefix_covers(net: IpAddr, len: u8, addr: IpAddr) -> bool {
     match (net, addr) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
             u32::from(n) & m == u32::from(a) & m
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
             u128::from(n) & m == u128::from(a) & m
         }
         _ => false,
@@ -296,7 +300,12 @@ mod tests {
             .add_prefix("198.51.100.0".parse().unwrap(), 24, b"net24")
             .add_prefix("198.51.100.0".parse().unwrap(), 28, b"net28")
             .add_prefix("198.51.100.1".parse().unwrap(), 32, b"host");
-        let get = |a: &str| k.lookup(a.parse().unwrap(), None).unwrap().expose().to_vec();
+        let get = |a: &str| {
+            k.lookup(a.parse().unwrap(), None)
+                .unwrap()
+                .expose()
+                .to_vec()
+        };
         assert_eq!(get("198.51.100.1"), b"host");
         assert_eq!(get("198.51.100.5"), b"net28");
         assert_eq!(get("198.51.100.200"), b"net24");

@@ -949,6 +949,24 @@ impl Endpoint {
         }
     }
 
+    /// Replaces the configuration (proposals, keyring, lifetimes, DPD) for what happens from
+    /// now on — SAs already up keep their keys. Returns the IKE SAs whose peer the new keyring
+    /// has no key for, which the caller deletes (a reload must not keep an SA that the new
+    /// configuration would refuse).
+    pub fn set_config(&mut self, config: Config) -> Vec<IkeSaId> {
+        self.config = config;
+        self.sas
+            .values()
+            .filter(|s| {
+                self.config
+                    .keyring
+                    .lookup(s.remote.ip(), s.remote_id.as_ref())
+                    .is_none()
+            })
+            .map(|s| IkeSaId(s.id))
+            .collect()
+    }
+
     /// The SK_ei / SK_er of an established IKE SA (key ‖ salt each), for the operator's
     /// opt-in Wireshark key export (`ikev2_decryption_table`). `None` before IKE_SA_INIT
     /// completes. Returns (SPIi, SPIr, SK_ei, SK_er).

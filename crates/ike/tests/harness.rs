@@ -598,3 +598,22 @@ fn responder_ignores_garbage_and_truncations() {
     assert!(n.b.poll_event().is_none());
     assert!(n.b.poll_transmit().is_none());
 }
+
+#[test]
+fn set_config_names_only_the_sas_the_new_keyring_refuses() {
+    let mut n = Net::new(config(b"keykey00"), config(b"keykey00"), false);
+    n.initiate();
+    assert_eq!(n.b.ike_sas(n.now).len(), 1);
+    // An unrelated change (another peer's key, the same wildcard): the SA stays.
+    let mut same = config(b"keykey00");
+    same.keyring
+        .add_address("192.0.2.99".parse().unwrap(), b"other");
+    assert!(n.b.set_config(same).is_empty());
+    // Only a key for a different peer: A's SA is no longer allowed.
+    let mut c = Config::default();
+    c.keyring
+        .add_address("192.0.2.99".parse().unwrap(), b"other");
+    let refused = n.b.set_config(c);
+    let ids: Vec<_> = n.b.ike_sas(n.now).into_iter().map(|s| s.id).collect();
+    assert_eq!(refused, ids);
+}

@@ -153,6 +153,10 @@ pub enum ConfigError {
     /// Tunnel prefix length over 32.
     #[error("tunnel prefix length over 32")]
     PrefixLen,
+    /// A reload changed the role, addresses, network-id or NHS list: only a restart (with
+    /// purges and re-registration) applies that.
+    #[error("role, addresses, network-id or NHS list changed: restart to apply")]
+    NeedsRestart,
 }
 
 /// Where request ids come from (RFC 2332 §5.2.0.1 `Request ID`), injected

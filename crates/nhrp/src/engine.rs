@@ -512,6 +512,29 @@ impl Engine {
 
     // ----------------------------------------------------------------- commands
 
+    /// Applies a reloaded configuration. Only what can change without a new identity is
+    /// taken — the authentication key, holding time, unique flag, MTU, redirect and shortcut —
+    /// and the next packets use it; a change of role, addresses, network-id or NHS list is
+    /// refused (the caller restarts instead), and so is an invalid configuration.
+    pub fn reconfigure(&mut self, new: Config) -> Result<(), ConfigError> {
+        new.validate()?;
+        let identity = |c: &Config| {
+            (
+                c.role,
+                c.protocol_addr,
+                c.prefix_len,
+                c.nbma_addr,
+                c.network_id,
+                c.nhs.clone(),
+            )
+        };
+        if identity(&new) != identity(&self.config) {
+            return Err(ConfigError::NeedsRestart);
+        }
+        self.config = new;
+        Ok(())
+    }
+
     /// The routing table the engine answers resolutions from: routes with no
     /// next hop are this router's own prefixes.
     pub fn set_routes(&mut self, routes: Vec<Route>) {

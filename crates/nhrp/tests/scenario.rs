@@ -1140,3 +1140,53 @@ fn every_emitted_packet_type_dissects_in_tshark() {
     // The Cisco authentication extension is read as SPI 1 + the key.
     assert!(stdout.contains("SPI=1: Data=6b65796b65793030"), "{stdout}");
 }
+
+#[test]
+fn reconfigure_applies_a_new_key_and_refuses_identity_changes() {
+    let mut net = Net::new();
+    let mut c = Config::spoke(
+        a_tun(),
+        24,
+        a_nbma(),
+        vec![NhsConfig {
+            protocol_addr: Some(hub_tun()),
+            nbma_addr: hub_nbma(),
+            multicast: false,
+        }],
+    );
+    c.auth_key = Some(b"wrong".to_vec());
+    c.network_id = 100;
+    let mut a = Engine::new(c.clone(), SeededRequestIds::new(9)).unwrap();
+    // With the wrong key the hub refuses the registration...
+    a.sa_up(net.now, hub_nbma());
+    a.register(net.now);
+    let req = a.poll_transmit().unwrap();
+    let now = net.now;
+    net.nodes[HUB]
+        .engine
+        .handle_packet(now, a_nbma(), &req.bytes);
+    assert!(registered(&net, a_tun()).is_none());
+    // ...a reload with the right key is taken, and the next registration is accepted.
+    let mut fixed = c.clone();
+    fixed.auth_key = Some(b"keykey00".to_vec());
+    a.reconfigure(fixed).unwrap();
+    a.register(now);
+    let req = a.poll_transmit().unwrap();
+    net.nodes[HUB]
+        .engine
+        .handle_packet(now, a_nbma(), &req.bytes);
+    assert!(registered(&net, a_tun()).is_some());
+    // A different tunnel address is an identity change: refused, config kept.
+    let mut moved = c.clone();
+    moved.protocol_addr = b_tun();
+    assert_eq!(
+        a.reconfigure(moved),
+        Err(dmvpn_nhrp::ConfigError::NeedsRestart)
+    );
+    let mut long_key = c;
+    long_key.auth_key = Some(b"123456789".to_vec());
+    assert_eq!(
+        a.reconfigure(long_key),
+        Err(dmvpn_nhrp::ConfigError::AuthKeyTooLong)
+    );
+}
