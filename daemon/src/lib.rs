@@ -2,9 +2,12 @@
 //! device, the underlay sockets (UDP 500/4500, raw ESP), rtnetlink, signals and the event loop.
 
 pub mod control;
+pub mod ctl;
 pub mod datapath;
 pub mod keylog;
 pub mod netlink;
 pub mod routes;
+pub mod sdnotify;
+pub mod status;
 pub mod tun;
 pub mod underlay;

@@ -1,0 +1,238 @@
+//! dmvpnctl: the operator's command line for a running dmvpnd, over its control socket.
+//!
+//! Text output follows the IOS commands it stands for (`show dmvpn`, `show crypto ipsec sa`,
+//! `show ip nhrp`, `show crypto ikev2 sa detailed`, `show interfaces`); `--json` prints the
+//! response data as documented in docs/dmvpnctl.md. Exit status: 0 on success, 1 on any error
+//! (usage errors included).
+//!
+//! Plain blocking std I/O: one request and one response need no async runtime.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dmvpnd::ctl::{self, Request, Response, Show};
+use dmvpnd::status::{
+    Ack, DmvpnReport, IkeReport, InterfaceReport, NhrpReport, SCHEMA_VERSION, SaReport,
+};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dmvpnctl",
+    version,
+    about = "Show and control a running dmvpnd",
+    after_help = "Talks to dmvpnd over its control socket: root, or a member of the group \
+                  dmvpnd was configured with, may use it."
+)]
+struct Args {
+    /// Control socket of dmvpnd.
+    #[arg(long, value_name = "PATH", default_value = ctl::DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Show state: sa (like `show crypto ipsec sa`), dmvpn (`show dmvpn`), nhrp (`show ip nhrp`),
+    /// ike (`show crypto ikev2 sa`), interface (`show interfaces`).
+    Show {
+        what: What,
+        /// Print the documented JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear state.
+    Clear {
+        #[command(subcommand)]
+        what: ClearWhat,
+    },
+    /// Re-read the configuration (as `systemctl reload dmvpnd` does).
+    Reload,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum What {
+    Sa,
+    Dmvpn,
+    Nhrp,
+    Ike,
+    Interface,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClearWhat {
+    /// Delete the IKE SA and its Child SAs with a peer (by NBMA address); traffic brings them
+    /// back up.
+    Sa {
+        /// Peer NBMA address.
+        peer: IpAddr,
+    },
+    /// Purge dynamic NHRP entries (static mappings and NHS registrations stay).
+    Nhrp,
+}
+
+/// How long to wait for dmvpnd; its own answer timeout is shorter, so this only fires when the
+/// daemon is wedged.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+fn main() -> ExitCode {
+    // Usage errors exit 1 like every other failure (clap's default is 2), so scripts need
+    // only tell success from failure; --help and --version still exit 0.
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmvpnctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let req = match &args.cmd {
+        Cmd::Show { what, .. } => Request::Show {
+            what: match what {
+                What::Sa => Show::Sa,
+                What::Dmvpn => Show::Dmvpn,
+                What::Nhrp => Show::Nhrp,
+                What::Ike => Show::Ike,
+                What::Interface => Show::Interface,
+            },
+        },
+        Cmd::Clear {
+            what: ClearWhat::Sa { peer },
+        } => Request::ClearSa { peer: *peer },
+        Cmd::Clear {
+            what: ClearWhat::Nhrp,
+        } => Request::ClearNhrp,
+        Cmd::Reload => Request::Reload,
+    };
+    let resp = exchange(&args.socket, &req)?;
+    if !resp.ok {
+        return Err(resp
+            .error
+            .unwrap_or_else(|| "dmvpnd reported an error without a message".to_owned()));
+    }
+    let data = resp.data.unwrap_or(serde_json::Value::Null);
+    let out = match &args.cmd {
+        Cmd::Show { json: true, .. } => serde_json::to_string_pretty(&data)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string())?,
+        Cmd::Show { what, .. } => match what {
+            What::Sa => text::<SaReport>(data)?,
+            What::Dmvpn => text::<DmvpnReport>(data)?,
+            What::Nhrp => text::<NhrpReport>(data)?,
+            What::Ike => text::<IkeReport>(data)?,
+            What::Interface => text::<InterfaceReport>(data)?,
+        },
+        _ => text::<Ack>(data)?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`dmvpnctl show sa | head`) is not an error worth reporting.
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    Ok(())
+}
+
+fn text<T: DeserializeOwned + std::fmt::Display>(
+    data: serde_json::Value,
+) -> Result<String, String> {
+    let version = data.get("schema_version").and_then(|v| v.as_u64());
+    serde_json::from_value::<T>(data)
+        .map(|r| r.to_string())
+        .map_err(|e| match version {
+            Some(v) if v != u64::from(SCHEMA_VERSION) => format!(
+                "dmvpnd speaks schema version {v}, this dmvpnctl version {SCHEMA_VERSION}: \
+                 use the dmvpnctl installed with dmvpnd, or --json ({e})"
+            ),
+            _ => format!("unexpected answer from dmvpnd: {e}"),
+        })
+}
+
+fn exchange(socket: &Path, req: &Request) -> Result<Response, String> {
+    let stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
+    let io_err = |e: std::io::Error| format!("talking to dmvpnd on {}: {e}", socket.display());
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    if let Err(e) = (&stream).write_all(&line) {
+        // dmvpnd may have refused us (SO_PEERCRED) and hung up before reading: its
+        // explanation is already waiting to be read, and says more than EPIPE.
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(io_err(e));
+        }
+    }
+    let mut reader = BufReader::new((&stream).take(ctl::MAX_RESPONSE as u64 + 1));
+    let mut buf = Vec::new();
+    reader.read_until(b'\n', &mut buf).map_err(|e| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            format!("dmvpnd did not answer within {} s", TIMEOUT.as_secs())
+        } else {
+            io_err(e)
+        }
+    })?;
+    if buf.is_empty() {
+        return Err("dmvpnd closed the connection without answering".to_owned());
+    }
+    if buf.len() > ctl::MAX_RESPONSE {
+        return Err("answer from dmvpnd too large".to_owned());
+    }
+    serde_json::from_slice(&buf).map_err(|e| format!("unreadable answer from dmvpnd: {e}"))
+}
+
+fn connect_error(socket: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let why = match e.kind() {
+        ErrorKind::NotFound => "no such socket".to_owned(),
+        ErrorKind::ConnectionRefused => {
+            "connection refused: the socket is left over from a dmvpnd that is gone".to_owned()
+        }
+        ErrorKind::PermissionDenied => match socket_group(socket) {
+            Some(g) => format!("permission denied: run as root or a member of group {g}"),
+            None => "permission denied: run as root".to_owned(),
+        },
+        _ => e.to_string(),
+    };
+    format!(
+        "cannot connect to {}: is dmvpnd running? ({why})",
+        socket.display()
+    )
+}
+
+/// The group that may use the socket: the socket's group if it can be seen, else its
+/// directory's (a 0750 directory hides the socket itself from non-members). `None` for root.
+fn socket_group(socket: &Path) -> Option<String> {
+    let gid = std::fs::metadata(socket)
+        .ok()
+        .or_else(|| std::fs::metadata(socket.parent()?).ok())?
+        .gid();
+    if gid == 0 {
+        return None;
+    }
+    let name = ctl::group_name(gid);
+    Some(name.unwrap_or_else(|| gid.to_string()))
+}

@@ -1,0 +1,594 @@
+//! The control socket behind `dmvpnctl`: a Unix stream socket speaking line-delimited JSON,
+//! one request line in, one response line out, as many pairs per connection as the client likes.
+//!
+//! The server knows nothing about the engines: each parsed [`Request`] goes down an mpsc
+//! channel with a oneshot for the [`Response`], and the control loop (which owns the engines)
+//! answers it. Keeping the engines single-owner this way means no locks around them.
+//!
+//! Access: the socket file is mode 0660 (group = the configured group, if any), and every
+//! connection is checked again with SO_PEERCRED, because file modes alone do not cover a
+//! client that connected before the mode was set or a socket reached through another path.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::status::SCHEMA_VERSION;
+
+/// Where dmvpnd listens and dmvpnctl connects unless told otherwise. systemd's
+/// `RuntimeDirectory=dmvpnd` creates the directory.
+pub const DEFAULT_SOCKET: &str = "/run/dmvpnd/dmvpnd.sock";
+/// Longest request line. Real requests are under 100 bytes; the limit only stops a client from
+/// making the daemon buffer without bound.
+pub const MAX_REQUEST: usize = 4096;
+/// Longest response line dmvpnctl accepts (a hub with thousands of peers stays well below).
+pub const MAX_RESPONSE: usize = 64 << 20;
+/// A client that sends nothing for this long is disconnected.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client waits for the control loop to answer before getting an error.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are refused with an error instead of queued.
+pub const MAX_CLIENTS: usize = 16;
+
+/// What `show` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    /// `status::SaReport`
+    Sa,
+    /// `status::DmvpnReport`
+    Dmvpn,
+    /// `status::NhrpReport`
+    Nhrp,
+    /// `status::IkeReport`
+    Ike,
+    /// `status::InterfaceReport`
+    Interface,
+}
+
+/// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
+/// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRequest", into = "RawRequest")]
+pub enum Request {
+    /// Answer with the report for `what`.
+    Show { what: Show },
+    /// Delete the IKE SA (and so its Child SAs) with the peer at this NBMA address; answer
+    /// with `status::Ack`.
+    ClearSa { peer: IpAddr },
+    /// Purge the dynamic NHRP cache (static entries and NHS registrations stay); `status::Ack`.
+    ClearNhrp,
+    /// Re-read the configuration as SIGHUP does; `status::Ack`.
+    Reload,
+}
+
+/// The flat wire form of a [`Request`]. Parsing goes through it because serde's tagged enums
+/// ignore unknown fields in unit variants, and a misspelt `{"cmd":"clear_nhrp","peer":…}` must be
+/// refused, not taken as "clear everything".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    cmd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    what: Option<Show>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer: Option<IpAddr>,
+}
+
+impl TryFrom<RawRequest> for Request {
+    type Error = String;
+
+    fn try_from(r: RawRequest) -> Result<Self, String> {
+        let req = match r.cmd.as_str() {
+            "show" => Request::Show {
+                what: r.what.ok_or("show needs \"what\"")?,
+            },
+            "clear_sa" => Request::ClearSa {
+                peer: r.peer.ok_or("clear_sa needs \"peer\"")?,
+            },
+            "clear_nhrp" => Request::ClearNhrp,
+            "reload" => Request::Reload,
+            other => {
+                return Err(format!(
+                    "unknown cmd {other:?} (expected show, clear_sa, clear_nhrp or reload)"
+                ));
+            }
+        };
+        let expects_what = matches!(req, Request::Show { .. });
+        let expects_peer = matches!(req, Request::ClearSa { .. });
+        if r.what.is_some() && !expects_what || r.peer.is_some() && !expects_peer {
+            return Err(format!("unexpected field for cmd {:?}", r.cmd));
+        }
+        Ok(req)
+    }
+}
+
+impl From<Request> for RawRequest {
+    fn from(r: Request) -> Self {
+        let (cmd, what, peer) = match r {
+            Request::Show { what } => ("show", Some(what), None),
+            Request::ClearSa { peer } => ("clear_sa", None, Some(peer)),
+            Request::ClearNhrp => ("clear_nhrp", None, None),
+            Request::Reload => ("reload", None, None),
+        };
+        Self {
+            cmd: cmd.to_owned(),
+            what,
+            peer,
+        }
+    }
+}
+
+/// A response line: `{"schema_version":1,"ok":true,"data":…}` or
+/// `{"schema_version":1,"ok":false,"error":"…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    #[serde(default)]
+    pub schema_version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// Success with `data` (a `status::…Report` or `status::Ack`).
+    pub fn ok(data: &impl Serialize) -> Self {
+        match serde_json::to_value(data) {
+            Ok(v) => Self {
+                schema_version: SCHEMA_VERSION,
+                ok: true,
+                data: Some(v),
+                error: None,
+            },
+            Err(e) => Self::error(format!("internal error: cannot encode the answer: {e}")),
+        }
+    }
+
+    /// Failure, with a message for the operator.
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
+    }
+
+    fn line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"schema_version":1,"ok":false,"error":"internal error"}"#.to_vec()
+        });
+        v.push(b'\n');
+        v
+    }
+}
+
+/// What the control loop receives: a request and where to send its answer. Dropping the
+/// sender without answering gives the client an error, never a hang.
+pub type Command = (Request, oneshot::Sender<Response>);
+
+/// Binds the control socket at `path` (mode 0660, group `group` if given), and serves it until
+/// the returned task is aborted. A stale socket left by a crash is replaced; a live one (another
+/// dmvpnd answering) or a non-socket file at `path` is an error.
+pub async fn serve(
+    path: &Path,
+    group: Option<u32>,
+    tx: mpsc::Sender<Command>,
+) -> Result<JoinHandle<()>> {
+    let listener = bind(path, group).await?;
+    // The socket file is owned by our effective uid: that user may always connect (it is the
+    // daemon's own account when dmvpnd runs as a dedicated user).
+    let server_uid = std::fs::metadata(path)
+        .with_context(|| format!("stat {}", path.display()))?
+        .uid();
+    let access = Arc::new(Access { server_uid, group });
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    tracing::info!(socket = %path.display(), ?group, "control socket listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!("control socket accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let access = access.clone();
+            let tx = tx.clone();
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        client(stream, &access, tx).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let mut s = stream;
+                        let r = Response::error("too many control connections; try again");
+                        let _ = tokio::time::timeout(IDLE_TIMEOUT, s.write_all(&r.line())).await;
+                    });
+                }
+            }
+        }
+    }))
+}
+
+async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            // Only the group needs to reach the socket; others get nothing.
+            let mode = if group.is_some() { 0o750 } else { 0o700 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("chmod {}", dir.display()))?;
+            if let Some(g) = group {
+                std::os::unix::fs::chown(dir, None, Some(g))
+                    .with_context(|| format!("chgrp {g} {}", dir.display()))?;
+            }
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                bail!(
+                    "{} is in use: another dmvpnd is running with this control socket",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+    }
+    // Bind under a temporary name and rename into place once mode and group are right, so the
+    // published path never has the umask's permissions, even briefly.
+    let tmp = tmp_name(path);
+    let _ = std::fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
+    let setup = || -> Result<()> {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("chmod 0660 {}", tmp.display()))?;
+        if let Some(g) = group {
+            std::os::unix::fs::chown(&tmp, None, Some(g))
+                .with_context(|| format!("chgrp {g} {}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    };
+    if let Err(e) = setup() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// The gid of group `name` from /etc/group, for a configured control group given by name.
+/// Only local groups are seen (no NSS/LDAP): the control group is a local system group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    group_entries(&groups).find_map(|(n, id)| (n == name).then_some(id))
+}
+
+/// The name of group `gid` from /etc/group.
+pub fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    group_entries(&groups).find_map(|(n, id)| (id == gid).then(|| n.to_owned()))
+}
+
+/// (name, gid) of each well-formed `name:password:gid:members` line.
+fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
+    text.lines().filter_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let gid = f.nth(1)?.trim().parse().ok()?;
+        Some((name, gid))
+    })
+}
+
+/// Who may use the socket.
+#[derive(Debug)]
+struct Access {
+    server_uid: u32,
+    group: Option<u32>,
+}
+
+/// True if a peer with `uid`, primary `gid` and supplementary `groups` may use the socket:
+/// root, the daemon's own user, or a member of the configured group.
+fn authorized(access: &Access, uid: u32, gid: u32, groups: &[u32]) -> bool {
+    uid == 0
+        || uid == access.server_uid
+        || access
+            .group
+            .is_some_and(|g| gid == g || groups.contains(&g))
+}
+
+/// Supplementary groups of `pid`, from `/proc/<pid>/status` (SO_PEERCRED carries only the
+/// primary gid). Empty when unreadable, which only narrows access.
+fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else {
+        return Vec::new();
+    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    parse_groups(&status)
+}
+
+fn parse_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn client(stream: UnixStream, access: &Access, tx: mpsc::Sender<Command>) {
+    let (r, mut w) = stream.into_split();
+    let cred = match r.as_ref().peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("control socket: no peer credentials: {e}");
+            return;
+        }
+    };
+    let (uid, gid) = (cred.uid(), cred.gid());
+    if !authorized(access, uid, gid, &[]) {
+        // The /proc read happens only for non-root clients that need the group check.
+        let groups = supplementary_groups(cred.pid());
+        if !authorized(access, uid, gid, &groups) {
+            tracing::warn!(uid, gid, pid = ?cred.pid(), "control socket: access denied");
+            let msg = match access.group {
+                Some(g) => format!("permission denied: uid {uid} is not root and not in group {g}"),
+                None => format!("permission denied: uid {uid} is not root"),
+            };
+            let _ = w.write_all(&Response::error(msg).line()).await;
+            return;
+        }
+    }
+    let mut reader = BufReader::new(r);
+    loop {
+        let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut reader)).await {
+            Err(_) => return, // idle
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return, // EOF
+            Ok(Err(LineError::TooLong)) => {
+                let r = Response::error(format!(
+                    "request too large (limit {MAX_REQUEST} bytes per line)"
+                ));
+                // The rest of the oversized line cannot be told from a next request: close.
+                let _ = w.write_all(&r.line()).await;
+                return;
+            }
+            Ok(Err(LineError::Io(e))) => {
+                tracing::debug!("control socket read: {e}");
+                return;
+            }
+        };
+        let resp = answer(&line, &tx).await;
+        let write = tokio::time::timeout(IDLE_TIMEOUT, w.write_all(&resp.line())).await;
+        if !matches!(write, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+async fn answer(line: &[u8], tx: &mpsc::Sender<Command>) -> Response {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return Response::error("empty request");
+    }
+    let req: Request = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => return Response::error(format!("invalid request: {e}")),
+    };
+    let (otx, orx) = oneshot::channel();
+    // A full queue means the control loop is busy; wait a bounded time rather than fail at once.
+    match tokio::time::timeout(ANSWER_TIMEOUT, tx.send((req, otx))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Response::error("dmvpnd is shutting down"),
+        Err(_) => return Response::error("dmvpnd is busy: request not accepted in time"),
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, orx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Response::error("dmvpnd dropped the request without answering"),
+        Err(_) => Response::error("dmvpnd did not answer in time"),
+    }
+}
+
+#[derive(Debug)]
+enum LineError {
+    TooLong,
+    Io(io::Error),
+}
+
+/// One `\n`-terminated line (terminator removed) of at most [`MAX_REQUEST`] bytes, reading
+/// no further than the limit; `None` at a clean EOF. A final line without `\n` still counts.
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, LineError> {
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf().await.map_err(LineError::Io)?;
+        if buf.is_empty() {
+            return Ok((!line.is_empty()).then_some(line));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let chunk = buf.get(..take).unwrap_or_default();
+        let body = if done {
+            chunk.get(..take - 1).unwrap_or_default()
+        } else {
+            chunk
+        };
+        if line.len() + body.len() > MAX_REQUEST {
+            return Err(LineError::TooLong);
+        }
+        line.extend_from_slice(body);
+        r.consume(take);
+        if done {
+            return Ok(Some(line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Ack, examples};
+
+    #[test]
+    fn request_wire_format() {
+        let cases = [
+            (
+                r#"{"cmd":"show","what":"sa"}"#,
+                Request::Show { what: Show::Sa },
+            ),
+            (
+                r#"{"cmd":"show","what":"interface"}"#,
+                Request::Show {
+                    what: Show::Interface,
+                },
+            ),
+            (
+                r#"{"cmd":"clear_sa","peer":"198.51.100.1"}"#,
+                Request::ClearSa {
+                    peer: "198.51.100.1".parse().unwrap(),
+                },
+            ),
+            (r#"{"cmd":"clear_nhrp"}"#, Request::ClearNhrp),
+            (r#"{"cmd":"reload"}"#, Request::Reload),
+        ];
+        for (text, req) in cases {
+            assert_eq!(
+                serde_json::from_str::<Request>(text).unwrap(),
+                req,
+                "{text}"
+            );
+            assert_eq!(serde_json::to_string(&req).unwrap(), text);
+        }
+        for bad in [
+            r#"{"cmd":"show","what":"routes"}"#,
+            r#"{"cmd":"clear_sa","peer":"not-an-ip"}"#,
+            r#"{"cmd":"reload","extra":1}"#,
+            r#"{"cmd":"clear_nhrp","peer":"198.51.100.1"}"#,
+            r#"{"cmd":"show"}"#,
+            r#"{"what":"sa"}"#,
+            r#"{"cmd":"format_disk"}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn response_wire_format() {
+        let ok = Response::ok(&Ack::new("cleared"));
+        assert_eq!(
+            String::from_utf8(ok.line()).unwrap(),
+            // Keys inside data come out sorted (serde_json's map); JSON readers don't care.
+            "{\"schema_version\":1,\"ok\":true,\"data\":{\"message\":\"cleared\",\"schema_version\":1}}\n"
+        );
+        let err = Response::error("nope");
+        assert_eq!(
+            String::from_utf8(err.line()).unwrap(),
+            "{\"schema_version\":1,\"ok\":false,\"error\":\"nope\"}\n"
+        );
+        let back: Response = serde_json::from_slice(&Response::ok(&examples::sa()).line()).unwrap();
+        assert!(back.ok);
+        assert_eq!(
+            serde_json::from_value::<crate::status::SaReport>(back.data.unwrap()).unwrap(),
+            examples::sa()
+        );
+    }
+
+    #[test]
+    fn who_may_connect() {
+        let a = Access {
+            server_uid: 990,
+            group: Some(991),
+        };
+        assert!(authorized(&a, 0, 0, &[]), "root");
+        assert!(authorized(&a, 990, 990, &[]), "the daemon's own user");
+        assert!(authorized(&a, 1000, 991, &[]), "primary group");
+        assert!(authorized(&a, 1000, 1000, &[4, 991]), "supplementary group");
+        assert!(!authorized(&a, 1000, 1000, &[4, 24]), "other user");
+        let no_group = Access {
+            server_uid: 0,
+            group: None,
+        };
+        assert!(!authorized(&no_group, 1000, 0, &[0]), "gid 0 is not root");
+    }
+
+    #[test]
+    fn etc_group_lines() {
+        let text = "root:x:0:\ndmvpnd:x:991:alice,bob\n# comment\nbroken\nnogid:x::\n";
+        let v: Vec<_> = group_entries(text).collect();
+        assert_eq!(v, vec![("root", 0), ("dmvpnd", 991)]);
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_name(0).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn groups_from_proc_status() {
+        let status =
+            "Name:\tdmvpnctl\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 991 \nNgid:\t0\n";
+        assert_eq!(parse_groups(status), vec![4, 24, 991]);
+        assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
+        assert_eq!(parse_groups("garbage"), Vec::<u32>::new());
+        // Our own entry parses (the format is the kernel's, not ours).
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(own.contains("Groups:"));
+        let _ = parse_groups(&own);
+    }
+
+    #[tokio::test]
+    async fn line_reader_limits() {
+        let mut r = BufReader::new(&b"abc\n\ndef"[..]);
+        assert_eq!(read_line(&mut r).await.unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_line(&mut r).await.unwrap(), Some(Vec::new()));
+        assert_eq!(read_line(&mut r).await.unwrap(), Some(b"def".to_vec()));
+        assert_eq!(read_line(&mut r).await.unwrap(), None);
+
+        let exact = vec![b'x'; MAX_REQUEST];
+        let mut input = exact.clone();
+        input.push(b'\n');
+        let mut r = BufReader::with_capacity(64, &input[..]);
+        assert_eq!(read_line(&mut r).await.unwrap(), Some(exact));
+
+        let big = vec![b'x'; MAX_REQUEST + 1];
+        let mut r = BufReader::with_capacity(64, &big[..]);
+        assert!(matches!(read_line(&mut r).await, Err(LineError::TooLong)));
+    }
+}
