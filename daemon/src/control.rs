@@ -25,10 +25,12 @@ use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
 use tokio::sync::mpsc;
 
+use crate::ctl::{self, Request, Response, Show};
 use crate::datapath::{Datapath, SlowPath};
 use crate::keylog::KeyLog;
 use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
+use crate::status::{self, Ack, NhrpRole, Snapshot, UpDown};
 use crate::tun::TunDevice;
 use crate::underlay::{IKE_PORT, NATT_PORT, Received, Underlay, UnderlayConfig, local_address_for};
 
@@ -143,6 +145,13 @@ pub struct ControlPlane {
     sa_packets: HashMap<u32, u64>,
     next_housekeeping: Instant,
     next_local_prefixes: Instant,
+    /// When each peer entered its state, for `show dmvpn`'s UpDn Tm.
+    updown: UpDown,
+    /// The control socket server and where its requests arrive.
+    ctl_task: Option<tokio::task::JoinHandle<()>>,
+    ctl_rx: Option<mpsc::Receiver<ctl::Command>>,
+    notifier: crate::sdnotify::Notifier,
+    watchdog: Option<Duration>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -805,6 +814,90 @@ impl ControlPlane {
         }
     }
 
+    /// Answers one `dmvpnctl` request from the engines' state at `now`.
+    async fn answer(&mut self, now: Instant, req: Request) -> Response {
+        match req {
+            Request::Show { what } => {
+                let cache = self.nhrp.cache_entries(now);
+                let nhs = self.nhrp.nhs_status(now);
+                let ike = self.ike.ike_sas(now);
+                let addr = self.config.tunnel.address.to_string();
+                let snap = Snapshot {
+                    now,
+                    interface: &self.config.tunnel.interface,
+                    tunnel_addr: &addr,
+                    role: match self.config.nhrp.role {
+                        Role::Spoke { .. } => NhrpRole::Spoke,
+                        Role::Hub { .. } => NhrpRole::Hub,
+                    },
+                    cache: &cache,
+                    nhs: &nhs,
+                    ike: &ike,
+                };
+                match what {
+                    Show::Sa => {
+                        let master = &self.master;
+                        Response::ok(&snap.sa_report(|c| {
+                            let inbound = master
+                                .inbound
+                                .get(Spi(c.spi_in))
+                                .map(|s| s.stats().snapshot());
+                            let outbound = master
+                                .paths
+                                .values()
+                                .find(|p| p.out_sa.spi() == Spi(c.spi_out))
+                                .map(|p| p.out_sa.stats().snapshot());
+                            (inbound, outbound)
+                        }))
+                    }
+                    Show::Dmvpn => Response::ok(&snap.dmvpn_report(&mut self.updown)),
+                    Show::Nhrp => Response::ok(&snap.nhrp_report(self.nhrp.counters())),
+                    Show::Ike => Response::ok(&snap.ike_report()),
+                    Show::Interface => {
+                        let u = &self.underlay.stats;
+                        let load = |a: &std::sync::atomic::AtomicU64| {
+                            a.load(std::sync::atomic::Ordering::Relaxed)
+                        };
+                        Response::ok(&status::interface_report(
+                            &self.config.tunnel.interface,
+                            &addr,
+                            u32::from(self.config.tunnel.mtu),
+                            &self.master.counters,
+                            &[
+                                ("underlay_queue_full", load(&u.queue_full)),
+                                ("underlay_malformed", load(&u.malformed)),
+                            ],
+                        ))
+                    }
+                }
+            }
+            Request::ClearSa { peer } => match (self.ike.delete(now, peer), v4(peer)) {
+                (Ok(()), Some(p)) => {
+                    self.remove_peer_sas(p);
+                    self.nhrp.peer_dead(now, peer);
+                    tracing::info!(%peer, "clear sa: IKE SA deleted by the operator");
+                    Response::ok(&Ack::new(format!("IKE SA with {peer} deleted")))
+                }
+                _ => Response::error(format!("no IKE SA with {peer}")),
+            },
+            Request::ClearNhrp => {
+                let n = self.nhrp.clear_dynamic();
+                tracing::info!(
+                    entries = n,
+                    "clear nhrp: dynamic NHRP entries removed by the operator"
+                );
+                Response::ok(&Ack::new(format!("{n} dynamic NHRP entries cleared")))
+            }
+            Request::Reload => match self.reload(now).await {
+                Ok(()) => Response::ok(&Ack::new("configuration reloaded")),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    Response::error(format!("{e:#}"))
+                }
+            },
+        }
+    }
+
     /// Re-reads the configuration file and applies what can change without a restart: keys,
     /// proposals, lifetimes, DPD, NHRP key and timers, adjust-mss, redirect, static routes. SAs
     /// stay up unless the new keyring no longer has a key for their peer. A change that needs
@@ -907,6 +1000,11 @@ impl ControlPlane {
         self.housekeeping(now).await;
         self.nhrp.register(now);
         self.flush(now).await;
+        let mut ctl_rx = self.ctl_rx.take();
+        // systemd: ready once the control socket is up; the watchdog is fed from this loop, so
+        // a wedged control plane gets the service restarted.
+        let _ = self.notifier.ready();
+        let mut watchdog = self.watchdog.map(|d| tokio::time::interval(d / 2));
         loop {
             let deadline = tokio::time::Instant::from_std(self.poll_timeout());
             tokio::select! {
@@ -920,6 +1018,13 @@ impl ControlPlane {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => self.handle_timeout(Self::now()).await,
+                Some((req, reply)) = async { match ctl_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
+                    let resp = self.answer(Self::now(), req).await;
+                    let _ = reply.send(resp);
+                }
+                Some(_) = async { match watchdog.as_mut() { Some(w) => Some(w.tick().await), None => None } } => {
+                    let _ = self.notifier.watchdog();
+                }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                     tracing::info!("SIGHUP: reloading configuration");
                     if let Err(e) = self.reload(Self::now()).await {
@@ -929,7 +1034,12 @@ impl ControlPlane {
             }
             self.flush(Self::now()).await;
         }
+        let _ = self.notifier.stopping();
         self.shutdown().await;
+        if let Some(t) = self.ctl_task.take() {
+            t.abort();
+            let _ = std::fs::remove_file(&self.config.control.socket);
+        }
         tracing::info!("control plane stopped");
     }
 }
@@ -1042,6 +1152,12 @@ impl Daemon {
             sa_packets: HashMap::new(),
             next_housekeeping: now + HOUSEKEEPING,
             next_local_prefixes: now,
+            updown: UpDown::new(),
+            ctl_task: None,
+            ctl_rx: None,
+            notifier: crate::sdnotify::Notifier::from_env()
+                .context("connecting to systemd's NOTIFY_SOCKET")?,
+            watchdog: crate::sdnotify::watchdog_interval(),
         };
         for r in &config.routes {
             control
@@ -1053,6 +1169,17 @@ impl Daemon {
                 )
                 .await?;
         }
+        let mut control = control;
+        let group = match &config.control.group {
+            Some(name) => Some(
+                ctl::group_id(name)
+                    .ok_or_else(|| anyhow!("control.group: no group named {name}"))?,
+            ),
+            None => None,
+        };
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        control.ctl_task = Some(ctl::serve(&config.control.socket, group, ctl_tx).await?);
+        control.ctl_rx = Some(ctl_rx);
         Ok(Daemon {
             control,
             tun,

@@ -23,7 +23,21 @@ pub struct Config {
     pub routes: Vec<StaticRoute>,
     /// Where to append IKE and ESP keys in Wireshark's formats, for debugging only.
     pub key_export: Option<PathBuf>,
+    /// The `dmvpnctl` control socket.
+    pub control: Control,
 }
+
+/// `[control]`: where `dmvpnctl` reaches the daemon and who may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// Unix socket path (default `/run/dmvpnd/dmvpnd.sock`).
+    pub socket: PathBuf,
+    /// A group whose members may use the socket besides root (and the daemon's own user).
+    pub group: Option<String>,
+}
+
+/// Where the control socket lives unless configured.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/dmvpnd/dmvpnd.sock";
 
 /// `crypto ikev2 proposal/keyring/profile`.
 #[derive(Debug, Clone)]

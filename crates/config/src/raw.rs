@@ -26,6 +26,8 @@ pub(crate) struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub debug: RawDebug,
+    #[serde(default)]
+    pub control: RawControl,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +133,13 @@ pub(crate) struct RawRoute {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawDebug {
     pub key_export: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawControl {
+    pub socket: Option<Spanned<String>>,
+    pub group: Option<String>,
 }
 
 /// The separate secrets file: `[psk]` maps keyring entry names to keys, `[nhrp]` holds the NHRP

@@ -427,6 +427,16 @@ pub(crate) fn validate(
         Some(p) => return cx.err(p.span(), "debug.key-export", "must be an absolute path"),
     };
 
+    let socket = match &raw.control.socket {
+        None => PathBuf::from(crate::model::DEFAULT_CONTROL_SOCKET),
+        Some(p) if Path::new(p.get_ref()).is_absolute() => PathBuf::from(p.get_ref()),
+        Some(p) => return cx.err(p.span(), "control.socket", "must be an absolute path"),
+    };
+    let control = crate::model::Control {
+        socket,
+        group: raw.control.group.clone(),
+    };
+
     Ok(Config {
         ike: ike_out,
         ipsec: ipsec_out,
@@ -435,6 +445,7 @@ pub(crate) fn validate(
         underlay,
         routes,
         key_export,
+        control,
     })
 }
 

@@ -157,6 +157,24 @@ fn defaults_apply() {
     assert_eq!(c.ike.nat_keepalive, Some(Duration::from_secs(20)));
     assert_eq!(c.tunnel.interface, "dmvpn0");
     assert_eq!(c.underlay.local_address, None);
+    assert_eq!(c.control.socket, Path::new("/run/dmvpnd/dmvpnd.sock"));
+    assert_eq!(c.control.group, None);
+}
+
+#[test]
+fn control_socket_is_configurable_and_must_be_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{BASE}\n[control]\nsocket = \"/run/x/ctl.sock\"\ngroup = \"netops\"\n");
+    let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.control.socket, Path::new("/run/x/ctl.sock"));
+    assert_eq!(c.control.group.as_deref(), Some("netops"));
+    let text = format!("{BASE}\n[control]\nsocket = \"ctl.sock\"\n");
+    assert_err(
+        &text,
+        "socket = \"ctl.sock\"",
+        "control.socket",
+        "must be an absolute path",
+    );
 }
 
 #[test]

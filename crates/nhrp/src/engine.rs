@@ -512,6 +512,23 @@ impl Engine {
 
     // ----------------------------------------------------------------- commands
 
+    /// `clear ip nhrp`: forgets every dynamic and shortcut entry (withdrawing shortcut routes
+    /// and reporting removed registrations as events); static, NHS and local entries stay.
+    /// Spokes whose registration was removed re-register at their next refresh, as with Cisco.
+    /// Returns how many entries were removed.
+    pub fn clear_dynamic(&mut self) -> usize {
+        let keys: Vec<(IpAddr, u8)> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, EntryKind::Dynamic | EntryKind::Shortcut))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.remove_entry(*k);
+        }
+        keys.len()
+    }
+
     /// Applies a reloaded configuration. Only what can change without a new identity is
     /// taken — the authentication key, holding time, unique flag, MTU, redirect and shortcut —
     /// and the next packets use it; a change of role, addresses, network-id or NHS list is

@@ -1190,3 +1190,30 @@ fn reconfigure_applies_a_new_key_and_refuses_identity_changes() {
         Err(dmvpn_nhrp::ConfigError::AuthKeyTooLong)
     );
 }
+
+#[test]
+fn clear_dynamic_forgets_registrations_and_shortcuts_only() {
+    let mut net = Net::new();
+    redirect_a_to_b(&mut net);
+    assert!(registered(&net, a_tun()).is_some());
+    let now = net.now;
+    let hub = &mut net.nodes[HUB].engine;
+    while hub.poll_event().is_some() {}
+    let removed = hub.clear_dynamic();
+    assert!(
+        removed >= 2,
+        "both spokes' registrations are dynamic entries"
+    );
+    let mut unregistered = 0;
+    while let Some(e) = hub.poll_event() {
+        if matches!(e, Event::PeerUnregistered { .. }) {
+            unregistered += 1;
+        }
+    }
+    assert_eq!(unregistered, 2);
+    assert!(hub.cache_entries(now).iter().all(|e| !matches!(
+        e.kind,
+        dmvpn_nhrp::EntryKind::Dynamic | dmvpn_nhrp::EntryKind::Shortcut
+    )));
+    assert_eq!(hub.clear_dynamic(), 0);
+}
