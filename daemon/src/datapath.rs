@@ -56,7 +56,9 @@ pub struct Datapath {
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datapath").field("tun", &self.tun).finish_non_exhaustive()
+        f.debug_struct("Datapath")
+            .field("tun", &self.tun)
+            .finish_non_exhaustive()
     }
 }
 

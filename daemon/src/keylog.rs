@@ -91,14 +91,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut k = KeyLog::open(&dir).unwrap();
         k.ike_sa(0x0102, 0x0304, &[0xaa; 36], &[0xbb; 36]);
-        k.esp_sa(None, Some("198.51.100.1".parse().unwrap()), 0xc0ffee, &[0x11; 36]);
+        k.esp_sa(
+            None,
+            Some("198.51.100.1".parse().unwrap()),
+            0xc0ffee,
+            &[0x11; 36],
+        );
         let ike = std::fs::read_to_string(dir.join("ikev2_decryption_table")).unwrap();
         assert!(ike.starts_with("0000000000000102,0000000000000304,aaaa"));
         assert!(ike.contains("\"AES-GCM-256 with 16 octet ICV [RFC5282]\",,,\"NONE [RFC4306]\""));
         let esp = std::fs::read_to_string(dir.join("esp_sa")).unwrap();
         assert!(esp.starts_with("\"IPv4\",\"*\",\"198.51.100.1\",\"0x00c0ffee\","));
         assert!(esp.contains(&format!("\"0x{}\"", "11".repeat(36))));
-        let mode = std::fs::metadata(dir.join("esp_sa")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("esp_sa"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -130,7 +130,9 @@ impl Netlink {
     ) -> Result<()> {
         self.handle
             .route()
-            .add(Self::route_message(index, prefix, prefix_len, gateway, metric))
+            .add(Self::route_message(
+                index, prefix, prefix_len, gateway, metric,
+            ))
             .replace()
             .execute()
             .await
@@ -149,7 +151,9 @@ impl Netlink {
         match self
             .handle
             .route()
-            .del(Self::route_message(index, prefix, prefix_len, gateway, metric))
+            .del(Self::route_message(
+                index, prefix, prefix_len, gateway, metric,
+            ))
             .execute()
             .await
         {

@@ -321,7 +321,10 @@ impl Underlay {
                 continue;
             }
             self.stats.esp.fetch_add(1, Ordering::Relaxed);
-            if !esp.handle_esp(SocketAddrV4::new(from, 0), false, &mut buf).await {
+            if !esp
+                .handle_esp(SocketAddrV4::new(from, 0), false, &mut buf)
+                .await
+            {
                 return;
             }
         }
