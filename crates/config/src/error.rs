@@ -44,12 +44,10 @@ impl fmt::Display for Location {
 /// by `dmvpnd --check-config`, one line, starting with `file:line:column:` where a position is known.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O error is part of the message, not a `source`: with both, an error chain printed
+    // by the daemon (`{:#}`) would repeat it.
+    #[error("{}: cannot read: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error(
         "{}: refusing to use: mode {mode:04o} {reason}; fix with `chmod {fix:o} {}`",
         path.display(),

@@ -68,9 +68,9 @@ fn parse_inner(text: &str, origin: &Path, mode: Option<u32>) -> Result<Config, C
 }
 
 fn read_file(path: &Path) -> Result<(String, u32), ConfigError> {
-    let read_err = |source| ConfigError::Read {
+    let read_err = |error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     let text = std::fs::read_to_string(path).map_err(read_err)?;
