@@ -40,6 +40,10 @@ const QUEUE_DEPTH: usize = 1024;
 const SA_QUEUE_DEPTH: usize = 32;
 /// A pending initiation older than this is retried when more traffic asks for the peer.
 const CONNECT_RETRY: Duration = Duration::from_secs(30);
+/// How long we leave a peer that NHRP knows to be behind NAT to initiate toward us first: a
+/// masquerading NAT drops our unsolicited IKE_SA_INIT (a 1:1 NAT such as an EC2 Elastic IP
+/// does not, and then our own initiation after this delay succeeds).
+const NATED_PEER_GRACE: Duration = Duration::from_secs(3);
 /// Period of the housekeeping tick (DPD traffic sampling, shortcut refresh).
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// How often the router's own (non-tunnel) prefixes are re-read for NHRP.
@@ -111,10 +115,19 @@ fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
-/// A peer's IKE SA being negotiated.
+/// An IKE SA we initiated toward a peer and that has no Child SA yet.
 #[derive(Debug)]
 struct Connecting {
     since: Instant,
+    ike_sa: Option<dmvpn_ike::IkeSaId>,
+}
+
+/// One installed Child SA toward a peer. A peer can have more than one (a rekey overlap, or
+/// both sides initiating at once); the dataplane sends on the newest.
+#[derive(Debug)]
+struct InstalledChild {
+    spi_in: u32,
+    path: PeerPath,
 }
 
 /// What the control task owns.
@@ -138,6 +151,10 @@ pub struct ControlPlane {
     master: Tables,
     pending: HashMap<Ipv4Addr, VecDeque<(EtherType, PacketBuf)>>,
     connecting: HashMap<Ipv4Addr, Connecting>,
+    /// Child SAs installed per peer NBMA, oldest first.
+    children: HashMap<Ipv4Addr, Vec<InstalledChild>>,
+    /// Initiations held back for NATed peers: peer → when to initiate if still needed.
+    deferred: HashMap<Ipv4Addr, Instant>,
     /// NHRP shortcut routes installed in the kernel: (prefix, len, next hop).
     shortcuts: HashSet<(Ipv4Addr, u8, Ipv4Addr)>,
     local_prefixes: Vec<(Ipv4Addr, u8)>,
@@ -293,6 +310,7 @@ impl ControlPlane {
         ]
         .into_iter()
         .flatten()
+        .chain(self.deferred.values().copied())
         .fold(self.next_housekeeping, Instant::min)
     }
 
@@ -304,6 +322,18 @@ impl ControlPlane {
         }
         self.ike.handle_timeout(now);
         self.nhrp.handle_timeout(now);
+        // Initiations held back for NATed peers: `ensure_sa` skips those whose SA came up
+        // (or is being negotiated by the peer) meanwhile.
+        let due: Vec<Ipv4Addr> = self
+            .deferred
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.deferred.remove(&peer);
+            self.ensure_sa_inner(now, peer, false);
+        }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.housekeeping(now).await;
@@ -428,8 +458,13 @@ impl ControlPlane {
         }
     }
 
-    /// Starts IKE toward `nbma` unless an SA exists or is being negotiated.
+    /// Starts IKE toward `nbma` unless an SA exists or is being negotiated (by either side:
+    /// when both spokes answer each other's resolution, both would otherwise initiate).
     fn ensure_sa(&mut self, now: Instant, nbma: Ipv4Addr) {
+        self.ensure_sa_inner(now, nbma, true);
+    }
+
+    fn ensure_sa_inner(&mut self, now: Instant, nbma: Ipv4Addr, allow_defer: bool) {
         if self.master.paths.contains_key(&nbma) {
             self.nhrp.sa_up(now, IpAddr::V4(nbma));
             return;
@@ -439,15 +474,44 @@ impl ControlPlane {
         {
             return;
         }
+        let peer_ip = IpAddr::V4(nbma);
+        if self
+            .ike
+            .ike_sas(now)
+            .iter()
+            .any(|s| s.remote.ip() == peer_ip)
+        {
+            // The peer is negotiating with us already; its Child SA will bring the path up.
+            return;
+        }
+        if allow_defer && self.peer_is_nated(now, nbma) {
+            // Once per peer: the timeout handler calls back without deferral.
+            self.deferred.entry(nbma).or_insert(now + NATED_PEER_GRACE);
+            return;
+        }
         let local = SocketAddr::new(IpAddr::V4(self.local_ip_for(nbma)), IKE_PORT);
-        let remote = SocketAddr::new(IpAddr::V4(nbma), IKE_PORT);
+        let remote = SocketAddr::new(peer_ip, IKE_PORT);
         match self.ike.initiate(now, local, remote) {
             Ok(id) => {
                 tracing::info!(peer = %nbma, ike_sa = %id, "initiating IKE");
-                self.connecting.insert(nbma, Connecting { since: now });
+                self.connecting.insert(
+                    nbma,
+                    Connecting {
+                        since: now,
+                        ike_sa: Some(id),
+                    },
+                );
             }
             Err(e) => tracing::error!(peer = %nbma, "cannot initiate IKE: {e}"),
         }
+    }
+
+    /// Whether NHRP learned `nbma` as the post-NAT address of a peer behind NAT.
+    fn peer_is_nated(&self, now: Instant, nbma: Ipv4Addr) -> bool {
+        self.nhrp
+            .cache_entries(now)
+            .iter()
+            .any(|e| e.post_nat_nbma == Some(IpAddr::V4(nbma)) && e.nbma != IpAddr::V4(nbma))
     }
 
     /// Drops the packets waiting for `nbma` (counted).
@@ -479,14 +543,16 @@ impl ControlPlane {
                 return;
             }
         };
-        self.master.paths.insert(
-            peer,
-            PeerPath {
-                out_sa: Arc::new(out_sa),
-                port: c.remote.port(),
-                udp_encap: c.udp_encap,
-            },
-        );
+        let path = PeerPath {
+            out_sa: Arc::new(out_sa),
+            port: c.remote.port(),
+            udp_encap: c.udp_encap,
+        };
+        self.master.paths.insert(peer, path.clone());
+        self.children.entry(peer).or_default().push(InstalledChild {
+            spi_in: c.spi_in,
+            path,
+        });
         // A replaced SA's inbound half stays until IKE deletes it: packets the peer sealed
         // before switching may still be in flight.
         self.master.add_inbound(peer, Arc::new(in_sa));
@@ -516,7 +582,15 @@ impl ControlPlane {
                 c.key_out.expose(),
             );
         }
-        self.connecting.remove(&peer);
+        // Our own initiation is redundant once the peer's SA carries traffic: drop it if it is
+        // still half open (nothing is sent for that), or delete it if it completed too.
+        if let Some(mine) = self.connecting.remove(&peer)
+            && let Some(id) = mine.ike_sa
+            && id != c.ike_sa
+        {
+            let _ = self.ike.delete_sa(now, id);
+        }
+        self.deferred.remove(&peer);
         if let Some(q) = self.pending.remove(&peer) {
             for (protocol, buf) in q {
                 self.dp.send_to(peer, protocol, buf).await;
@@ -528,6 +602,8 @@ impl ControlPlane {
     /// Forgets every SA to `peer` (DPD death, IKE SA gone).
     fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
         self.master.paths.remove(&peer);
+        self.children.remove(&peer);
+        self.deferred.remove(&peer);
         let spis: Vec<Spi> = self
             .master
             .spi_peer
@@ -582,7 +658,13 @@ impl ControlPlane {
             }
             IkeEvent::IkeSaDown { sa, remote, reason } => {
                 tracing::info!(peer = %remote, ike_sa = %sa, ?reason, "IKE SA down");
+                // Its Child SAs were reported deleted one by one just before. The peer is gone
+                // for NHRP only if no other IKE SA with it is still up.
+                let other_up = self.ike.ike_sas(now).iter().any(|s| {
+                    s.id != sa && s.remote.ip() == remote.ip() && s.state == "Established"
+                });
                 if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
+                    && !other_up
                     && let Some(peer) = v4(remote.ip())
                 {
                     self.remove_peer_sas(peer);
@@ -598,13 +680,19 @@ impl ControlPlane {
             } => {
                 self.master.remove_inbound(Spi(spi_in));
                 if let Some(peer) = v4(remote.ip())
-                    && self
-                        .master
-                        .paths
-                        .get(&peer)
-                        .is_some_and(|p| p.out_sa.spi() == Spi(spi_out))
+                    && let Some(list) = self.children.get_mut(&peer)
                 {
-                    self.master.paths.remove(&peer);
+                    list.retain(|c| c.spi_in != spi_in);
+                    // Fall back to the newest remaining Child SA, if any.
+                    match list.last() {
+                        Some(c) => {
+                            self.master.paths.insert(peer, c.path.clone());
+                        }
+                        None => {
+                            self.children.remove(&peer);
+                            self.master.paths.remove(&peer);
+                        }
+                    }
                 }
                 self.sa_packets.remove(&spi_in);
                 self.sa_packets.remove(&spi_out);
@@ -777,6 +865,13 @@ impl ControlPlane {
     async fn flush(&mut self, now: Instant) {
         loop {
             let mut moved = false;
+            // Events first: a responder's Child SA must be installed before its IKE_AUTH
+            // response leaves, or the initiator's first ESP packet (its NHRP registration,
+            // sent the moment the response arrives) would meet no inbound SA here.
+            while let Some(ev) = self.ike.poll_event() {
+                moved = true;
+                self.handle_ike_event(now, ev).await;
+            }
             while let Some(t) = self.ike.poll_transmit() {
                 moved = true;
                 let SocketAddr::V4(to) = t.remote else {
@@ -786,10 +881,6 @@ impl ControlPlane {
                 if let Err(e) = self.underlay.send_ike(to, natt, &t.bytes).await {
                     tracing::debug!(peer = %to, "IKE send: {e}");
                 }
-            }
-            while let Some(ev) = self.ike.poll_event() {
-                moved = true;
-                self.handle_ike_event(now, ev).await;
             }
             let mut nhrp_moved = false;
             while let Some(ev) = self.nhrp.poll_event() {
@@ -1147,6 +1238,8 @@ impl Daemon {
             master,
             pending: HashMap::new(),
             connecting: HashMap::new(),
+            children: HashMap::new(),
+            deferred: HashMap::new(),
             shortcuts: HashSet::new(),
             local_prefixes: Vec::new(),
             sa_packets: HashMap::new(),

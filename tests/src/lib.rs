@@ -13,6 +13,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod e2e;
+pub mod ospf;
+
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
@@ -81,7 +84,11 @@ pub struct Netns {
 impl Netns {
     /// Creates `dmvpnt-<id>-<tag>` with its loopback up.
     pub fn new(tag: &str) -> Result<Self> {
-        let name = format!("dmvpnt-{}-{tag}", unique_id());
+        Self::named(format!("dmvpnt-{}-{tag}", unique_id()))
+    }
+
+    /// Creates the namespace `name` (which must not exist) with its loopback up; deleted on drop.
+    pub fn named(name: String) -> Result<Self> {
         run(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -177,10 +184,15 @@ impl Netns {
 
     /// Enables IPv4 forwarding inside the namespace.
     pub fn enable_forwarding(&self) -> Result<()> {
-        let out = self.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        self.sysctl("net.ipv4.ip_forward=1")
+    }
+
+    /// `sysctl -qw SETTING` inside the namespace.
+    pub fn sysctl(&self, setting: &str) -> Result<()> {
+        let out = self.exec("sysctl", &["-qw", setting])?;
         if !out.status.success() {
             bail!(
-                "sysctl in {}: {}",
+                "sysctl {setting} in {}: {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -196,6 +208,31 @@ impl Drop for Netns {
             eprintln!("cleanup: {e}");
         }
     }
+}
+
+/// Connects `a` and `b` with a veth pair named `a_name` (in `a`) and `b_name` (in `b`), both
+/// down and without addresses. Names are created unique in the root namespace, then renamed,
+/// so the same names may be used in many namespaces at once.
+pub fn veth_named(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> Result<()> {
+    let id = unique_id();
+    let (ta, tb) = (format!("ta{id}"), format!("tb{id}"));
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        &ta,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &tb,
+        "netns",
+        b.name(),
+    ]))?;
+    a.ip(&["link", "set", &ta, "name", a_name])?;
+    b.ip(&["link", "set", &tb, "name", b_name])?;
+    Ok(())
 }
 
 /// Connects `a` and `b` with a veth pair, assigns the CIDR addresses and brings both ends up.
@@ -321,6 +358,21 @@ impl NsProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl NsProcess {
+    /// SIGKILL (this PID only, like `kill -9`), then reaps it.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("process already reaped")?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        kill(pid, Signal::SIGKILL).with_context(|| format!("kill -9 {pid}"))?;
+        Ok(child.wait()?)
+    }
+
+    /// The path its stderr is written to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 }
 

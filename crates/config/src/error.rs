@@ -47,7 +47,10 @@ pub enum ConfigError {
     // The I/O error is part of the message, not a `source`: with both, an error chain printed
     // by the daemon (`{:#}`) would repeat it.
     #[error("{}: cannot read: {error}", path.display())]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(
         "{}: refusing to use: mode {mode:04o} {reason}; fix with `chmod {fix:o} {}`",
         path.display(),
