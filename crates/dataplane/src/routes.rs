@@ -144,9 +144,6 @@ impl RouteTable {
     }
 }
 
-/// The published table: the dataplane loads a snapshot per batch, the route mirror stores a new
-/// one after every change.
-
 #[cfg(test)]
 mod tests {
     use super::*;
