@@ -811,9 +811,8 @@ fn wire_note_6_purge_carries_the_registration_request_id() {
     );
 }
 
-#[test]
-fn wire_note_11_auth_mismatch_dropped_counted_and_answered_with_code_11() {
-    let mut net = Net::new();
+/// Spoke A's configuration with an NHRP key the hub does not share.
+fn spoke_a_with_wrong_key() -> Config {
     let mut c = Config::spoke(
         a_tun(),
         24,
@@ -825,6 +824,13 @@ fn wire_note_11_auth_mismatch_dropped_counted_and_answered_with_code_11() {
         }],
     );
     c.auth_key = Some(b"wrong".to_vec());
+    c
+}
+
+#[test]
+fn wire_note_11_auth_mismatch_dropped_counted_and_answered_with_code_11() {
+    let mut net = Net::new();
+    let c = spoke_a_with_wrong_key();
     let mut bad = Engine::new(c, SeededRequestIds::new(4)).unwrap();
     bad.sa_up(net.now, hub_nbma());
     bad.register(net.now);
@@ -1144,17 +1150,7 @@ fn every_emitted_packet_type_dissects_in_tshark() {
 #[test]
 fn reconfigure_applies_a_new_key_and_refuses_identity_changes() {
     let mut net = Net::new();
-    let mut c = Config::spoke(
-        a_tun(),
-        24,
-        a_nbma(),
-        vec![NhsConfig {
-            protocol_addr: Some(hub_tun()),
-            nbma_addr: hub_nbma(),
-            multicast: false,
-        }],
-    );
-    c.auth_key = Some(b"wrong".to_vec());
+    let mut c = spoke_a_with_wrong_key();
     c.network_id = 100;
     let mut a = Engine::new(c.clone(), SeededRequestIds::new(9)).unwrap();
     // With the wrong key the hub refuses the registration...
