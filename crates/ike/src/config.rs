@@ -190,7 +190,7 @@ impl Default for Retransmit {
 pub enum DpdMode {
     /// Probe only when we send traffic and received nothing for `delay`.
     OnDemand,
-    /// Probe whenever nothing was received for `delay`.
+    /// Probe every `delay`, whether or not traffic flows.
     Periodic,
 }
 

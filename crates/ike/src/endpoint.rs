@@ -31,6 +31,75 @@ const MAX_INIT_RETRIES: u8 = 3;
 const SUPERSEDED_GRACE: Duration = Duration::from_secs(30);
 /// Most fragments we buffer for one message (RFC 7383 §2.6 lets us bound it).
 const MAX_FRAGMENTS: u16 = 32;
+/// Unprotected error notifies (INVALID_IKE_SPI, INVALID_MAJOR_VERSION) we
+/// send per second at most: §2.21.4 lets us answer unknown SPIs but such
+/// answers must not make us a reflector.
+const UNPROTECTED_NOTIFIES_PER_SEC: u32 = 10;
+/// §2.6: the cookie secret SHOULD be changed periodically; this often.
+const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// §2.6: cookies from the previous secret are accepted this long after a
+/// change, so an initiator caught mid-exchange is not refused.
+const COOKIE_PREVIOUS_GRACE: Duration = Duration::from_secs(60);
+
+/// The responder's cookie secrets (§2.6), rotated lazily as `now` advances.
+struct CookieSecrets {
+    /// <VersionIDofSecret> of `current`, the cookie's first octet.
+    version: u8,
+    current: [u8; 32],
+    /// When `current` came into use; `None` until the first cookie.
+    since: Option<Instant>,
+    /// The version before `current`, still accepted during the grace.
+    previous: Option<(u8, [u8; 32])>,
+}
+
+impl CookieSecrets {
+    fn new(rng: &mut dyn Rng) -> Self {
+        let mut current = [0u8; 32];
+        rng.fill(&mut current);
+        Self {
+            version: 0,
+            current,
+            since: None,
+            previous: None,
+        }
+    }
+
+    /// Replaces the secret once it is `COOKIE_SECRET_LIFETIME` old, keeping
+    /// the old one (if it only just expired) for `COOKIE_PREVIOUS_GRACE`.
+    fn rotate(&mut self, now: Instant, rng: &mut dyn Rng) {
+        let Some(since) = self.since else {
+            self.since = Some(now);
+            return;
+        };
+        let age = now.saturating_duration_since(since);
+        if age < COOKIE_SECRET_LIFETIME {
+            return;
+        }
+        let mut fresh = [0u8; 32];
+        rng.fill(&mut fresh);
+        let old = std::mem::replace(&mut self.current, fresh);
+        // Cookies handed out just before the change stay valid a little;
+        // a secret unused for a whole extra period has no such cookies.
+        self.previous =
+            (age < COOKIE_SECRET_LIFETIME + COOKIE_PREVIOUS_GRACE).then_some((self.version, old));
+        self.version = self.version.wrapping_add(1);
+        self.since = Some(now);
+    }
+
+    /// The secret for a cookie's version octet, if still accepted.
+    fn for_version(&self, version: u8, now: Instant) -> Option<&[u8; 32]> {
+        if version == self.version {
+            return Some(&self.current);
+        }
+        let within_grace = self
+            .since
+            .is_some_and(|s| now.saturating_duration_since(s) < COOKIE_PREVIOUS_GRACE);
+        match &self.previous {
+            Some((v, secret)) if *v == version && within_grace => Some(secret),
+            _ => None,
+        }
+    }
+}
 
 /// Identifies an IKE SA: our own SPI for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -305,15 +374,25 @@ struct ExpectAuthResponse {
 struct Established {
     rekey_at: Instant,
     expire_at: Instant,
-    /// Nonces of a peer-initiated IKE rekey of this SA that we answered, for
-    /// detecting a collision with our own (§2.8.1).
-    peer_rekey: Option<(u64, Vec<u8>, Vec<u8>)>,
 }
 
 /// Waiting for the answer to our DELETE, or (superseded by a peer's rekey)
 /// for the peer's DELETE.
 struct Deleting {
     deadline: Instant,
+    /// Set when the peer rekeyed this IKE SA while our own rekey of it was
+    /// in flight (§2.8.1): which new SA survives is settled once our
+    /// exchange completes.
+    collision: Option<RekeyCollision>,
+}
+
+/// The peer's half of a simultaneous IKE SA rekey (§2.8.1, §2.8.2).
+struct RekeyCollision {
+    /// The IKE SA the peer's exchange created (the children now live there).
+    peer_new: u64,
+    /// Ni and Nr of the peer's exchange.
+    nonce_i: Vec<u8>,
+    nonce_r: Vec<u8>,
 }
 
 enum State {
@@ -427,7 +506,14 @@ struct IkeSa {
     created: Instant,
     last_rx: Instant,
     last_traffic_out: Option<Instant>,
+    /// When our last DPD probe went out (or the SA came up): periodic DPD
+    /// probes every `delay` from here.
+    last_probe: Instant,
     reassembly: Option<Reassembly>,
+    /// Replaced by a rekeyed IKE SA (§2.18), or a redundant one from a
+    /// rekey collision (§2.8.1): its end is reported as
+    /// [`DownReason::Rekeyed`].
+    superseded: bool,
 }
 
 impl IkeSa {
@@ -462,7 +548,9 @@ impl IkeSa {
             created: now,
             last_rx: now,
             last_traffic_out: None,
+            last_probe: now,
             reassembly: None,
+            superseded: false,
         }
     }
 
@@ -611,7 +699,10 @@ pub struct Endpoint {
     half_open: HashMap<(SocketAddr, u64), u64>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    cookie_secret: [u8; 32],
+    cookies: CookieSecrets,
+    /// Start of the current one-second window and unprotected notifies sent
+    /// in it.
+    unprotected_budget: (Option<Instant>, u32),
 }
 
 impl core::fmt::Debug for Endpoint {
@@ -625,8 +716,7 @@ impl core::fmt::Debug for Endpoint {
 impl Endpoint {
     /// A new endpoint; `rng` supplies SPIs, nonces, D-H keys and IVs' salt.
     pub fn new(config: Config, mut rng: Box<dyn Rng>) -> Self {
-        let mut cookie_secret = [0u8; 32];
-        rng.fill(&mut cookie_secret);
+        let cookies = CookieSecrets::new(rng.as_mut());
         Self {
             config,
             rng,
@@ -634,7 +724,8 @@ impl Endpoint {
             half_open: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            cookie_secret,
+            cookies,
+            unprotected_budget: (None, 0),
         }
     }
 
@@ -1037,6 +1128,11 @@ impl Endpoint {
                 remote: sa.remote,
             });
         }
+        let reason = if sa.superseded {
+            DownReason::Rekeyed
+        } else {
+            reason
+        };
         if sa.remote_id.is_some() {
             self.events.push_back(Event::IkeSaDown {
                 sa: IkeSaId(sa.id),
@@ -1101,9 +1197,14 @@ impl Endpoint {
         remote: SocketAddr,
         bytes: &[u8],
     ) {
-        let Ok(header) = Header::parse(&mut Reader::new(bytes)) else {
+        let header = match Header::parse(&mut Reader::new(bytes)) {
+            Ok(h) => h,
+            Err(ParseError::MajorVersion(v)) if v > 2 => {
+                self.invalid_major_version(now, local, remote, bytes);
+                return;
+            }
             // §2.5 / §2.21: unparseable headers cannot be answered usefully.
-            return;
+            Err(_) => return,
         };
         if usize::try_from(header.length).ok() != Some(bytes.len()) {
             return;
@@ -1122,6 +1223,11 @@ impl Endpoint {
             header.spi_i
         };
         let Some(mut sa) = self.sas.remove(&ours) else {
+            // §1.5, §2.21.4: a request outside any IKE SA we know MAY get an
+            // unprotected INVALID_IKE_SPI; a response MUST NOT be answered.
+            if !header.is_response() {
+                self.unprotected_notify(now, local, remote, &header, NotifyType::INVALID_IKE_SPI);
+            }
             return;
         };
         let theirs = if sa.initiator {
@@ -1148,19 +1254,157 @@ impl Endpoint {
         self.put_back(sa);
     }
 
-    fn cookie_for(&self, nonce_i: &[u8], remote: SocketAddr, spi_i: u64) -> Vec<u8> {
+    /// §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>).
+    fn cookie_with(
+        version: u8,
+        secret: &[u8; 32],
+        nonce_i: &[u8],
+        remote: SocketAddr,
+        spi_i: u64,
+    ) -> Vec<u8> {
         let ip = match remote.ip() {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
-        // §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>).
-        let mut c = vec![0u8];
+        let mut c = vec![version];
         c.extend_from_slice(
             PrfAlg::HmacSha256
-                .prf(&self.cookie_secret, &[nonce_i, &ip, &spi_i.to_be_bytes()])
+                .prf(secret, &[nonce_i, &ip, &spi_i.to_be_bytes()])
                 .expose(),
         );
         c
+    }
+
+    /// The cookie we hand out now.
+    fn cookie_for(&self, nonce_i: &[u8], remote: SocketAddr, spi_i: u64) -> Vec<u8> {
+        let c = &self.cookies;
+        Self::cookie_with(c.version, &c.current, nonce_i, remote, spi_i)
+    }
+
+    /// Whether `cookie` is one we issued with the current secret, or with the
+    /// previous one within its grace (§2.6).
+    fn cookie_valid(
+        &self,
+        now: Instant,
+        cookie: &[u8],
+        nonce_i: &[u8],
+        remote: SocketAddr,
+        spi_i: u64,
+    ) -> bool {
+        let Some((&version, _)) = cookie.split_first() else {
+            return false;
+        };
+        self.cookies
+            .for_version(version, now)
+            .is_some_and(|secret| {
+                let want = Self::cookie_with(version, secret, nonce_i, remote, spi_i);
+                constant_time_eq(cookie, &want)
+            })
+    }
+
+    /// True if another unprotected notify fits this second's budget.
+    fn unprotected_allowed(&mut self, now: Instant) -> bool {
+        let (start, sent) = &mut self.unprotected_budget;
+        match start {
+            Some(s) if now.saturating_duration_since(*s) < Duration::from_secs(1) => {}
+            _ => {
+                *start = Some(now);
+                *sent = 0;
+            }
+        }
+        if *sent >= UNPROTECTED_NOTIFIES_PER_SEC {
+            return false;
+        }
+        *sent += 1;
+        true
+    }
+
+    /// An unprotected error notify answering request `h` outside any IKE SA
+    /// (§1.5, §2.21.4): sent back to where it came from, with the IKE SPIs
+    /// and Message ID copied, the Response flag set and never encrypted.
+    /// Rate-limited; the receiver MUST NOT change any SA state for it.
+    fn unprotected_notify(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        h: &Header,
+        ty: NotifyType,
+    ) {
+        if !self.unprotected_allowed(now) {
+            return;
+        }
+        let msg = Message {
+            header: Header {
+                spi_i: h.spi_i,
+                spi_r: h.spi_r,
+                next_payload: PayloadType::NONE,
+                // §2.5 / §3.10.1: for INVALID_MAJOR_VERSION the header
+                // carries the closest version we support: 2.0.
+                version: 0x20,
+                exchange: h.exchange,
+                // We answer as the other party of the request's sender.
+                flags: flags::RESPONSE
+                    | if h.is_initiator() {
+                        0
+                    } else {
+                        flags::INITIATOR
+                    },
+                message_id: h.message_id,
+                length: 0,
+            },
+            payloads: vec![notify(ty)],
+        };
+        if let Ok(bytes) = msg.emit() {
+            self.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes,
+            });
+        }
+    }
+
+    /// §2.5: a message with a higher major version MUST be dropped; an
+    /// IKE_SA_INIT request of one MAY (§1.5) get an unprotected
+    /// INVALID_MAJOR_VERSION naming 2.0 in its header, which we send.
+    fn invalid_major_version(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) {
+        // The header fields as §3.1 lays them out; only the version failed.
+        let read = || -> Option<Header> {
+            let mut r = Reader::new(bytes);
+            let spi_i = r.u64().ok()?;
+            let spi_r = r.u64().ok()?;
+            let next_payload = PayloadType(r.u8().ok()?);
+            let version = r.u8().ok()?;
+            Some(Header {
+                spi_i,
+                spi_r,
+                next_payload,
+                version,
+                exchange: ExchangeType(r.u8().ok()?),
+                flags: r.u8().ok()?,
+                message_id: r.u32().ok()?,
+                length: r.u32().ok()?,
+            })
+        };
+        let Some(h) = read() else {
+            return;
+        };
+        if usize::try_from(h.length).ok() != Some(bytes.len())
+            || h.exchange != ExchangeType::IKE_SA_INIT
+            || h.is_response()
+            || !h.is_initiator()
+            || h.message_id != 0
+            || h.spi_r != 0
+        {
+            return;
+        }
+        self.unprotected_notify(now, local, remote, &h, NotifyType::INVALID_MAJOR_VERSION);
     }
 
     fn plain_reply(
@@ -1261,9 +1505,11 @@ impl Endpoint {
             .filter(|s| matches!(s.state, State::ExpectAuthRequest(_)))
             .count();
         if half_open >= self.config.cookie_threshold {
-            let want = self.cookie_for(nonce_i, remote, h.spi_i);
-            let ok = matches!(p.first(), Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE && constant_time_eq(&n.data, &want));
+            self.cookies.rotate(now, self.rng.as_mut());
+            let ok = matches!(p.first(), Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE
+                && self.cookie_valid(now, &n.data, nonce_i, remote, h.spi_i));
             if !ok {
+                let want = self.cookie_for(nonce_i, remote, h.spi_i);
                 // §2.6: answer with only the cookie and keep no state.
                 self.plain_reply(
                     local,
@@ -1371,10 +1617,13 @@ impl Endpoint {
         bytes: &[u8],
     ) -> Option<Result<Vec<Payload>, ParseError>> {
         let key = sa.in_key()?;
-        let opened = match sk::open(bytes, &key) {
-            Ok(o) => o,
-            Err(sk::SkError::Parse(e)) => return Some(Err(e)),
-            Err(_) => return None,
+        // Every error of the outer message (no SK, malformed chain, bytes
+        // after SK, bad fragment numbers, ICV) comes before or with the
+        // integrity check: such a message is not authenticated and MUST be
+        // dropped without changing any state (§2.21.2, §2.21.4). Only
+        // errors inside the authenticated plaintext are answered.
+        let Ok(opened) = sk::open(bytes, &key) else {
+            return None;
         };
         let (first, plain) = match opened.fragment {
             None => (opened.first, opened.plaintext),
@@ -1558,7 +1807,6 @@ impl Endpoint {
         sa.state = State::Established(Established {
             rekey_at,
             expire_at: now + lt.ike,
-            peer_rekey: None,
         });
         self.half_open.retain(|_, v| *v != sa.id);
         self.events.push_back(Event::IkeSaUp {
@@ -1810,10 +2058,26 @@ impl Endpoint {
             return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)];
         };
         chosen.spi = new_id.to_be_bytes().to_vec();
-        if let State::Established(e) = &mut sa.state {
-            e.peer_rekey = Some((new_id, nonce_i.to_vec(), nonce_r.clone()));
-        }
+        // §2.8.1: our own rekey of this SA is in flight, so the rekeys
+        // collide. The children move to the peer's new SA right away (they
+        // stay on a live SA whatever becomes of our exchange); our response
+        // then settles which new SA survives (§2.8.2).
+        let collision = matches!(
+            &sa.pending,
+            Some(Pending {
+                req: Req::RekeyIke { .. },
+                ..
+            })
+        )
+        .then(|| RekeyCollision {
+            peer_new: new_id,
+            nonce_i: nonce_i.to_vec(),
+            nonce_r: nonce_r.clone(),
+        });
         self.spawn_rekeyed(now, sa, new_id, peer_spi, false, suite, keys);
+        if let State::Deleting(d) = &mut sa.state {
+            d.collision = collision;
+        }
         vec![
             Payload::Sa(vec![chosen]),
             Payload::Nonce(nonce_r),
@@ -1848,7 +2112,6 @@ impl Endpoint {
             State::Established(Established {
                 rekey_at,
                 expire_at: now + lt.ike,
-                peer_rekey: None,
             }),
         );
         if we_initiated {
@@ -1864,6 +2127,7 @@ impl Endpoint {
         n.last_rx = now;
         n.last_traffic_out = old.last_traffic_out;
         n.children = std::mem::take(&mut old.children);
+        old.superseded = true;
         self.sas.insert(new_id, n);
         self.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
@@ -1872,6 +2136,7 @@ impl Endpoint {
         if !we_initiated {
             old.state = State::Deleting(Deleting {
                 deadline: now + SUPERSEDED_GRACE,
+                collision: None,
             });
         }
     }
@@ -2213,7 +2478,6 @@ impl Endpoint {
         sa.state = State::Established(Established {
             rekey_at,
             expire_at: now + lt.ike,
-            peer_rekey: None,
         });
         self.events.push_back(Event::IkeSaUp {
             sa: IkeSaId(sa.id),
@@ -2389,6 +2653,11 @@ impl Endpoint {
         dh: DhPrivate,
     ) {
         let fail = |me: &mut Self, sa: &IkeSa, reason| {
+            // Superseded by the peer's colliding rekey (e.g. its
+            // TEMPORARY_FAILURE, §2.8.2): the peer's new SA stands.
+            if matches!(sa.state, State::Deleting(_)) {
+                return;
+            }
             me.events.push_back(Event::ChildSaFailed {
                 ike_sa: IkeSaId(sa.id),
                 remote: sa.remote,
@@ -2428,48 +2697,81 @@ impl Endpoint {
         ) else {
             return;
         };
-        // §2.8.1 for IKE SAs: if the peer rekeyed this SA concurrently, the
-        // new SA with the lowest nonce is redundant and its creator deletes
-        // it (here: ours is dropped by deleting it right away).
-        if let State::Established(e) = &mut sa.state {
-            if let Some((_peer_new, pi, pr)) = e.peer_rekey.take() {
-                let ours_lowest =
-                    nonce_i.min(nonce_r.as_slice()) < pi.as_slice().min(pr.as_slice());
-                if ours_lowest {
-                    let mut redundant = IkeSa::new(
-                        new_spi,
-                        true,
-                        sa.local,
-                        sa.remote,
-                        now,
-                        State::Established(Established {
-                            rekey_at: now + self.config.lifetimes.ike,
-                            expire_at: now + self.config.lifetimes.ike,
-                            peer_rekey: None,
-                        }),
-                    );
-                    redundant.spi_r = peer_spi;
-                    redundant.suite = Some(suite);
-                    redundant.keys = Some(keys);
-                    redundant.remote_id = sa.remote_id.clone();
-                    redundant.nat_local = sa.nat_local;
-                    redundant.nat_remote = sa.nat_remote;
-                    redundant.queue.push_back(Queued::DeleteIke);
-                    self.pump(now, &mut redundant);
-                    self.sas.insert(new_spi, redundant);
-                    return;
-                }
-                // We won: the peer deletes its redundant SA; the old SA is
-                // ours to delete. Children already moved to the peer's new
-                // SA; move them on to ours.
-                if let Some(theirs) = self.sas.get_mut(&_peer_new) {
-                    sa.children = std::mem::take(&mut theirs.children);
-                }
+        let collision = match std::mem::replace(&mut sa.state, State::Closed) {
+            State::Deleting(Deleting {
+                deadline,
+                collision: Some(c),
+            }) => {
+                sa.state = State::Deleting(Deleting {
+                    deadline,
+                    collision: None,
+                });
+                Some(c)
             }
+            other => {
+                sa.state = other;
+                None
+            }
+        };
+        let Some(c) = collision else {
+            self.spawn_rekeyed(now, sa, new_spi, peer_spi, true, suite, keys);
+            // §2.18: the rekey initiator deletes the old IKE SA.
+            sa.queue.push_front(Queued::DeleteIke);
+            return;
+        };
+        // §2.8.1/§2.8.2: both ends rekeyed this SA. "The SA created with the
+        // lowest of the four nonces used in the two exchanges SHOULD be
+        // closed by the endpoint that created it" (octet-wise comparison, a
+        // prefix being lower: exactly slice ordering), and "the node that
+        // initiated the surviving rekeyed SA should delete the replaced SA".
+        // Both ends see the same four nonces, so they agree.
+        let ours_lowest =
+            nonce_i.min(nonce_r.as_slice()) < c.nonce_i.as_slice().min(c.nonce_r.as_slice());
+        if ours_lowest {
+            // Ours is redundant and we created it: delete it over itself.
+            // The peer's SA (already holding the children) survives, and the
+            // peer deletes the old SA, which keeps waiting in Deleting.
+            let mut redundant = IkeSa::new(
+                new_spi,
+                true,
+                sa.local,
+                sa.remote,
+                now,
+                State::Established(Established {
+                    rekey_at: now + self.config.lifetimes.ike,
+                    expire_at: now + self.config.lifetimes.ike,
+                }),
+            );
+            redundant.spi_r = peer_spi;
+            redundant.suite = Some(suite);
+            redundant.keys = Some(keys);
+            redundant.remote_id = sa.remote_id.clone();
+            redundant.nat_local = sa.nat_local;
+            redundant.nat_remote = sa.nat_remote;
+            redundant.superseded = true;
+            redundant.queue.push_back(Queued::DeleteIke);
+            self.pump(now, &mut redundant);
+            self.put_back(redundant);
+            return;
         }
-        self.spawn_rekeyed(now, sa, new_spi, peer_spi, true, suite, keys);
-        // §2.18: the rekey initiator deletes the old IKE SA.
-        sa.queue.push_front(Queued::DeleteIke);
+        // The peer's SA is redundant; the peer deletes it. Ours survives and
+        // "MUST inherit all the CHILD_SAs" (§2.8.2) from it.
+        match self.sas.remove(&c.peer_new) {
+            Some(mut theirs) => {
+                self.spawn_rekeyed(now, &mut theirs, new_spi, peer_spi, true, suite, keys);
+                theirs.state = State::Deleting(Deleting {
+                    deadline: now + SUPERSEDED_GRACE,
+                    collision: None,
+                });
+                self.put_back(theirs);
+            }
+            None => self.spawn_rekeyed(now, sa, new_spi, peer_spi, true, suite, keys),
+        }
+        // We initiated the survivor, so the old SA is ours to delete
+        // (§2.8.1). It is already Deleting, which `pump` would not serve.
+        if sa.pending.is_none() {
+            self.start(now, sa, Queued::DeleteIke);
+        }
     }
 
     // ---- starting local requests (window size 1, §2.3) -------------------
@@ -2489,6 +2791,7 @@ impl Endpoint {
     fn start(&mut self, now: Instant, sa: &mut IkeSa, q: Queued) -> bool {
         match q {
             Queued::Dpd => {
+                sa.last_probe = now;
                 self.request(now, sa, ExchangeType::INFORMATIONAL, &[], Req::Dpd);
             }
             Queued::DeleteIke => {
@@ -2508,6 +2811,7 @@ impl Endpoint {
                     });
                 }
                 sa.state = State::Deleting(Deleting {
+                    collision: None,
                     deadline: now
                         + self.config.retransmit.max_interval
                             * self.config.retransmit.max_tries.max(1),
@@ -2633,7 +2937,10 @@ impl Endpoint {
             return None;
         }
         match d.mode {
-            DpdMode::Periodic => Some(sa.last_rx + d.delay),
+            // A liveness check (§2.4: an empty INFORMATIONAL) every `delay`
+            // whatever the traffic: ESP flowing proves the peer's kernel is
+            // up, not its IKE daemon.
+            DpdMode::Periodic => Some(sa.last_probe + d.delay),
             // Probe only if we sent traffic since we last heard from the
             // peer, and it has been silent for `delay`.
             DpdMode::OnDemand => match sa.last_traffic_out {

@@ -617,3 +617,440 @@ fn set_config_names_only_the_sas_the_new_keyring_refuses() {
     let ids: Vec<_> = n.b.ike_sas(n.now).into_iter().map(|s| s.id).collect();
     assert_eq!(refused, ids);
 }
+
+/// RFC 7296 §2.8.1/§2.8.2: both ends rekey the IKE SA at once. Over several
+/// RNG seeds (so either end's exchange may hold the lowest nonce), exactly one
+/// new IKE SA survives on both sides, the same one, holding the child.
+#[test]
+fn simultaneous_ike_rekey_leaves_one_matching_sa_with_the_children() {
+    let mut winners = (0, 0);
+    for seed in 1..=8u64 {
+        let mut n = Net::new(config(b"k"), config(b"k"), false);
+        n.a = Endpoint::new(config(b"k"), Box::new(TestRng::new(100 + seed)));
+        let old_a = n.initiate();
+        let old_b = n.b.ike_sas(n.now)[0].id;
+        let (ca, cb) = (
+            Net::children(&n.ev_a)[0].clone(),
+            Net::children(&n.ev_b)[0].clone(),
+        );
+        // Both requests are in flight before either is delivered.
+        n.a.rekey_ike(n.now, old_a).unwrap();
+        n.b.rekey_ike(n.now, old_b).unwrap();
+        n.flush();
+        n.run_for(Duration::from_secs(60));
+        let (sa, sb) = (n.a.ike_sas(n.now), n.b.ike_sas(n.now));
+        assert_eq!((sa.len(), sb.len()), (1, 1), "seed {seed}: {sa:?} {sb:?}");
+        let (sa, sb) = (&sa[0], &sb[0]);
+        assert_eq!(sa.state, "Established");
+        assert_eq!(sb.state, "Established");
+        assert_ne!(sa.id, old_a);
+        assert_eq!((sa.spi_i, sa.spi_r), (sb.spi_i, sb.spi_r), "seed {seed}");
+        // The side that initiated the surviving exchange is its initiator.
+        assert_ne!(sa.initiator, sb.initiator);
+        if sa.initiator {
+            winners.0 += 1;
+        } else {
+            winners.1 += 1;
+        }
+        // The child moved, untouched, to the survivor on both sides.
+        assert_eq!(sa.children.len(), 1);
+        assert_eq!(sb.children.len(), 1);
+        assert_eq!(sa.children[0].spi_in, ca.spi_in);
+        assert_eq!(sb.children[0].spi_in, cb.spi_in);
+        assert_eq!(
+            count(&n.ev_a, |e| matches!(e, Event::ChildSaDeleted { .. })),
+            0
+        );
+        assert_eq!(
+            count(&n.ev_b, |e| matches!(e, Event::ChildSaDeleted { .. })),
+            0
+        );
+        // Superseded and redundant SAs go down as Rekeyed, never as a dead peer.
+        for ev in [&n.ev_a, &n.ev_b] {
+            assert!(!ev.iter().any(|e| matches!(
+                e,
+                Event::PeerDead { .. }
+                    | Event::IkeSaDown {
+                        reason: DownReason::DeletedByPeer
+                            | DownReason::DeletedLocally
+                            | DownReason::Timeout,
+                        ..
+                    }
+            )));
+        }
+        // The survivor works end to end: a child rekey over it yields a
+        // matching key pair, then a delete takes everything down.
+        n.a.rekey_child(n.now, ca.spi_in).unwrap();
+        n.flush();
+        let (na, nb) = (Net::children(&n.ev_a), Net::children(&n.ev_b));
+        assert_eq!((na.len(), nb.len()), (2, 2));
+        assert_pair(na[1], nb[1]);
+        assert_eq!(na[1].ike_sa, sa.id);
+        n.a.delete(n.now, n.b_ip).unwrap();
+        n.flush();
+        assert!(n.a.ike_sas(n.now).is_empty() && n.b.ike_sas(n.now).is_empty());
+    }
+    assert!(winners.0 > 0 && winners.1 > 0, "{winners:?}");
+}
+
+/// §2.8.2: only B notices the collision (its request is lost); A's DELETE of
+/// the old SA tells B to forget its own rekey. One SA each, the child kept.
+#[test]
+fn ike_rekey_collision_noticed_by_one_side_only() {
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let old_a = n.initiate();
+    let old_b = n.b.ike_sas(n.now)[0].id;
+    let mut dropped = false;
+    n.filter = Box::new(move |to_b, bytes| {
+        let h = dmvpn_ike::message::Header::parse(&mut dmvpn_wire::Reader::new(bytes)).unwrap();
+        if !to_b && !dropped && h.exchange == ExchangeType::CREATE_CHILD_SA && !h.is_response() {
+            dropped = true;
+            return false;
+        }
+        true
+    });
+    n.a.rekey_ike(n.now, old_a).unwrap();
+    n.b.rekey_ike(n.now, old_b).unwrap();
+    n.flush();
+    n.run_for(Duration::from_secs(60));
+    let (sa, sb) = (n.a.ike_sas(n.now), n.b.ike_sas(n.now));
+    assert_eq!((sa.len(), sb.len()), (1, 1));
+    assert_eq!((sa[0].spi_i, sa[0].spi_r), (sb[0].spi_i, sb[0].spi_r));
+    assert_eq!((sa[0].children.len(), sb[0].children.len()), (1, 1));
+    assert_eq!(
+        count(&n.ev_b, |e| matches!(e, Event::ChildSaDeleted { .. })),
+        0
+    );
+    assert_eq!(
+        count(&n.ev_b, |e| matches!(e, Event::ChildSaFailed { .. })),
+        0
+    );
+}
+
+fn periodic() -> Config {
+    let mut c = config(b"k");
+    c.dpd = Some(Dpd {
+        mode: DpdMode::Periodic,
+        ..Dpd::default()
+    });
+    c
+}
+
+/// Runs `secs` one-second steps with ESP flowing both ways (as the daemon
+/// reports it), returning the first PeerDead time.
+fn run_with_traffic(n: &mut Net, secs: u64) -> Option<Instant> {
+    for _ in 0..secs {
+        n.a.note_outbound(n.now, n.b_ip);
+        n.a.note_inbound(n.now, n.b_ip);
+        n.run_for(Duration::from_secs(1));
+        if n.ev_a.iter().any(|e| matches!(e, Event::PeerDead { .. })) {
+            return Some(n.now);
+        }
+    }
+    None
+}
+
+#[test]
+fn periodic_dpd_probes_every_delay_even_with_traffic() {
+    let mut n = Net::new(periodic(), config(b"k"), false);
+    n.initiate();
+    assert_eq!(run_with_traffic(&mut n, 205), None);
+    // Probes at 40, 80, 120, 160 and 200 s, each answered.
+    assert_eq!(n.sent_a.len() - 2, 5);
+    assert_eq!(n.sent_b.len() - 2, 5);
+    assert!(n.sent_a[2..].iter().all(|t| {
+        let m = Message::parse(&t.bytes).unwrap();
+        m.header.exchange == ExchangeType::INFORMATIONAL && !m.header.is_response()
+    }));
+    assert_eq!(n.a.ike_sas(n.now).len(), 1);
+    assert_eq!(Net::children(&n.ev_a).len(), 1);
+}
+
+#[test]
+fn periodic_dpd_declares_a_silent_peer_dead_despite_esp() {
+    let mut n = Net::new(periodic(), config(b"k"), false);
+    let id = n.initiate();
+    let start = n.now;
+    // The peer's IKE daemon is gone; its kernel still sends ESP.
+    n.filter = Box::new(|_, _| false);
+    let dead_at = run_with_traffic(&mut n, 200).expect("peer declared dead");
+    assert!(
+        n.ev_a
+            .iter()
+            .any(|e| matches!(e, Event::PeerDead { sa, .. } if *sa == id))
+    );
+    // First probe at 40 s, four retries 5 s apart, then 5 s of waiting.
+    assert_eq!(n.sent_a.len() - 2, 5);
+    let waited = dead_at - start;
+    assert!(
+        waited >= Duration::from_secs(65) && waited <= Duration::from_secs(66),
+        "{waited:?}"
+    );
+    assert!(n.a.ike_sas(n.now).is_empty());
+}
+
+/// §2.6: the cookie secret changes every 5 minutes; cookies of the previous
+/// secret are accepted for a short while after the change, then refused.
+#[test]
+fn cookie_secret_rotates_and_previous_version_is_accepted_briefly() {
+    let mut cb = config(b"k");
+    cb.cookie_threshold = 0;
+    let mut n = Net::new(config(b"k"), cb, false);
+    let is_cookie_retry = |bytes: &[u8]| {
+        let m = Message::parse(bytes).unwrap();
+        m.header.exchange == ExchangeType::IKE_SA_INIT
+            && matches!(&m.payloads[0], Payload::Notify(x) if x.ty == NotifyType::COOKIE)
+    };
+    // Collect three cookie-carrying retries (from three initiations), none
+    // of which reaches B yet.
+    n.filter = Box::new(move |to_b, bytes| !(to_b && is_cookie_retry(bytes)));
+    for _ in 0..3 {
+        n.initiate();
+    }
+    let retries: Vec<Vec<u8>> = n
+        .sent_a
+        .iter()
+        .map(|t| t.bytes.clone())
+        .filter(|b| is_cookie_retry(b))
+        .collect();
+    assert_eq!(retries.len(), 3);
+    let t0 = n.now;
+    let answer = |n: &mut Net, at: Duration, req: &[u8]| {
+        n.now = t0 + at;
+        n.b.handle_datagram(n.now, n.b_local(), n.a_local(), req);
+        let t = n.b.poll_transmit().expect("an answer");
+        assert!(n.b.poll_transmit().is_none());
+        Message::parse(&t.bytes).unwrap()
+    };
+    let accepted =
+        |m: &Message| m.header.spi_r != 0 && !m.notifies().any(|x| x.ty == NotifyType::COOKIE);
+    // Before the change: the current secret.
+    let r = answer(&mut n, Duration::from_secs(4 * 60), &retries[0]);
+    assert!(accepted(&r));
+    // Just after the change (5 min): the previous secret still works.
+    let r = answer(&mut n, Duration::from_secs(5 * 60 + 10), &retries[1]);
+    assert!(accepted(&r));
+    // Past the grace: refused with a fresh cookie of the new version.
+    let r = answer(&mut n, Duration::from_secs(5 * 60 + 10 + 61), &retries[2]);
+    assert_eq!(r.header.spi_r, 0);
+    let fresh = r
+        .notifies()
+        .find(|x| x.ty == NotifyType::COOKIE)
+        .expect("new cookie");
+    let old = Message::parse(&retries[2]).unwrap();
+    let Payload::Notify(old) = &old.payloads[0] else {
+        unreachable!()
+    };
+    assert_ne!(fresh.data[0], old.data[0], "version octet changed");
+    assert_ne!(fresh.data, old.data);
+}
+
+fn set_len(bytes: &mut [u8]) {
+    let len = u32::try_from(bytes.len()).unwrap().to_be_bytes();
+    bytes[24..28].copy_from_slice(&len);
+}
+
+/// A copy of `bytes` with a payload header after the SK payload (malformed
+/// outside the ICV, hence unauthenticated).
+fn with_trailing_payload(bytes: &[u8]) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    v.extend_from_slice(&[0, 0, 0, 4]);
+    set_len(&mut v);
+    v
+}
+
+fn unprotected(
+    spi_i: u64,
+    spi_r: u64,
+    flag_bits: u8,
+    message_id: u32,
+    payloads: Vec<Payload>,
+) -> Vec<u8> {
+    use dmvpn_ike::message::Header;
+    Message {
+        header: Header {
+            spi_i,
+            spi_r,
+            next_payload: PayloadType::NONE,
+            version: 0x20,
+            exchange: ExchangeType::INFORMATIONAL,
+            flags: flag_bits,
+            message_id,
+            length: 0,
+        },
+        payloads,
+    }
+    .emit()
+    .unwrap()
+}
+
+/// §2.21.2/§2.21.4: messages on an existing SA's SPIs that fail
+/// authentication (bad ICV, malformed outside the SK payload, or plain
+/// unprotected notifies/DELETEs) are dropped and change nothing: no answer,
+/// no message ID consumed, no pending request satisfied, no SA torn down.
+#[test]
+fn forged_messages_on_a_live_sa_are_dropped_without_effect() {
+    use dmvpn_ike::message::{Delete, Notify, flags};
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let id = n.initiate();
+    let (child_a, child_b) = (
+        Net::children(&n.ev_a)[0].spi_in,
+        Net::children(&n.ev_b)[0].spi_in,
+    );
+    n.ev_a.clear();
+    n.ev_b.clear();
+    let sa = n.a.ike_sas(n.now)[0].clone();
+    // A genuine liveness check, held back.
+    n.a.probe(n.now, id).unwrap();
+    let real = n.a.poll_transmit().unwrap().bytes;
+    let mid = Message::parse(&real).unwrap().header.message_id;
+    let kill = |fl| {
+        unprotected(
+            sa.spi_i,
+            sa.spi_r,
+            fl,
+            mid,
+            vec![
+                Payload::Notify(Notify::new(NotifyType::INVALID_IKE_SPI, Vec::new())),
+                Payload::Delete(Delete {
+                    protocol: ProtocolId::IKE,
+                    spi_size: 0,
+                    spis: Vec::new(),
+                }),
+            ],
+        )
+    };
+    let mut bad_icv = real.clone();
+    *bad_icv.last_mut().unwrap() ^= 1;
+    for forged in [
+        bad_icv,
+        with_trailing_payload(&real),
+        kill(flags::INITIATOR),
+    ] {
+        n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &forged);
+        assert!(n.b.poll_transmit().is_none());
+        assert!(n.b.poll_event().is_none());
+    }
+    // The genuine request, with the same message ID, is still served.
+    n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &real);
+    let answer = n.b.poll_transmit().expect("probe answered").bytes;
+    assert_eq!(only_child(&n.b, n.now).spi_in, child_b);
+    // Forged answers to A's pending probe.
+    let mut bad_icv = answer.clone();
+    *bad_icv.last_mut().unwrap() ^= 1;
+    for forged in [
+        bad_icv,
+        with_trailing_payload(&answer),
+        kill(flags::RESPONSE),
+        unprotected(
+            sa.spi_i,
+            sa.spi_r,
+            flags::RESPONSE,
+            mid,
+            vec![Payload::Notify(Notify::new(
+                NotifyType::INVALID_IKE_SPI,
+                Vec::new(),
+            ))],
+        ),
+    ] {
+        n.a.handle_datagram(n.now, n.a_local(), n.b_local(), &forged);
+        assert!(n.a.poll_transmit().is_none());
+        assert!(n.a.poll_event().is_none());
+    }
+    assert_eq!(n.a.ike_sas(n.now)[0].state, "Established");
+    assert_eq!(only_child(&n.a, n.now).spi_in, child_a);
+    // None of them counted as the answer: with the real one withheld, the
+    // probe is retransmitted to its limit and the peer declared dead.
+    n.filter = Box::new(|_, _| false);
+    n.run_for(Duration::from_secs(30));
+    assert!(
+        n.ev_a
+            .iter()
+            .any(|e| matches!(e, Event::PeerDead { sa, .. } if *sa == id))
+    );
+}
+
+/// §2.21.4: a request for SPIs we do not know gets an unprotected, rate
+/// limited INVALID_IKE_SPI response (SPIs and Message ID copied); responses
+/// are never answered; the notify changes nothing at the receiver.
+#[test]
+fn unknown_spi_request_gets_rate_limited_unprotected_invalid_ike_spi() {
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let id = n.initiate();
+    let child_a = Net::children(&n.ev_a)[0].spi_in;
+    n.ev_a.clear();
+    n.a.probe(n.now, id).unwrap();
+    let mut stray = n.a.poll_transmit().unwrap().bytes;
+    stray[8..16].copy_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+    let req = Message::parse(&stray).unwrap().header;
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &stray);
+        while let Some(t) = n.b.poll_transmit() {
+            assert_eq!(t.remote, n.a_local());
+            answers.push(t.bytes);
+        }
+    }
+    assert_eq!(answers.len(), 10, "rate-limited");
+    let m = Message::parse(&answers[0]).unwrap();
+    assert!(m.header.is_response() && !m.header.is_initiator());
+    assert_eq!((m.header.spi_i, m.header.spi_r), (req.spi_i, req.spi_r));
+    assert_eq!(m.header.message_id, req.message_id);
+    assert_eq!(m.header.exchange, ExchangeType::INFORMATIONAL);
+    assert!(matches!(&m.payloads[..], [Payload::Notify(x)] if x.ty == NotifyType::INVALID_IKE_SPI));
+    // A new second, a new budget.
+    n.now += Duration::from_secs(1);
+    n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &stray);
+    assert!(n.b.poll_transmit().is_some());
+    // A response to unknown SPIs MUST NOT be answered.
+    let mut resp = stray.clone();
+    resp[19] |= 0x20;
+    n.now += Duration::from_secs(1);
+    n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &resp);
+    assert!(n.b.poll_transmit().is_none());
+    // A receives the notify (it names its SA and pending message ID): it MUST
+    // NOT change any SA state.
+    n.a.handle_datagram(n.now, n.a_local(), n.b_local(), &answers[0]);
+    assert!(n.a.poll_transmit().is_none());
+    assert!(n.a.poll_event().is_none());
+    assert_eq!(only_child(&n.a, n.now).spi_in, child_a);
+    assert!(n.b.poll_event().is_none());
+}
+
+/// §2.5/§1.5: an IKE_SA_INIT of major version 3 is dropped (no state) and
+/// answered with an unprotected INVALID_MAJOR_VERSION carrying 2.0 in its
+/// header; other version-3 messages are only dropped.
+#[test]
+fn higher_major_version_sa_init_gets_invalid_major_version() {
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    n.a.initiate(n.now, n.a_local(), n.b_local()).unwrap();
+    let mut init = n.a.poll_transmit().unwrap().bytes;
+    init[17] = 0x30;
+    n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &init);
+    let t = n.b.poll_transmit().expect("answered");
+    assert!(n.b.poll_transmit().is_none());
+    assert_eq!(t.remote, n.a_local());
+    let m = Message::parse(&t.bytes).unwrap();
+    assert_eq!(m.header.version, 0x20);
+    assert_eq!(m.header.exchange, ExchangeType::IKE_SA_INIT);
+    assert!(m.header.is_response() && !m.header.is_initiator());
+    assert_eq!(m.header.message_id, 0);
+    assert_eq!(m.header.spi_r, 0);
+    assert_eq!(
+        m.header.spi_i,
+        u64::from_be_bytes(init[..8].try_into().unwrap())
+    );
+    assert!(
+        matches!(&m.payloads[..], [Payload::Notify(x)] if x.ty == NotifyType::INVALID_MAJOR_VERSION)
+    );
+    assert!(n.b.ike_sas(n.now).is_empty());
+    assert!(n.b.poll_event().is_none());
+    // Not an IKE_SA_INIT request: dropped silently.
+    let mut resp = init.clone();
+    resp[19] |= 0x20;
+    n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &resp);
+    let mut info = init.clone();
+    info[18] = ExchangeType::INFORMATIONAL.0;
+    n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &info);
+    assert!(n.b.poll_transmit().is_none());
+}
