@@ -37,7 +37,16 @@ fuzz_target!(|data: &[u8]| {
     spoke.register(now);
     drain(&mut spoke);
 
-    let body = data.get(1..).unwrap_or_default();
+    // Fix up the packet size and checksum (RFC 2332 §5.2.0.1) so most inputs
+    // reach the engine's handlers rather than the checksum check.
+    let mut body = data.get(1..).unwrap_or_default().to_vec();
+    if let (true, Ok(len)) = (body.len() >= 20, u16::try_from(body.len())) {
+        body[4..6].copy_from_slice(&len.to_be_bytes());
+        body[6..8].copy_from_slice(&[0, 0]);
+        let sum = dmvpn_nhrp::packet::checksum(&body);
+        body[6..8].copy_from_slice(&sum.to_be_bytes());
+    }
+    let body = body.as_slice();
     hub.handle_packet(now, peer, body);
     drain(&mut hub);
     spoke.handle_packet(now, hub_nbma, body);
