@@ -13,7 +13,8 @@ HOST_PACKAGES=(
     nftables          # optional NAT namespace for the NAT-T scenario
     python3           # the VM manager (ixvm.py, stdlib only)
     iputils-ping      # pings from attached namespaces
-    tcpdump           # captures on the WAN bridge (tshark scenarios add tshark themselves)
+    tcpdump           # captures on the WAN bridge
+    tshark            # dissects the captures with dmvpnd's exported keys (dmvpnd-spoke.sh, wrong-keys.sh)
 )
 
 missing=()

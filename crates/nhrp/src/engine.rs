@@ -39,6 +39,13 @@ pub const DEFAULT_HOP_COUNT: u8 = 64;
 pub const INITIAL_REGISTRATION_WAIT: Duration = Duration::from_secs(2);
 /// After this wait passes unanswered the SA to the NHS is reset (FRR).
 pub const MAX_REGISTRATION_WAIT: Duration = Duration::from_secs(64);
+/// Longest wait before asking again for an SA to an NHS that has none: the
+/// retry is every holding time / 4, but at most this (FRR nhrp_nhs.c retries
+/// a registration "waiting link" after 120 s). Without the cap the shipped
+/// holding time of 7200 s left a spoke unregistered for 30 minutes after a
+/// hub outage that outlasted one IKE attempt (interop `dpd.sh` with
+/// `IX_DPD_IDLE=1 IX_DPD_OUTAGE=150`).
+pub const MAX_SA_RETRY_WAIT: Duration = Duration::from_secs(120);
 /// First resolution retransmission wait (wire notes item 9).
 pub const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
 /// Resolution attempts before giving up.
@@ -600,7 +607,7 @@ impl Engine {
         for k in keys {
             self.remove_entry(k);
         }
-        let retry = now + self.config.holding_time / 4;
+        let retry = now + Self::sa_retry_wait(self.config.holding_time);
         for n in &mut self.nhs {
             if n.config.nbma_addr != nbma || matches!(n.phase, NhsPhase::Idle) {
                 continue;
@@ -809,7 +816,7 @@ impl Engine {
                     self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, None);
                 } else {
                     n.phase = NhsPhase::ExpectSa {
-                        retry_at: now + self.config.holding_time / 4,
+                        retry_at: now + Self::sa_retry_wait(self.config.holding_time),
                     };
                     self.events.push_back(Event::NeedSa { nbma });
                 }
@@ -847,7 +854,7 @@ impl Engine {
                         });
                     }
                     n.phase = NhsPhase::ExpectSa {
-                        retry_at: now + self.config.holding_time / 4,
+                        retry_at: now + Self::sa_retry_wait(self.config.holding_time),
                     };
                     self.sa_ready.remove(&nbma);
                     self.events.push_back(Event::ResetSa { nbma });
@@ -1353,6 +1360,12 @@ impl Engine {
 
     // -------------------------------------------------------- NHS client
 
+    /// Wire notes item 7: while the SA to an NHS is not up, ask for one again
+    /// every holding time / 4, capped at [`MAX_SA_RETRY_WAIT`].
+    fn sa_retry_wait(holding_time: Duration) -> Duration {
+        (holding_time / 4).min(MAX_SA_RETRY_WAIT)
+    }
+
     fn nhs_start(&mut self, now: Instant, i: usize) {
         let Some(n) = self.nhs.get_mut(i) else {
             return;
@@ -1361,9 +1374,9 @@ impl Engine {
         if self.sa_ready.contains(&nbma) {
             self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, None);
         } else {
-            // Wire notes item 7: while the SA is not up, retry every holdtime/4.
+            // Wire notes item 7: while the SA is not up, retry every holdtime/4 (capped).
             n.phase = NhsPhase::ExpectSa {
-                retry_at: now + self.config.holding_time / 4,
+                retry_at: now + Self::sa_retry_wait(self.config.holding_time),
             };
             self.events.push_back(Event::NeedSa { nbma });
         }

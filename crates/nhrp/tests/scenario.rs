@@ -1213,3 +1213,46 @@ fn clear_dynamic_forgets_registrations_and_shortcuts_only() {
     )));
     assert_eq!(hub.clear_dynamic(), 0);
 }
+
+/// Wire notes item 7 with the shipped holding time (7200 s): after the hub's SA is lost and a first
+/// attempt to bring it back fails, the spoke asks for an SA again within 120 s (FRR retries a
+/// "waiting link" registration after 120 s), not after holding time / 4 = 30 minutes. Found by the
+/// interop `dpd.sh` (IX_DPD_IDLE=1 IX_DPD_OUTAGE=150): an idle dmvpnd spoke stayed unregistered
+/// long after the strongSwan + FRR hub came back.
+#[test]
+fn wire_note_7_sa_retry_after_hub_loss_is_capped_at_two_minutes() {
+    let mut net = Net::new();
+    net.register_all();
+    let regs = |net: &Net| {
+        net.sent(PacketType::REGISTRATION_REQUEST)
+            .iter()
+            .filter(|(i, _, _)| *i == A)
+            .count()
+    };
+    let need = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| **e == Event::NeedSa { nbma: hub_nbma() })
+            .count()
+    };
+    assert_eq!(regs(&net), 1);
+    net.take_events(A);
+    // The hub goes silent and DPD declares it dead: the SA cannot come back yet.
+    net.blackhole.push(hub_nbma());
+    let now = net.now;
+    net.nodes[A].engine.peer_dead(now, hub_nbma());
+    net.pump();
+    assert_eq!(need(&net.take_events(A)), 1);
+    net.advance(Duration::from_secs(119));
+    assert_eq!(need(&net.take_events(A)), 0);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(
+        need(&net.take_events(A)),
+        1,
+        "SA asked for again after 120 s, not after holding time / 4"
+    );
+    // The hub is back: the next retry brings the SA up and registers.
+    net.blackhole.clear();
+    net.advance(Duration::from_secs(120));
+    assert_eq!(regs(&net), 2, "registered again within two retry periods");
+    assert!(registered(&net, a_tun()).is_some());
+}
