@@ -40,6 +40,11 @@ const QUEUE_DEPTH: usize = 1024;
 const SA_QUEUE_DEPTH: usize = 32;
 /// A pending initiation older than this is retried when more traffic asks for the peer.
 const CONNECT_RETRY: Duration = Duration::from_secs(30);
+/// First hold-down after a failed IKE setup toward a peer; it doubles per failure up to
+/// [`MAX_HOLD_DOWN`]. Without it every packet for the peer would start a new IKE_SA_INIT.
+const FIRST_HOLD_DOWN: Duration = Duration::from_secs(10);
+/// Longest hold-down between IKE attempts toward a peer that keeps failing.
+const MAX_HOLD_DOWN: Duration = Duration::from_secs(60);
 /// How long we leave a peer that NHRP knows to be behind NAT to initiate toward us first: a
 /// masquerading NAT drops our unsolicited IKE_SA_INIT (a 1:1 NAT such as an EC2 Elastic IP
 /// does not, and then our own initiation after this delay succeeds).
@@ -155,6 +160,12 @@ pub struct ControlPlane {
     children: HashMap<Ipv4Addr, Vec<InstalledChild>>,
     /// Initiations held back for NATed peers: peer → when to initiate if still needed.
     deferred: HashMap<Ipv4Addr, Instant>,
+    /// Peers whose IKE setup failed: no new initiation before the instant; failure count.
+    held_down: HashMap<Ipv4Addr, (Instant, u32)>,
+    /// Shortcut routes waiting for an SA to their next hop's NBMA: a shortcut is installed
+    /// only once traffic over it can be protected, so a peer that refuses IKE never turns a
+    /// working path via the hub into a blackhole.
+    pending_routes: HashMap<Ipv4Addr, Vec<(Ipv4Addr, u8, Ipv4Addr)>>,
     /// NHRP shortcut routes installed in the kernel: (prefix, len, next hop).
     shortcuts: HashSet<(Ipv4Addr, u8, Ipv4Addr)>,
     local_prefixes: Vec<(Ipv4Addr, u8)>,
@@ -474,6 +485,13 @@ impl ControlPlane {
         {
             return;
         }
+        if self
+            .held_down
+            .get(&nbma)
+            .is_some_and(|(until, _)| now < *until)
+        {
+            return;
+        }
         let peer_ip = IpAddr::V4(nbma);
         if self
             .ike
@@ -512,6 +530,56 @@ impl ControlPlane {
             .cache_entries(now)
             .iter()
             .any(|e| e.post_nat_nbma == Some(IpAddr::V4(nbma)) && e.nbma != IpAddr::V4(nbma))
+    }
+
+    /// A shortcut's kernel route (the next hop's own /32 on the connected tunnel subnet needs
+    /// none).
+    async fn install_shortcut_route(&self, p: Ipv4Addr, len: u8, nh: Ipv4Addr) {
+        tracing::info!(prefix = %format_args!("{p}/{len}"), via = %nh, "NHRP shortcut installed");
+        let connected = len == 32 && p == nh && self.config.tunnel.address.contains(p);
+        if !connected && let Err(e) = self.install_route(p, len, Some(nh), SHORTCUT_METRIC).await {
+            tracing::warn!("{e:#}");
+        }
+    }
+
+    /// IKE toward `peer` failed: hold further attempts down (doubling up to a minute), drop
+    /// what waited for it, and tell NHRP the peer is unreachable so its shortcuts go and
+    /// traffic keeps using the path via the hub. An NHS is left to NHRP's registration
+    /// retries (wire notes item 7), which pace themselves.
+    fn setup_failed(&mut self, now: Instant, peer: Ipv4Addr) {
+        self.connecting.remove(&peer);
+        self.deferred.remove(&peer);
+        self.pending_routes.remove(&peer);
+        self.drop_pending(peer);
+        if self.is_nhs(peer) {
+            return;
+        }
+        let failures = self.held_down.get(&peer).map_or(0, |(_, n)| *n) + 1;
+        let wait = FIRST_HOLD_DOWN
+            .saturating_mul(1 << (failures - 1).min(6))
+            .min(MAX_HOLD_DOWN);
+        self.hold_down(now, peer, wait);
+        if let Some(h) = self.held_down.get_mut(&peer) {
+            h.1 = failures;
+            tracing::info!(%peer, hold_down_secs = wait.as_secs(), "no new IKE attempt toward this peer before the hold-down ends");
+        }
+        if !self.master.paths.contains_key(&peer) {
+            self.nhrp.peer_dead(now, IpAddr::V4(peer));
+        }
+    }
+
+    fn is_nhs(&self, peer: Ipv4Addr) -> bool {
+        self.config.nhrp.nhs.iter().any(|n| n.nbma == peer)
+    }
+
+    /// No initiation toward `peer` for `wait` (it may still initiate toward us). NHSs are
+    /// exempt: NHRP's registration schedule paces those retries itself (wire notes item 7).
+    fn hold_down(&mut self, now: Instant, peer: Ipv4Addr, wait: Duration) {
+        if self.is_nhs(peer) {
+            return;
+        }
+        let failures = self.held_down.get(&peer).map_or(0, |(_, n)| *n);
+        self.held_down.insert(peer, (now + wait, failures));
     }
 
     /// Drops the packets waiting for `nbma` (counted).
@@ -591,6 +659,10 @@ impl ControlPlane {
             let _ = self.ike.delete_sa(now, id);
         }
         self.deferred.remove(&peer);
+        self.held_down.remove(&peer);
+        for (p, len, nh) in self.pending_routes.remove(&peer).unwrap_or_default() {
+            self.install_shortcut_route(p, len, nh).await;
+        }
         if let Some(q) = self.pending.remove(&peer) {
             for (protocol, buf) in q {
                 self.dp.send_to(peer, protocol, buf).await;
@@ -668,6 +740,11 @@ impl ControlPlane {
                     && let Some(peer) = v4(remote.ip())
                 {
                     self.remove_peer_sas(peer);
+                    if reason == DownReason::DeletedByPeer {
+                        // A peer that said goodbye is not called back at once: an NHRP answer
+                        // to its last packets (a purge reply) must not start a new IKE SA.
+                        self.hold_down(now, peer, FIRST_HOLD_DOWN);
+                    }
                     self.nhrp.peer_dead(now, IpAddr::V4(peer));
                 }
             }
@@ -709,21 +786,20 @@ impl ControlPlane {
                 if let Some(peer) = v4(remote.ip()) {
                     self.remove_peer_sas(peer);
                     self.drop_pending(peer);
+                    self.hold_down(now, peer, FIRST_HOLD_DOWN);
                     self.nhrp.peer_dead(now, IpAddr::V4(peer));
                 }
             }
             IkeEvent::AuthFailed { remote, reason } => {
                 tracing::error!(peer = %remote, "IKE authentication failed: {reason} (check the pre-shared key)");
                 if let Some(peer) = v4(remote.ip()) {
-                    self.connecting.remove(&peer);
-                    self.drop_pending(peer);
+                    self.setup_failed(now, peer);
                 }
             }
             IkeEvent::EstablishFailed { remote, reason } => {
                 tracing::warn!(peer = %remote, ?reason, "IKE SA could not be established");
                 if let Some(peer) = v4(remote.ip()) {
-                    self.connecting.remove(&peer);
-                    self.drop_pending(peer);
+                    self.setup_failed(now, peer);
                 }
             }
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
@@ -755,19 +831,18 @@ impl ControlPlane {
                 let (Some(p), Some(nh)) = (v4(prefix), v4(next_hop)) else {
                     return;
                 };
-                tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, %nbma, "NHRP shortcut installed");
-                // The next hop's own /32 on the connected tunnel subnet needs no route.
-                let connected =
-                    prefix_len == 32 && p == nh && self.config.tunnel.address.contains(p);
-                if !connected {
-                    if let Err(e) = self
-                        .install_route(p, prefix_len, Some(nh), SHORTCUT_METRIC)
-                        .await
-                    {
-                        tracing::warn!("{e:#}");
-                    }
-                }
                 self.shortcuts.insert((p, prefix_len, nh));
+                match v4(nbma) {
+                    Some(n) if !self.master.paths.contains_key(&n) => {
+                        tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, %nbma, "NHRP shortcut learned: waiting for an SA to install it");
+                        self.pending_routes
+                            .entry(n)
+                            .or_default()
+                            .push((p, prefix_len, nh));
+                        self.ensure_sa(now, n);
+                    }
+                    _ => self.install_shortcut_route(p, prefix_len, nh).await,
+                }
             }
             NhrpEvent::WithdrawRoute {
                 prefix,
@@ -778,6 +853,9 @@ impl ControlPlane {
                     return;
                 };
                 tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, "NHRP shortcut withdrawn");
+                for routes in self.pending_routes.values_mut() {
+                    routes.retain(|r| *r != (p, prefix_len, nh));
+                }
                 if self.shortcuts.remove(&(p, prefix_len, nh))
                     && let Err(e) = self
                         .netlink
@@ -836,7 +914,11 @@ impl ControlPlane {
             if e.kind == EntryKind::Local || !e.is_live(now) {
                 continue;
             }
-            if let (Some(nh), Some(nbma)) = (v4(e.next_hop), v4(e.effective_nbma())) {
+            // Only peers with an SA: without one the packet would wait for IKE (or, toward a
+            // peer that refuses it, be lost) where the path via the NHS works.
+            if let (Some(nh), Some(nbma)) = (v4(e.next_hop), v4(e.effective_nbma()))
+                && self.master.paths.contains_key(&nbma)
+            {
                 put(nh, nbma, &self.master.mappings);
             }
         }
@@ -868,8 +950,10 @@ impl ControlPlane {
             // Events first: a responder's Child SA must be installed before its IKE_AUTH
             // response leaves, or the initiator's first ESP packet (its NHRP registration,
             // sent the moment the response arrives) would meet no inbound SA here.
+            let mut sa_changed = false;
             while let Some(ev) = self.ike.poll_event() {
                 moved = true;
+                sa_changed = true;
                 self.handle_ike_event(now, ev).await;
             }
             while let Some(t) = self.ike.poll_transmit() {
@@ -887,8 +971,8 @@ impl ControlPlane {
                 nhrp_moved = true;
                 self.handle_nhrp_event(now, ev).await;
             }
-            if nhrp_moved {
-                moved = true;
+            if nhrp_moved || sa_changed {
+                moved |= nhrp_moved;
                 self.sync_nhrp_tables(now);
             }
             while let Some(t) = self.nhrp.poll_transmit() {
@@ -1240,6 +1324,8 @@ impl Daemon {
             connecting: HashMap::new(),
             children: HashMap::new(),
             deferred: HashMap::new(),
+            held_down: HashMap::new(),
+            pending_routes: HashMap::new(),
             shortcuts: HashSet::new(),
             local_prefixes: Vec::new(),
             sa_packets: HashMap::new(),
