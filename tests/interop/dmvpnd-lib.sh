@@ -2,8 +2,9 @@
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"; . "$IX_DIR/dmvpnd-lib.sh"
 # Then: dx_init NAME (log dir, lock, leftovers, trap), dx_config ..., dx_start ..., dx_ctl ..., dx_pass.
 #
-# Binaries: $DMVPND_BIN_DIR (default: the first of $CARGO_TARGET_DIR/release, /work/targets/interop/release,
-# <repo>/target/release holding dmvpnd and dmvpnctl; built with `cargo build --release -p dmvpnd` if none).
+# Binaries: $DMVPND_BIN_DIR if set; otherwise this checkout's dmvpnd and dmvpnctl, (re)built with
+# `cargo build --release -p dmvpnd` (incremental: quick when up to date), so the suite always tests the
+# code it ships with and never a binary left over from another build.
 # Every dmvpnd instance gets a directory $LOGS/<inst>/ with its config (derived from conf/spoke.toml or
 # conf/hub.toml, only addresses, secrets, control socket, key-export dir and -- where a scenario says so --
 # DPD timers changed), secrets.toml (0600), ctl.sock, keys/wireshark/{esp_sa,ikev2_decryption_table} and
@@ -20,11 +21,10 @@ DX_BG_PIDS=()         # other background helpers (tcpdump, ping)
 status=1
 
 dx_bin_dir() {
-    local d
-    for d in ${DMVPND_BIN_DIR:-} ${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/release} /work/targets/interop/release \
-        "$IX_REPO/target/release"; do
-        [ -x "$d/dmvpnd" ] && [ -x "$d/dmvpnctl" ] && { echo "$d"; return 0; }
-    done
+    if [ -n "${DMVPND_BIN_DIR:-}" ]; then
+        echo "$DMVPND_BIN_DIR"
+        return 0
+    fi
     ix_log "building dmvpnd (release)"
     (cd "$IX_REPO" && cargo build --release -q -p dmvpnd) >&2 || return 1
     echo "${CARGO_TARGET_DIR:-$IX_REPO/target}/release"

@@ -73,10 +73,19 @@ ix_log "A: resolution requests sent $res_tx, resolution replies received $res_rx
         ix_exec "$vm" grep -iE 'resolution|shortcut|traffic|redirect|10\.250\.0\.9' /var/log/frr/frr.log | tail -n 25
     done
 } > "$LOGS/part1-evidence.txt" 2>&1
-# What traffic to the stock spoke does once A holds its shortcut (recorded, not required).
-dx_ping "$IX_DUT_NS" "$IX_DUT_TUNNEL" "$IX_SPOKE_TUNNEL" 5 || true
+# The stock spoke refuses IKE from A (NO_PROPOSAL_CHOSEN): traffic to it must keep flowing via the
+# hub -- a shortcut is installed only once an SA to its next hop is up -- and A must not hammer it
+# with IKE_SA_INIT (hold-down after a failed setup: 10 s, doubling to 60 s).
+dx_ping "$IX_DUT_NS" "$IX_DUT_TUNNEL" "$IX_SPOKE_TUNNEL" 10 || true
 ix_log "part 1: A -> stock spoke after the resolution: $(grep 'packet loss' <<<"$DX_OUT")"
-ix_log "part 1: A's IKE toward the stock spoke: $(grep -c "initiating IKE peer=$(dx_esc "$IX_SPOKE_NBMA")" "$LOGS/a/dmvpnd.log") attempts, $(grep -c "could not be established peer=$(dx_esc "$IX_SPOKE_NBMA").*NO_PROPOSAL_CHOSEN" "$LOGS/a/dmvpnd.log") refused with NO_PROPOSAL_CHOSEN"
+received=$(grep -oE '[0-9]+ received' <<<"$DX_OUT" | grep -oE '^[0-9]+' || echo 0)
+((received >= 9)) || ix_fail "A -> stock spoke lost traffic after the refused shortcut ($received/10 answered; it must stay on the hub path)"$'\n'"$DX_OUT"
+attempts=$(grep -c "initiating IKE peer=$(dx_esc "$IX_SPOKE_NBMA")" "$LOGS/a/dmvpnd.log" || true)
+ix_log "part 1: A's IKE toward the stock spoke: $attempts attempts, $(grep -c "could not be established peer=$(dx_esc "$IX_SPOKE_NBMA").*NO_PROPOSAL_CHOSEN" "$LOGS/a/dmvpnd.log") refused with NO_PROPOSAL_CHOSEN"
+((attempts <= 6)) || ix_fail "A initiated IKE toward the refusing stock spoke $attempts times (hold-down not honoured)"
+if ip -n "$IX_DUT_NS" route | grep -q "proto 77.*via $(dx_esc "$IX_SPOKE_TUNNEL")"; then
+    ix_fail "A holds a shortcut route via the stock spoke without an SA to it:"$'\n'"$(ip -n "$IX_DUT_NS" route)"
+fi
 cleartext=$(tcpdump -r "$LOGS/wan.pcap" -nn "ip proto 47 and src $IX_SPOKE_NBMA and dst $IX_DUT_NBMA" 2>/dev/null | wc -l)
 stock_sa=$(ix_exec "$IX_SPOKE" swanctl --list-sas | grep -c "$(dx_esc "$IX_DUT_NBMA")" || true)
 if ((res_rx >= 1)); then
@@ -157,10 +166,13 @@ sleep 1
 dx_stop_bg
 direct=$(tcpdump -r "$LOGS/wan.pcap" -nn "ip proto 50 and host $IX_DUT_NBMA and host $B_NBMA" 2>/dev/null | wc -l)
 ike=$(tcpdump -r "$LOGS/wan.pcap" -nn "udp port 500 and host $IX_DUT_NBMA and host $B_NBMA" 2>/dev/null | wc -l)
-gre=$(tcpdump -r "$LOGS/wan.pcap" -nn "ip proto 47" 2>/dev/null | wc -l)
-ix_log "on br-wan: $ike IKE and $direct ESP packets directly between $IX_DUT_NBMA and $B_NBMA; $gre cleartext GRE in the run"
+# dmvpnd never sends GRE outside ESP. The stock spoke may (part 1: its nhrpd answers A directly while its
+# strongSwan has no policy toward A), so cleartext GRE is counted per sender.
+gre=$(tcpdump -r "$LOGS/wan.pcap" -nn "ip proto 47 and (src $IX_DUT_NBMA or src $B_NBMA)" 2>/dev/null | wc -l)
+stock_gre=$(tcpdump -r "$LOGS/wan.pcap" -nn "ip proto 47 and src $IX_SPOKE_NBMA" 2>/dev/null | wc -l)
+ix_log "on br-wan: $ike IKE and $direct ESP packets directly between $IX_DUT_NBMA and $B_NBMA; cleartext GRE: $gre from dmvpnd, $stock_gre from the stock spoke (its policy gap, part 1)"
 ((direct >= 20)) || ix_fail "only $direct ESP packets directly between A and B"
-((gre == 0)) || ix_fail "$gre cleartext GRE packets on the WAN"
+((gre == 0)) || ix_fail "$gre cleartext GRE packets from dmvpnd on the WAN"
 dx_ctl a show dmvpn | grep -E "$(dx_esc "$B_NBMA")|$(dx_esc "$IX_SPOKE_NBMA")" | sed 's/^/    A dmvpn: /' >&2
 
 dx_pass
