@@ -176,15 +176,7 @@ impl<'t> Run<'t> {
             .exec("ping", &["-n", "-c", "4", "-i", "0.2", "-W", "1", dst])
             .unwrap_or_else(|e| self.fail(format!("ping: {e:#}")));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let answered: Vec<u32> = text
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("icmp_seq="))
-                    .and_then(|n| n.parse().ok())
-            })
-            .collect();
+        let answered = dmvpn_tests::e2e::answered_echoes(&text);
         if !(2..=4).all(|s| answered.contains(&s)) {
             self.fail(format!(
                 "ping {from} → {dst}: echoes 2..4 must be answered, got replies to {answered:?}\n{text}{}",

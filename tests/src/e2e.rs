@@ -818,3 +818,27 @@ impl Drop for TestDir {
         }
     }
 }
+
+/// The `icmp_seq` numbers that `ping`'s output shows answered.
+pub fn answered_echoes(ping_stdout: &str) -> Vec<u32> {
+    ping_stdout
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod ping_tests {
+    #[test]
+    fn answered_echoes_reads_icmp_seq() {
+        let out = "PING 10.250.0.1 (10.250.0.1) 56(84) bytes of data.\n\
+                   64 bytes from 10.250.0.1: icmp_seq=2 ttl=64 time=0.1 ms\n\
+                   64 bytes from 10.250.0.1: icmp_seq=4 ttl=64 time=0.1 ms\n";
+        assert_eq!(super::answered_echoes(out), vec![2, 4]);
+    }
+}
