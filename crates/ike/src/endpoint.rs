@@ -1902,11 +1902,7 @@ impl Endpoint {
             nonce_r,
         )
         .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
-        // We are the exchange responder: inbound is i→r.
-        let keys = crate::keys::ChildKeys {
-            i_to_r: keys.i_to_r,
-            r_to_i: keys.r_to_i,
-        };
+        // We are the exchange responder: inbound is i→r, as `child_keys` orders them.
         self.install_child(now, sa, spi_in, spi_out, suite, keys, replaces);
         Ok(vec![
             notify(NotifyType::USE_TRANSPORT_MODE),

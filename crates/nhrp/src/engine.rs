@@ -688,23 +688,7 @@ impl Engine {
             self.counters.drop(DropReason::NoRoute);
             return;
         };
-        let request_id = self.ids.next_request_id();
-        let pkt = self.resolution_request(target, request_id);
-        let Some(bytes) = self.encode(&pkt) else {
-            return;
-        };
-        self.send_bytes(now, nhs_nbma, PacketType::RESOLUTION_REQUEST, bytes.clone());
-        self.pending.insert(
-            target,
-            PendingResolution {
-                request_id,
-                nhs_nbma,
-                wait: INITIAL_RESOLUTION_WAIT,
-                retry_at: now + INITIAL_RESOLUTION_WAIT,
-                attempts: 1,
-                packet: bytes,
-            },
-        );
+        self.start_resolution(now, target, nhs_nbma);
     }
 
     /// Spoke: the data plane used a route towards `target`; a shortcut
@@ -945,6 +929,12 @@ impl Engine {
         else {
             return;
         };
+        self.start_resolution(now, target, nhs_nbma);
+    }
+
+    /// Sends a Resolution Request for `target` through the NHS at `nhs_nbma` and tracks it
+    /// for retransmission with the same request id (wire notes item 9).
+    fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
         let request_id = self.ids.next_request_id();
         let pkt = self.resolution_request(target, request_id);
         let Some(bytes) = self.encode(&pkt) else {
