@@ -14,7 +14,7 @@ RIG="$IX_DIR/rig.sh"
 LOGS=${IX_LOGS:-$IX_CACHE/logs/stock-rig-$(date +%Y%m%d-%H%M%S)}
 T0=$SECONDS
 # keep the logs (and captures) of the last 10 runs
-ls -dt "$IX_CACHE"/logs/stock-rig-* 2>/dev/null | tail -n +10 | xargs -r rm -rf
+ls -dt "$IX_CACHE"/logs/stock-rig-* 2>/dev/null | tail -n +10 | xargs -r rm -rf || true
 status=1
 
 CAPTURE_PID=
