@@ -17,15 +17,44 @@ HOST_PACKAGES=(
     tshark            # dissects the captures with dmvpnd's exported keys (dmvpnd-spoke.sh, wrong-keys.sh)
 )
 
+# The commands the harness runs and the package that provides each: checked after installing,
+# because installing one package can remove another. (A host image that ships a newer
+# qemu-utils, e.g. a backport, loses it when apt installs the distribution's qemu-system-x86,
+# whose qemu-system-common conflicts with it; asking for qemu-utils again then installs the
+# version that matches.)
+COMMANDS=(qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
+          mke2fs:e2fsprogs ip:iproute2 nft:nftables python3:python3 ping:iputils-ping
+          tcpdump:tcpdump tshark:tshark)
+
+missing_commands() {
+    local c
+    for c in "${COMMANDS[@]}"; do
+        command -v "${c%%:*}" >/dev/null 2>&1 || echo "${c#*:}"
+    done
+}
+
 missing=()
 for p in "${HOST_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
-if ((${#missing[@]} == 0)); then
+mapfile -t lost < <(missing_commands)
+if ((${#missing[@]} == 0 && ${#lost[@]} == 0)); then
     echo "install-deps: all host packages present"
     exit 0
 fi
-echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+if ((${#missing[@]} > 0)); then
+    echo "install-deps: installing ${missing[*]}"
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+mapfile -t lost < <(missing_commands)
+if ((${#lost[@]} > 0)); then
+    echo "install-deps: reinstalling ${lost[*]} (removed by a conflict, or its command is missing)"
+    apt-get install -y -q --no-install-recommends "${lost[@]}"
+fi
+mapfile -t lost < <(missing_commands)
+if ((${#lost[@]} > 0)); then
+    echo "install-deps: still missing the commands of: ${lost[*]}" >&2
+    exit 1
+fi
