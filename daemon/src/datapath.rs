@@ -2,7 +2,7 @@
 //! (inbound). Each owns one [`PacketBuf`] for its lifetime and reads the published
 //! [`Tables`] and route snapshots without locks (design.md, "Packet path"); only the slow
 //! path — a packet waiting for an SA, an NHRP packet, a redirect trigger — goes to the
-//! control plane, through a bounded channel that drops and counts when full.
+//! control plane (and its `dmvpn_node::Node`), through a bounded channel that drops and counts when full.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use dmvpn_dataplane::{DropReason, Inbound, Outbound, Tables};
+use dmvpn_node::SlowPath;
 use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
 use tokio::sync::mpsc;
@@ -25,22 +26,6 @@ const REDIRECT_HINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes of a redirected packet that go into the traffic indication (IP header + 8,
 /// as ICMP quotes; wire notes item 10).
 const REDIRECT_QUOTE: usize = 28;
-
-/// Slow-path work the dataplane hands to the control plane.
-#[derive(Debug)]
-pub enum SlowPath {
-    /// No SA to `nbma` yet: queue this packet (GRE payload of type `protocol`) until IKE
-    /// brings one up.
-    NeedSa {
-        nbma: Ipv4Addr,
-        protocol: EtherType,
-        buf: PacketBuf,
-    },
-    /// An NHRP packet arrived inside ESP from `peer`.
-    Nhrp { peer: Ipv4Addr, bytes: Vec<u8> },
-    /// Hub: a packet from `peer` enters and leaves over the tunnel (phase 3 redirect).
-    Redirect { peer: Ipv4Addr, quote: Vec<u8> },
-}
 
 /// Everything the per-packet tasks share.
 pub struct Datapath {
@@ -91,27 +76,6 @@ impl Datapath {
         let to = SocketAddrV4::new(nbma, port);
         if let Err(e) = self.underlay.send_esp(to, udp_encap, buf.as_slice()).await {
             tracing::debug!(peer = %nbma, "ESP send: {e}");
-        }
-    }
-
-    /// Seals `buf` (GRE payload `protocol`) for `nbma` and sends it, or queues it for an SA.
-    pub async fn send_to(&self, nbma: Ipv4Addr, protocol: EtherType, mut buf: PacketBuf) {
-        let tables = self.tables.load();
-        match tables.seal_to(nbma, protocol, &mut buf) {
-            Outbound::Send {
-                nbma,
-                port,
-                udp_encap,
-            } => self.send(nbma, port, udp_encap, &buf).await,
-            Outbound::NeedSa { nbma } => self.to_slow_path(
-                &tables,
-                SlowPath::NeedSa {
-                    nbma,
-                    protocol,
-                    buf,
-                },
-            ),
-            Outbound::Multicast | Outbound::Drop(_) => {}
         }
     }
 

@@ -1,4 +1,4 @@
-//! dmvpnd: command line, logging and runtime around [`dmvpnd::control::Daemon`].
+//! dmvpnd: command line, logging and runtime around [`dmvpnd::control_plane::Daemon`].
 //!
 //! dmvpnd never forks (systemd `Type=simple`/`exec` supervises it). Logs go to stderr as plain
 //! lines: under journald (`JOURNAL_STREAM` set) without timestamps, since the journal adds its
@@ -93,7 +93,7 @@ fn run(args: &Args) -> Result<()> {
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let daemon = dmvpnd::control::Daemon::start(config, &args.config).await?;
+        let daemon = dmvpnd::control_plane::Daemon::start(config, &args.config).await?;
         tracing::info!("running");
         daemon
             .run(async {

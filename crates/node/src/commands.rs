@@ -1,0 +1,104 @@
+//! Operator commands (`dmvpnctl clear …`, `reload`) and the orderly shutdown.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dmvpn_config::{Config, Role};
+
+use crate::config::{ike_config, nhrp_config, restart_only_changes};
+use crate::drive::v4;
+use crate::{Node, NodeError, RouteUpdate, SHORTCUT_METRIC, STATIC_METRIC};
+
+impl Node {
+    /// `clear sa PEER`: deletes the IKE SA with `peer` (and its Child SAs) and forgets the
+    /// peer's NHRP state.
+    pub fn clear_sa(&mut self, now: Instant, peer: IpAddr) -> Result<(), NodeError> {
+        let result = match (self.ike.delete(now, peer), v4(peer)) {
+            (Ok(()), Some(p)) => {
+                self.remove_peer_sas(p);
+                self.nhrp.peer_dead(now, peer);
+                tracing::info!(%peer, "clear sa: IKE SA deleted by the operator");
+                Ok(())
+            }
+            _ => Err(NodeError::NoIkeSa(peer)),
+        };
+        self.drive(now);
+        result
+    }
+
+    /// `clear nhrp`: removes the dynamic NHRP entries; returns how many.
+    pub fn clear_nhrp(&mut self, now: Instant) -> usize {
+        let n = self.nhrp.clear_dynamic();
+        tracing::info!(
+            entries = n,
+            "clear nhrp: dynamic NHRP entries removed by the operator"
+        );
+        self.drive(now);
+        n
+    }
+
+    /// Applies a reloaded configuration: keys, proposals, lifetimes, DPD, NHRP key and timers,
+    /// adjust-mss, redirect, NAT keepalives and static routes (as route updates). SAs stay up
+    /// unless the new keyring no longer has a key for their peer. A change that needs a new
+    /// TUN device, role, underlay or NHRP identity is refused and nothing is applied.
+    pub fn reload(&mut self, now: Instant, new: Config) -> Result<(), NodeError> {
+        let restart = restart_only_changes(&self.config, &new);
+        if !restart.is_empty() {
+            return Err(NodeError::RestartRequired(restart));
+        }
+        // Build everything first so a bad value applies nothing.
+        let ike = ike_config(&new)?;
+        self.nhrp
+            .reconfigure(nhrp_config(&new, self.local_nbma))
+            .map_err(|e| NodeError::Nhrp(e.to_string()))?;
+        for id in self.ike.set_config(ike) {
+            tracing::info!(ike_sa = %id, "reload: the new keyring has no key for this peer: deleting its SA");
+            let _ = self.ike.delete_sa(now, id);
+        }
+        self.master.tunnel.adjust_mss = new.tunnel.adjust_mss;
+        self.master.tunnel.redirect = matches!(new.nhrp.role, Role::Hub { redirect: true });
+        self.tables_changed = true;
+        let old = &self.config;
+        for r in old.routes.iter().filter(|r| !new.routes.contains(r)) {
+            self.route_updates.push_back(RouteUpdate::Withdraw {
+                prefix: r.prefix.addr,
+                prefix_len: r.prefix.prefix_len,
+                via: Some(r.via),
+                metric: STATIC_METRIC,
+            });
+        }
+        for r in new.routes.iter().filter(|r| !old.routes.contains(r)) {
+            self.route_updates.push_back(RouteUpdate::Install {
+                prefix: r.prefix.addr,
+                prefix_len: r.prefix.prefix_len,
+                via: Some(r.via),
+                metric: STATIC_METRIC,
+            });
+        }
+        self.keepalives.set_interval(new.ike.nat_keepalive);
+        self.config = Arc::new(new);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Purges NHRP registrations and deletes IKE SAs, like `clear crypto session` before a
+    /// shutdown, so the hub forgets us at once instead of at expiry; withdraws the shortcuts.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.nhrp.shutdown(now);
+        self.drive(now);
+        let sas: Vec<_> = self.ike.ike_sas(now).into_iter().map(|s| s.id).collect();
+        for id in sas {
+            let _ = self.ike.delete_sa(now, id);
+        }
+        self.drive(now);
+        for (p, l, nh) in self.shortcuts.take_all() {
+            self.route_updates.push_back(RouteUpdate::Withdraw {
+                prefix: p,
+                prefix_len: l,
+                via: Some(nh),
+                metric: SHORTCUT_METRIC,
+            });
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Translation of the operator's configuration (`dmvpn-config`) into the engines' own
+//! configurations, and the rules for what a reload may change.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use dmvpn_config::{Config, DpdMode, Role};
+use dmvpn_crypto::{DhAlg, PrfAlg};
+use dmvpn_dataplane::TunnelParams;
+
+use crate::NodeError;
+
+/// UDP port of IKE (RFC 7296 §2).
+pub const IKE_PORT: u16 = 500;
+/// UDP port of NAT-T: IKE after a NAT was detected and ESP-in-UDP (RFC 3948 §2).
+pub const NATT_PORT: u16 = 4500;
+
+/// Rekey margin: strongSwan's 9 minutes, but never more than a tenth of a short lifetime, so
+/// a lab lifetime of a few minutes still rekeys well before it expires.
+fn rekey_margin(lifetime: Duration) -> Duration {
+    Duration::from_secs(540).min(lifetime / 10)
+}
+
+/// Builds the IKE engine's configuration from ours.
+pub fn ike_config(config: &Config) -> Result<dmvpn_ike::Config, NodeError> {
+    let ike_proposals = config
+        .ike
+        .proposals
+        .iter()
+        .map(|p| {
+            Ok(dmvpn_ike::IkeProposal {
+                encr_key_bits: match p.encryption {
+                    dmvpn_config::Encryption::AesGcm128 => 128,
+                    dmvpn_config::Encryption::AesGcm256 => 256,
+                },
+                prf: match p.prf {
+                    dmvpn_config::Prf::Sha256 => PrfAlg::HmacSha256,
+                    dmvpn_config::Prf::Sha384 => PrfAlg::HmacSha384,
+                    dmvpn_config::Prf::Sha512 => PrfAlg::HmacSha512,
+                },
+                dh: DhAlg::from_ike_group(p.group.0)
+                    .ok_or(NodeError::UnsupportedDhGroup(p.group.0))?,
+            })
+        })
+        .collect::<Result<_, NodeError>>()?;
+    let mut keyring = dmvpn_ike::Keyring::new();
+    for k in &config.ike.keyring {
+        keyring.add_prefix(IpAddr::V4(k.peer.addr), k.peer.prefix_len, k.psk.expose());
+    }
+    Ok(dmvpn_ike::Config {
+        ike_proposals,
+        keyring,
+        dpd: Some(dmvpn_ike::Dpd {
+            delay: config.ike.dpd.delay,
+            retry: config.ike.dpd.retry,
+            mode: match config.ike.dpd.mode {
+                DpdMode::OnDemand => dmvpn_ike::DpdMode::OnDemand,
+                DpdMode::Periodic => dmvpn_ike::DpdMode::Periodic,
+            },
+            ..dmvpn_ike::Dpd::default()
+        }),
+        lifetimes: dmvpn_ike::Lifetimes {
+            ike: config.ike.lifetime,
+            ike_margin: rekey_margin(config.ike.lifetime),
+            child: config.ipsec.lifetime,
+            child_margin: rekey_margin(config.ipsec.lifetime),
+            ..dmvpn_ike::Lifetimes::default()
+        },
+        natt_port: NATT_PORT,
+        ..dmvpn_ike::Config::default()
+    })
+}
+
+/// Builds the NHRP engine's configuration from ours.
+pub fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config {
+    let addr = IpAddr::V4(config.tunnel.address.addr);
+    let len = config.tunnel.address.prefix_len;
+    let mut c = match config.nhrp.role {
+        Role::Spoke { shortcut } => {
+            let nhs = config
+                .nhrp
+                .nhs
+                .iter()
+                .map(|n| dmvpn_nhrp::NhsConfig {
+                    protocol_addr: Some(IpAddr::V4(n.address)),
+                    nbma_addr: IpAddr::V4(n.nbma),
+                    multicast: n.multicast,
+                })
+                .collect();
+            let mut c = dmvpn_nhrp::Config::spoke(addr, len, IpAddr::V4(local_nbma), nhs);
+            c.shortcut = shortcut;
+            c
+        }
+        Role::Hub { redirect } => {
+            let mut c = dmvpn_nhrp::Config::hub(addr, len, IpAddr::V4(local_nbma));
+            c.redirect = redirect;
+            c
+        }
+    };
+    c.network_id = config.nhrp.network_id;
+    c.auth_key = config
+        .nhrp
+        .authentication
+        .as_ref()
+        .map(|k| k.expose().to_vec());
+    c.holding_time = config.nhrp.holding_time;
+    c.mtu = 0;
+    c
+}
+
+/// The dataplane's per-tunnel constants.
+pub fn tunnel_params(config: &Config) -> Result<TunnelParams, NodeError> {
+    let Some(gre_key) = config.tunnel.gre_key else {
+        return Err(NodeError::NoGreKey);
+    };
+    Ok(TunnelParams {
+        role: match config.nhrp.role {
+            Role::Spoke { .. } => dmvpn_dataplane::Role::Spoke,
+            Role::Hub { .. } => dmvpn_dataplane::Role::Hub,
+        },
+        gre_key,
+        address: config.tunnel.address.addr,
+        prefix_len: config.tunnel.address.prefix_len,
+        adjust_mss: config.tunnel.adjust_mss,
+        redirect: matches!(config.nhrp.role, Role::Hub { redirect: true }),
+    })
+}
+
+/// The settings a reload cannot apply (they need a new TUN device, new sockets or a new NHRP
+/// identity): the names of those that differ between `old` and `new`.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let t = (&new.tunnel, &old.tunnel);
+    [
+        ("tunnel.interface", t.0.interface != t.1.interface),
+        ("tunnel.address", t.0.address != t.1.address),
+        ("tunnel.mtu", t.0.mtu != t.1.mtu),
+        ("tunnel.gre-key", t.0.gre_key != t.1.gre_key),
+        ("nhrp.role", new.nhrp.role != old.nhrp.role),
+        ("underlay", new.underlay != old.underlay),
+        ("debug.key-export", new.key_export != old.key_export),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect()
+}

@@ -1,0 +1,264 @@
+//! The node's inputs and its drive loop: datagrams, slow-path packets and deadlines go into
+//! the engines; the engines' outputs are drained until nothing moves.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use dmvpn_dataplane::{DropReason, Outbound};
+use dmvpn_wire::PacketBuf;
+use dmvpn_wire::gre::EtherType;
+
+use crate::config::{IKE_PORT, NATT_PORT};
+use crate::{HOUSEKEEPING, Node, SlowPath, Transmit};
+
+pub(crate) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+impl Node {
+    /// An IKE message from `from`, received on UDP 4500 (`natt`, non-ESP marker already
+    /// stripped) or UDP 500.
+    pub fn handle_ike(&mut self, now: Instant, from: SocketAddrV4, natt: bool, message: &[u8]) {
+        let port = if natt { NATT_PORT } else { IKE_PORT };
+        let local = SocketAddr::new(IpAddr::V4((self.local_address)(*from.ip())), port);
+        self.ike
+            .handle_datagram(now, local, SocketAddr::V4(from), message);
+        self.drive(now);
+    }
+
+    /// A packet the dataplane could not finish on its own.
+    pub fn handle_slow_path(&mut self, now: Instant, s: SlowPath) {
+        match s {
+            SlowPath::NeedSa {
+                nbma,
+                protocol,
+                buf,
+            } => self.send_tunnel(now, nbma, protocol, buf),
+            SlowPath::Nhrp { peer, bytes } => {
+                let before = self.nhrp.counters().auth_failures;
+                self.nhrp.handle_packet(now, IpAddr::V4(peer), &bytes);
+                if self.nhrp.counters().auth_failures > before {
+                    tracing::warn!(
+                        peer = %peer,
+                        "NHRP authentication failure: packet dropped (wrong `nhrp authentication` key?)"
+                    );
+                }
+            }
+            SlowPath::Redirect { peer, quote } => {
+                self.nhrp
+                    .traffic_indication_needed(now, IpAddr::V4(peer), &quote);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Runs every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for to in self.keepalives.due(now) {
+            self.transmits.push_back(Transmit::NatKeepalive { to });
+        }
+        self.ike.handle_timeout(now);
+        self.nhrp.handle_timeout(now);
+        // Initiations held back for NATed peers: `ensure_sa` skips those whose SA came up
+        // (or is being negotiated by the peer) meanwhile.
+        for peer in self.peers.take_due_deferred(now) {
+            self.ensure_sa_inner(now, peer, false);
+        }
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+        }
+        self.drive(now);
+    }
+
+    /// Tells IKE which peers carried traffic (DPD on demand probes only a peer we send to and
+    /// hear nothing from, RFC 7296 §2.4), refreshes used shortcuts, and feeds NHRP the
+    /// routing table.
+    pub(crate) fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING;
+        for (nbma, path) in &self.master.paths {
+            let spi = path.out_sa.spi().0;
+            let n = path.out_sa.stats().snapshot().packets;
+            if self.sa_packets.insert(spi, n) != Some(n) && n > 0 {
+                self.ike.note_outbound(now, IpAddr::V4(*nbma));
+            }
+        }
+        for sa in self.master.inbound.iter() {
+            let spi = sa.spi();
+            let n = sa.stats().snapshot().packets;
+            if self.sa_packets.insert(spi.0, n) != Some(n)
+                && n > 0
+                && let Some(peer) = self.master.spi_peer.get(&spi)
+            {
+                self.ike.note_inbound(now, IpAddr::V4(*peer));
+            }
+        }
+        let used: HashSet<Ipv4Addr> = self
+            .shortcuts
+            .iter()
+            .map(|s| s.2)
+            .filter(|nh| self.master.mappings.get(nh).is_some_and(|m| m.take_used()))
+            .collect();
+        let refresh: Vec<Ipv4Addr> = self
+            .shortcuts
+            .iter()
+            .filter(|s| used.contains(&s.2))
+            .map(|s| s.0)
+            .collect();
+        for prefix in refresh {
+            self.nhrp.shortcut_used(now, IpAddr::V4(prefix));
+        }
+        self.feed_nhrp_routes();
+    }
+
+    /// NHRP answers resolutions from the routing table: routes into the tunnel name the next
+    /// hop that owns a destination (hub); the router's other prefixes are its own (spoke).
+    fn feed_nhrp_routes(&mut self) {
+        let mut v: Vec<dmvpn_nhrp::Route> = self
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(dmvpn_nhrp::Route {
+                    prefix: IpAddr::V4(r.prefix),
+                    prefix_len: r.prefix_len,
+                    next_hop: Some(IpAddr::V4(r.gateway?)),
+                })
+            })
+            .collect();
+        v.extend(self.local_prefixes.iter().map(|&(p, l)| dmvpn_nhrp::Route {
+            prefix: IpAddr::V4(p),
+            prefix_len: l,
+            next_hop: None,
+        }));
+        self.nhrp.set_routes(v);
+    }
+
+    /// Seals `buf` (GRE payload `protocol`) for `nbma` and queues the datagram, or queues
+    /// the packet until an SA to `nbma` exists (starting IKE toward it).
+    pub(crate) fn send_tunnel(
+        &mut self,
+        now: Instant,
+        nbma: Ipv4Addr,
+        protocol: EtherType,
+        mut buf: PacketBuf,
+    ) {
+        match self.master.seal_to(nbma, protocol, &mut buf) {
+            Outbound::Send {
+                nbma,
+                port,
+                udp_encap,
+            } => self.transmits.push_back(Transmit::Esp {
+                to: SocketAddrV4::new(nbma, port),
+                udp_encap,
+                buf,
+            }),
+            Outbound::NeedSa { nbma } => {
+                if self.sa_queue.push(nbma, protocol, buf).is_err() {
+                    self.master.counters.count_drop(DropReason::SaQueueFull);
+                }
+                self.ensure_sa(now, nbma);
+            }
+            Outbound::Multicast | Outbound::Drop(_) => {}
+        }
+    }
+
+    /// Starts IKE toward `nbma` unless an SA exists or is being negotiated (by either side:
+    /// when both spokes answer each other's resolution, both would otherwise initiate).
+    pub(crate) fn ensure_sa(&mut self, now: Instant, nbma: Ipv4Addr) {
+        self.ensure_sa_inner(now, nbma, true);
+    }
+
+    fn ensure_sa_inner(&mut self, now: Instant, nbma: Ipv4Addr, allow_defer: bool) {
+        if self.master.paths.contains_key(&nbma) {
+            self.nhrp.sa_up(now, IpAddr::V4(nbma));
+            return;
+        }
+        if self.peers.connecting_recently(now, nbma) || self.peers.held_down(now, nbma) {
+            return;
+        }
+        let peer_ip = IpAddr::V4(nbma);
+        if self
+            .ike
+            .ike_sas(now)
+            .iter()
+            .any(|s| s.remote.ip() == peer_ip)
+        {
+            // The peer is negotiating with us already; its Child SA will bring the path up.
+            return;
+        }
+        if allow_defer && self.peer_is_nated(now, nbma) {
+            // Once per peer: the deadline calls back without deferral.
+            self.peers.defer(now, nbma);
+            return;
+        }
+        let local = SocketAddr::new(IpAddr::V4((self.local_address)(nbma)), IKE_PORT);
+        let remote = SocketAddr::new(peer_ip, IKE_PORT);
+        match self.ike.initiate(now, local, remote) {
+            Ok(id) => {
+                tracing::info!(peer = %nbma, ike_sa = %id, "initiating IKE");
+                self.peers.initiated(now, nbma, id);
+            }
+            Err(e) => tracing::error!(peer = %nbma, "cannot initiate IKE: {e}"),
+        }
+    }
+
+    /// Whether NHRP learned `nbma` as the post-NAT address of a peer behind NAT.
+    fn peer_is_nated(&self, now: Instant, nbma: Ipv4Addr) -> bool {
+        self.nhrp
+            .cache_entries(now)
+            .iter()
+            .any(|e| e.post_nat_nbma == Some(IpAddr::V4(nbma)) && e.nbma != IpAddr::V4(nbma))
+    }
+
+    /// Drains the engines' outputs after every input or timeout, until nothing moves.
+    pub(crate) fn drive(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            // Events first: a responder's Child SA must be installed (and published, see
+            // `poll_tables`) before its IKE_AUTH response leaves, or the initiator's first
+            // ESP packet (its NHRP registration, sent the moment the response arrives) would
+            // meet no inbound SA here.
+            let mut sa_changed = false;
+            while let Some(ev) = self.ike.poll_event() {
+                moved = true;
+                sa_changed = true;
+                self.handle_ike_event(now, ev);
+            }
+            while let Some(t) = self.ike.poll_transmit() {
+                moved = true;
+                let SocketAddr::V4(to) = t.remote else {
+                    continue;
+                };
+                let natt = t.needs_non_esp_marker(NATT_PORT);
+                self.transmits.push_back(Transmit::Ike {
+                    to,
+                    natt,
+                    bytes: t.bytes,
+                });
+            }
+            let mut nhrp_moved = false;
+            while let Some(ev) = self.nhrp.poll_event() {
+                nhrp_moved = true;
+                self.handle_nhrp_event(now, ev);
+            }
+            if nhrp_moved || sa_changed {
+                moved |= nhrp_moved;
+                self.sync_nhrp_tables(now);
+            }
+            while let Some(t) = self.nhrp.poll_transmit() {
+                moved = true;
+                let Some(nbma) = v4(t.dst_nbma) else { continue };
+                match PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, &t.bytes) {
+                    Ok(buf) => self.send_tunnel(now, nbma, EtherType::NHRP, buf),
+                    Err(e) => tracing::warn!("NHRP packet too large: {e}"),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! What the node does with IKE's events: Child SAs become dataplane paths and inbound SAs,
+//! dead or deleted peers lose their SAs and NHRP state, failed setups are held down.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmvpn_dataplane::{DropReason, PeerPath};
+use dmvpn_esp::{InboundSa, OutboundSa, Spi};
+use dmvpn_ike::{ChildSaInstalled, DownReason, Event as IkeEvent};
+
+use crate::drive::v4;
+use crate::peers::FIRST_HOLD_DOWN;
+use crate::shortcuts::Shortcut;
+use crate::{Event, InstalledChild, KeyExport, NATT_PORT, Node, RouteUpdate, SHORTCUT_METRIC};
+
+impl Node {
+    pub(crate) fn handle_ike_event(&mut self, now: Instant, ev: IkeEvent) {
+        match ev {
+            IkeEvent::IkeSaUp {
+                sa,
+                remote,
+                remote_id,
+                initiator,
+                nat_local,
+                nat_remote,
+                ..
+            } => {
+                tracing::info!(
+                    peer = %remote,
+                    ike_sa = %sa,
+                    id = %remote_id,
+                    initiator,
+                    nat_local,
+                    nat_remote,
+                    "IKE SA up (AES-GCM-256/PRF-HMAC-SHA2/ECDH)"
+                );
+                if nat_local && let SocketAddr::V4(r) = remote {
+                    self.keepalives.add(r, now);
+                }
+                self.export_ike_keys(sa);
+            }
+            IkeEvent::IkeSaRekeyed { old, new } => {
+                tracing::info!(old = %old, new = %new, "IKE SA rekeyed");
+                self.export_ike_keys(new);
+            }
+            IkeEvent::IkeSaDown { sa, remote, reason } => {
+                tracing::info!(peer = %remote, ike_sa = %sa, ?reason, "IKE SA down");
+                // Its Child SAs were reported deleted one by one just before. The peer is gone
+                // for NHRP only if no other IKE SA with it is still up.
+                let other_up = self.ike.ike_sas(now).iter().any(|s| {
+                    s.id != sa && s.remote.ip() == remote.ip() && s.state == "Established"
+                });
+                if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
+                    && !other_up
+                    && let Some(peer) = v4(remote.ip())
+                {
+                    self.remove_peer_sas(peer);
+                    if reason == DownReason::DeletedByPeer {
+                        // A peer that said goodbye is not called back at once: an NHRP answer
+                        // to its last packets (a purge reply) must not start a new IKE SA.
+                        self.hold_down(now, peer, FIRST_HOLD_DOWN);
+                    }
+                    self.nhrp.peer_dead(now, IpAddr::V4(peer));
+                }
+            }
+            IkeEvent::ChildSaInstalled(c) => self.install_child(now, c),
+            IkeEvent::ChildSaDeleted {
+                spi_in,
+                spi_out,
+                remote,
+                ..
+            } => self.child_deleted(spi_in, spi_out, remote),
+            IkeEvent::PeerDead { sa, remote } => {
+                tracing::warn!(peer = %remote, ike_sa = %sa, "peer dead (DPD): clearing its SAs and NHRP state");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.remove_peer_sas(peer);
+                    self.drop_pending(peer);
+                    self.hold_down(now, peer, FIRST_HOLD_DOWN);
+                    self.nhrp.peer_dead(now, IpAddr::V4(peer));
+                }
+            }
+            IkeEvent::AuthFailed { remote, reason } => {
+                tracing::error!(peer = %remote, "IKE authentication failed: {reason} (check the pre-shared key)");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.setup_failed(now, peer);
+                }
+            }
+            IkeEvent::EstablishFailed { remote, reason } => {
+                tracing::warn!(peer = %remote, ?reason, "IKE SA could not be established");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.setup_failed(now, peer);
+                }
+            }
+            IkeEvent::ChildSaFailed { remote, reason, .. } => {
+                tracing::warn!(peer = %remote, ?reason, "child SA refused");
+            }
+        }
+    }
+
+    fn export_ike_keys(&mut self, sa: dmvpn_ike::IkeSaId) {
+        if self.config.key_export.is_some()
+            && let Some((spi_i, spi_r, sk_ei, sk_er)) = self.ike.export_sk_e(sa)
+        {
+            self.events.push_back(Event::Keys(KeyExport::Ike {
+                spi_i,
+                spi_r,
+                sk_ei,
+                sk_er,
+            }));
+        }
+    }
+
+    fn install_child(&mut self, now: Instant, c: ChildSaInstalled) {
+        let Some(peer) = v4(c.remote.ip()) else {
+            return;
+        };
+        let sas = OutboundSa::new(Spi(c.spi_out), c.key_out.expose(), c.esn).and_then(|o| {
+            InboundSa::new(
+                Spi(c.spi_in),
+                c.key_in.expose(),
+                c.esn,
+                self.config.ipsec.replay_window,
+            )
+            .map(|i| (o, i))
+        });
+        let (out_sa, in_sa) = match sas {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(%peer, "cannot install child SA: {e}");
+                return;
+            }
+        };
+        let path = PeerPath {
+            out_sa: Arc::new(out_sa),
+            port: c.remote.port(),
+            udp_encap: c.udp_encap,
+        };
+        self.master.paths.insert(peer, path.clone());
+        self.children.entry(peer).or_default().push(InstalledChild {
+            spi_in: c.spi_in,
+            path,
+        });
+        // A replaced SA's inbound half stays until IKE deletes it: packets the peer sealed
+        // before switching may still be in flight.
+        self.master.add_inbound(peer, Arc::new(in_sa));
+        self.tables_changed = true;
+        tracing::info!(
+            %peer,
+            spi_in = format_args!("{:#010x}", c.spi_in),
+            spi_out = format_args!("{:#010x}", c.spi_out),
+            udp_encap = c.udp_encap,
+            esn = c.esn,
+            rekey = c.replaces.is_some(),
+            "child SA installed (ESP transport, AES-GCM-256, GRE)"
+        );
+        self.events.push_back(Event::ChildSaInstalled {
+            peer,
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+            udp_encap: c.udp_encap,
+            rekey: c.replaces.is_some(),
+        });
+        self.export_esp_keys(&c);
+        // Our own initiation is redundant once the peer's SA carries traffic: drop it if it is
+        // still half open (nothing is sent for that), or delete it if it completed too.
+        if let Some(mine) = self.peers.sa_up(peer)
+            && mine.ike_sa != c.ike_sa
+        {
+            let _ = self.ike.delete_sa(now, mine.ike_sa);
+        }
+        for s in self.shortcuts.take_pending(peer) {
+            self.install_shortcut_route(s);
+        }
+        for (protocol, buf) in self.sa_queue.take(peer) {
+            self.send_tunnel(now, peer, protocol, buf);
+        }
+        self.nhrp.sa_up(now, IpAddr::V4(peer));
+    }
+
+    fn export_esp_keys(&mut self, c: &ChildSaInstalled) {
+        if self.config.key_export.is_none() {
+            return;
+        }
+        // Under NAT-T the outer addresses are not the ones Wireshark sees on both sides of
+        // the NAT: leave them as wildcards.
+        let nat = c.udp_encap;
+        let (local, remote) = (c.local.ip(), c.remote.ip());
+        for (src, dst, spi, key) in [
+            (remote, local, c.spi_in, &c.key_in),
+            (local, remote, c.spi_out, &c.key_out),
+        ] {
+            self.events.push_back(Event::Keys(KeyExport::Esp {
+                src: (!nat).then_some(src),
+                dst: (!nat).then_some(dst),
+                spi,
+                key: key.clone(),
+            }));
+        }
+    }
+
+    fn child_deleted(&mut self, spi_in: u32, spi_out: u32, remote: SocketAddr) {
+        self.master.remove_inbound(Spi(spi_in));
+        if let Some(peer) = v4(remote.ip())
+            && let Some(list) = self.children.get_mut(&peer)
+        {
+            list.retain(|c| c.spi_in != spi_in);
+            // Fall back to the newest remaining Child SA, if any.
+            match list.last() {
+                Some(c) => {
+                    self.master.paths.insert(peer, c.path.clone());
+                }
+                None => {
+                    self.children.remove(&peer);
+                    self.master.paths.remove(&peer);
+                }
+            }
+            self.events
+                .push_back(Event::ChildSaDeleted { peer, spi_in });
+        }
+        self.sa_packets.remove(&spi_in);
+        self.sa_packets.remove(&spi_out);
+        self.tables_changed = true;
+        tracing::info!(
+            peer = %remote,
+            spi_in = format_args!("{spi_in:#010x}"),
+            spi_out = format_args!("{spi_out:#010x}"),
+            "child SA deleted"
+        );
+    }
+
+    /// Forgets every SA to `peer` (DPD death, IKE SA gone, operator's clear).
+    pub(crate) fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
+        self.master.paths.remove(&peer);
+        self.children.remove(&peer);
+        let spis: Vec<Spi> = self
+            .master
+            .spi_peer
+            .iter()
+            .filter(|(_, p)| **p == peer)
+            .map(|(s, _)| *s)
+            .collect();
+        for spi in spis {
+            self.master.remove_inbound(spi);
+        }
+        self.keepalives.remove(SocketAddrV4::new(peer, NATT_PORT));
+        self.peers.forget_attempt(peer);
+        self.tables_changed = true;
+        self.events.push_back(Event::PeerDown { peer });
+    }
+
+    /// IKE toward `peer` failed: hold further attempts down (doubling up to a minute), drop
+    /// what waited for it, and tell NHRP the peer is unreachable so its shortcuts go and
+    /// traffic keeps using the path via the hub. An NHS is left to NHRP's registration
+    /// retries, which pace themselves (docs/interop-notes.md, "NHS retry").
+    fn setup_failed(&mut self, now: Instant, peer: Ipv4Addr) {
+        self.shortcuts.drop_pending(peer);
+        self.drop_pending(peer);
+        if self.is_nhs(peer) {
+            self.peers.forget_attempt(peer);
+            self.events.push_back(Event::SetupFailed {
+                peer,
+                hold_down: None,
+            });
+            return;
+        }
+        let wait = self.peers.failed(now, peer);
+        tracing::info!(%peer, hold_down_secs = wait.as_secs(), "no new IKE attempt toward this peer before the hold-down ends");
+        self.events.push_back(Event::SetupFailed {
+            peer,
+            hold_down: Some(wait),
+        });
+        if !self.master.paths.contains_key(&peer) {
+            self.nhrp.peer_dead(now, IpAddr::V4(peer));
+        }
+    }
+
+    /// No initiation toward `peer` for `wait` (it may still initiate toward us). NHSs are
+    /// exempt: NHRP's registration schedule paces those retries itself.
+    pub(crate) fn hold_down(&mut self, now: Instant, peer: Ipv4Addr, wait: Duration) {
+        if !self.is_nhs(peer) {
+            self.peers.hold_down(now, peer, wait);
+        }
+    }
+
+    /// Drops the packets waiting for `nbma` (counted).
+    pub(crate) fn drop_pending(&mut self, nbma: Ipv4Addr) {
+        for _ in self.sa_queue.take(nbma) {
+            self.master.counters.count_drop(DropReason::SaQueueFull);
+        }
+    }
+
+    /// A shortcut's kernel route (the next hop's own /32 on the connected tunnel subnet needs
+    /// none).
+    pub(crate) fn install_shortcut_route(&mut self, (p, len, nh): Shortcut) {
+        tracing::info!(prefix = %format_args!("{p}/{len}"), via = %nh, "NHRP shortcut installed");
+        let connected = len == 32 && p == nh && self.config.tunnel.address.contains(p);
+        if !connected {
+            self.route_updates.push_back(RouteUpdate::Install {
+                prefix: p,
+                prefix_len: len,
+                via: Some(nh),
+                metric: SHORTCUT_METRIC,
+            });
+        }
+        self.events.push_back(Event::ShortcutInstalled {
+            prefix: p,
+            prefix_len: len,
+            via: nh,
+        });
+    }
+}

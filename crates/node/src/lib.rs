@@ -1,0 +1,260 @@
+//! dmvpn-node: one DMVPN router — IKEv2 (RFC 7296), NHRP (RFC 2332, Cisco phase 3) and the
+//! ESP/GRE dataplane tables — coupled without I/O, in the style of quinn-proto.
+//!
+//! The daemon feeds a [`Node`] what arrives ([`Node::handle_ike`], [`Node::handle_slow_path`]),
+//! its deadlines ([`Node::handle_timeout`] at [`Node::poll_timeout`]) and operator commands
+//! ([`Node::clear_sa`], [`Node::reload`], …), always with `now` as an argument, and carries
+//! out what it polls: [`Node::poll_tables`] (a new dataplane snapshot to publish),
+//! [`Node::poll_routes`] (kernel routes to install or withdraw), [`Node::poll_transmit`]
+//! (datagrams to send) and [`Node::poll_event`]. Randomness comes through the injected RNG, so
+//! a test runs a hub and spokes deterministically in memory (`tests/network.rs`).
+//!
+//! Policy that lives here because it couples the engines: when to start IKE toward a peer
+//! ([`peers`]: one attempt at a time, NAT grace, hold-down), the one queue of packets waiting
+//! for an SA ([`sa_queue`]), when an NHRP shortcut may carry traffic ([`shortcuts`]), which
+//! Child SA the dataplane sends on, DPD traffic sampling, NAT keepalives ([`keepalive`]) and
+//! the NHRP mappings the dataplane uses.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod commands;
+pub mod config;
+mod drive;
+mod ike_events;
+pub mod keepalive;
+mod nhrp_events;
+pub mod peers;
+pub mod sa_queue;
+pub mod shortcuts;
+mod types;
+
+pub use config::{IKE_PORT, NATT_PORT, ike_config, nhrp_config, restart_only_changes};
+pub use types::{Event, KeyExport, NodeError, RouteUpdate, SlowPath, Transmit};
+
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmvpn_config::Config;
+use dmvpn_crypto::Rng;
+use dmvpn_dataplane::{Mapping, PeerPath, RouteTable, Tables};
+use dmvpn_ike::Endpoint;
+
+use crate::keepalive::NatKeepalives;
+use crate::peers::Peers;
+use crate::sa_queue::SaQueue;
+use crate::shortcuts::Shortcuts;
+
+/// Period of the housekeeping deadline (DPD traffic sampling, shortcut refresh, routes for
+/// NHRP).
+pub const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// Kernel metric of NHRP shortcut routes: below static (and OSPF) routes to the same prefix,
+/// so a shortcut wins while it lives and withdrawing it falls back to the path via the hub.
+pub const SHORTCUT_METRIC: u32 = 10;
+/// Kernel metric of configured static routes into the tunnel.
+pub const STATIC_METRIC: u32 = 100;
+
+/// The local (pre-NAT) address to use toward a peer: the daemon asks the kernel's routing
+/// table; a test answers with a constant.
+pub type LocalAddress = Box<dyn Fn(Ipv4Addr) -> Ipv4Addr + Send>;
+
+/// One installed Child SA toward a peer. A peer can have more than one (a rekey overlap, or
+/// both sides initiating at once); the dataplane sends on the newest.
+#[derive(Debug)]
+struct InstalledChild {
+    spi_in: u32,
+    path: PeerPath,
+}
+
+/// A DMVPN router node without I/O.
+pub struct Node {
+    config: Arc<Config>,
+    /// Own NBMA address as configured on the interface (pre-NAT).
+    local_nbma: Ipv4Addr,
+    local_address: LocalAddress,
+    ike: Endpoint,
+    nhrp: dmvpn_nhrp::Engine,
+    /// The master copy of what the dataplane reads; `tables_changed` says it must be
+    /// published again.
+    master: Tables,
+    tables_changed: bool,
+    sa_queue: SaQueue,
+    peers: Peers,
+    /// Child SAs installed per peer NBMA, oldest first.
+    children: HashMap<Ipv4Addr, Vec<InstalledChild>>,
+    shortcuts: Shortcuts,
+    /// The tunnel's routes as the kernel has them (from the daemon's route mirror).
+    routes: Arc<RouteTable>,
+    /// The router's own prefixes off the tunnel (NHRP answers resolutions for them).
+    local_prefixes: Vec<(Ipv4Addr, u8)>,
+    /// Last seen packet count per SA (by SPI), to tell IKE about traffic for DPD.
+    sa_packets: HashMap<u32, u64>,
+    keepalives: NatKeepalives,
+    next_housekeeping: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    route_updates: VecDeque<RouteUpdate>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("local_nbma", &self.local_nbma)
+            .field("tunnel", &self.config.tunnel.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node for `config` whose own NBMA address is `local_nbma`. `rng` feeds IKE (SPIs,
+    /// nonces, DH keys); `request_id_seed` seeds NHRP request ids. The configured static
+    /// routes come out of [`Node::poll_routes`] at once.
+    pub fn new(
+        config: Arc<Config>,
+        local_nbma: Ipv4Addr,
+        local_address: LocalAddress,
+        rng: Box<dyn Rng>,
+        request_id_seed: u64,
+        now: Instant,
+    ) -> Result<Self, NodeError> {
+        let tunnel = config::tunnel_params(&config)?;
+        let ike = Endpoint::new(ike_config(&config)?, rng);
+        let nhrp = dmvpn_nhrp::Engine::new(
+            nhrp_config(&config, local_nbma),
+            dmvpn_nhrp::SeededRequestIds::new(request_id_seed),
+        )
+        .map_err(|e| NodeError::Nhrp(e.to_string()))?;
+        let mut master = Tables::new(tunnel);
+        master.default_nbma = config.nhrp.nhs.first().map(|n| n.nbma);
+        for n in &config.nhrp.nhs {
+            master.mappings.insert(n.address, Mapping::new(n.nbma));
+        }
+        let route_updates = config
+            .routes
+            .iter()
+            .map(|r| RouteUpdate::Install {
+                prefix: r.prefix.addr,
+                prefix_len: r.prefix.prefix_len,
+                via: Some(r.via),
+                metric: STATIC_METRIC,
+            })
+            .collect();
+        Ok(Node {
+            keepalives: NatKeepalives::new(config.ike.nat_keepalive),
+            config,
+            local_nbma,
+            local_address,
+            ike,
+            nhrp,
+            master,
+            tables_changed: true,
+            sa_queue: SaQueue::default(),
+            peers: Peers::default(),
+            children: HashMap::new(),
+            shortcuts: Shortcuts::default(),
+            routes: Arc::new(RouteTable::new()),
+            local_prefixes: Vec::new(),
+            sa_packets: HashMap::new(),
+            next_housekeeping: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            route_updates,
+        })
+    }
+
+    /// Starts the node: feeds NHRP the routes known so far and, on a spoke, registers with
+    /// the NHSs.
+    pub fn start(&mut self, now: Instant) {
+        self.housekeeping(now);
+        self.nhrp.register(now);
+        self.drive(now);
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Own NBMA address (pre-NAT).
+    pub fn local_nbma(&self) -> Ipv4Addr {
+        self.local_nbma
+    }
+
+    /// The IKE engine, for status.
+    pub fn ike(&self) -> &Endpoint {
+        &self.ike
+    }
+
+    /// The NHRP engine, for status.
+    pub fn nhrp(&self) -> &dmvpn_nhrp::Engine {
+        &self.nhrp
+    }
+
+    /// The master dataplane tables (what the last [`Node::poll_tables`] returned, or newer).
+    pub fn tables(&self) -> &Tables {
+        &self.master
+    }
+
+    /// Packets waiting for an SA.
+    pub fn queued(&self) -> usize {
+        self.sa_queue.len()
+    }
+
+    /// The tunnel's kernel routes, as the route mirror sees them. NHRP reads them at the next
+    /// housekeeping deadline.
+    pub fn set_routes(&mut self, routes: Arc<RouteTable>) {
+        self.routes = routes;
+    }
+
+    /// The router's own prefixes off the tunnel.
+    pub fn set_local_prefixes(&mut self, prefixes: Vec<(Ipv4Addr, u8)>) {
+        self.local_prefixes = prefixes;
+    }
+
+    /// A new dataplane snapshot when the tables changed since the last call. The daemon
+    /// publishes it **before** sending what [`Node::poll_transmit`] returns: an IKE_AUTH
+    /// response must not leave before its Child SA can receive the initiator's first ESP.
+    #[must_use]
+    pub fn poll_tables(&mut self) -> Option<Tables> {
+        std::mem::take(&mut self.tables_changed).then(|| self.master.clone())
+    }
+
+    /// The next kernel route change.
+    #[must_use]
+    pub fn poll_routes(&mut self) -> Option<RouteUpdate> {
+        self.route_updates.pop_front()
+    }
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline of any engine or timer.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Instant {
+        [
+            self.ike.poll_timeout(),
+            self.nhrp.poll_timeout(),
+            self.keepalives.poll_timeout(),
+            self.peers.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_housekeeping, Instant::min)
+    }
+
+    fn is_nhs(&self, peer: Ipv4Addr) -> bool {
+        self.config.nhrp.nhs.iter().any(|n| n.nbma == peer)
+    }
+}

@@ -1,0 +1,497 @@
+//! An in-memory DMVPN: dmvpn-node instances with the real dataplane tables, a kernel-like
+//! route table and "TUN" per host, a simulated underlay with an optional 1:1 NAT per host
+//! (an EC2 Elastic IP: addresses rewritten, ports kept), a seeded RNG per host and a
+//! simulated clock. Deterministic: same seeds, same run.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmvpn_crypto::TestRng;
+use dmvpn_dataplane::{Inbound, Outbound, Route, RouteProto, RouteTable, Tables};
+use dmvpn_node::{Event, Node, RouteUpdate, SlowPath, Transmit};
+use dmvpn_wire::PacketBuf;
+use dmvpn_wire::gre::EtherType;
+
+pub const PSK: &str = "an in-memory test PSK of 32 byte";
+pub const NHRP_KEY: &str = "dmvpnkey";
+
+/// Configuration text for a spoke at `tunnel` (/24) with LAN route `via_hub` (static).
+pub fn spoke_config(tunnel: &str, hub_nbma: Ipv4Addr, extra: &str) -> String {
+    format!(
+        r#"
+[ike]
+nat-keepalive = 20
+lifetime = 600
+[[ike.proposal]]
+encryption = "aes-gcm-256"
+prf = "sha512"
+group = 19
+[[ike.keyring]]
+name = "ANY"
+peer = "0.0.0.0/0"
+psk = "{PSK}"
+[ike.dpd]
+delay = 40
+retry = 5
+mode = "on-demand"
+[ipsec]
+transform = "aes-gcm-256"
+mode = "transport"
+replay-window = 1024
+lifetime = 300
+[tunnel]
+address = "{tunnel}/24"
+mtu = 1400
+adjust-mss = 1360
+gre-key = 100
+[nhrp]
+role = "spoke"
+network-id = 100
+holding-time = 600
+shortcut = true
+authentication = "{NHRP_KEY}"
+[[nhrp.nhs]]
+address = "10.250.0.1"
+nbma = "{hub_nbma}"
+multicast = true
+[[route]]
+prefix = "10.0.0.0/16"
+via = "10.250.0.1"
+{extra}
+"#
+    )
+}
+
+/// Configuration text for the hub at 10.250.0.1 with NBMA `nbma`.
+pub fn hub_config(nbma: Ipv4Addr) -> String {
+    format!(
+        r#"
+[ike]
+lifetime = 600
+[[ike.proposal]]
+encryption = "aes-gcm-256"
+prf = "sha512"
+group = 19
+[[ike.keyring]]
+name = "ANY"
+peer = "0.0.0.0/0"
+psk = "{PSK}"
+[ike.dpd]
+delay = 40
+retry = 5
+mode = "on-demand"
+[ipsec]
+transform = "aes-gcm-256"
+mode = "transport"
+replay-window = 1024
+lifetime = 300
+[tunnel]
+address = "10.250.0.1/24"
+mtu = 1400
+adjust-mss = 1360
+gre-key = 100
+[nhrp]
+role = "hub"
+network-id = 100
+holding-time = 600
+redirect = true
+authentication = "{NHRP_KEY}"
+[underlay]
+local-address = "{nbma}"
+"#
+    )
+}
+
+pub fn parse(text: &str) -> dmvpn_config::Config {
+    dmvpn_config::parse_str(text, Path::new("/nonexistent/dmvpnd.toml")).expect("valid config")
+}
+
+/// One router: the node, what it published, its kernel routes and what reached its LAN.
+pub struct Host {
+    pub name: &'static str,
+    pub node: Node,
+    pub tables: Arc<Tables>,
+    pub routes: RouteTable,
+    /// Address on its own interface (pre-NAT).
+    pub private: Ipv4Addr,
+    /// Address the world sees (post-NAT); equal to `private` without NAT.
+    pub public: Ipv4Addr,
+    /// The LAN behind it: packets to it are delivered locally.
+    pub lan: (Ipv4Addr, u8),
+    pub tunnel: Ipv4Addr,
+    pub events: Vec<Event>,
+    /// Inner packets delivered to this host's LAN.
+    pub delivered: Vec<Vec<u8>>,
+    /// Datagrams this host sent: (destination, kind).
+    pub sent: Vec<(SocketAddrV4, Kind)>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ike,
+    Esp,
+    Keepalive,
+}
+
+#[derive(Debug)]
+enum Payload {
+    Ike { bytes: Vec<u8> },
+    Esp { bytes: Vec<u8> },
+    Keepalive,
+}
+
+#[derive(Debug)]
+struct Datagram {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: Payload,
+}
+
+/// Builds an IPv4/UDP packet (UDP checksum 0, IPv4 checksum computed).
+pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, id: u16, payload_len: usize) -> Vec<u8> {
+    let total = 20 + 8 + payload_len;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let mut sum: u32 = 0;
+    for c in p[..20].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&5000u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+    p
+}
+
+fn in_prefix(a: Ipv4Addr, (p, l): (Ipv4Addr, u8)) -> bool {
+    let m = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+    a.to_bits() & m == p.to_bits() & m
+}
+
+pub struct Net {
+    pub hosts: Vec<Host>,
+    pub now: Instant,
+    in_flight: VecDeque<Datagram>,
+    /// Datagrams lost because no host owns the destination or a host is down.
+    pub lost: usize,
+}
+
+impl Net {
+    pub fn new() -> Self {
+        Net {
+            hosts: Vec::new(),
+            now: Instant::now(),
+            in_flight: VecDeque::new(),
+            lost: 0,
+        }
+    }
+
+    /// Adds a host; returns its index. `kernel_routes` are routes into the tunnel besides
+    /// the connected tunnel subnet (e.g. what OSPF would install on a hub).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        name: &'static str,
+        config: &str,
+        private: Ipv4Addr,
+        public: Ipv4Addr,
+        lan: (Ipv4Addr, u8),
+        kernel_routes: &[(Ipv4Addr, u8, Ipv4Addr)],
+        seed: u64,
+    ) -> usize {
+        let config = Arc::new(parse(config));
+        let tunnel = config.tunnel.address.addr;
+        let mut routes = RouteTable::new();
+        routes.insert(Route {
+            prefix: tunnel,
+            prefix_len: config.tunnel.address.prefix_len,
+            gateway: None,
+            metric: 0,
+            proto: RouteProto::KERNEL,
+        });
+        for &(prefix, prefix_len, via) in kernel_routes {
+            routes.insert(Route {
+                prefix,
+                prefix_len,
+                gateway: Some(via),
+                metric: 20,
+                proto: RouteProto(188),
+            });
+        }
+        let node = Node::new(
+            config,
+            private,
+            Box::new(move |_| private),
+            Box::new(TestRng::new(seed)),
+            seed,
+            self.now,
+        )
+        .expect("node");
+        let tables = Arc::new(node.tables().clone());
+        self.hosts.push(Host {
+            name,
+            node,
+            tables,
+            routes,
+            private,
+            public,
+            lan,
+            tunnel,
+            events: Vec::new(),
+            delivered: Vec::new(),
+            sent: Vec::new(),
+            alive: true,
+        });
+        let h = self.hosts.len() - 1;
+        self.outputs(h);
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        host.node.set_local_prefixes(vec![lan]);
+        host.node.set_routes(Arc::new(host.routes.clone()));
+        host.node.start(now);
+        self.outputs(h);
+        h
+    }
+
+    /// Carries out what host `h`'s node polled out, in the daemon's order.
+    fn outputs(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        if let Some(t) = host.node.poll_tables() {
+            host.tables = Arc::new(t);
+        }
+        let mut routes_changed = false;
+        while let Some(r) = host.node.poll_routes() {
+            routes_changed = true;
+            match r {
+                RouteUpdate::Install {
+                    prefix,
+                    prefix_len,
+                    via,
+                    metric,
+                } => host.routes.insert(Route {
+                    prefix,
+                    prefix_len,
+                    gateway: via,
+                    metric,
+                    proto: RouteProto::DMVPND,
+                }),
+                RouteUpdate::Withdraw {
+                    prefix,
+                    prefix_len,
+                    metric,
+                    ..
+                } => {
+                    host.routes.remove(prefix, prefix_len, metric);
+                }
+            }
+        }
+        if routes_changed {
+            host.node.set_routes(Arc::new(host.routes.clone()));
+        }
+        while let Some(e) = host.node.poll_event() {
+            host.events.push(e);
+        }
+        while let Some(t) = host.node.poll_transmit() {
+            let (dst, natt, payload, kind) = match t {
+                Transmit::Ike { to, natt, bytes } => (to, natt, Payload::Ike { bytes }, Kind::Ike),
+                Transmit::Esp { to, udp_encap, buf } => (
+                    if udp_encap {
+                        to
+                    } else {
+                        SocketAddrV4::new(*to.ip(), 0)
+                    },
+                    udp_encap,
+                    Payload::Esp {
+                        bytes: buf.as_slice().to_vec(),
+                    },
+                    Kind::Esp,
+                ),
+                Transmit::NatKeepalive { to } => (to, true, Payload::Keepalive, Kind::Keepalive),
+            };
+            host.sent.push((dst, kind));
+            let src_port = match (&payload, natt) {
+                (Payload::Esp { .. }, false) => 0,
+                (_, true) => 4500,
+                (_, false) => 500,
+            };
+            // The host's own NAT rewrites the source address (1:1, ports kept).
+            let src = SocketAddrV4::new(host.public, src_port);
+            self.in_flight.push_back(Datagram { src, dst, payload });
+        }
+    }
+
+    fn host_by_public(&self, a: Ipv4Addr) -> Option<usize> {
+        self.hosts.iter().position(|h| h.public == a)
+    }
+
+    /// Delivers datagrams until the underlay is quiet.
+    pub fn flush(&mut self) {
+        let mut steps = 0;
+        while let Some(d) = self.in_flight.pop_front() {
+            steps += 1;
+            assert!(steps < 100_000, "the network does not settle");
+            let (Some(h), Some(s)) = (
+                self.host_by_public(*d.dst.ip()),
+                self.host_by_public(*d.src.ip()),
+            ) else {
+                self.lost += 1;
+                continue;
+            };
+            if !self.hosts[h].alive || !self.hosts[s].alive {
+                self.lost += 1;
+                continue;
+            }
+            let now = self.now;
+            match d.payload {
+                Payload::Ike { bytes } => {
+                    let natt = d.dst.port() == 4500;
+                    self.hosts[h].node.handle_ike(now, d.src, natt, &bytes);
+                }
+                Payload::Esp { bytes } => self.receive_esp(h, *d.src.ip(), &bytes),
+                Payload::Keepalive => {}
+            }
+            self.outputs(h);
+        }
+    }
+
+    fn receive_esp(&mut self, h: usize, from: Ipv4Addr, bytes: &[u8]) {
+        let mut buf = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, bytes).expect("fits");
+        let host = &mut self.hosts[h];
+        let tables = host.tables.clone();
+        match tables.inbound(&host.routes, from, &mut buf) {
+            Inbound::Data { peer, redirect } => {
+                if redirect {
+                    let quote = buf.as_slice()[..28.min(buf.len())].to_vec();
+                    let now = self.now;
+                    host.node
+                        .handle_slow_path(now, SlowPath::Redirect { peer, quote });
+                }
+                self.kernel_receive(h, buf.as_slice().to_vec());
+            }
+            Inbound::Nhrp { peer } => {
+                let bytes = buf.as_slice().to_vec();
+                let now = self.now;
+                host.node
+                    .handle_slow_path(now, SlowPath::Nhrp { peer, bytes });
+            }
+            Inbound::Drop(_) => {}
+        }
+    }
+
+    /// An inner packet reached host `h`'s kernel from the tunnel: delivered locally, or
+    /// forwarded back into the tunnel (a hub's hairpin).
+    fn kernel_receive(&mut self, h: usize, packet: Vec<u8>) {
+        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+        let host = &mut self.hosts[h];
+        if dst == host.tunnel || in_prefix(dst, host.lan) {
+            host.delivered.push(packet);
+        } else {
+            self.send_from_lan(h, packet);
+        }
+    }
+
+    /// A packet from host `h`'s LAN (or kernel) enters its TUN.
+    pub fn send_from_lan(&mut self, h: usize, packet: Vec<u8>) {
+        let mut buf = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, &packet).expect("fits");
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        if !host.alive {
+            return;
+        }
+        let tables = host.tables.clone();
+        match tables.outbound(&host.routes, &mut buf) {
+            Outbound::Send {
+                nbma,
+                port,
+                udp_encap,
+            } => {
+                let dst = SocketAddrV4::new(nbma, if udp_encap { port } else { 0 });
+                host.sent.push((dst, Kind::Esp));
+                let src = SocketAddrV4::new(host.public, if udp_encap { 4500 } else { 0 });
+                self.in_flight.push_back(Datagram {
+                    src,
+                    dst,
+                    payload: Payload::Esp {
+                        bytes: buf.as_slice().to_vec(),
+                    },
+                });
+            }
+            Outbound::NeedSa { nbma } => {
+                host.node.handle_slow_path(
+                    now,
+                    SlowPath::NeedSa {
+                        nbma,
+                        protocol: EtherType::IPV4,
+                        buf,
+                    },
+                );
+            }
+            Outbound::Multicast | Outbound::Drop(_) => {}
+        }
+        self.outputs(h);
+        self.flush();
+    }
+
+    /// Runs deadlines and deliveries until `now + d`, calling `tick` once per simulated
+    /// second (to send traffic).
+    pub fn run_for(&mut self, d: Duration, mut tick: impl FnMut(&mut Net)) {
+        let until = self.now + d;
+        let mut next_tick = self.now;
+        self.flush();
+        loop {
+            let next_deadline = self
+                .hosts
+                .iter()
+                .filter(|h| h.alive)
+                .map(|h| h.node.poll_timeout())
+                .min()
+                .unwrap_or(until);
+            let next = next_deadline.min(next_tick);
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if self.now >= next_tick {
+                next_tick = self.now + Duration::from_secs(1);
+                tick(self);
+            }
+            for h in 0..self.hosts.len() {
+                if self.hosts[h].alive && self.hosts[h].node.poll_timeout() <= self.now {
+                    let now = self.now;
+                    self.hosts[h].node.handle_timeout(now);
+                    self.outputs(h);
+                }
+            }
+            self.flush();
+        }
+        self.now = until;
+    }
+
+    /// Stops host `h` the way SIGTERM does: purge, deletes, then silence.
+    pub fn shutdown(&mut self, h: usize) {
+        let now = self.now;
+        self.hosts[h].node.shutdown(now);
+        self.outputs(h);
+        self.flush();
+        self.hosts[h].alive = false;
+    }
+
+    pub fn idle(&mut self, d: Duration) {
+        self.run_for(d, |_| {});
+    }
+}
