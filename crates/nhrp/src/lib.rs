@@ -23,11 +23,15 @@ pub use error::{EmitError, ParseError};
 pub use packet::{Authentication, Body, Cie, Extension, ExtensionBody, Packet};
 pub mod cache;
 pub mod config;
+pub mod counters;
 pub mod engine;
+pub mod status;
 
-pub use cache::{CacheEntry, Counters, DropReason, EntryFlags, EntryKind, NhsState, NhsStatus};
+pub use cache::{CacheEntry, EntryFlags, EntryKind};
 pub use config::{
     Config, ConfigError, NhsConfig, RequestIdSource, Role, Route, SeededRequestIds,
     SequentialRequestIds,
 };
+pub use counters::{Counters, DropReason};
 pub use engine::{Engine, Event, Transmit};
+pub use status::{NhsState, NhsStatus};
