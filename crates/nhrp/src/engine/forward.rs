@@ -5,12 +5,43 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::codes::{ErrorCode, ExtensionType};
+use crate::config::Role;
 use crate::counters::DropReason;
 use crate::packet::{Cie, ExtensionBody, Packet, ip_bytes};
 
 use super::Engine;
 
 impl Engine {
+    /// NHRP loop detection (RFC 2332 §5.3.2 for requests and the forward
+    /// transit record, §5.3.3 for replies and the reverse one): a station
+    /// that finds its own address in the record MUST drop the packet and
+    /// send an Error Indication "NHRP Loop Detected". True when it did.
+    pub(super) fn drop_looped(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        p: &Packet,
+        raw: &[u8],
+        transit: ExtensionType,
+    ) -> bool {
+        let own = self.config.protocol_addr;
+        let looped = p
+            .extension_cies(transit)
+            .is_some_and(|c| c.iter().any(|c| c.client_protocol_ip() == Some(own)));
+        if looped {
+            self.counters.drop(DropReason::LoopDetected);
+            self.send_error(
+                now,
+                from_nbma,
+                p.src_protocol.clone(),
+                ErrorCode::LOOP_DETECTED,
+                0,
+                raw,
+            );
+        }
+        looped
+    }
+
     /// Forwards a request or reply one hop (RFC 2332 §5.3.2/§5.3.3, wire
     /// notes item 15): decrement the hop count, append ourselves to the
     /// transit record, fill an empty NAT extension, regenerate authentication.
@@ -104,5 +135,40 @@ impl Engine {
             out.extensions = self.auth_only_extensions();
         }
         self.send(now, to, &out);
+    }
+
+    /// Hub: a Resolution Reply for another station goes back towards the
+    /// requester, unless it already passed through us.
+    pub(super) fn forward_reply(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        p: &Packet,
+        raw: &[u8],
+        requester: IpAddr,
+    ) {
+        if self.config.role == Role::Hub {
+            if self.drop_looped(
+                now,
+                from_nbma,
+                p,
+                raw,
+                ExtensionType::REVERSE_TRANSIT_RECORD,
+            ) {
+                return;
+            }
+            if let Some(e) = self.registered_owner(now, requester) {
+                self.forward(
+                    now,
+                    from_nbma,
+                    p,
+                    raw,
+                    e.effective_nbma(),
+                    ExtensionType::REVERSE_TRANSIT_RECORD,
+                );
+                return;
+            }
+        }
+        self.counters.drop(DropReason::NoRoute);
     }
 }

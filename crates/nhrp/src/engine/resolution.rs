@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::cache::{CacheEntry, EntryFlags, EntryKind};
-use crate::codes::{CieCode, ErrorCode, ExtensionType, Flags, PacketType};
+use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
 use crate::config::Role;
 use crate::counters::DropReason;
 use crate::packet::{Body, Cie, Packet, ip_bytes};
@@ -206,22 +206,13 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
-        let own = self.config.protocol_addr;
-        // RFC 2332 §5.3.2: a station that finds itself in the forward
-        // transit record MUST drop the packet and report a loop.
-        if req
-            .extension_cies(ExtensionType::FORWARD_TRANSIT_RECORD)
-            .is_some_and(|c| c.iter().any(|c| c.client_protocol_ip() == Some(own)))
-        {
-            self.counters.drop(DropReason::LoopDetected);
-            self.send_error(
-                now,
-                from_nbma,
-                req.src_protocol.clone(),
-                ErrorCode::LOOP_DETECTED,
-                0,
-                raw,
-            );
+        if self.drop_looped(
+            now,
+            from_nbma,
+            req,
+            raw,
+            ExtensionType::FORWARD_TRANSIT_RECORD,
+        ) {
             return;
         }
         if let Some(prefix_len) = self.local_prefix_for(target) {
@@ -405,37 +396,8 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
-        let own = self.config.protocol_addr;
-        if src_proto != own {
-            // A reply for someone else: a hub forwards it towards the requester.
-            if self.config.role == Role::Hub {
-                if p.extension_cies(ExtensionType::REVERSE_TRANSIT_RECORD)
-                    .is_some_and(|c| c.iter().any(|c| c.client_protocol_ip() == Some(own)))
-                {
-                    self.counters.drop(DropReason::LoopDetected);
-                    self.send_error(
-                        now,
-                        from_nbma,
-                        p.src_protocol.clone(),
-                        ErrorCode::LOOP_DETECTED,
-                        0,
-                        raw,
-                    );
-                    return;
-                }
-                if let Some(e) = self.registered_owner(now, src_proto) {
-                    self.forward(
-                        now,
-                        from_nbma,
-                        p,
-                        raw,
-                        e.effective_nbma(),
-                        ExtensionType::REVERSE_TRANSIT_RECORD,
-                    );
-                    return;
-                }
-            }
-            self.counters.drop(DropReason::NoRoute);
+        if src_proto != self.config.protocol_addr {
+            self.forward_reply(now, from_nbma, p, raw, src_proto);
             return;
         }
         let id = p.request_id();
@@ -459,6 +421,19 @@ impl Engine {
             });
             return;
         }
+        self.install_shortcut(now, from_nbma, p, cie, target);
+    }
+
+    /// Spoke: a positive reply to our own request becomes a shortcut entry
+    /// and a route (phase 3, wire notes item 9).
+    fn install_shortcut(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        p: &Packet,
+        cie: &Cie,
+        target: IpAddr,
+    ) {
         let prefix_len = host_len(cie.prefix_len);
         let next_hop = cie.client_protocol_ip().unwrap_or(target);
         if prefix_len < MIN_SHORTCUT_PREFIX_LEN || !next_hop.is_ipv4() {
@@ -502,7 +477,7 @@ impl Engine {
                 created,
                 expires: Some(now + hold),
                 holding_time: hold,
-                request_id: id.unwrap_or(0),
+                request_id: p.request_id().unwrap_or(0),
                 // Refresh while a third of the holding time is left.
                 refresh_at: Some(now + hold * 2 / 3),
             },
