@@ -24,7 +24,7 @@ mod resolution;
 mod sa_gate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::cache::{CacheEntry, EntryFlags, EntryKind};
@@ -36,6 +36,7 @@ use crate::config::{Config, ConfigError, RequestIdSource, Role, Route};
 use crate::counters::{Counters, DropReason};
 use crate::packet::{Body, ExtensionBody, Packet};
 use crate::status::{NhsState, NhsStatus};
+use dmvpn_wire::Ipv4Cidr;
 
 use nhc::{Nhs, NhsPhase};
 use redirect::RedirectBucket;
@@ -231,24 +232,26 @@ fn secs16(d: Duration) -> u16 {
     u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
 }
 
-/// The network of `ip/len`; IPv4 only (the config rejects IPv6).
+/// The network of `ip/len`, a length over 32 taken as 32; IPv4 only (the
+/// config rejects IPv6, whose addresses are left as they are).
 fn mask(ip: IpAddr, len: u8) -> IpAddr {
     match ip {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
+        IpAddr::V4(a) => Ipv4Cidr::new(a, len.min(32)).map_or(ip, |c| IpAddr::V4(c.network())),
         v6 => v6,
     }
 }
 
+/// True when the prefix `prefix/len` (a cache key or a route) covers `ip`.
+/// A prefix written with host bits set covers nothing: cache keys are masked
+/// and kernel routes never have them.
 fn covers(prefix: IpAddr, len: u8, ip: IpAddr) -> bool {
-    prefix.is_ipv4() == ip.is_ipv4() && mask(ip, len) == prefix
+    match (prefix, ip) {
+        (IpAddr::V4(p), IpAddr::V4(a)) => {
+            Ipv4Cidr::new(p, len.min(32)).is_ok_and(|c| c.address() == c.network() && c.contains(a))
+        }
+        // IPv6 is never configured; an IPv6 "prefix" matches only itself.
+        (p, a) => p == a,
+    }
 }
 
 /// A CIE prefix length as a host prefix: 0xFF means "this host, uniquely".
@@ -665,5 +668,33 @@ impl Engine {
     /// Indication when no key is configured, since the key cannot be checked.
     fn authentic_raw(&self, _bytes: &[u8]) -> bool {
         self.config.auth_key.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    #[test]
+    fn mask_and_covers() {
+        assert_eq!(mask(v4(10, 0, 101, 77), 24), v4(10, 0, 101, 0));
+        assert_eq!(mask(v4(10, 0, 101, 77), 0), v4(0, 0, 0, 0));
+        assert_eq!(mask(v4(10, 0, 101, 77), 40), v4(10, 0, 101, 77));
+        assert!(covers(v4(10, 0, 101, 0), 24, v4(10, 0, 101, 77)));
+        assert!(covers(v4(0, 0, 0, 0), 0, v4(192, 0, 2, 1)));
+        assert!(!covers(v4(10, 0, 101, 0), 24, v4(10, 0, 102, 1)));
+        // Host bits in the prefix: covers nothing, not even itself.
+        assert!(!covers(v4(10, 0, 101, 5), 24, v4(10, 0, 101, 5)));
+        assert!(covers(v4(10, 0, 101, 5), 40, v4(10, 0, 101, 5)));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(!covers(v4(0, 0, 0, 0), 0, v6));
+        assert!(covers(v6, 64, v6));
+        assert_eq!(mask(v6, 64), v6);
     }
 }

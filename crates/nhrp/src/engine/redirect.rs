@@ -10,6 +10,8 @@ use crate::config::Role;
 use crate::counters::DropReason;
 use crate::packet::{Body, Packet, ip_bytes};
 
+use dmvpn_wire::{Ipv4Packet, ipv4};
+
 use super::{DIRECT_HOP_COUNT, Engine, REDIRECT_BURST, REDIRECT_REFILL, REDIRECT_SPACING};
 
 #[derive(Debug, Clone, Copy)]
@@ -19,16 +21,18 @@ pub(super) struct RedirectBucket {
     pub(super) last_sent: Option<Instant>,
 }
 
-/// Source and destination of an IPv4 header (wire notes item 10: the
-/// redirect's payload, not its dst proto, names the destination).
+/// Source and destination of the IPv4 packet quoted in a traffic
+/// indication or handed over by the data plane (wire notes item 10: the
+/// redirect's payload, not its dst proto, names the destination). A quote
+/// is usually cut short, so only the fixed header must be there: version 4,
+/// IHL ≥ 5 and 20 bytes (RFC 791 §3.1), not the whole total length that
+/// [`Ipv4Packet::new_checked`] asks for.
 pub(super) fn inner_ipv4(data: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    let first = *data.first()?;
-    if first >> 4 != 4 || usize::from(first & 0x0f) < 5 {
+    let p = Ipv4Packet::new_unchecked(data);
+    if data.len() < ipv4::HEADER_LEN || p.version() != 4 || p.header_len() < ipv4::HEADER_LEN {
         return None;
     }
-    let src: [u8; 4] = data.get(12..16)?.try_into().ok()?;
-    let dst: [u8; 4] = data.get(16..20)?.try_into().ok()?;
-    Some((IpAddr::from(src), IpAddr::from(dst)))
+    Some((IpAddr::V4(p.src_addr()), IpAddr::V4(p.dst_addr())))
 }
 
 impl Engine {
@@ -109,5 +113,30 @@ impl Engine {
             return;
         };
         self.resolve(now, dst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn inner_ipv4_reads_a_cut_short_quote() {
+        // Header of a 1400-byte packet, quoted with 8 bytes of payload.
+        let mut q = vec![0x45, 0, 0x05, 0x78, 0, 0, 0x40, 0, 64, 1, 0, 0];
+        q.extend_from_slice(&[10, 0, 101, 5, 10, 0, 103, 7]);
+        q.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        let (s, d) = inner_ipv4(&q).unwrap();
+        assert_eq!(s, IpAddr::V4(Ipv4Addr::new(10, 0, 101, 5)));
+        assert_eq!(d, IpAddr::V4(Ipv4Addr::new(10, 0, 103, 7)));
+        assert!(inner_ipv4(&q[..20]).is_some());
+        assert!(inner_ipv4(&q[..19]).is_none());
+        q[0] = 0x44; // IHL 4
+        assert!(inner_ipv4(&q).is_none());
+        q[0] = 0x65; // IPv6 version nibble
+        assert!(inner_ipv4(&q).is_none());
+        assert!(inner_ipv4(&[]).is_none());
     }
 }
