@@ -9,6 +9,7 @@
 //!   [`Engine::poll_transmit`], [`Engine::poll_event`] and
 //!   [`Engine::poll_timeout`]. Time is always an argument and request ids
 //!   come from an injected [`RequestIdSource`].
+//! - `testing` (cargo feature `testing`): an in-memory network of engines for tests.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -26,6 +27,8 @@ pub mod config;
 pub mod counters;
 pub mod engine;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cache::{CacheEntry, EntryFlags, EntryKind};
 pub use config::{
