@@ -113,7 +113,7 @@ impl Engine {
         Some(out)
     }
 
-    pub(super) fn error_indication(
+    fn error_indication(
         &self,
         dst_protocol: Vec<u8>,
         code: ErrorCode,

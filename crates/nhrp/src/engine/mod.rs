@@ -13,8 +13,10 @@
 //! - `redirect`: Cisco traffic indications (redirects);
 //! - `sa_gate`: the per-NBMA queue that holds packets until an IPsec SA is
 //!   up (see there for the rule);
+//! - `auth`: the check of received authentication extensions (§5.3.4);
 //! - `build`: the packets, extensions and Error Indications we send (§5.1, §5.3, §5.2.7).
 
+mod auth;
 mod build;
 mod forward;
 mod nhc;
@@ -29,12 +31,11 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{CacheEntry, EntryFlags, EntryKind};
 use crate::codes::{
-    AFN_IPV4, AUTH_SPI_CLEARTEXT, CieCode, ErrorCode, ExtensionType, PREFIX_LEN_UNIQUE_HOST,
-    PROTOCOL_TYPE_IPV4, PacketType,
+    AFN_IPV4, CieCode, ErrorCode, PREFIX_LEN_UNIQUE_HOST, PROTOCOL_TYPE_IPV4, PacketType,
 };
 use crate::config::{Config, ConfigError, RequestIdSource, Role, Route};
 use crate::counters::{Counters, DropReason};
-use crate::packet::{Body, ExtensionBody, Packet};
+use crate::packet::{Body, Packet};
 use crate::status::{NhsState, NhsStatus};
 use dmvpn_wire::Ipv4Cidr;
 
@@ -603,7 +604,9 @@ impl Engine {
         if !self.authentic(&pkt) {
             self.counters.auth_failures += 1;
             self.counters.drop(DropReason::AuthFailure);
-            // Wire notes item 11: code 11, never in reply to an Error Indication.
+            // RFC 2332 §5.3.4: a packet that fails authentication is dropped
+            // and answered with Authentication Failure (code 11, wire notes
+            // item 11), never in reply to an Error Indication (§5.2.7).
             if pkt.packet_type != PacketType::ERROR_INDICATION {
                 self.send_error(
                     now,
@@ -640,34 +643,6 @@ impl Engine {
             (PacketType::TRAFFIC_INDICATION, Role::Spoke) => self.on_traffic_indication(now, &pkt),
             _ => self.counters.drop(DropReason::UnhandledType),
         }
-    }
-
-    /// Wire notes item 11: with a key configured, every received packet must
-    /// carry exactly that cleartext key.
-    fn authentic(&self, pkt: &Packet) -> bool {
-        let Some(key) = &self.config.auth_key else {
-            return true;
-        };
-        match pkt
-            .extension(ExtensionType::AUTHENTICATION)
-            .map(|e| &e.body)
-        {
-            Some(ExtensionBody::Authentication(a)) => {
-                a.spi == AUTH_SPI_CLEARTEXT && a.data.as_slice() == key.as_slice()
-            }
-            // An RFC 2332 §5.2.7 Error Indication has no extensions at all;
-            // one that carries authentication is still checked above.
-            None if pkt.packet_type == PacketType::ERROR_INDICATION && pkt.extensions.is_none() => {
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// For packets that failed to decode: only answer with an Error
-    /// Indication when no key is configured, since the key cannot be checked.
-    fn authentic_raw(&self, _bytes: &[u8]) -> bool {
-        self.config.auth_key.is_none()
     }
 }
 

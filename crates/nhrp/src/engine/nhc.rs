@@ -228,7 +228,7 @@ impl Engine {
         (holding_time / 4).min(MAX_SA_RETRY_WAIT)
     }
 
-    pub(super) fn nhs_start(&mut self, now: Instant, i: usize) {
+    fn nhs_start(&mut self, now: Instant, i: usize) {
         let Some(n) = self.nhs.get_mut(i) else {
             return;
         };
@@ -334,7 +334,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn send_purges(&mut self, now: Instant) {
+    fn send_purges(&mut self, now: Instant) {
         for i in 0..self.nhs.len() {
             let Some(n) = self.nhs.get(i) else {
                 continue;

@@ -66,7 +66,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn register_client(
+    fn register_client(
         &mut self,
         now: Instant,
         key: (IpAddr, u8),

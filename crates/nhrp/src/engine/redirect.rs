@@ -27,7 +27,7 @@ pub(super) struct RedirectBucket {
 /// is usually cut short, so only the fixed header must be there: version 4,
 /// IHL ≥ 5 and 20 bytes (RFC 791 §3.1), not the whole total length that
 /// [`Ipv4Packet::new_checked`] asks for.
-pub(super) fn inner_ipv4(data: &[u8]) -> Option<(IpAddr, IpAddr)> {
+fn inner_ipv4(data: &[u8]) -> Option<(IpAddr, IpAddr)> {
     let p = Ipv4Packet::new_unchecked(data);
     if data.len() < ipv4::HEADER_LEN || p.version() != 4 || p.header_len() < ipv4::HEADER_LEN {
         return None;
@@ -69,7 +69,7 @@ impl Engine {
         self.send(now, src_nbma, &pkt);
     }
 
-    pub(super) fn redirect_allowed(&mut self, now: Instant, src: IpAddr, dst: IpAddr) -> bool {
+    fn redirect_allowed(&mut self, now: Instant, src: IpAddr, dst: IpAddr) -> bool {
         if self.redirects.len() > 4096 {
             let idle = REDIRECT_REFILL * REDIRECT_BURST * 6;
             self.redirects

@@ -113,7 +113,7 @@ impl Engine {
 
     /// Sends a Resolution Request for `target` through the NHS at `nhs_nbma` and tracks it
     /// for retransmission with the same request id (wire notes item 9).
-    pub(super) fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
+    fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
         let request_id = self.ids.next_request_id();
         let pkt = self.resolution_request(target, request_id);
         let Some(bytes) = self.encode(&pkt) else {
@@ -159,7 +159,7 @@ impl Engine {
 
     /// The prefix length we answer authoritatively for `target`: our own
     /// tunnel address, or a route attached to this router.
-    pub(super) fn local_prefix_for(&self, target: IpAddr) -> Option<u8> {
+    fn local_prefix_for(&self, target: IpAddr) -> Option<u8> {
         if target == self.config.protocol_addr {
             return Some(32);
         }
@@ -239,14 +239,14 @@ impl Engine {
         self.negative_reply(now, from_nbma, req);
     }
 
-    pub(super) fn reply_flags(req: &Packet) -> u16 {
+    fn reply_flags(req: &Packet) -> u16 {
         // Wire notes item 9: replies copy Q and S (and NAT), set D and A.
         (req.flags() & (Flags::RESOLUTION_Q | Flags::RESOLUTION_S | Flags::CISCO_NAT))
             | Flags::RESOLUTION_A
             | Flags::RESOLUTION_D
     }
 
-    pub(super) fn answer_resolution(
+    fn answer_resolution(
         &mut self,
         now: Instant,
         from_nbma: IpAddr,
@@ -323,7 +323,7 @@ impl Engine {
         self.send(now, to, &reply);
     }
 
-    pub(super) fn answer_from_cache(
+    fn answer_from_cache(
         &mut self,
         now: Instant,
         from_nbma: IpAddr,
@@ -365,7 +365,7 @@ impl Engine {
         self.send(now, from_nbma, &reply);
     }
 
-    pub(super) fn negative_reply(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
+    fn negative_reply(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
         let mut reply = req.clone();
         reply.packet_type = PacketType::RESOLUTION_REPLY;
         reply.hop_count = DEFAULT_HOP_COUNT;
