@@ -12,6 +12,7 @@ use crate::packet::{Authentication, Body, Cie, Extension, ExtensionBody, Packet,
 use super::{DEFAULT_HOP_COUNT, Engine, MAX_ERROR_CONTENTS, secs16};
 
 impl Engine {
+    /// A packet from us: our NBMA and tunnel addresses as its source.
     pub(super) fn base_packet(&self, t: PacketType, hop_count: u8, body: Body) -> Packet {
         let mut p = Packet::new_ipv4(t, hop_count, body);
         p.src_nbma = ip_bytes(self.config.nbma_addr);
@@ -27,6 +28,7 @@ impl Engine {
         })
     }
 
+    /// Just the authentication extension, when a key is configured.
     pub(super) fn auth_only_extensions(&self) -> Option<Vec<Extension>> {
         self.auth_extension().map(|a| vec![a])
     }
@@ -59,6 +61,8 @@ impl Engine {
         }
     }
 
+    /// The CIE prefix length of our requests: 0xFF (this host, uniquely) with Cisco `unique`, else
+    /// 32.
     pub(super) fn request_prefix_len(&self) -> u8 {
         if self.config.unique {
             PREFIX_LEN_UNIQUE_HOST
@@ -113,6 +117,8 @@ impl Engine {
         Some(out)
     }
 
+    /// An Error Indication (RFC 2332 §5.2.7) quoting at most `MAX_ERROR_CONTENTS` bytes of the
+    /// offending packet.
     fn error_indication(
         &self,
         dst_protocol: Vec<u8>,
@@ -141,6 +147,7 @@ impl Engine {
         p
     }
 
+    /// Sends an Error Indication to `to`.
     pub(super) fn send_error(
         &mut self,
         now: Instant,

@@ -63,6 +63,8 @@ impl Engine {
         );
     }
 
+    /// The forwarding step shared by requests (`transit` = forward transit record) and replies
+    /// (reverse transit record).
     pub(super) fn forward(
         &mut self,
         now: Instant,

@@ -511,6 +511,7 @@ impl Engine {
         self.queue_timeouts(now);
     }
 
+    /// Removes expired entries and re-resolves the used shortcuts whose refresh time came.
     fn cache_timeouts(&mut self, now: Instant) {
         let expired: Vec<_> = self
             .cache
@@ -541,6 +542,8 @@ impl Engine {
         }
     }
 
+    /// Removes a cache entry and tells the daemon: a shortcut's route is withdrawn, a registration
+    /// reported gone.
     fn remove_entry(&mut self, key: (IpAddr, u8)) {
         let Some(e) = self.cache.remove(&key) else {
             return;

@@ -45,6 +45,7 @@ pub(super) struct Nhs {
 }
 
 impl Nhs {
+    /// Registered, or still inside the previous registration while its refresh is unanswered.
     pub(super) fn is_up(&self, now: Instant) -> bool {
         match self.phase {
             NhsPhase::Registered { expires, .. } => now < expires,
@@ -55,6 +56,7 @@ impl Nhs {
         }
     }
 
+    /// When this NHS next needs `handle_timeout`.
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self.phase {
             NhsPhase::Idle => None,
@@ -115,6 +117,9 @@ impl Engine {
         self.pending.clear();
     }
 
+    /// NHS `i`'s timers (wire notes item 7): ask again for a missing SA, retransmit an unanswered
+    /// registration with the same request id and a doubled wait, reset the SA once the wait would
+    /// pass `MAX_REGISTRATION_WAIT`, refresh a registration at a third of its holding time.
     pub(super) fn nhs_timeout(&mut self, now: Instant, i: usize) {
         let Some(n) = self.nhs.get_mut(i) else {
             return;
@@ -228,6 +233,7 @@ impl Engine {
         (holding_time / 4).min(MAX_SA_RETRY_WAIT)
     }
 
+    /// Starts registering with NHS `i`: at once when its SA is up, else after asking for one.
     fn nhs_start(&mut self, now: Instant, i: usize) {
         let Some(n) = self.nhs.get_mut(i) else {
             return;
@@ -244,6 +250,8 @@ impl Engine {
         }
     }
 
+    /// Sends a Registration Request to NHS `i` (a fresh request id unless retransmitting) and waits
+    /// `wait` for its reply.
     pub(super) fn send_registration(
         &mut self,
         now: Instant,
@@ -269,6 +277,9 @@ impl Engine {
         self.send(now, nbma, &p);
     }
 
+    /// A Registration Reply (RFC 2332 §5.2.3), matched to its NHS by request id: the first CIE's
+    /// code says accepted or refused. Learns the NHS's tunnel address from the Responder Address
+    /// extension (§5.3.1) and our post-NAT NBMA from the NAT extension (wire notes item 8).
     pub(super) fn on_registration_reply(&mut self, now: Instant, p: &Packet) {
         let Some(id) = p.request_id() else {
             return;
@@ -334,6 +345,8 @@ impl Engine {
         }
     }
 
+    /// Purges our registration at every NHS that holds one (RFC 2332 §5.2.5), with the
+    /// registration's request id (wire notes item 6).
     fn send_purges(&mut self, now: Instant) {
         for i in 0..self.nhs.len() {
             let Some(n) = self.nhs.get(i) else {

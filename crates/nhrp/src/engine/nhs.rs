@@ -13,6 +13,8 @@ use crate::packet::{Body, Cie, Packet, ip_bytes};
 use super::{DEFAULT_HOP_COUNT, Engine, Event, host_len, mask};
 
 impl Engine {
+    /// Hub: a Registration Request (RFC 2332 §5.2.3). Each CIE is registered or refused with its
+    /// own code, and the reply goes back to the observed (post-NAT) NBMA address.
     pub(super) fn on_registration_request(
         &mut self,
         now: Instant,
@@ -66,6 +68,8 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Registers one CIE's client under `key` and returns the CIE code for the reply; our own
+    /// address and entries that are not dynamic are refused.
     fn register_client(
         &mut self,
         now: Instant,
@@ -136,6 +140,8 @@ impl Engine {
         CieCode::SUCCESS
     }
 
+    /// A Purge Request (RFC 2332 §5.2.5): forgets the dynamic and shortcut entries of each CIE's
+    /// client, and replies unless N is set.
     pub(super) fn on_purge_request(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
         let Some(src_proto) = req.src_protocol_ip() else {
             self.counters.drop(DropReason::Malformed);

@@ -69,6 +69,9 @@ impl Engine {
         self.send(now, src_nbma, &pkt);
     }
 
+    /// Token bucket per (source, destination) pair: `REDIRECT_BURST` tokens, one back per
+    /// `REDIRECT_REFILL`, sends at least `REDIRECT_SPACING` apart; idle buckets are pruned past
+    /// 4096 pairs.
     fn redirect_allowed(&mut self, now: Instant, src: IpAddr, dst: IpAddr) -> bool {
         if self.redirects.len() > 4096 {
             let idle = REDIRECT_REFILL * REDIRECT_BURST * 6;
@@ -98,6 +101,8 @@ impl Engine {
         true
     }
 
+    /// Spoke: a traffic indication (redirect) from the hub; with shortcuts on, resolves the quoted
+    /// packet's destination.
     pub(super) fn on_traffic_indication(&mut self, now: Instant, p: &Packet) {
         let Body::TrafficIndication { traffic_code, data } = &p.body else {
             return;

@@ -69,6 +69,8 @@ impl Engine {
         }
     }
 
+    /// Retransmits unanswered Resolution Requests with the same request id and a doubled wait;
+    /// after `RESOLUTION_ATTEMPTS` reports `Event::ResolutionFailed`.
     pub(super) fn resolution_timeouts(&mut self, now: Instant) {
         let due: Vec<IpAddr> = self
             .pending
@@ -99,6 +101,8 @@ impl Engine {
         }
     }
 
+    /// Resolves `target` through the first NHS that is up, whatever the cache holds (a shortcut
+    /// refresh).
     pub(super) fn resolve_uncached(&mut self, now: Instant, target: IpAddr) {
         let Some(nhs_nbma) = self
             .nhs
@@ -191,6 +195,9 @@ impl Engine {
         live(nh)
     }
 
+    /// A Resolution Request (RFC 2332 §5.2.1): dropped on a loop (§5.3.2); answered when the target
+    /// is ours; on a hub answered from a registration, forwarded to the spoke that owns the target
+    /// (phase 3), or refused.
     pub(super) fn on_resolution_request(
         &mut self,
         now: Instant,
@@ -239,6 +246,7 @@ impl Engine {
         self.negative_reply(now, from_nbma, req);
     }
 
+    /// Flags of a positive Resolution Reply to `req`.
     fn reply_flags(req: &Packet) -> u16 {
         // Wire notes item 9: replies copy Q and S (and NAT), set D and A.
         (req.flags() & (Flags::RESOLUTION_Q | Flags::RESOLUTION_S | Flags::CISCO_NAT))
@@ -246,6 +254,8 @@ impl Engine {
             | Flags::RESOLUTION_D
     }
 
+    /// Answers authoritatively for our own prefix of length `prefix_len` (RFC 2332 §5.2.2). A spoke
+    /// sends the reply straight to the requester's post-NAT NBMA and remembers the requester.
     fn answer_resolution(
         &mut self,
         now: Instant,
@@ -323,6 +333,8 @@ impl Engine {
         self.send(now, to, &reply);
     }
 
+    /// Hub: answers a non-authoritative request from a registration (RFC 2332 §5.2.2, A clear in
+    /// the reply).
     fn answer_from_cache(
         &mut self,
         now: Instant,
@@ -365,6 +377,8 @@ impl Engine {
         self.send(now, from_nbma, &reply);
     }
 
+    /// Refuses a resolution: every CIE comes back with code 12, no binding exists (RFC 2332
+    /// §5.2.2).
     fn negative_reply(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
         let mut reply = req.clone();
         reply.packet_type = PacketType::RESOLUTION_REPLY;
@@ -385,6 +399,8 @@ impl Engine {
         self.send(now, from_nbma, &reply);
     }
 
+    /// A Resolution Reply (RFC 2332 §5.2.2): a hub forwards one meant for another station; ours is
+    /// matched to its request by id and becomes a shortcut or an `Event::ResolutionFailed`.
     pub(super) fn on_resolution_reply(
         &mut self,
         now: Instant,

@@ -83,6 +83,7 @@ impl Engine {
         }
     }
 
+    /// Encodes `p`, counting a refusal.
     pub(super) fn encode(&mut self, p: &Packet) -> Option<Vec<u8>> {
         match p.to_bytes() {
             Ok(b) => Some(b),
@@ -93,12 +94,15 @@ impl Engine {
         }
     }
 
+    /// Encodes `p` and sends it through the gate.
     pub(super) fn send(&mut self, now: Instant, dst: IpAddr, p: &Packet) {
         if let Some(b) = self.encode(p) {
             self.send_bytes(now, dst, p.packet_type, b);
         }
     }
 
+    /// Sends at once when `dst` has an SA; else queues (at most `SA_QUEUE_LEN` packets, for
+    /// `SA_QUEUE_TIMEOUT`) and asks for the SA when the queue starts.
     pub(super) fn send_bytes(&mut self, now: Instant, dst: IpAddr, t: PacketType, bytes: Vec<u8>) {
         if self.sa_ready.contains(&dst) {
             self.counters.count_tx(t);
@@ -123,6 +127,7 @@ impl Engine {
         });
     }
 
+    /// Releases what waited for `nbma`'s SA, dropping what outlived its wait.
     pub(super) fn flush_queue(&mut self, now: Instant, nbma: IpAddr) {
         let Some(q) = self.queues.remove(&nbma) else {
             return;
