@@ -1,5 +1,6 @@
-//! The SA gate: nothing leaves for an NBMA address without an IPsec SA to it
-//! (DMVPN runs NHRP in GRE inside ESP; wire notes item 9).
+//! The SA gate, a DMVPN rule outside RFC 2332 (as FRR and Cisco run NHRP
+//! over IPsec; wire notes item 9): nothing leaves for an NBMA address
+//! without an IPsec SA to it.
 //!
 //! Every NHRP packet rides GRE inside ESP, so nothing can be sent to an NBMA
 //! address before an IPsec SA to it exists. The engine tracks which NBMA
