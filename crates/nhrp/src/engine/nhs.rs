@@ -25,7 +25,6 @@ impl Engine {
             self.counters.drop(DropReason::Malformed);
             return;
         };
-        let unique = req.flags() & Flags::REGISTRATION_U != 0;
         let forwarded = req
             .extension_cies(ExtensionType::FORWARD_TRANSIT_RECORD)
             .is_some_and(|c| !c.is_empty());
@@ -33,9 +32,7 @@ impl Engine {
         for cie in req.cies() {
             let client = cie.client_protocol_ip().unwrap_or(src_proto);
             let claimed = cie.client_nbma_ip().unwrap_or(src_nbma);
-            let len = host_len(cie.prefix_len);
-            let key = (mask(client, len), len);
-            let code = self.register_client(now, key, client, claimed, from_nbma, unique, cie, req);
+            let code = self.register_client(now, client, claimed, from_nbma, cie, req);
             replies.push(Cie {
                 code,
                 ..cie.clone()
@@ -67,20 +64,22 @@ impl Engine {
         self.send(now, from_nbma, &reply);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Registers one CIE's client under `key` and returns the CIE code for the reply; our own
-    /// address and entries that are not dynamic are refused.
+    /// Registers one CIE's client (its prefix from the CIE, the NBMA it
+    /// `claimed`, the outer source it was `observed` from) and returns the
+    /// CIE code for the reply; our own address and entries that are not
+    /// dynamic are refused.
     fn register_client(
         &mut self,
         now: Instant,
-        key: (IpAddr, u8),
         client: IpAddr,
         claimed: IpAddr,
         observed: IpAddr,
-        unique: bool,
         cie: &Cie,
         req: &Packet,
     ) -> CieCode {
+        let unique = req.flags() & Flags::REGISTRATION_U != 0;
+        let len = host_len(cie.prefix_len);
+        let key = (mask(client, len), len);
         if !client.is_ipv4() || !claimed.is_ipv4() {
             return CieCode::ADMINISTRATIVELY_PROHIBITED;
         }
