@@ -9,6 +9,7 @@
 //!   [`Engine::poll_transmit`], [`Engine::poll_event`] and
 //!   [`Engine::poll_timeout`]. Time is always an argument and request ids
 //!   come from an injected [`RequestIdSource`].
+//! - `testing` (cargo feature `testing`): an in-memory network of engines for tests.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -23,11 +24,17 @@ pub use error::{EmitError, ParseError};
 pub use packet::{Authentication, Body, Cie, Extension, ExtensionBody, Packet};
 pub mod cache;
 pub mod config;
+pub mod counters;
 pub mod engine;
+pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use cache::{CacheEntry, Counters, DropReason, EntryFlags, EntryKind, NhsState, NhsStatus};
+pub use cache::{CacheEntry, EntryFlags, EntryKind};
 pub use config::{
     Config, ConfigError, NhsConfig, RequestIdSource, Role, Route, SeededRequestIds,
     SequentialRequestIds,
 };
+pub use counters::{Counters, DropReason};
 pub use engine::{Engine, Event, Transmit};
+pub use status::{NhsState, NhsStatus};

@@ -1,254 +1,19 @@
-//! A deterministic in-memory DMVPN: one hub and two spokes, spoke B behind
-//! 1:1 NAT as on EC2. Real engines exchange real bytes; the harness plays
-//! the network (delivering by NBMA address with the NAT rewrite of the
-//! outer source) and the daemon (bringing SAs up when asked).
+//! Scenarios on the in-memory DMVPN of `dmvpn_nhrp::testing`: one hub and
+//! two spokes, spoke B behind 1:1 NAT as on EC2.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use dmvpn_nhrp::packet::{Body, Cie, ExtensionBody, Packet};
+use dmvpn_nhrp::testing::{
+    A, B, HUB, Net, a_nbma, a_tun, b_private, b_public, b_tun, hub_nbma, hub_tun, ip, ipv4_header,
+    key, spoke,
+};
 use dmvpn_nhrp::{
     CieCode, Config, DropReason, Engine, EntryKind, ErrorCode, Event, ExtensionType, Flags,
-    NhsConfig, NhsState, PacketType, Route, SeededRequestIds,
+    NhsConfig, NhsState, PacketType, SeededRequestIds,
 };
-
-fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-}
-
-const HUB: usize = 0;
-const A: usize = 1;
-const B: usize = 2;
-
-struct Node {
-    engine: Engine,
-    /// Address the node's packets appear from (after NAT).
-    public: IpAddr,
-    events: Vec<Event>,
-}
-
-struct Net {
-    now: Instant,
-    nodes: Vec<Node>,
-    /// Every packet that crossed the network: (from node, to NBMA, bytes).
-    wire: Vec<(usize, IpAddr, Vec<u8>)>,
-    /// Drop everything sent to these NBMA addresses.
-    blackhole: Vec<IpAddr>,
-}
-
-fn hub_tun() -> IpAddr {
-    ip(10, 250, 0, 1)
-}
-fn a_tun() -> IpAddr {
-    ip(10, 250, 0, 9)
-}
-fn b_tun() -> IpAddr {
-    ip(10, 250, 0, 10)
-}
-fn hub_nbma() -> IpAddr {
-    ip(198, 51, 100, 1)
-}
-fn a_nbma() -> IpAddr {
-    ip(198, 51, 100, 3)
-}
-fn b_private() -> IpAddr {
-    ip(172, 16, 0, 10)
-}
-fn b_public() -> IpAddr {
-    ip(203, 0, 113, 10)
-}
-
-fn key(c: &mut Config) {
-    c.auth_key = Some(b"keykey00".to_vec());
-    c.network_id = 100;
-}
-
-fn spoke(tun: IpAddr, nbma: IpAddr, seed: u64) -> Engine {
-    let mut c = Config::spoke(
-        tun,
-        24,
-        nbma,
-        vec![NhsConfig {
-            protocol_addr: Some(hub_tun()),
-            nbma_addr: hub_nbma(),
-            multicast: true,
-        }],
-    );
-    key(&mut c);
-    Engine::new(c, SeededRequestIds::new(seed)).unwrap()
-}
-
-impl Net {
-    fn new() -> Self {
-        let mut hc = Config::hub(hub_tun(), 24, hub_nbma());
-        key(&mut hc);
-        let mut hub = Engine::new(hc, SeededRequestIds::new(1)).unwrap();
-        hub.set_routes(vec![
-            Route {
-                prefix: ip(10, 0, 101, 0),
-                prefix_len: 24,
-                next_hop: Some(a_tun()),
-            },
-            Route {
-                prefix: ip(10, 0, 103, 0),
-                prefix_len: 24,
-                next_hop: Some(b_tun()),
-            },
-            Route {
-                prefix: ip(10, 1, 1, 0),
-                prefix_len: 24,
-                next_hop: None,
-            },
-        ]);
-        let mut a = spoke(a_tun(), a_nbma(), 2);
-        a.set_routes(vec![Route {
-            prefix: ip(10, 0, 101, 0),
-            prefix_len: 24,
-            next_hop: None,
-        }]);
-        let mut b = spoke(b_tun(), b_private(), 3);
-        b.set_routes(vec![Route {
-            prefix: ip(10, 0, 103, 0),
-            prefix_len: 24,
-            next_hop: None,
-        }]);
-        let node = |engine, public| Node {
-            engine,
-            public,
-            events: Vec::new(),
-        };
-        Net {
-            now: Instant::now(),
-            nodes: vec![
-                node(hub, hub_nbma()),
-                node(a, a_nbma()),
-                node(b, b_public()),
-            ],
-            wire: Vec::new(),
-            blackhole: Vec::new(),
-        }
-    }
-
-    fn by_nbma(&self, nbma: IpAddr) -> Option<usize> {
-        self.nodes.iter().position(|n| n.public == nbma)
-    }
-
-    /// Runs until nothing moves: delivers packets, plays the daemon for SAs.
-    fn pump(&mut self) {
-        for _ in 0..1000 {
-            let mut moved = false;
-            for i in 0..self.nodes.len() {
-                while let Some(ev) = self.nodes[i].engine.poll_event() {
-                    moved = true;
-                    if let Event::NeedSa { nbma } = ev {
-                        if let Some(j) = self.by_nbma(nbma) {
-                            if !self.blackhole.contains(&nbma) {
-                                let now = self.now;
-                                let pi = self.nodes[i].public;
-                                self.nodes[i].engine.sa_up(now, nbma);
-                                self.nodes[j].engine.sa_up(now, pi);
-                            }
-                        }
-                    }
-                    self.nodes[i].events.push(ev);
-                }
-                while let Some(t) = self.nodes[i].engine.poll_transmit() {
-                    moved = true;
-                    self.wire.push((i, t.dst_nbma, t.bytes.clone()));
-                    if self.blackhole.contains(&t.dst_nbma) {
-                        continue;
-                    }
-                    if let Some(j) = self.by_nbma(t.dst_nbma) {
-                        let from = self.nodes[i].public;
-                        let now = self.now;
-                        self.nodes[j].engine.handle_packet(now, from, &t.bytes);
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("network did not settle");
-    }
-
-    /// Advances time to `now + d`, firing every deadline on the way.
-    fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        loop {
-            let next = self
-                .nodes
-                .iter()
-                .filter_map(|n| n.engine.poll_timeout())
-                .filter(|t| *t <= end)
-                .min();
-            match next {
-                Some(t) => {
-                    self.now = self.now.max(t);
-                    let now = self.now;
-                    for n in &mut self.nodes {
-                        n.engine.handle_timeout(now);
-                    }
-                    self.pump();
-                }
-                None => break,
-            }
-        }
-        self.now = end;
-        let now = self.now;
-        for n in &mut self.nodes {
-            n.engine.handle_timeout(now);
-        }
-        self.pump();
-    }
-
-    fn register_all(&mut self) {
-        let now = self.now;
-        self.nodes[A].engine.register(now);
-        self.nodes[B].engine.register(now);
-        self.pump();
-    }
-
-    fn take_events(&mut self, i: usize) -> Vec<Event> {
-        std::mem::take(&mut self.nodes[i].events)
-    }
-
-    fn sent(&self, t: PacketType) -> Vec<(usize, IpAddr, Packet)> {
-        self.wire
-            .iter()
-            .filter_map(|(i, to, b)| Packet::parse(b).ok().map(|p| (*i, *to, p)))
-            .filter(|(_, _, p)| p.packet_type == t)
-            .collect()
-    }
-
-    /// The hub sees a data packet from `from` (src → dst) that goes back out the tunnel.
-    fn data_via_hub(&mut self, from: usize, src: IpAddr, dst: IpAddr) {
-        let nbma = self.nodes[from].public;
-        let now = self.now;
-        self.nodes[HUB]
-            .engine
-            .traffic_indication_needed(now, nbma, &ipv4_header(src, dst));
-        self.pump();
-    }
-}
-
-/// An ICMP echo's IPv4 header plus 8 bytes, checksummed.
-fn ipv4_header(src: IpAddr, dst: IpAddr) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
-        unreachable!()
-    };
-    let mut h = vec![0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 1, 0, 0];
-    h.extend_from_slice(&s.octets());
-    h.extend_from_slice(&d.octets());
-    let c = dmvpn_nhrp::packet::checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1];
-    let c = dmvpn_nhrp::packet::checksum(&icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(&icmp);
-    h
-}
 
 fn registered(net: &Net, tun: IpAddr) -> Option<dmvpn_nhrp::CacheEntry> {
     net.nodes[HUB]
@@ -260,7 +25,7 @@ fn registered(net: &Net, tun: IpAddr) -> Option<dmvpn_nhrp::CacheEntry> {
 
 #[test]
 fn registration_with_nat_learning() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let a = registered(&net, a_tun()).expect("A registered");
     assert_eq!(
@@ -305,7 +70,7 @@ fn registration_with_nat_learning() {
 
 #[test]
 fn wire_note_8_nat_extension_second_cie_only_when_natted() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let replies = net.sent(PacketType::REGISTRATION_REPLY);
     let to_b = replies.iter().find(|(_, to, _)| *to == b_public()).unwrap();
@@ -336,7 +101,7 @@ fn wire_note_8_nat_extension_second_cie_only_when_natted() {
 
 #[test]
 fn wire_note_7_reregister_at_a_third_and_backoff_when_unanswered() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let regs = |net: &Net| {
         net.sent(PacketType::REGISTRATION_REQUEST)
@@ -382,7 +147,7 @@ fn wire_note_7_reregister_at_a_third_and_backoff_when_unanswered() {
 
 #[test]
 fn wire_note_6_unique_registration_refuses_new_nbma_until_expiry() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     // An impostor claims A's tunnel address from elsewhere.
     let mut c = Config::spoke(
@@ -451,7 +216,7 @@ fn redirect_a_to_b(net: &mut Net) {
 
 #[test]
 fn redirect_resolution_and_shortcut() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     let ev = net.take_events(A);
     assert!(
@@ -499,7 +264,7 @@ fn redirect_resolution_and_shortcut() {
 
 #[test]
 fn wire_note_10_traffic_indication_names_source_and_receiver_resolves_inner_destination() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     let tis = net.sent(PacketType::TRAFFIC_INDICATION);
     assert_eq!(tis.len(), 1);
@@ -531,7 +296,7 @@ fn wire_note_10_traffic_indication_names_source_and_receiver_resolves_inner_dest
 
 #[test]
 fn wire_note_9_resolution_request_shape_and_nat_extension() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     // B (behind NAT) is redirected towards A.
     net.data_via_hub(B, ip(10, 0, 103, 2), ip(10, 0, 101, 2));
@@ -572,7 +337,7 @@ fn wire_note_9_resolution_request_shape_and_nat_extension() {
 
 #[test]
 fn wire_note_15_forwarding_appends_transit_fills_nat_and_regenerates_auth() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     net.data_via_hub(B, ip(10, 0, 103, 2), ip(10, 0, 101, 2));
     let fwd = net
@@ -628,7 +393,7 @@ fn wire_note_15_forwarding_appends_transit_fills_nat_and_regenerates_auth() {
 
 #[test]
 fn wire_note_14_loop_detected_is_code_3_and_hop_exceeded_is_15() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let a = spoke(a_tun(), a_nbma(), 5);
     let mut req = a.resolution_request(ip(10, 0, 103, 2), 777);
@@ -694,7 +459,7 @@ fn wire_note_14_loop_detected_is_code_3_and_hop_exceeded_is_15() {
 
 #[test]
 fn redirects_are_rate_limited_per_pair() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let count = |net: &Net| net.sent(PacketType::TRAFFIC_INDICATION).len();
     for _ in 0..10 {
@@ -717,7 +482,7 @@ fn redirects_are_rate_limited_per_pair() {
 
 #[test]
 fn shortcut_expires_unless_used_then_refreshes() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     net.take_events(A);
     let reqs = |net: &Net| {
@@ -760,7 +525,7 @@ fn shortcut_expires_unless_used_then_refreshes() {
 
 #[test]
 fn purge_on_shutdown_removes_registration() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     net.take_events(HUB);
     let now = net.now;
@@ -786,7 +551,7 @@ fn purge_on_shutdown_removes_registration() {
 
 #[test]
 fn wire_note_6_purge_carries_the_registration_request_id() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let reg_id = net
         .sent(PacketType::REGISTRATION_REQUEST)
@@ -829,7 +594,7 @@ fn spoke_a_with_wrong_key() -> Config {
 
 #[test]
 fn wire_note_11_auth_mismatch_dropped_counted_and_answered_with_code_11() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     let c = spoke_a_with_wrong_key();
     let mut bad = Engine::new(c, SeededRequestIds::new(4)).unwrap();
     bad.sa_up(net.now, hub_nbma());
@@ -883,7 +648,7 @@ fn wire_note_11_auth_mismatch_dropped_counted_and_answered_with_code_11() {
 
 #[test]
 fn wire_note_4_hop_count_at_least_one() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     net.data_via_hub(B, ip(10, 0, 103, 2), ip(10, 0, 101, 2));
     let now = net.now;
@@ -906,7 +671,7 @@ fn wire_note_4_hop_count_at_least_one() {
 
 #[test]
 fn wire_note_5_unique_flag_positions() {
-    let net = Net::new();
+    let net = Net::hub_and_two_spokes();
     let a = &net.nodes[A].engine;
     let reg = a.registration_request(0, 1).unwrap();
     assert_eq!(reg.flags(), Flags::REGISTRATION_U | Flags::CISCO_NAT);
@@ -923,7 +688,7 @@ fn wire_note_5_unique_flag_positions() {
 
 #[test]
 fn wire_note_12_and_13_nat_extension_optional_and_end_marker() {
-    let net = Net::new();
+    let net = Net::hub_and_two_spokes();
     let bytes = net.nodes[A]
         .engine
         .registration_request(0, 1)
@@ -993,7 +758,7 @@ fn wire_note_16_network_id_never_on_the_wire() {
 
 #[test]
 fn hub_answers_for_its_own_prefixes_and_refuses_unknown() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let now = net.now;
     net.nodes[A].engine.resolve(now, ip(10, 1, 1, 106));
@@ -1021,7 +786,7 @@ fn hub_answers_for_its_own_prefixes_and_refuses_unknown() {
 
 #[test]
 fn peer_dead_withdraws_shortcuts_and_marks_nhs_down() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     net.take_events(A);
     let now = net.now;
@@ -1076,7 +841,7 @@ fn pcap(packets: &[(IpAddr, IpAddr, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn every_emitted_packet_type_dissects_in_tshark() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     net.data_via_hub(B, ip(10, 0, 103, 2), ip(10, 0, 101, 2));
     let now = net.now;
@@ -1149,7 +914,7 @@ fn every_emitted_packet_type_dissects_in_tshark() {
 
 #[test]
 fn reconfigure_applies_a_new_key_and_refuses_identity_changes() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     let mut c = spoke_a_with_wrong_key();
     c.network_id = 100;
     let mut a = Engine::new(c.clone(), SeededRequestIds::new(9)).unwrap();
@@ -1189,7 +954,7 @@ fn reconfigure_applies_a_new_key_and_refuses_identity_changes() {
 
 #[test]
 fn clear_dynamic_forgets_registrations_and_shortcuts_only() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     redirect_a_to_b(&mut net);
     assert!(registered(&net, a_tun()).is_some());
     let now = net.now;
@@ -1221,7 +986,7 @@ fn clear_dynamic_forgets_registrations_and_shortcuts_only() {
 /// long after the strongSwan + FRR hub came back.
 #[test]
 fn wire_note_7_sa_retry_after_hub_loss_is_capped_at_two_minutes() {
-    let mut net = Net::new();
+    let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let regs = |net: &Net| {
         net.sent(PacketType::REGISTRATION_REQUEST)

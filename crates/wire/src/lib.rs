@@ -5,6 +5,7 @@
 //! - Header views in the smoltcp `wire` style (`new_checked` does the one length check,
 //!   named getters/setters, `…Repr` with `parse`/`emit`): [`ipv4`], [`ipv6`], [`udp`]
 //!   (incl. RFC 3948 port-4500 classification), [`esp`], [`gre`] (with key).
+//! - [`Ipv4Cidr`]: an IPv4 prefix (mask, contains, `a.b.c.d/len`).
 //! - [`checksum`]: RFC 1071 / RFC 1624; [`mss`]: TCP MSS clamping.
 //! - [`rw`]: a bounds-checked [`Reader`] and a length-patching [`Writer`] for
 //!   TLV chains (IKEv2 payloads, NHRP extensions).
@@ -15,6 +16,7 @@
 
 mod buf;
 pub mod checksum;
+pub mod cidr;
 mod error;
 pub mod esp;
 mod field;
@@ -27,6 +29,7 @@ pub mod rw;
 pub mod udp;
 
 pub use buf::{BufPool, PacketBuf};
+pub use cidr::{CidrError, Ipv4Cidr};
 pub use error::Error;
 pub use esp::{EspPacket, Spi};
 pub use gre::{EtherType, GrePacket, GreRepr};

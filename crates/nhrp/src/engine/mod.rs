@@ -1,0 +1,678 @@
+//! The sans-IO NHRP engine: next hop client (RFC 2332 §5.2.3 registration,
+//! §5.2.1 resolution, §5.2.5 purge), next hop server (§5.2.2–§5.2.4, §5.2.6,
+//! §5.2.7 error indication, §5.3 extension processing) and the Cisco DMVPN
+//! phase 3 additions (NAT extension, traffic indication, shortcuts).
+//!
+//! This module holds the [`Engine`] with its entry points (packets in, timers,
+//! commands, read access); each exchange lives in its own file:
+//!
+//! - `nhc`: registration with the NHSs and purge of our registrations (§5.2.3, §5.2.5);
+//! - `nhs`: the server side of registration and purge (§5.2.3, §5.2.5);
+//! - `resolution`: resolution requests and replies (§5.2.1, §5.2.2);
+//! - `forward`: forwarding between NHSs and loop detection (§5.3.2, §5.3.3);
+//! - `redirect`: Cisco traffic indications (redirects);
+//! - `sa_gate`: the per-NBMA queue that holds packets until an IPsec SA is
+//!   up (see there for the rule);
+//! - `auth`: the check of received authentication extensions (§5.3.4);
+//! - `build`: the packets, extensions and Error Indications we send (§5.1, §5.3, §5.2.7).
+
+mod auth;
+mod build;
+mod forward;
+mod nhc;
+mod nhs;
+mod redirect;
+mod resolution;
+mod sa_gate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::cache::{CacheEntry, EntryFlags, EntryKind};
+use crate::codes::{
+    AFN_IPV4, CieCode, ErrorCode, PREFIX_LEN_UNIQUE_HOST, PROTOCOL_TYPE_IPV4, PacketType,
+};
+use crate::config::{Config, ConfigError, RequestIdSource, Role, Route};
+use crate::counters::{Counters, DropReason};
+use crate::packet::{Body, Packet};
+use crate::status::{NhsState, NhsStatus};
+use dmvpn_wire::Ipv4Cidr;
+
+use nhc::{Nhs, NhsPhase};
+use redirect::RedirectBucket;
+use resolution::PendingResolution;
+use sa_gate::Queued;
+
+/// Hop count for registrations, purges and traffic indications, which go
+/// to a directly connected peer: FRR uses 1, and Cisco rejects 0 (wire
+/// notes item 4).
+pub const DIRECT_HOP_COUNT: u8 = 1;
+
+/// Hop count for packets that may be forwarded (what FRR sends in replies,
+/// as the golden registration reply shows).
+pub const DEFAULT_HOP_COUNT: u8 = 64;
+
+/// First registration retransmission wait; doubled up to [`MAX_REGISTRATION_WAIT`] (wire notes item 7).
+pub const INITIAL_REGISTRATION_WAIT: Duration = Duration::from_secs(2);
+
+/// After this wait passes unanswered the SA to the NHS is reset (FRR).
+pub const MAX_REGISTRATION_WAIT: Duration = Duration::from_secs(64);
+
+/// Longest wait before asking again for an SA to an NHS that has none: the
+/// retry is every holding time / 4, but at most this (FRR nhrp_nhs.c retries
+/// a registration "waiting link" after 120 s). Without the cap the shipped
+/// holding time of 7200 s left a spoke unregistered for 30 minutes after a
+/// hub outage that outlasted one IKE attempt (interop `dpd.sh` with
+/// `IX_DPD_IDLE=1 IX_DPD_OUTAGE=150`).
+pub const MAX_SA_RETRY_WAIT: Duration = Duration::from_secs(120);
+
+/// First resolution retransmission wait (wire notes item 9).
+pub const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
+
+/// Resolution attempts before giving up.
+pub const RESOLUTION_ATTEMPTS: u8 = 4;
+
+/// Packets held per NBMA address while its SA comes up.
+pub const SA_QUEUE_LEN: usize = 8;
+
+/// How long a packet may wait for an SA.
+pub const SA_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Traffic indications allowed in a burst per (source, destination) pair
+/// (OpenNHRP uses 4 tokens, wire notes item 10).
+pub const REDIRECT_BURST: u32 = 4;
+
+/// One traffic indication token comes back per this interval (≈ FRR's 4/min).
+pub const REDIRECT_REFILL: Duration = Duration::from_secs(15);
+
+/// Minimum spacing of traffic indications for one pair (OpenNHRP: 5 s).
+pub const REDIRECT_SPACING: Duration = Duration::from_secs(5);
+
+/// Narrowest shortcut prefix accepted (FRR refuses wider than /8, wire notes item 9).
+pub const MIN_SHORTCUT_PREFIX_LEN: u8 = 8;
+
+/// Bytes of an offending packet copied into an Error Indication.
+const MAX_ERROR_CONTENTS: usize = 512;
+
+/// An NHRP packet for the daemon to wrap in GRE (protocol 0x2001, with the
+/// tunnel key) and ESP, and send to `dst_nbma`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// NBMA destination (the post-NAT address where known).
+    pub dst_nbma: IpAddr,
+    /// The NHRP packet only.
+    pub bytes: Vec<u8>,
+}
+
+/// What the engine tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Bring up an IPsec SA to this NBMA address; NHRP for it is queued.
+    NeedSa {
+        /// Peer NBMA (post-NAT) address.
+        nbma: IpAddr,
+    },
+    /// Registration went unanswered through the whole backoff: tear the SA
+    /// down and start over (FRR does this through VICI; it recovers silently
+    /// broken IPsec, wire notes item 7).
+    ResetSa {
+        /// NHS NBMA address.
+        nbma: IpAddr,
+    },
+    /// Install a route `prefix/prefix_len` via tunnel next hop `next_hop`
+    /// whose NBMA is `nbma`.
+    InstallRoute {
+        /// Network.
+        prefix: IpAddr,
+        /// Length.
+        prefix_len: u8,
+        /// Tunnel next hop.
+        next_hop: IpAddr,
+        /// NBMA address of the next hop.
+        nbma: IpAddr,
+    },
+    /// Withdraw a route installed earlier.
+    WithdrawRoute {
+        /// Network.
+        prefix: IpAddr,
+        /// Length.
+        prefix_len: u8,
+        /// Tunnel next hop it pointed at.
+        next_hop: IpAddr,
+    },
+    /// Spoke: an NHS accepted our registration.
+    NhsUp {
+        /// NHS tunnel address, when known.
+        protocol_addr: Option<IpAddr>,
+        /// NHS NBMA address.
+        nbma: IpAddr,
+    },
+    /// Spoke: our registration with an NHS lapsed or its SA died.
+    NhsDown {
+        /// NHS tunnel address, when known.
+        protocol_addr: Option<IpAddr>,
+        /// NHS NBMA address.
+        nbma: IpAddr,
+    },
+    /// Spoke: an NHS refused our registration.
+    RegistrationRefused {
+        /// NHS NBMA address.
+        nbma: IpAddr,
+        /// CIE code it answered.
+        code: CieCode,
+    },
+    /// Hub: a spoke registered (or changed its NBMA address).
+    PeerRegistered {
+        /// Spoke tunnel address.
+        protocol_addr: IpAddr,
+        /// NBMA address to reach it (observed, post-NAT).
+        nbma: IpAddr,
+    },
+    /// Hub: a registration was purged or expired.
+    PeerUnregistered {
+        /// Spoke tunnel address.
+        protocol_addr: IpAddr,
+        /// NBMA address it had.
+        nbma: IpAddr,
+    },
+    /// Spoke: the NHS reported our post-NAT NBMA address (wire notes item 8).
+    PublicNbmaLearned {
+        /// Our public NBMA address.
+        nbma: IpAddr,
+    },
+    /// Spoke: a resolution was refused or went unanswered.
+    ResolutionFailed {
+        /// What we tried to resolve.
+        target: IpAddr,
+        /// The negative CIE code, `None` on timeout.
+        code: Option<CieCode>,
+    },
+    /// An Error Indication arrived.
+    ErrorIndication {
+        /// Who sent it.
+        from_nbma: IpAddr,
+        /// Its code.
+        code: ErrorCode,
+    },
+}
+
+/// One NHRP interface (one network-id): its cache, NHS client state and
+/// server state. See the module documentation for the SA gating rule.
+pub struct Engine {
+    config: Config,
+    ids: Box<dyn RequestIdSource>,
+    public_nbma: Option<IpAddr>,
+    nhs: Vec<Nhs>,
+    /// Keyed by (network prefix, prefix length). One engine serves one
+    /// network-id, so this map is the network-id's cache scope.
+    cache: BTreeMap<(IpAddr, u8), CacheEntry>,
+    pending: BTreeMap<IpAddr, PendingResolution>,
+    routes: Vec<Route>,
+    sa_ready: BTreeSet<IpAddr>,
+    queues: BTreeMap<IpAddr, VecDeque<Queued>>,
+    redirects: HashMap<(IpAddr, IpAddr), RedirectBucket>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+    shut_down: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("role", &self.config.role)
+            .field("protocol_addr", &self.config.protocol_addr)
+            .field("network_id", &self.config.network_id)
+            .field("cache_entries", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs16(d: Duration) -> u16 {
+    u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
+}
+
+/// The network of `ip/len`, a length over 32 taken as 32; IPv4 only (the
+/// config rejects IPv6, whose addresses are left as they are).
+fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => Ipv4Cidr::new(a, len.min(32)).map_or(ip, |c| IpAddr::V4(c.network())),
+        v6 => v6,
+    }
+}
+
+/// True when the prefix `prefix/len` (a cache key or a route) covers `ip`.
+/// A prefix written with host bits set covers nothing: cache keys are masked
+/// and kernel routes never have them.
+fn covers(prefix: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (prefix, ip) {
+        (IpAddr::V4(p), IpAddr::V4(a)) => {
+            Ipv4Cidr::new(p, len.min(32)).is_ok_and(|c| c.address() == c.network() && c.contains(a))
+        }
+        // IPv6 is never configured; an IPv6 "prefix" matches only itself.
+        (p, a) => p == a,
+    }
+}
+
+/// A CIE prefix length as a host prefix: 0xFF means "this host, uniquely".
+fn host_len(p: u8) -> u8 {
+    if p == PREFIX_LEN_UNIQUE_HOST || p > 32 {
+        32
+    } else {
+        p
+    }
+}
+
+impl Engine {
+    /// Builds an engine. Nothing is sent until [`Engine::register`] (spoke).
+    pub fn new(config: Config, ids: impl RequestIdSource + 'static) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let nhs = config
+            .nhs
+            .iter()
+            .map(|c| Nhs {
+                config: c.clone(),
+                protocol_addr: c.protocol_addr,
+                phase: NhsPhase::Idle,
+                registered_id: None,
+            })
+            .collect();
+        Ok(Self {
+            config,
+            ids: Box::new(ids),
+            public_nbma: None,
+            nhs,
+            cache: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            routes: Vec::new(),
+            sa_ready: BTreeSet::new(),
+            queues: BTreeMap::new(),
+            redirects: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            shut_down: false,
+        })
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the daemon.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline at which [`Engine::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let nhs = self.nhs.iter().filter_map(Nhs::deadline);
+        let pending = self.pending.values().map(|p| p.retry_at);
+        let cache = self.cache.values().flat_map(|e| {
+            [e.expires, e.refresh_at]
+                .into_iter()
+                .flatten()
+                .filter(|_| e.kind == EntryKind::Dynamic || e.kind == EntryKind::Shortcut)
+        });
+        let queues = self
+            .queues
+            .values()
+            .filter_map(|q| q.front().map(|p| p.deadline));
+        nhs.chain(pending).chain(cache).chain(queues).min()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Our post-NAT NBMA address as learned from an NHS.
+    pub fn public_nbma(&self) -> Option<IpAddr> {
+        self.public_nbma
+    }
+
+    /// The cache as the operator sees it: own address, NHSs, then learned entries.
+    pub fn cache_entries(&self, now: Instant) -> Vec<CacheEntry> {
+        let own = CacheEntry {
+            kind: EntryKind::Local,
+            protocol_addr: self.config.protocol_addr,
+            prefix_len: 32,
+            next_hop: self.config.protocol_addr,
+            nbma: self.config.nbma_addr,
+            post_nat_nbma: self.public_nbma,
+            flags: EntryFlags {
+                unique: self.config.unique,
+                nat: self.public_nbma.is_some_and(|p| p != self.config.nbma_addr),
+                ..EntryFlags::default()
+            },
+            created: now,
+            expires: None,
+            holding_time: self.config.holding_time,
+            request_id: 0,
+            refresh_at: None,
+        };
+        let nhs = self.nhs.iter().filter_map(|n| {
+            let p = n.protocol_addr?;
+            let expires = match n.phase {
+                NhsPhase::Registered { expires, .. } => Some(expires),
+                _ => None,
+            };
+            Some(CacheEntry {
+                kind: EntryKind::Nhs,
+                protocol_addr: p,
+                prefix_len: 32,
+                next_hop: p,
+                nbma: n.config.nbma_addr,
+                post_nat_nbma: None,
+                flags: EntryFlags {
+                    registered: n.is_up(now),
+                    ..EntryFlags::default()
+                },
+                created: now,
+                expires,
+                holding_time: self.config.holding_time,
+                request_id: n.registered_id.unwrap_or(0),
+                refresh_at: None,
+            })
+        });
+        std::iter::once(own)
+            .chain(nhs)
+            .chain(self.cache.values().filter(|e| e.is_live(now)).cloned())
+            .collect()
+    }
+
+    /// NHS states (spoke).
+    pub fn nhs_status(&self, now: Instant) -> Vec<NhsStatus> {
+        self.nhs
+            .iter()
+            .map(|n| NhsStatus {
+                protocol_addr: n.protocol_addr,
+                nbma_addr: n.config.nbma_addr,
+                multicast: n.config.multicast,
+                state: if n.is_up(now) {
+                    NhsState::Up
+                } else if matches!(n.phase, NhsPhase::ExpectRegistrationReply { .. }) {
+                    NhsState::Registering
+                } else {
+                    NhsState::WaitingForSa
+                },
+                expires: match n.phase {
+                    NhsPhase::Registered { expires, .. } => Some(expires),
+                    NhsPhase::ExpectRegistrationReply {
+                        registered_until, ..
+                    } => registered_until,
+                    _ => None,
+                },
+                retry_wait: match n.phase {
+                    NhsPhase::ExpectRegistrationReply { wait, .. } => wait,
+                    _ => Duration::ZERO,
+                },
+            })
+            .collect()
+    }
+
+    /// NBMA addresses that get a copy of multicast (OSPF hellos): on a spoke
+    /// the NHSs configured with `multicast`, on a hub every registered spoke.
+    pub fn multicast_nbmas(&self, now: Instant) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = match self.config.role {
+            Role::Spoke => self
+                .nhs
+                .iter()
+                .filter(|n| n.config.multicast)
+                .map(|n| n.config.nbma_addr)
+                .collect(),
+            Role::Hub => self
+                .cache
+                .values()
+                .filter(|e| e.kind == EntryKind::Dynamic && e.flags.registered && e.is_live(now))
+                .map(CacheEntry::effective_nbma)
+                .collect(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The NBMA address for a tunnel address, from the NHSs and the cache.
+    pub fn lookup_nbma(&self, protocol_addr: IpAddr, now: Instant) -> Option<IpAddr> {
+        if let Some(n) = self
+            .nhs
+            .iter()
+            .find(|n| n.protocol_addr == Some(protocol_addr))
+        {
+            return Some(n.config.nbma_addr);
+        }
+        self.cache
+            .values()
+            .find(|e| e.next_hop == protocol_addr && e.is_live(now))
+            .map(CacheEntry::effective_nbma)
+    }
+
+    /// `clear ip nhrp`: forgets every dynamic and shortcut entry (withdrawing shortcut routes
+    /// and reporting removed registrations as events); static, NHS and local entries stay.
+    /// Spokes whose registration was removed re-register at their next refresh, as with Cisco.
+    /// Returns how many entries were removed.
+    pub fn clear_dynamic(&mut self) -> usize {
+        let keys: Vec<(IpAddr, u8)> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, EntryKind::Dynamic | EntryKind::Shortcut))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.remove_entry(*k);
+        }
+        keys.len()
+    }
+
+    /// Applies a reloaded configuration. Only what can change without a new identity is
+    /// taken — the authentication key, holding time, unique flag, MTU, redirect and shortcut —
+    /// and the next packets use it; a change of role, addresses, network-id or NHS list is
+    /// refused (the caller restarts instead), and so is an invalid configuration.
+    pub fn reconfigure(&mut self, new: Config) -> Result<(), ConfigError> {
+        new.validate()?;
+        let identity = |c: &Config| {
+            (
+                c.role,
+                c.protocol_addr,
+                c.prefix_len,
+                c.nbma_addr,
+                c.network_id,
+                c.nhs.clone(),
+            )
+        };
+        if identity(&new) != identity(&self.config) {
+            return Err(ConfigError::NeedsRestart);
+        }
+        self.config = new;
+        Ok(())
+    }
+
+    /// The routing table the engine answers resolutions from: routes with no
+    /// next hop are this router's own prefixes.
+    pub fn set_routes(&mut self, routes: Vec<Route>) {
+        self.routes = routes;
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.nhs.len() {
+            self.nhs_timeout(now, i);
+        }
+        self.resolution_timeouts(now);
+        self.cache_timeouts(now);
+        self.queue_timeouts(now);
+    }
+
+    /// Removes expired entries and re-resolves the used shortcuts whose refresh time came.
+    fn cache_timeouts(&mut self, now: Instant) {
+        let expired: Vec<_> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| !e.is_live(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            self.remove_entry(k);
+        }
+        let refresh: Vec<_> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| e.refresh_at.is_some_and(|r| r <= now))
+            .map(|(k, e)| (*k, e.flags.used))
+            .collect();
+        for ((prefix, len), used) in refresh {
+            if let Some(e) = self.cache.get_mut(&(prefix, len)) {
+                e.refresh_at = None;
+                e.flags.used = false;
+            }
+            if used {
+                // A used shortcut is re-resolved before it expires; an unused
+                // one is left to expire.
+                self.pending.remove(&prefix);
+                self.resolve_uncached(now, prefix);
+            }
+        }
+    }
+
+    /// Removes a cache entry and tells the daemon: a shortcut's route is withdrawn, a registration
+    /// reported gone.
+    fn remove_entry(&mut self, key: (IpAddr, u8)) {
+        let Some(e) = self.cache.remove(&key) else {
+            return;
+        };
+        match e.kind {
+            EntryKind::Shortcut => self.events.push_back(Event::WithdrawRoute {
+                prefix: e.protocol_addr,
+                prefix_len: e.prefix_len,
+                next_hop: e.next_hop,
+            }),
+            EntryKind::Dynamic if e.flags.registered => {
+                self.events.push_back(Event::PeerUnregistered {
+                    protocol_addr: e.protocol_addr,
+                    nbma: e.effective_nbma(),
+                })
+            }
+            _ => {}
+        }
+    }
+
+    /// A received NHRP packet (after GRE, protocol 0x2001). `from_nbma` is
+    /// the observed outer source address (post-NAT).
+    pub fn handle_packet(&mut self, now: Instant, from_nbma: IpAddr, bytes: &[u8]) {
+        // The daemon hands over only NHRP that arrived inside ESP, so any
+        // packet from this address proves an SA to it (even one that then
+        // fails NHRP authentication, which must still get its Error Indication).
+        if self.sa_ready.insert(from_nbma) {
+            self.flush_queue(now, from_nbma);
+        }
+        let pkt = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = if e.error_code().is_none() {
+                    DropReason::Checksum
+                } else {
+                    DropReason::Malformed
+                };
+                self.counters.drop(reason);
+                if let (Some(code), Some(src)) = (e.error_code(), Packet::peek_source(bytes)) {
+                    // RFC 2332 §5.2.7: never answer an Error Indication with one.
+                    if src.packet_type != PacketType::ERROR_INDICATION && self.authentic_raw(bytes)
+                    {
+                        self.send_error(
+                            now,
+                            from_nbma,
+                            src.src_protocol,
+                            code,
+                            e.error_offset(),
+                            bytes,
+                        );
+                    }
+                }
+                return;
+            }
+        };
+        self.counters.count_rx(pkt.packet_type);
+        if pkt.afn != AFN_IPV4 || pkt.protocol_type != PROTOCOL_TYPE_IPV4 {
+            self.counters.drop(DropReason::UnsupportedAddressFamily);
+            return;
+        }
+        if !self.authentic(&pkt) {
+            self.counters.auth_failures += 1;
+            self.counters.drop(DropReason::AuthFailure);
+            // RFC 2332 §5.3.4: a packet that fails authentication is dropped
+            // and answered with Authentication Failure (code 11, wire notes
+            // item 11), never in reply to an Error Indication (§5.2.7).
+            if pkt.packet_type != PacketType::ERROR_INDICATION {
+                self.send_error(
+                    now,
+                    from_nbma,
+                    pkt.src_protocol.clone(),
+                    ErrorCode::AUTHENTICATION_FAILURE,
+                    0,
+                    bytes,
+                );
+            }
+            return;
+        }
+        match (pkt.packet_type, self.config.role) {
+            (PacketType::REGISTRATION_REQUEST, Role::Hub) => {
+                self.on_registration_request(now, from_nbma, &pkt)
+            }
+            (PacketType::REGISTRATION_REPLY, Role::Spoke) => self.on_registration_reply(now, &pkt),
+            (PacketType::RESOLUTION_REQUEST, _) => {
+                self.on_resolution_request(now, from_nbma, &pkt, bytes)
+            }
+            (PacketType::RESOLUTION_REPLY, _) => {
+                self.on_resolution_reply(now, from_nbma, &pkt, bytes)
+            }
+            (PacketType::PURGE_REQUEST, _) => self.on_purge_request(now, from_nbma, &pkt),
+            (PacketType::PURGE_REPLY, _) => {}
+            (PacketType::ERROR_INDICATION, _) => {
+                if let Body::ErrorIndication { error_code, .. } = pkt.body {
+                    self.events.push_back(Event::ErrorIndication {
+                        from_nbma,
+                        code: error_code,
+                    });
+                }
+            }
+            (PacketType::TRAFFIC_INDICATION, Role::Spoke) => self.on_traffic_indication(now, &pkt),
+            _ => self.counters.drop(DropReason::UnhandledType),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    #[test]
+    fn mask_and_covers() {
+        assert_eq!(mask(v4(10, 0, 101, 77), 24), v4(10, 0, 101, 0));
+        assert_eq!(mask(v4(10, 0, 101, 77), 0), v4(0, 0, 0, 0));
+        assert_eq!(mask(v4(10, 0, 101, 77), 40), v4(10, 0, 101, 77));
+        assert!(covers(v4(10, 0, 101, 0), 24, v4(10, 0, 101, 77)));
+        assert!(covers(v4(0, 0, 0, 0), 0, v4(192, 0, 2, 1)));
+        assert!(!covers(v4(10, 0, 101, 0), 24, v4(10, 0, 102, 1)));
+        // Host bits in the prefix: covers nothing, not even itself.
+        assert!(!covers(v4(10, 0, 101, 5), 24, v4(10, 0, 101, 5)));
+        assert!(covers(v4(10, 0, 101, 5), 40, v4(10, 0, 101, 5)));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(!covers(v4(0, 0, 0, 0), 0, v6));
+        assert!(covers(v6, 64, v6));
+        assert_eq!(mask(v6, 64), v6);
+    }
+}

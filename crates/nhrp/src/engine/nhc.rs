@@ -1,0 +1,380 @@
+//! Next hop client: registration with each NHS (RFC 2332 §5.2.3), its
+//! refresh at a third of the holding time, retransmission with backoff and
+//! the SA reset when an NHS stays silent (FRR behaviour, wire notes item 7),
+//! and purge of our own registrations (§5.2.5, wire notes item 6).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
+use crate::config::NhsConfig;
+use crate::counters::DropReason;
+use crate::packet::{Body, Cie, Packet, ip_bytes};
+
+use super::{
+    DIRECT_HOP_COUNT, Engine, Event, INITIAL_REGISTRATION_WAIT, MAX_REGISTRATION_WAIT,
+    MAX_SA_RETRY_WAIT, secs16,
+};
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum NhsPhase {
+    Idle,
+    ExpectSa {
+        retry_at: Instant,
+    },
+    ExpectRegistrationReply {
+        request_id: u32,
+        wait: Duration,
+        retry_at: Instant,
+        registered_until: Option<Instant>,
+    },
+    Registered {
+        refresh_at: Instant,
+        expires: Instant,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Nhs {
+    pub(super) config: NhsConfig,
+    pub(super) protocol_addr: Option<IpAddr>,
+    pub(super) phase: NhsPhase,
+    /// Id of the accepted registration: IOS expects a purge to carry it
+    /// (wire notes item 6).
+    pub(super) registered_id: Option<u32>,
+}
+
+impl Nhs {
+    /// Registered, or still inside the previous registration while its refresh is unanswered.
+    pub(super) fn is_up(&self, now: Instant) -> bool {
+        match self.phase {
+            NhsPhase::Registered { expires, .. } => now < expires,
+            NhsPhase::ExpectRegistrationReply {
+                registered_until, ..
+            } => registered_until.is_some_and(|u| now < u),
+            _ => false,
+        }
+    }
+
+    /// When this NHS next needs `handle_timeout`.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            NhsPhase::Idle => None,
+            NhsPhase::ExpectSa { retry_at } => Some(retry_at),
+            NhsPhase::ExpectRegistrationReply {
+                retry_at,
+                registered_until,
+                ..
+            } => Some(registered_until.map_or(retry_at, |u| u.min(retry_at))),
+            NhsPhase::Registered { refresh_at, .. } => Some(refresh_at),
+        }
+    }
+}
+
+impl Engine {
+    /// Spoke: register with every NHS (asking for SAs first where needed).
+    pub fn register(&mut self, now: Instant) {
+        self.shut_down = false;
+        for i in 0..self.nhs.len() {
+            self.nhs_start(now, i);
+        }
+    }
+
+    /// Our NBMA address changed: purge the old registrations, then register
+    /// the new address (wire notes item 6).
+    pub fn set_nbma(&mut self, now: Instant, nbma: IpAddr) {
+        if nbma == self.config.nbma_addr {
+            return;
+        }
+        self.send_purges(now);
+        self.config.nbma_addr = nbma;
+        self.public_nbma = None;
+        for i in 0..self.nhs.len() {
+            if let Some(n) = self.nhs.get_mut(i) {
+                n.phase = NhsPhase::Idle;
+            }
+            self.nhs_start(now, i);
+        }
+    }
+
+    /// Shutting down: purge our registrations and withdraw shortcuts.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.send_purges(now);
+        self.shut_down = true;
+        for n in &mut self.nhs {
+            if n.is_up(now) {
+                self.events.push_back(Event::NhsDown {
+                    protocol_addr: n.protocol_addr,
+                    nbma: n.config.nbma_addr,
+                });
+            }
+            n.phase = NhsPhase::Idle;
+        }
+        let keys: Vec<_> = self.cache.keys().copied().collect();
+        for k in keys {
+            self.remove_entry(k);
+        }
+        self.pending.clear();
+    }
+
+    /// NHS `i`'s timers (wire notes item 7): ask again for a missing SA, retransmit an unanswered
+    /// registration with the same request id and a doubled wait, reset the SA once the wait would
+    /// pass `MAX_REGISTRATION_WAIT`, refresh a registration at a third of its holding time.
+    pub(super) fn nhs_timeout(&mut self, now: Instant, i: usize) {
+        let Some(n) = self.nhs.get_mut(i) else {
+            return;
+        };
+        let nbma = n.config.nbma_addr;
+        match n.phase {
+            NhsPhase::Idle => {}
+            NhsPhase::ExpectSa { retry_at } if retry_at <= now => {
+                if self.sa_ready.contains(&nbma) {
+                    self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, None);
+                } else {
+                    n.phase = NhsPhase::ExpectSa {
+                        retry_at: now + Self::sa_retry_wait(self.config.holding_time),
+                    };
+                    self.events.push_back(Event::NeedSa { nbma });
+                }
+            }
+            NhsPhase::ExpectSa { .. } => {}
+            NhsPhase::ExpectRegistrationReply {
+                request_id,
+                wait,
+                retry_at,
+                registered_until,
+            } => {
+                let mut registered_until = registered_until;
+                if registered_until.is_some_and(|u| u <= now) {
+                    registered_until = None;
+                    n.phase = NhsPhase::ExpectRegistrationReply {
+                        request_id,
+                        wait,
+                        retry_at,
+                        registered_until,
+                    };
+                    self.events.push_back(Event::NhsDown {
+                        protocol_addr: n.protocol_addr,
+                        nbma,
+                    });
+                }
+                if retry_at > now {
+                    return;
+                }
+                let next = wait * 2;
+                if next > MAX_REGISTRATION_WAIT {
+                    if registered_until.is_some() {
+                        self.events.push_back(Event::NhsDown {
+                            protocol_addr: n.protocol_addr,
+                            nbma,
+                        });
+                    }
+                    n.phase = NhsPhase::ExpectSa {
+                        retry_at: now + Self::sa_retry_wait(self.config.holding_time),
+                    };
+                    self.sa_ready.remove(&nbma);
+                    self.events.push_back(Event::ResetSa { nbma });
+                    self.events.push_back(Event::NeedSa { nbma });
+                } else {
+                    // Retransmissions keep the request id so a late reply
+                    // still matches (RFC 2332 §5.2.0.1 Request ID).
+                    self.send_registration(now, i, Some(request_id), next, registered_until);
+                }
+            }
+            NhsPhase::Registered {
+                refresh_at,
+                expires,
+            } if refresh_at <= now => {
+                // Re-register at a third of the holding time (wire notes item 7).
+                self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, Some(expires));
+            }
+            NhsPhase::Registered { .. } => {}
+        }
+    }
+
+    /// The registration request for NHS `i` (wire notes item 7).
+    pub fn registration_request(&self, i: usize, request_id: u32) -> Option<Packet> {
+        let n = self.nhs.get(i)?;
+        let mut flags = Flags::CISCO_NAT;
+        if self.config.unique {
+            flags |= Flags::REGISTRATION_U;
+        }
+        let mut p = self.base_packet(
+            PacketType::REGISTRATION_REQUEST,
+            DIRECT_HOP_COUNT,
+            Body::Common {
+                flags,
+                request_id,
+                cies: vec![Cie {
+                    prefix_len: self.request_prefix_len(),
+                    mtu: self.config.mtu,
+                    holding_time: secs16(self.config.holding_time),
+                    ..Cie::default()
+                }],
+            },
+        );
+        // RFC 2332 §5.2.3: dst proto is the NHS, or our own address when
+        // the NHS address is not known.
+        p.dst_protocol = ip_bytes(n.protocol_addr.unwrap_or(self.config.protocol_addr));
+        let nhs_cie = Cie {
+            prefix_len: 32,
+            mtu: self.config.mtu,
+            client_nbma: ip_bytes(n.config.nbma_addr),
+            client_protocol: ip_bytes(n.protocol_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+            ..Cie::default()
+        };
+        p.extensions = Some(self.request_extensions(vec![nhs_cie]));
+        Some(p)
+    }
+
+    /// Wire notes item 7: while the SA to an NHS is not up, ask for one again
+    /// every holding time / 4, capped at [`MAX_SA_RETRY_WAIT`].
+    pub(super) fn sa_retry_wait(holding_time: Duration) -> Duration {
+        (holding_time / 4).min(MAX_SA_RETRY_WAIT)
+    }
+
+    /// Starts registering with NHS `i`: at once when its SA is up, else after asking for one.
+    fn nhs_start(&mut self, now: Instant, i: usize) {
+        let Some(n) = self.nhs.get_mut(i) else {
+            return;
+        };
+        let nbma = n.config.nbma_addr;
+        if self.sa_ready.contains(&nbma) {
+            self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, None);
+        } else {
+            // Wire notes item 7: while the SA is not up, retry every holdtime/4 (capped).
+            n.phase = NhsPhase::ExpectSa {
+                retry_at: now + Self::sa_retry_wait(self.config.holding_time),
+            };
+            self.events.push_back(Event::NeedSa { nbma });
+        }
+    }
+
+    /// Sends a Registration Request to NHS `i` (a fresh request id unless retransmitting) and waits
+    /// `wait` for its reply.
+    pub(super) fn send_registration(
+        &mut self,
+        now: Instant,
+        i: usize,
+        request_id: Option<u32>,
+        wait: Duration,
+        registered_until: Option<Instant>,
+    ) {
+        let request_id = request_id.unwrap_or_else(|| self.ids.next_request_id());
+        let Some(p) = self.registration_request(i, request_id) else {
+            return;
+        };
+        let Some(n) = self.nhs.get_mut(i) else {
+            return;
+        };
+        n.phase = NhsPhase::ExpectRegistrationReply {
+            request_id,
+            wait,
+            retry_at: now + wait,
+            registered_until,
+        };
+        let nbma = n.config.nbma_addr;
+        self.send(now, nbma, &p);
+    }
+
+    /// A Registration Reply (RFC 2332 §5.2.3), matched to its NHS by request id: the first CIE's
+    /// code says accepted or refused. Learns the NHS's tunnel address from the Responder Address
+    /// extension (§5.3.1) and our post-NAT NBMA from the NAT extension (wire notes item 8).
+    pub(super) fn on_registration_reply(&mut self, now: Instant, p: &Packet) {
+        let Some(id) = p.request_id() else {
+            return;
+        };
+        let Some(i) = self.nhs.iter().position(|n| {
+            matches!(n.phase, NhsPhase::ExpectRegistrationReply { request_id, .. } if request_id == id)
+        }) else {
+            self.counters.drop(DropReason::UnexpectedReply);
+            return;
+        };
+        let Some(cie) = p.cies().first() else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        let own = self.config.protocol_addr;
+        let Some(n) = self.nhs.get_mut(i) else {
+            return;
+        };
+        let nbma = n.config.nbma_addr;
+        if cie.code != CieCode::SUCCESS {
+            self.events.push_back(Event::RegistrationRefused {
+                nbma,
+                code: cie.code,
+            });
+            return;
+        }
+        if n.protocol_addr.is_none() {
+            n.protocol_addr = p
+                .extension_cies(ExtensionType::RESPONDER_ADDRESS)
+                .and_then(|c| c.first())
+                .and_then(Cie::client_protocol_ip);
+        }
+        let was_up = n.is_up(now);
+        let hold = match cie.holding_time {
+            0 => self.config.holding_time,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        n.phase = NhsPhase::Registered {
+            refresh_at: now + hold / 3,
+            expires: now + hold,
+        };
+        n.registered_id = Some(id);
+        if !was_up {
+            self.events.push_back(Event::NhsUp {
+                protocol_addr: n.protocol_addr,
+                nbma,
+            });
+        }
+        // Wire notes item 8: the NHS adds a CIE with our observed (post-NAT)
+        // NBMA address and our tunnel address to the NAT extension.
+        let learned = p
+            .extension_cies(ExtensionType::CISCO_NAT_ADDRESS)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.client_protocol_ip() == Some(own))
+            .find_map(Cie::client_nbma_ip);
+        if let Some(public) = learned {
+            if self.public_nbma != Some(public) {
+                self.public_nbma = Some(public);
+                self.events
+                    .push_back(Event::PublicNbmaLearned { nbma: public });
+            }
+        }
+    }
+
+    /// Purges our registration at every NHS that holds one (RFC 2332 §5.2.5), with the
+    /// registration's request id (wire notes item 6).
+    fn send_purges(&mut self, now: Instant) {
+        for i in 0..self.nhs.len() {
+            let Some(n) = self.nhs.get(i) else {
+                continue;
+            };
+            let (Some(id), true) = (n.registered_id, n.is_up(now)) else {
+                continue;
+            };
+            let mut p = self.base_packet(
+                PacketType::PURGE_REQUEST,
+                DIRECT_HOP_COUNT,
+                Body::Common {
+                    flags: Flags::CISCO_NAT,
+                    // Wire notes item 6: IOS matches the purge to the registration by id.
+                    request_id: id,
+                    cies: vec![Cie {
+                        prefix_len: self.request_prefix_len(),
+                        mtu: self.config.mtu,
+                        client_nbma: ip_bytes(self.config.nbma_addr),
+                        client_protocol: ip_bytes(self.config.protocol_addr),
+                        ..Cie::default()
+                    }],
+                },
+            );
+            p.dst_protocol = ip_bytes(n.protocol_addr.unwrap_or(self.config.protocol_addr));
+            p.extensions = self.auth_only_extensions();
+            let nbma = n.config.nbma_addr;
+            self.send(now, nbma, &p);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Next hop server: Registration Requests (RFC 2332 §5.2.3) with the Cisco
+//! `unique` flag and NAT address extension (wire notes items 6 and 8), and
+//! Purge Requests (§5.2.5).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::cache::{CacheEntry, EntryFlags, EntryKind};
+use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
+use crate::counters::DropReason;
+use crate::packet::{Body, Cie, Packet, ip_bytes};
+
+use super::{DEFAULT_HOP_COUNT, Engine, Event, host_len, mask};
+
+impl Engine {
+    /// Hub: a Registration Request (RFC 2332 §5.2.3). Each CIE is registered or refused with its
+    /// own code, and the reply goes back to the observed (post-NAT) NBMA address.
+    pub(super) fn on_registration_request(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        req: &Packet,
+    ) {
+        let (Some(src_proto), Some(src_nbma)) = (req.src_protocol_ip(), req.src_nbma_ip()) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        let forwarded = req
+            .extension_cies(ExtensionType::FORWARD_TRANSIT_RECORD)
+            .is_some_and(|c| !c.is_empty());
+        let mut replies = Vec::with_capacity(req.cies().len());
+        for cie in req.cies() {
+            let client = cie.client_protocol_ip().unwrap_or(src_proto);
+            let claimed = cie.client_nbma_ip().unwrap_or(src_nbma);
+            let code = self.register_client(now, client, claimed, from_nbma, cie, req);
+            replies.push(Cie {
+                code,
+                ..cie.clone()
+            });
+        }
+        let mut reply = req.clone();
+        reply.packet_type = PacketType::REGISTRATION_REPLY;
+        reply.hop_count = DEFAULT_HOP_COUNT;
+        if let Body::Common { cies, .. } = &mut reply.body {
+            *cies = replies;
+        }
+        // Wire notes item 8: the first-hop NHS that sees a claimed NBMA
+        // different from the outer source adds the observed address.
+        let nat_seen = !forwarded && from_nbma != src_nbma;
+        let mtu = self.config.mtu;
+        reply.extensions = self.reply_extensions(req, |c| {
+            let mut v = c.to_vec();
+            if nat_seen {
+                v.push(Cie {
+                    prefix_len: 32,
+                    mtu,
+                    client_nbma: ip_bytes(from_nbma),
+                    client_protocol: ip_bytes(src_proto),
+                    ..Cie::default()
+                });
+            }
+            v
+        });
+        self.send(now, from_nbma, &reply);
+    }
+
+    /// Registers one CIE's client (its prefix from the CIE, the NBMA it
+    /// `claimed`, the outer source it was `observed` from) and returns the
+    /// CIE code for the reply; our own address and entries that are not
+    /// dynamic are refused.
+    fn register_client(
+        &mut self,
+        now: Instant,
+        client: IpAddr,
+        claimed: IpAddr,
+        observed: IpAddr,
+        cie: &Cie,
+        req: &Packet,
+    ) -> CieCode {
+        let unique = req.flags() & Flags::REGISTRATION_U != 0;
+        let len = host_len(cie.prefix_len);
+        let key = (mask(client, len), len);
+        if !client.is_ipv4() || !claimed.is_ipv4() {
+            return CieCode::ADMINISTRATIVELY_PROHIBITED;
+        }
+        if client == self.config.protocol_addr {
+            return CieCode::ADMINISTRATIVELY_PROHIBITED;
+        }
+        let post_nat = (observed != claimed).then_some(observed);
+        if let Some(old) = self.cache.get(&key).filter(|e| e.is_live(now)) {
+            if old.kind != EntryKind::Dynamic {
+                return CieCode::ADMINISTRATIVELY_PROHIBITED;
+            }
+            // Cisco `unique` (wire notes item 6): a unique registration keeps
+            // its NBMA address until it expires or is purged.
+            if old.flags.unique && (old.nbma != claimed || old.post_nat_nbma != post_nat) {
+                return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
+            }
+        }
+        let hold = Duration::from_secs(u64::from(cie.holding_time));
+        let previous = self
+            .cache
+            .get(&key)
+            .filter(|e| e.is_live(now))
+            .map(CacheEntry::effective_nbma);
+        let created = self
+            .cache
+            .get(&key)
+            .filter(|e| e.is_live(now))
+            .map_or(now, |e| e.created);
+        self.cache.insert(
+            key,
+            CacheEntry {
+                kind: EntryKind::Dynamic,
+                protocol_addr: key.0,
+                prefix_len: key.1,
+                next_hop: client,
+                nbma: claimed,
+                post_nat_nbma: post_nat,
+                flags: EntryFlags {
+                    unique,
+                    registered: true,
+                    used: false,
+                    nat: post_nat.is_some(),
+                },
+                created,
+                expires: Some(now + hold),
+                holding_time: hold,
+                request_id: req.request_id().unwrap_or(0),
+                refresh_at: None,
+            },
+        );
+        if previous != Some(observed) {
+            self.events.push_back(Event::PeerRegistered {
+                protocol_addr: client,
+                nbma: observed,
+            });
+        }
+        CieCode::SUCCESS
+    }
+
+    /// A Purge Request (RFC 2332 §5.2.5): forgets the dynamic and shortcut entries of each CIE's
+    /// client, and replies unless N is set.
+    pub(super) fn on_purge_request(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
+        let Some(src_proto) = req.src_protocol_ip() else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        for cie in req.cies() {
+            let client = cie.client_protocol_ip().unwrap_or(src_proto);
+            let keys: Vec<_> = self
+                .cache
+                .iter()
+                .filter(|(_, e)| e.next_hop == client || e.protocol_addr == client)
+                .filter(|(_, e)| e.kind == EntryKind::Dynamic || e.kind == EntryKind::Shortcut)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in keys {
+                self.remove_entry(k);
+            }
+        }
+        // RFC 2332 §5.2.5: N set means the sender wants no reply.
+        if req.flags() & Flags::PURGE_N != 0 {
+            return;
+        }
+        let mut reply = req.clone();
+        reply.packet_type = PacketType::PURGE_REPLY;
+        reply.hop_count = DEFAULT_HOP_COUNT;
+        reply.extensions = self.reply_extensions(req, <[Cie]>::to_vec);
+        self.send(now, from_nbma, &reply);
+    }
+}

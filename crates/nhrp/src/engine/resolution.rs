@@ -1,0 +1,508 @@
+//! Address resolution (RFC 2332 §5.2.1 Resolution Request, §5.2.2
+//! Resolution Reply) as requester, responder and hub, with the Cisco DMVPN
+//! phase 3 shortcut rules (wire notes item 9).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::cache::{CacheEntry, EntryFlags, EntryKind};
+use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
+use crate::config::Role;
+use crate::counters::DropReason;
+use crate::packet::{Body, Cie, Packet, ip_bytes};
+
+use super::{
+    DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MIN_SHORTCUT_PREFIX_LEN,
+    RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
+};
+
+#[derive(Debug, Clone)]
+pub(super) struct PendingResolution {
+    pub(super) request_id: u32,
+    pub(super) nhs_nbma: IpAddr,
+    pub(super) wait: Duration,
+    pub(super) retry_at: Instant,
+    pub(super) attempts: u8,
+    pub(super) packet: Vec<u8>,
+}
+
+impl Engine {
+    /// Spoke: find a shortcut for `target` (a data destination). A live
+    /// shortcut is marked used, so it is refreshed before it expires.
+    pub fn resolve(&mut self, now: Instant, target: IpAddr) {
+        if self.config.role != Role::Spoke || self.shut_down || !target.is_ipv4() {
+            return;
+        }
+        if let Some(e) = self.cache.values_mut().find(|e| {
+            e.kind == EntryKind::Shortcut
+                && e.is_live(now)
+                && covers(e.protocol_addr, e.prefix_len, target)
+        }) {
+            e.flags.used = true;
+            return;
+        }
+        if self.pending.contains_key(&target) {
+            return;
+        }
+        let Some(nhs_nbma) = self
+            .nhs
+            .iter()
+            .find(|n| n.is_up(now))
+            .map(|n| n.config.nbma_addr)
+        else {
+            self.counters.drop(DropReason::NoRoute);
+            return;
+        };
+        self.start_resolution(now, target, nhs_nbma);
+    }
+
+    /// Spoke: the data plane used a route towards `target`; a shortcut
+    /// covering it will be refreshed rather than left to expire.
+    pub fn shortcut_used(&mut self, now: Instant, target: IpAddr) {
+        for e in self.cache.values_mut() {
+            if e.kind == EntryKind::Shortcut
+                && e.is_live(now)
+                && covers(e.protocol_addr, e.prefix_len, target)
+            {
+                e.flags.used = true;
+            }
+        }
+    }
+
+    /// Retransmits unanswered Resolution Requests with the same request id and a doubled wait;
+    /// after `RESOLUTION_ATTEMPTS` reports `Event::ResolutionFailed`.
+    pub(super) fn resolution_timeouts(&mut self, now: Instant) {
+        let due: Vec<IpAddr> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.retry_at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for target in due {
+            let Some(mut p) = self.pending.remove(&target) else {
+                continue;
+            };
+            if p.attempts >= RESOLUTION_ATTEMPTS {
+                self.events
+                    .push_back(Event::ResolutionFailed { target, code: None });
+                continue;
+            }
+            // Wire notes item 9: retries reuse the request id, backoff from 1 s.
+            p.attempts += 1;
+            p.wait *= 2;
+            p.retry_at = now + p.wait;
+            self.send_bytes(
+                now,
+                p.nhs_nbma,
+                PacketType::RESOLUTION_REQUEST,
+                p.packet.clone(),
+            );
+            self.pending.insert(target, p);
+        }
+    }
+
+    /// Resolves `target` through the first NHS that is up, whatever the cache holds (a shortcut
+    /// refresh).
+    pub(super) fn resolve_uncached(&mut self, now: Instant, target: IpAddr) {
+        let Some(nhs_nbma) = self
+            .nhs
+            .iter()
+            .find(|n| n.is_up(now))
+            .map(|n| n.config.nbma_addr)
+        else {
+            return;
+        };
+        self.start_resolution(now, target, nhs_nbma);
+    }
+
+    /// Sends a Resolution Request for `target` through the NHS at `nhs_nbma` and tracks it
+    /// for retransmission with the same request id (wire notes item 9).
+    fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
+        let request_id = self.ids.next_request_id();
+        let pkt = self.resolution_request(target, request_id);
+        let Some(bytes) = self.encode(&pkt) else {
+            return;
+        };
+        self.send_bytes(now, nhs_nbma, PacketType::RESOLUTION_REQUEST, bytes.clone());
+        self.pending.insert(
+            target,
+            PendingResolution {
+                request_id,
+                nhs_nbma,
+                wait: INITIAL_RESOLUTION_WAIT,
+                retry_at: now + INITIAL_RESOLUTION_WAIT,
+                attempts: 1,
+                packet: bytes,
+            },
+        );
+    }
+
+    /// The resolution request for `target` (wire notes item 9).
+    pub fn resolution_request(&self, target: IpAddr, request_id: u32) -> Packet {
+        let mut p = self.base_packet(
+            PacketType::RESOLUTION_REQUEST,
+            DEFAULT_HOP_COUNT,
+            Body::Common {
+                flags: Flags::RESOLUTION_Q
+                    | Flags::RESOLUTION_A
+                    | Flags::RESOLUTION_S
+                    | Flags::CISCO_NAT,
+                request_id,
+                cies: vec![Cie {
+                    prefix_len: self.request_prefix_len(),
+                    mtu: self.config.mtu,
+                    holding_time: secs16(self.config.holding_time),
+                    ..Cie::default()
+                }],
+            },
+        );
+        p.dst_protocol = ip_bytes(target);
+        p.extensions = Some(self.request_extensions(self.own_nat_cies()));
+        p
+    }
+
+    /// The prefix length we answer authoritatively for `target`: our own
+    /// tunnel address, or a route attached to this router.
+    fn local_prefix_for(&self, target: IpAddr) -> Option<u8> {
+        if target == self.config.protocol_addr {
+            return Some(32);
+        }
+        self.routes
+            .iter()
+            .filter(|r| r.next_hop.is_none() && covers(r.prefix, r.prefix_len, target))
+            .map(|r| r.prefix_len)
+            .max()
+    }
+
+    /// Hub: the registered spoke that owns `target`, directly or as the
+    /// routing next hop.
+    pub(super) fn registered_owner(&self, now: Instant, target: IpAddr) -> Option<CacheEntry> {
+        let live = |ip: IpAddr| {
+            self.cache
+                .get(&(ip, 32))
+                .filter(|e| e.kind == EntryKind::Dynamic && e.flags.registered && e.is_live(now))
+                .cloned()
+        };
+        if let Some(e) = live(target) {
+            return Some(e);
+        }
+        let nh = self
+            .routes
+            .iter()
+            .filter(|r| covers(r.prefix, r.prefix_len, target))
+            .max_by_key(|r| r.prefix_len)
+            .and_then(|r| r.next_hop)?;
+        live(nh)
+    }
+
+    /// A Resolution Request (RFC 2332 §5.2.1): dropped on a loop (§5.3.2); answered when the target
+    /// is ours; on a hub answered from a registration, forwarded to the spoke that owns the target
+    /// (phase 3), or refused.
+    pub(super) fn on_resolution_request(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        req: &Packet,
+        raw: &[u8],
+    ) {
+        let (Some(target), Some(src_proto), Some(src_nbma)) = (
+            req.dst_protocol_ip(),
+            req.src_protocol_ip(),
+            req.src_nbma_ip(),
+        ) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        if self.drop_looped(
+            now,
+            from_nbma,
+            req,
+            raw,
+            ExtensionType::FORWARD_TRANSIT_RECORD,
+        ) {
+            return;
+        }
+        if let Some(prefix_len) = self.local_prefix_for(target) {
+            self.answer_resolution(now, from_nbma, req, src_proto, src_nbma, prefix_len);
+            return;
+        }
+        if self.config.role == Role::Hub {
+            if let Some(owner) = self.registered_owner(now, target) {
+                let authoritative = req.flags() & Flags::RESOLUTION_A != 0;
+                if !authoritative && owner.protocol_addr == target {
+                    // RFC 2332 §5.2.2: a non-authoritative request may be
+                    // answered from the cache (A clear in the reply).
+                    self.answer_from_cache(now, from_nbma, req, &owner);
+                } else if owner.next_hop != src_proto {
+                    // Phase 3: the spoke that owns the destination answers
+                    // directly, with its prefix, after bringing up IKE.
+                    self.forward_request(now, from_nbma, req, raw, owner.effective_nbma());
+                } else {
+                    self.negative_reply(now, from_nbma, req);
+                }
+                return;
+            }
+        }
+        self.negative_reply(now, from_nbma, req);
+    }
+
+    /// Flags of a positive Resolution Reply to `req`.
+    fn reply_flags(req: &Packet) -> u16 {
+        // Wire notes item 9: replies copy Q and S (and NAT), set D and A.
+        (req.flags() & (Flags::RESOLUTION_Q | Flags::RESOLUTION_S | Flags::CISCO_NAT))
+            | Flags::RESOLUTION_A
+            | Flags::RESOLUTION_D
+    }
+
+    /// Answers authoritatively for our own prefix of length `prefix_len` (RFC 2332 §5.2.2). A spoke
+    /// sends the reply straight to the requester's post-NAT NBMA and remembers the requester.
+    fn answer_resolution(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        req: &Packet,
+        src_proto: IpAddr,
+        src_nbma: IpAddr,
+        prefix_len: u8,
+    ) {
+        let hold = req
+            .cies()
+            .first()
+            .map(|c| c.holding_time)
+            .filter(|h| *h != 0)
+            .unwrap_or_else(|| secs16(self.config.holding_time));
+        let mut reply = req.clone();
+        reply.packet_type = PacketType::RESOLUTION_REPLY;
+        reply.hop_count = DEFAULT_HOP_COUNT;
+        reply.body = Body::Common {
+            flags: Self::reply_flags(req),
+            request_id: req.request_id().unwrap_or(0),
+            cies: vec![Cie {
+                code: CieCode::SUCCESS,
+                prefix_len,
+                mtu: self.config.mtu,
+                holding_time: secs16(self.config.holding_time),
+                client_nbma: ip_bytes(self.config.nbma_addr),
+                client_nbma_subaddr: Vec::new(),
+                client_protocol: ip_bytes(self.config.protocol_addr),
+                preference: 0,
+            }],
+        };
+        let own_nat = self.own_nat_cies();
+        reply.extensions = self.reply_extensions(req, |_| own_nat.clone());
+        // Wire notes item 9: the requester is reached at its post-NAT address
+        // from the NAT extension, else its claimed NBMA; a hub that is the
+        // first hop answers back along the path it came.
+        let requester_nbma = req
+            .extension_cies(ExtensionType::CISCO_NAT_ADDRESS)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.client_protocol_ip() == Some(src_proto))
+            .find_map(Cie::client_nbma_ip)
+            .unwrap_or(src_nbma);
+        let to = if self.config.role == Role::Hub {
+            from_nbma
+        } else {
+            requester_nbma
+        };
+        if self.config.role == Role::Spoke && to != from_nbma {
+            // Remember the requester, so return traffic can use the shortcut
+            // once the SA is up.
+            let created = now;
+            self.cache.insert(
+                (src_proto, 32),
+                CacheEntry {
+                    kind: EntryKind::Dynamic,
+                    protocol_addr: src_proto,
+                    prefix_len: 32,
+                    next_hop: src_proto,
+                    nbma: src_nbma,
+                    post_nat_nbma: (requester_nbma != src_nbma).then_some(requester_nbma),
+                    flags: EntryFlags {
+                        nat: requester_nbma != src_nbma,
+                        ..EntryFlags::default()
+                    },
+                    created,
+                    expires: Some(now + Duration::from_secs(u64::from(hold))),
+                    holding_time: Duration::from_secs(u64::from(hold)),
+                    request_id: req.request_id().unwrap_or(0),
+                    refresh_at: None,
+                },
+            );
+        }
+        self.send(now, to, &reply);
+    }
+
+    /// Hub: answers a non-authoritative request from a registration (RFC 2332 §5.2.2, A clear in
+    /// the reply).
+    fn answer_from_cache(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        req: &Packet,
+        owner: &CacheEntry,
+    ) {
+        let mut reply = req.clone();
+        reply.packet_type = PacketType::RESOLUTION_REPLY;
+        reply.hop_count = DEFAULT_HOP_COUNT;
+        let remaining = owner
+            .expires
+            .map_or(owner.holding_time, |e| e.saturating_duration_since(now));
+        reply.body = Body::Common {
+            flags: Self::reply_flags(req) & !Flags::RESOLUTION_A,
+            request_id: req.request_id().unwrap_or(0),
+            cies: vec![Cie {
+                code: CieCode::SUCCESS,
+                prefix_len: 32,
+                mtu: self.config.mtu,
+                holding_time: secs16(remaining),
+                client_nbma: ip_bytes(owner.nbma),
+                client_nbma_subaddr: Vec::new(),
+                client_protocol: ip_bytes(owner.next_hop),
+                preference: 0,
+            }],
+        };
+        let nat: Vec<Cie> = owner
+            .post_nat_nbma
+            .map(|p| Cie {
+                prefix_len: 32,
+                mtu: self.config.mtu,
+                client_nbma: ip_bytes(p),
+                client_protocol: ip_bytes(owner.next_hop),
+                ..Cie::default()
+            })
+            .into_iter()
+            .collect();
+        reply.extensions = self.reply_extensions(req, |_| nat.clone());
+        self.send(now, from_nbma, &reply);
+    }
+
+    /// Refuses a resolution: every CIE comes back with code 12, no binding exists (RFC 2332
+    /// §5.2.2).
+    fn negative_reply(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
+        let mut reply = req.clone();
+        reply.packet_type = PacketType::RESOLUTION_REPLY;
+        reply.hop_count = DEFAULT_HOP_COUNT;
+        let mut cies: Vec<Cie> = req.cies().to_vec();
+        if cies.is_empty() {
+            cies.push(Cie::default());
+        }
+        for c in &mut cies {
+            c.code = CieCode::NO_BINDING_EXISTS;
+        }
+        reply.body = Body::Common {
+            flags: req.flags() & (Flags::RESOLUTION_Q | Flags::RESOLUTION_S | Flags::CISCO_NAT),
+            request_id: req.request_id().unwrap_or(0),
+            cies,
+        };
+        reply.extensions = self.reply_extensions(req, <[Cie]>::to_vec);
+        self.send(now, from_nbma, &reply);
+    }
+
+    /// A Resolution Reply (RFC 2332 §5.2.2): a hub forwards one meant for another station; ours is
+    /// matched to its request by id and becomes a shortcut or an `Event::ResolutionFailed`.
+    pub(super) fn on_resolution_reply(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        p: &Packet,
+        raw: &[u8],
+    ) {
+        let (Some(src_proto), Some(target)) = (p.src_protocol_ip(), p.dst_protocol_ip()) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        if src_proto != self.config.protocol_addr {
+            self.forward_reply(now, from_nbma, p, raw, src_proto);
+            return;
+        }
+        let id = p.request_id();
+        let Some((&pending_target, _)) = self
+            .pending
+            .iter()
+            .find(|(_, pr)| Some(pr.request_id) == id)
+        else {
+            self.counters.drop(DropReason::UnexpectedReply);
+            return;
+        };
+        self.pending.remove(&pending_target);
+        let Some(cie) = p.cies().first() else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        if cie.code != CieCode::SUCCESS {
+            self.events.push_back(Event::ResolutionFailed {
+                target: pending_target,
+                code: Some(cie.code),
+            });
+            return;
+        }
+        self.install_shortcut(now, from_nbma, p, cie, target);
+    }
+
+    /// Spoke: a positive reply to our own request becomes a shortcut entry
+    /// and a route (phase 3, wire notes item 9).
+    fn install_shortcut(
+        &mut self,
+        now: Instant,
+        from_nbma: IpAddr,
+        p: &Packet,
+        cie: &Cie,
+        target: IpAddr,
+    ) {
+        let prefix_len = host_len(cie.prefix_len);
+        let next_hop = cie.client_protocol_ip().unwrap_or(target);
+        if prefix_len < MIN_SHORTCUT_PREFIX_LEN || !next_hop.is_ipv4() {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        }
+        if self.nhs.iter().any(|n| n.protocol_addr == Some(next_hop)) {
+            // The hub answered for itself: traffic already goes there.
+            return;
+        }
+        let from_nhs = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+        let claimed = cie.client_nbma_ip().unwrap_or(from_nbma);
+        let nat_nbma = p
+            .extension_cies(ExtensionType::CISCO_NAT_ADDRESS)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.client_protocol_ip() == Some(next_hop))
+            .find_map(Cie::client_nbma_ip);
+        // The address that works: the responder's post-NAT address, or the
+        // outer source of a reply that came straight from it.
+        let effective = nat_nbma
+            .or((!from_nhs).then_some(from_nbma))
+            .unwrap_or(claimed);
+        let prefix = mask(target, prefix_len);
+        let hold = Duration::from_secs(u64::from(cie.holding_time));
+        let key = (prefix, prefix_len);
+        let created = self.cache.get(&key).map_or(now, |e| e.created);
+        self.cache.insert(
+            key,
+            CacheEntry {
+                kind: EntryKind::Shortcut,
+                protocol_addr: prefix,
+                prefix_len,
+                next_hop,
+                nbma: claimed,
+                post_nat_nbma: (effective != claimed).then_some(effective),
+                flags: EntryFlags {
+                    nat: effective != claimed,
+                    ..EntryFlags::default()
+                },
+                created,
+                expires: Some(now + hold),
+                holding_time: hold,
+                request_id: p.request_id().unwrap_or(0),
+                // Refresh while a third of the holding time is left.
+                refresh_at: Some(now + hold * 2 / 3),
+            },
+        );
+        self.events.push_back(Event::InstallRoute {
+            prefix,
+            prefix_len,
+            next_hop,
+            nbma: effective,
+        });
+    }
+}
