@@ -141,9 +141,7 @@ impl ControlPlane {
                     self.underlay.send_ike(*to, *natt, bytes).await
                 }
                 Transmit::Esp { to, udp_encap, buf } => {
-                    self.underlay
-                        .send_esp(*to, *udp_encap, buf.as_slice())
-                        .await
+                    self.underlay.send_esp(0, *to, *udp_encap, buf.as_slice())
                 }
                 Transmit::NatKeepalive { to } => self.underlay.send_nat_keepalive(*to).await,
             };
@@ -256,6 +254,7 @@ impl ControlPlane {
                     &[
                         ("underlay_queue_full", load(&u.queue_full)),
                         ("underlay_malformed", load(&u.malformed)),
+                        ("underlay_socket_drops", load(&u.socket_drops)),
                     ],
                 ))
             }
@@ -357,17 +356,37 @@ impl Daemon {
             bail!("tunnel.gre-key is required: DMVPN peers tell tunnels apart by the GRE key");
         }
         let netlink = Netlink::open()?;
-        let tun = Arc::new(TunDevice::create(&config.tunnel, &netlink).await?);
+        let workers = match config.dataplane.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n as usize,
+        };
+        let tun = Arc::new(
+            TunDevice::create(&config.tunnel, &netlink, workers, config.dataplane.offload).await?,
+        );
         tracing::info!(
             device = %tun.name,
             address = %config.tunnel.address,
             mtu = tun.mtu,
+            queues = tun.queues.len(),
+            offload = tun.offload,
             "tunnel interface up"
         );
         let routes = shared(RouteTable::new());
         spawn_route_mirror(tun.index, routes.clone()).await?;
 
-        let underlay = Underlay::open(&UnderlayConfig::from_config(&config.underlay))?;
+        let underlay = Underlay::open(&UnderlayConfig {
+            workers,
+            socket_buffer: config.dataplane.socket_buffer as usize,
+            offload: config.dataplane.offload,
+            ..UnderlayConfig::from_config(&config.underlay)
+        })?;
+        tracing::info!(
+            workers,
+            rcvbuf = underlay.buffers.0,
+            sndbuf = underlay.buffers.1,
+            udp_gro = underlay.gro(),
+            "underlay sockets sized"
+        );
         let first_peer = config.nhrp.nhs.first().map(|n| n.nbma);
         let local_nbma = match (config.underlay.local_address, first_peer) {
             (Some(a), _) => a,
@@ -411,8 +430,8 @@ impl Daemon {
             underlay.clone(),
             stx,
         ));
-        underlay.spawn_readers(utx, dp.clone());
-        tokio::spawn(dp.clone().run_tun());
+        underlay.spawn_readers(utx, dp.clone())?;
+        dp.spawn_tun_readers()?;
 
         let mut control = ControlPlane {
             node,

@@ -1,12 +1,19 @@
-//! The per-packet tasks: the TUN reader (outbound) and the ESP half of the underlay readers
-//! (inbound). Each owns one [`PacketBuf`] for its lifetime and reads the published
-//! [`Tables`] and route snapshots without locks (design.md, "Packet path"); only the slow
-//! path — a packet waiting for an SA, an NHRP packet, a redirect trigger — goes to the
-//! control plane (and its `dmvpn_node::Node`), through a bounded channel that drops and counts when full.
+//! The packet workers (design.md, "Packet path"). Each TUN queue has a thread that reads a
+//! batch (with offload, a GSO super-packet split into segments), routes, encapsulates and
+//! seals every packet in place, and sends the batch: runs of equal-size ESP-in-UDP datagrams
+//! to one peer as one UDP GSO send, raw ESP with one sendmmsg. The underlay readers
+//! (`underlay.rs`, one thread per UDP 4500 socket and one for raw ESP) open ESP in place
+//! through [`EspHandler`] and write each batch's inner packets to the TUN at once, coalescing
+//! in-order TCP segments of a flow into one super-packet where offload is on.
+//!
+//! The workers read the published [`Tables`] and route snapshots without locks; only the
+//! slow path — a packet waiting for an SA, an NHRP packet, a redirect trigger — goes to the
+//! control plane (and its `dmvpn_node::Node`), through a bounded channel that drops and counts
+//! when full. No allocation per packet: every buffer lives as long as its thread.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -15,19 +22,23 @@ use dmvpn_node::SlowPath;
 use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
 use tokio::sync::mpsc;
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use crate::batch::{GRO_BUFFER, MAX_GSO_SEGMENTS, SendBatch};
 use crate::routes::SharedRoutes;
 use crate::tun::TunDevice;
 use crate::underlay::{EspHandler, Underlay};
 
-/// How often at most the dataplane tells the control plane about one hairpinned
+/// How often at most one reader tells the control plane about one hairpinned
 /// (source, destination) pair; the NHRP engine applies the protocol's own rate limit on top.
 const REDIRECT_HINT_INTERVAL: Duration = Duration::from_secs(1);
-/// Bytes of a redirected packet that go into the traffic indication (IP header + 8,
-/// as ICMP quotes; wire notes item 10).
+/// Pairs one reader remembers for that rate limit; past it, old pairs are forgotten.
+const REDIRECT_HINTS: usize = 4096;
+/// Bytes of a redirected packet that go into the traffic indication (IP header + 8, as ICMP
+/// quotes; docs/interop-notes.md).
 const REDIRECT_QUOTE: usize = 28;
 
-/// Everything the per-packet tasks share.
+/// Everything the packet threads share.
 pub struct Datapath {
     /// Published by the control plane.
     pub tables: ArcSwap<Tables>,
@@ -36,7 +47,6 @@ pub struct Datapath {
     pub tun: Arc<TunDevice>,
     pub underlay: Arc<Underlay>,
     slow: mpsc::Sender<SlowPath>,
-    redirect_hints: Mutex<HashMap<(Ipv4Addr, Ipv4Addr), Instant>>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -45,6 +55,30 @@ impl std::fmt::Debug for Datapath {
             .field("tun", &self.tun)
             .finish_non_exhaustive()
     }
+}
+
+/// A PacketBuf as tun-rs's batch reader sees it: its tailroom, after the headroom GRE, ESP and
+/// UDP will need.
+struct Slot(PacketBuf);
+
+impl AsRef<[u8]> for Slot {
+    fn as_ref(&self) -> &[u8] {
+        self.0.spare_back()
+    }
+}
+
+impl AsMut<[u8]> for Slot {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.0.spare_back_mut()
+    }
+}
+
+/// A sealed packet waiting in a worker's send batch.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    slot: usize,
+    to: SocketAddrV4,
+    udp_encap: bool,
 }
 
 impl Datapath {
@@ -61,7 +95,6 @@ impl Datapath {
             tun,
             underlay,
             slow,
-            redirect_hints: Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,81 +104,257 @@ impl Datapath {
         }
     }
 
-    /// Sends a sealed ESP packet to its peer.
-    pub async fn send(&self, nbma: Ipv4Addr, port: u16, udp_encap: bool, buf: &PacketBuf) {
-        let to = SocketAddrV4::new(nbma, port);
-        if let Err(e) = self.underlay.send_esp(to, udp_encap, buf.as_slice()).await {
-            tracing::debug!(peer = %nbma, "ESP send: {e}");
+    /// Starts one TUN reader thread per queue.
+    pub fn spawn_tun_readers(self: &Arc<Self>) -> anyhow::Result<()> {
+        for (worker, queue) in self.tun.queues.iter().enumerate() {
+            let this = Arc::clone(self);
+            let queue = Arc::clone(queue);
+            std::thread::Builder::new()
+                .name(format!("dmvpn-tun-{worker}"))
+                .spawn(move || this.run_tun(worker, &queue))?;
         }
+        Ok(())
     }
 
-    /// Reads the TUN forever: route, encapsulate, encrypt in place, send.
-    pub async fn run_tun(self: Arc<Self>) {
-        let mut buf = PacketBuf::new();
-        // Multicast copies are built in a second buffer that also lives as long as the task.
-        let mut copy = PacketBuf::new();
-        loop {
-            if buf.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
-                return;
+    /// Reads TUN queue `worker` forever: batch in, route, encapsulate, encrypt in place,
+    /// batch out.
+    fn run_tun(&self, worker: usize, queue: &SyncDevice) {
+        let offload = self.tun.offload;
+        let batch = if offload { IDEAL_BATCH_SIZE } else { 1 };
+        let mut original = vec![
+            0u8;
+            if offload {
+                VIRTIO_NET_HDR_LEN + 65535
+            } else {
+                0
             }
-            let n = match self.tun.dev.recv(buf.spare_back_mut()).await {
+        ];
+        let mut slots: Vec<Slot> = (0..batch).map(|_| Slot(PacketBuf::new())).collect();
+        let mut sizes = vec![0usize; batch];
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch);
+        let mut copy = PacketBuf::new();
+        let mut gso = vec![0u8; GRO_BUFFER];
+        let mut raw = SendBatch::new(batch);
+        loop {
+            for s in &mut slots {
+                let _ = s.0.reset(PacketBuf::DEFAULT_HEADROOM);
+            }
+            let n = if offload {
+                queue.recv_multiple(&mut original, &mut slots, &mut sizes, 0)
+            } else {
+                queue.recv(slots[0].0.spare_back_mut()).map(|n| {
+                    sizes[0] = n;
+                    1
+                })
+            };
+            let n = match n {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::error!("reading {}: {e}", self.tun.name);
-                    return;
+                    if e.raw_os_error() == Some(libc::EBADFD) {
+                        tracing::error!(worker, "reading {}: {e}", self.tun.name);
+                        return;
+                    }
+                    tracing::debug!(worker, "reading {}: {e}", self.tun.name);
+                    continue;
                 }
             };
-            if buf.push_back(n).is_err() {
-                continue;
-            }
             let tables = self.tables.load();
             let routes = self.routes.load();
-            match tables.outbound(&routes, &mut buf) {
-                Outbound::Send {
-                    nbma,
-                    port,
-                    udp_encap,
-                } => self.send(nbma, port, udp_encap, &buf).await,
-                Outbound::NeedSa { nbma } => {
-                    let queued = std::mem::take(&mut buf);
-                    self.to_slow_path(
-                        &tables,
-                        SlowPath::NeedSa {
-                            nbma,
-                            protocol: EtherType::IPV4,
-                            buf: queued,
-                        },
-                    );
+            pending.clear();
+            for (i, slot) in slots.iter_mut().enumerate().take(n) {
+                let buf = &mut slot.0;
+                if buf.push_back(sizes[i]).is_err() {
+                    continue;
                 }
-                Outbound::Multicast => {
-                    // Replicate to every NBMA that gets multicast (OSPF hellos over the
-                    // NBMA network, as `ip nhrp map multicast` does).
-                    for &nbma in &tables.multicast {
-                        if copy.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
-                            break;
-                        }
-                        let Ok(dst) = copy.push_back(buf.len()) else {
-                            break;
-                        };
-                        dst.copy_from_slice(buf.as_slice());
-                        match tables.seal_to(nbma, EtherType::IPV4, &mut copy) {
-                            Outbound::Send {
+                match tables.outbound(&routes, buf) {
+                    Outbound::Send {
+                        nbma,
+                        port,
+                        udp_encap,
+                    } => pending.push(Pending {
+                        slot: i,
+                        to: SocketAddrV4::new(nbma, port),
+                        udp_encap,
+                    }),
+                    Outbound::NeedSa { nbma } => {
+                        let queued = std::mem::take(buf);
+                        self.to_slow_path(
+                            &tables,
+                            SlowPath::NeedSa {
                                 nbma,
-                                port,
-                                udp_encap,
-                            } => self.send(nbma, port, udp_encap, &copy).await,
-                            // Multicast to a peer without an SA is not worth bringing one
-                            // up for; the unicast path will.
-                            Outbound::NeedSa { .. } | Outbound::Multicast | Outbound::Drop(_) => {}
-                        }
+                                protocol: EtherType::IPV4,
+                                buf: queued,
+                            },
+                        );
                     }
+                    Outbound::Multicast => self.replicate(worker, &tables, buf, &mut copy),
+                    Outbound::Drop(_) => {}
                 }
-                Outbound::Drop(_) => {}
+            }
+            self.send_batch(worker, &slots, &pending, &mut gso, &mut raw);
+        }
+    }
+
+    /// Replicates a multicast packet to every NBMA that gets multicast (OSPF hellos over the
+    /// NBMA network, as `ip nhrp map multicast` does).
+    fn replicate(&self, worker: usize, tables: &Tables, buf: &PacketBuf, copy: &mut PacketBuf) {
+        for &nbma in &tables.multicast {
+            if copy.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
+                break;
+            }
+            let Ok(dst) = copy.push_back(buf.len()) else {
+                break;
+            };
+            dst.copy_from_slice(buf.as_slice());
+            // Multicast to a peer without an SA is not worth bringing one up for; the unicast
+            // path will.
+            if let Outbound::Send {
+                nbma,
+                port,
+                udp_encap,
+            } = tables.seal_to(nbma, EtherType::IPV4, copy)
+            {
+                let to = SocketAddrV4::new(nbma, port);
+                if let Err(e) = self
+                    .underlay
+                    .send_esp(worker, to, udp_encap, copy.as_slice())
+                {
+                    tracing::debug!(peer = %nbma, "ESP send: {e}");
+                }
             }
         }
     }
 
-    fn redirect_hint_due(&self, quote: &[u8]) -> bool {
+    /// Sends what a TUN batch sealed: raw ESP with sendmmsg; ESP-in-UDP in runs of equal-size
+    /// datagrams to one peer, each run one GSO send.
+    fn send_batch(
+        &self,
+        worker: usize,
+        slots: &[Slot],
+        pending: &[Pending],
+        gso: &mut [u8],
+        raw: &mut SendBatch,
+    ) {
+        let raws: Vec<(&[u8], SocketAddrV4)> = pending
+            .iter()
+            .filter(|p| !p.udp_encap)
+            .filter_map(|p| {
+                Some((
+                    slots.get(p.slot)?.0.as_slice(),
+                    SocketAddrV4::new(*p.to.ip(), 0),
+                ))
+            })
+            .collect();
+        if !raws.is_empty()
+            && let Err(e) = self.underlay.send_raw_batch(raw, &raws)
+        {
+            tracing::debug!("raw ESP send: {e}");
+        }
+        let mut udp = pending.iter().filter(|p| p.udp_encap).peekable();
+        while let Some(first) = udp.next() {
+            let Some(head) = slots.get(first.slot).map(|s| s.0.as_slice()) else {
+                continue;
+            };
+            let segment = head.len();
+            let mut len = 0;
+            let mut count = 0;
+            append(gso, head, &mut len);
+            count += 1;
+            // Extend the run while the next datagram goes to the same peer, is no longer than
+            // the first (only the last of a GSO run may be shorter) and fits.
+            while let Some(next) = udp.peek() {
+                let Some(bytes) = slots.get(next.slot).map(|s| s.0.as_slice()) else {
+                    break;
+                };
+                let last_was_short = len % segment != 0;
+                if next.to != first.to
+                    || bytes.len() > segment
+                    || last_was_short
+                    || count >= MAX_GSO_SEGMENTS
+                    || len + bytes.len() > gso.len().min(65000)
+                {
+                    break;
+                }
+                append(gso, bytes, &mut len);
+                count += 1;
+                udp.next();
+            }
+            let data = gso.get(..len).unwrap_or_default();
+            if let Err(e) = self.underlay.send_esp_run(worker, first.to, data, segment) {
+                tracing::debug!(peer = %first.to, "ESP send: {e}");
+            }
+        }
+    }
+}
+
+/// Appends `bytes` at `len` in the GSO buffer.
+fn append(gso: &mut [u8], bytes: &[u8], len: &mut usize) {
+    if let Some(dst) = gso.get_mut(*len..*len + bytes.len()) {
+        dst.copy_from_slice(bytes);
+        *len += bytes.len();
+    }
+}
+
+/// What one underlay reader collects for the TUN during a batch.
+pub struct TunBatch {
+    queue: Arc<SyncDevice>,
+    offload: bool,
+    /// Inner packets at `offset`, the virtio-net header's room in front when offloading.
+    bufs: Vec<Vec<u8>>,
+    count: usize,
+    gro: GROTable,
+    /// Redirect hints sent per (source, destination) pair, for the rate limit.
+    hints: HashMap<(Ipv4Addr, Ipv4Addr), Instant>,
+}
+
+impl std::fmt::Debug for TunBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunBatch")
+            .field("offload", &self.offload)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TunBatch {
+    fn offset(&self) -> usize {
+        if self.offload { VIRTIO_NET_HDR_LEN } else { 0 }
+    }
+
+    fn push(&mut self, packet: &[u8]) {
+        let offset = self.offset();
+        if self.count == self.bufs.len() {
+            self.bufs.push(Vec::with_capacity(offset + 65536));
+        }
+        if let Some(b) = self.bufs.get_mut(self.count) {
+            b.clear();
+            b.resize(offset, 0);
+            b.extend_from_slice(packet);
+            self.count += 1;
+        }
+    }
+
+    fn flush(&mut self, name: &str) {
+        if self.count == 0 {
+            return;
+        }
+        let offset = self.offset();
+        let bufs = &mut self.bufs[..self.count];
+        let r = if self.offload {
+            self.queue
+                .send_multiple(&mut self.gro, bufs, offset)
+                .map(drop)
+        } else {
+            bufs.iter().try_for_each(|b| self.queue.send(b).map(drop))
+        };
+        if let Err(e) = r {
+            tracing::debug!("writing {name}: {e}");
+        }
+        self.count = 0;
+    }
+
+    /// Whether a redirect hint for this packet is due (at most one per pair per interval).
+    fn redirect_hint_due(&mut self, quote: &[u8]) -> bool {
         let (Some(src), Some(dst)) = (quote.get(12..16), quote.get(16..20)) else {
             return false;
         };
@@ -154,25 +363,48 @@ impl Datapath {
             Ipv4Addr::from(<[u8; 4]>::try_from(dst).unwrap_or_default()),
         );
         let now = Instant::now();
-        let Ok(mut hints) = self.redirect_hints.lock() else {
-            return false;
-        };
-        // Bounded: old pairs are forgotten once the map grows.
-        if hints.len() > 4096 {
-            hints.retain(|_, t| now.duration_since(*t) < REDIRECT_HINT_INTERVAL);
+        if self.hints.len() >= REDIRECT_HINTS {
+            self.hints
+                .retain(|_, t| now.duration_since(*t) < REDIRECT_HINT_INTERVAL);
+            if self.hints.len() >= REDIRECT_HINTS {
+                self.hints.clear();
+            }
         }
-        match hints.get(&key) {
+        match self.hints.get(&key) {
             Some(t) if now.duration_since(*t) < REDIRECT_HINT_INTERVAL => false,
             _ => {
-                hints.insert(key, now);
+                self.hints.insert(key, now);
                 true
             }
         }
     }
 }
 
+/// Batch size after which a reader writes to the TUN even mid-batch.
+const TUN_WRITE_BATCH: usize = IDEAL_BATCH_SIZE;
+
 impl EspHandler for Datapath {
-    async fn handle_esp(&self, from: SocketAddrV4, _encap: bool, buf: &mut PacketBuf) -> bool {
+    type Batch = TunBatch;
+
+    fn batch(&self, worker: usize) -> TunBatch {
+        let queues = &self.tun.queues;
+        TunBatch {
+            queue: Arc::clone(&queues[worker % queues.len()]),
+            offload: self.tun.offload,
+            bufs: Vec::with_capacity(TUN_WRITE_BATCH),
+            count: 0,
+            gro: GROTable::default(),
+            hints: HashMap::new(),
+        }
+    }
+
+    fn handle_esp(
+        &self,
+        from: SocketAddrV4,
+        _encap: bool,
+        buf: &mut PacketBuf,
+        batch: &mut TunBatch,
+    ) -> bool {
         let tables = self.tables.load();
         let routes = self.routes.load();
         match tables.inbound(&routes, *from.ip(), buf) {
@@ -180,14 +412,15 @@ impl EspHandler for Datapath {
                 if redirect {
                     let quote = buf.as_slice().get(..REDIRECT_QUOTE.min(buf.len()));
                     if let Some(q) = quote
-                        && self.redirect_hint_due(q)
+                        && batch.redirect_hint_due(q)
                     {
                         let quote = q.to_vec();
                         self.to_slow_path(&tables, SlowPath::Redirect { peer, quote });
                     }
                 }
-                if let Err(e) = self.tun.dev.send(buf.as_slice()).await {
-                    tracing::debug!("writing {}: {e}", self.tun.name);
+                batch.push(buf.as_slice());
+                if batch.count >= TUN_WRITE_BATCH {
+                    batch.flush(&self.tun.name);
                 }
             }
             Inbound::Nhrp { peer } => {
@@ -197,5 +430,9 @@ impl EspHandler for Datapath {
             Inbound::Drop(_) => {}
         }
         true
+    }
+
+    fn end_batch(&self, batch: &mut TunBatch) {
+        batch.flush(&self.tun.name);
     }
 }

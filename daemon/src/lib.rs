@@ -1,6 +1,7 @@
 //! dmvpnd: the daemon around the sans-IO protocol crates. It owns every piece of I/O: the TUN
 //! device, the underlay sockets (UDP 500/4500, raw ESP), rtnetlink, signals and the event loop.
 
+pub mod batch;
 pub mod control_plane;
 pub mod ctl;
 pub mod datapath;

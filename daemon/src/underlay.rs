@@ -6,13 +6,12 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use dmvpn_wire::PacketBuf;
 
@@ -72,7 +71,7 @@ pub enum Received {
     },
 }
 
-/// Counters the reader tasks keep; drops are counted, never logged per packet.
+/// Counters the readers keep; drops are counted, never logged per packet.
 #[derive(Debug, Default)]
 pub struct UnderlayStats {
     pub ike: AtomicU64,
@@ -81,6 +80,12 @@ pub struct UnderlayStats {
     pub malformed: AtomicU64,
     /// The control plane's channel was full.
     pub queue_full: AtomicU64,
+    /// Datagrams the kernel dropped because a socket's receive queue was full (SO_RXQ_OVFL),
+    /// summed over the sockets.
+    pub socket_drops: AtomicU64,
+    /// System calls that sent or received datagrams, and the datagrams they carried.
+    pub send_calls: AtomicU64,
+    pub recv_calls: AtomicU64,
 }
 
 /// Where and how to open the underlay sockets.
@@ -92,6 +97,12 @@ pub struct UnderlayConfig {
     pub interface: Option<String>,
     pub ike_port: u16,
     pub natt_port: u16,
+    /// UDP 4500 sockets (SO_REUSEPORT), one per packet worker.
+    pub workers: usize,
+    /// Requested socket buffer size in bytes.
+    pub socket_buffer: usize,
+    /// UDP GSO/GRO on the NAT-T sockets.
+    pub offload: bool,
 }
 
 impl UnderlayConfig {
@@ -101,59 +112,92 @@ impl UnderlayConfig {
             interface: u.interface.clone(),
             ike_port: IKE_PORT,
             natt_port: NATT_PORT,
+            workers: 1,
+            socket_buffer: dmvpn_config::DEFAULT_SOCKET_BUFFER as usize,
+            offload: true,
         }
     }
 }
 
-/// The open underlay sockets. Shared (`Arc`) between reader tasks and senders.
+/// The open underlay sockets, shared (`Arc`) between the readers and the senders. UDP 500 is
+/// read by a tokio task (IKE only); the UDP 4500 sockets, one per worker in one SO_REUSEPORT
+/// group so the kernel spreads peers over them, and the raw ESP socket are read by blocking
+/// threads in batches.
 #[derive(Debug)]
 pub struct Underlay {
     ike: UdpSocket,
-    natt: UdpSocket,
-    esp: UdpSocket,
+    natt: Vec<StdUdpSocket>,
+    esp: Socket,
+    /// GRO was enabled on the NAT-T sockets.
+    gro: bool,
+    /// GSO sends work (cleared, once, when the kernel refuses one).
+    gso: AtomicBool,
+    /// Socket buffer sizes the kernel granted (receive, send), as it reports them.
+    pub buffers: (usize, usize),
     pub stats: UnderlayStats,
 }
 
-fn udp_socket(cfg: &UnderlayConfig, port: u16) -> Result<UdpSocket> {
+fn base_udp_socket(cfg: &UnderlayConfig, port: u16, reuse_port: bool) -> Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     if let Some(dev) = &cfg.interface {
         s.bind_device(Some(dev.as_bytes()))
             .with_context(|| format!("binding UDP {port} to interface {dev}"))?;
     }
-    // Lets a restarted daemon rebind at once; dmvpnd never shares the ports (no SO_REUSEPORT).
+    // Lets a restarted daemon rebind at once.
     s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     let addr = SocketAddrV4::new(cfg.bind, port);
     s.bind(&SocketAddr::V4(addr).into())
         .with_context(|| format!("binding UDP {addr}"))?;
-    Ok(UdpSocket::from_std(StdUdpSocket::from(s))?)
+    Ok(s)
 }
 
-/// The raw socket is driven through tokio's `UdpSocket`: both are datagram sockets on which
-/// tokio only issues recvfrom(2)/sendto(2), and this avoids registering a foreign fd with
-/// `AsyncFd`, whose safe constructor tokio deprecated for lack of I/O safety.
-fn esp_socket(cfg: &UnderlayConfig) -> Result<UdpSocket> {
+/// The raw socket is blocking and read by its own thread; senders share it (sendto(2) on one
+/// socket from several threads is safe).
+fn esp_socket(cfg: &UnderlayConfig) -> Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_ESP)))
         .context("opening raw IP protocol 50 (ESP) socket (needs CAP_NET_RAW)")?;
     if let Some(dev) = &cfg.interface {
         s.bind_device(Some(dev.as_bytes()))
             .with_context(|| format!("binding the ESP socket to interface {dev}"))?;
     }
-    s.set_nonblocking(true)?;
     if !cfg.bind.is_unspecified() {
         s.bind(&SocketAddr::V4(SocketAddrV4::new(cfg.bind, 0)).into())
             .with_context(|| format!("binding the ESP socket to {}", cfg.bind))?;
     }
-    Ok(UdpSocket::from_std(StdUdpSocket::from(s))?)
+    Ok(s)
 }
 
+/// Messages per receive batch: with GRO one message holds up to 64 KiB of datagrams.
+const RECV_BATCH_GRO: usize = 8;
+const RECV_BATCH: usize = 64;
+
 impl Underlay {
-    /// Opens UDP 500, UDP 4500 and the raw ESP socket. Needs CAP_NET_BIND_SERVICE and CAP_NET_RAW.
+    /// Opens UDP 500, the UDP 4500 group and the raw ESP socket. Needs CAP_NET_BIND_SERVICE and
+    /// CAP_NET_RAW (and CAP_NET_ADMIN to size buffers past the system maximum).
     pub fn open(cfg: &UnderlayConfig) -> Result<Arc<Self>> {
+        let ike = base_udp_socket(cfg, cfg.ike_port, false)?;
+        ike.set_nonblocking(true)?;
+        let workers = cfg.workers.max(1);
+        let natt = (0..workers)
+            .map(|_| base_udp_socket(cfg, cfg.natt_port, true))
+            .collect::<Result<Vec<_>>>()?;
+        let esp = esp_socket(cfg)?;
+        let mut buffers = (0, 0);
+        for s in natt.iter().chain([&esp, &ike]) {
+            buffers = crate::batch::set_buffers(s, cfg.socket_buffer);
+            crate::batch::enable_drop_counter(s);
+        }
+        let gro = cfg.offload && natt.iter().all(crate::batch::enable_gro);
         Ok(Arc::new(Underlay {
-            ike: udp_socket(cfg, cfg.ike_port)?,
-            natt: udp_socket(cfg, cfg.natt_port)?,
-            esp: esp_socket(cfg)?,
+            ike: UdpSocket::from_std(StdUdpSocket::from(ike))?,
+            natt: natt.into_iter().map(StdUdpSocket::from).collect(),
+            esp,
+            gro,
+            gso: AtomicBool::new(cfg.offload),
+            buffers,
             stats: UnderlayStats::default(),
         }))
     }
@@ -163,7 +207,21 @@ impl Underlay {
     }
 
     pub fn natt_local_addr(&self) -> io::Result<SocketAddr> {
-        self.natt.local_addr()
+        self.natt
+            .first()
+            .ok_or_else(|| io::Error::other("no NAT-T socket"))?
+            .local_addr()
+    }
+
+    /// Whether received ESP-in-UDP arrives GRO-coalesced.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    fn natt_socket(&self, worker: usize) -> io::Result<&StdUdpSocket> {
+        self.natt
+            .get(worker % self.natt.len().max(1))
+            .ok_or_else(|| io::Error::other("no NAT-T socket"))
     }
 
     /// Sends an IKE message; on the NAT-T port it gets the non-ESP marker.
@@ -172,54 +230,118 @@ impl Underlay {
             let mut buf = Vec::with_capacity(NON_ESP_MARKER.len() + message.len());
             buf.extend_from_slice(&NON_ESP_MARKER);
             buf.extend_from_slice(message);
-            self.natt.send_to(&buf, to).await.map(drop)
+            self.natt_socket(0)?.send_to(&buf, to).map(drop)
         } else {
             self.ike.send_to(message, to).await.map(drop)
         }
     }
 
-    /// Sends an ESP packet (starting at the SPI): in UDP to `to` when `encap`, else as IP
+    /// Sends one ESP packet (starting at the SPI): in UDP to `to` when `encap`, else as IP
     /// protocol 50 to `to`'s address (the kernel builds the IP header; DF follows the route).
-    pub async fn send_esp(&self, to: SocketAddrV4, encap: bool, packet: &[u8]) -> io::Result<()> {
+    pub fn send_esp(
+        &self,
+        worker: usize,
+        to: SocketAddrV4,
+        encap: bool,
+        packet: &[u8],
+    ) -> io::Result<()> {
+        self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
         if encap {
-            return self.natt.send_to(packet, to).await.map(drop);
+            return self.natt_socket(worker)?.send_to(packet, to).map(drop);
         }
-        self.esp
-            .send_to(packet, SocketAddrV4::new(*to.ip(), 0))
-            .await
-            .map(drop)
+        let to = SocketAddr::V4(SocketAddrV4::new(*to.ip(), 0));
+        self.esp.send_to(packet, &to.into()).map(drop)
+    }
+
+    /// Sends a run of equal-size ESP-in-UDP datagrams (the last may be shorter) laid out
+    /// back to back in `data` to one peer: one GSO send where the kernel allows it, else one
+    /// send per datagram.
+    pub fn send_esp_run(
+        &self,
+        worker: usize,
+        to: SocketAddrV4,
+        data: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
+        let sock = self.natt_socket(worker)?;
+        if data.len() > segment && self.gso.load(Ordering::Relaxed) {
+            let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
+            self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
+            match crate::batch::send_gso(sock, to, data, seg) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    tracing::warn!(
+                        "UDP GSO refused by the kernel ({e}): sending datagrams one by one from now on"
+                    );
+                    self.gso.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for d in data.chunks(segment.max(1)) {
+            self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
+            sock.send_to(d, to)?;
+        }
+        Ok(())
+    }
+
+    /// Sends raw ESP packets with one sendmmsg(2) per batch.
+    pub fn send_raw_batch(
+        &self,
+        batch: &mut crate::batch::SendBatch,
+        packets: &[(&[u8], SocketAddrV4)],
+    ) -> io::Result<()> {
+        let mut rest = packets;
+        while !rest.is_empty() {
+            self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
+            let n = batch.send(&self.esp, rest)?;
+            if n == 0 {
+                break;
+            }
+            rest = rest.get(n..).unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// RFC 3948 §4: keeps the NAT mapping for port 4500 alive.
     pub async fn send_nat_keepalive(&self, to: SocketAddrV4) -> io::Result<()> {
-        self.natt.send_to(&NAT_KEEPALIVE, to).await.map(drop)
+        self.natt_socket(0)?.send_to(&NAT_KEEPALIVE, to).map(drop)
     }
 
-    /// Starts one reader task per socket. IKE and keepalives go to `tx` (the control plane);
-    /// ESP goes to `esp` inside the reader task, so the per-packet path never waits on the
-    /// control plane. A full channel drops the datagram and counts it.
+    /// Starts the readers: a tokio task for UDP 500, a thread per UDP 4500 socket and one for
+    /// raw ESP. IKE and keepalives go to `tx` (the control plane); ESP goes to `esp` in the
+    /// reader thread, in batches, so the per-packet path never waits on the control plane. A
+    /// full channel drops the datagram and counts it.
     pub fn spawn_readers<H: EspHandler>(
         self: &Arc<Self>,
         tx: mpsc::Sender<Received>,
         esp: Arc<H>,
-    ) -> Vec<JoinHandle<()>> {
-        let ike = {
+    ) -> Result<()> {
+        {
+            let this = Arc::clone(self);
+            let tx = tx.clone();
+            tokio::spawn(async move { this.read_ike(tx).await });
+        }
+        for worker in 0..self.natt.len() {
             let this = Arc::clone(self);
             let tx = tx.clone();
             let esp = esp.clone();
-            tokio::spawn(async move { this.read_udp(false, tx, esp).await })
-        };
-        let natt = {
-            let this = Arc::clone(self);
-            let tx = tx.clone();
-            let esp = esp.clone();
-            tokio::spawn(async move { this.read_udp(true, tx, esp).await })
-        };
-        let raw = {
-            let this = Arc::clone(self);
-            tokio::spawn(async move { this.read_esp(esp).await })
-        };
-        vec![ike, natt, raw]
+            std::thread::Builder::new()
+                .name(format!("dmvpn-natt-{worker}"))
+                .spawn(move || this.read_natt(worker, tx, esp))
+                .context("starting a NAT-T reader thread")?;
+        }
+        let this = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("dmvpn-esp".into())
+            .spawn(move || this.read_esp(esp))
+            .context("starting the raw ESP reader thread")?;
+        Ok(())
     }
 
     fn deliver(&self, tx: &mpsc::Sender<Received>, r: Received) -> bool {
@@ -233,59 +355,25 @@ impl Underlay {
         }
     }
 
-    async fn read_udp<H: EspHandler>(&self, natt: bool, tx: mpsc::Sender<Received>, esp: Arc<H>) {
-        let sock = if natt { &self.natt } else { &self.ike };
-        // One buffer for the life of the task: ESP is opened in place in it.
-        let mut buf = PacketBuf::new();
+    async fn read_ike(&self, tx: mpsc::Sender<Received>) {
+        let mut buf = vec![0u8; PacketBuf::CAPACITY];
         loop {
-            if buf.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
-                return;
-            }
-            let (n, from) = match sock.recv_from(buf.spare_back_mut()).await {
+            let (n, from) = match self.ike.recv_from(&mut buf).await {
                 Ok(v) => v,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED…); keep reading.
-                    tracing::debug!(natt, "underlay UDP receive: {e}");
+                    tracing::debug!("underlay UDP 500 receive: {e}");
                     continue;
                 }
             };
-            let SocketAddr::V4(from) = from else { continue };
-            if buf.push_back(n).is_err() {
+            let (SocketAddr::V4(from), Some(message)) = (from, buf.get(..n)) else {
                 continue;
-            }
-            let r = if natt {
-                match classify_natt(buf.as_slice()) {
-                    NattPayload::Ike(m) => {
-                        self.stats.ike.fetch_add(1, Ordering::Relaxed);
-                        Received::Ike {
-                            from,
-                            natt: true,
-                            message: m.to_vec(),
-                        }
-                    }
-                    NattPayload::Esp(_) => {
-                        self.stats.esp.fetch_add(1, Ordering::Relaxed);
-                        if !esp.handle_esp(from, true, &mut buf).await {
-                            return;
-                        }
-                        continue;
-                    }
-                    NattPayload::NatKeepalive => {
-                        self.stats.nat_keepalives.fetch_add(1, Ordering::Relaxed);
-                        Received::NatKeepalive { from }
-                    }
-                    NattPayload::Malformed => {
-                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-            } else {
-                self.stats.ike.fetch_add(1, Ordering::Relaxed);
-                Received::Ike {
-                    from,
-                    natt: false,
-                    message: buf.as_slice().to_vec(),
-                }
+            };
+            self.stats.ike.fetch_add(1, Ordering::Relaxed);
+            let r = Received::Ike {
+                from,
+                natt: false,
+                message: message.to_vec(),
             };
             if !self.deliver(&tx, r) {
                 return;
@@ -293,47 +381,146 @@ impl Underlay {
         }
     }
 
-    async fn read_esp<H: EspHandler>(&self, esp: Arc<H>) {
+    fn note_kernel_drops(&self, last: &mut u32, now: u32) {
+        if now > *last {
+            self.stats
+                .socket_drops
+                .fetch_add(u64::from(now - *last), Ordering::Relaxed);
+            *last = now;
+        }
+    }
+
+    /// One UDP 4500 socket: receive a batch (GRO-coalesced where enabled), demultiplex each
+    /// datagram (RFC 3948 §2), hand ESP to the dataplane in place, end the batch.
+    fn read_natt<H: EspHandler>(&self, worker: usize, tx: mpsc::Sender<Received>, esp: Arc<H>) {
+        let Ok(sock) = self.natt_socket(worker) else {
+            return;
+        };
+        let (messages, size) = if self.gro {
+            (RECV_BATCH_GRO, crate::batch::GRO_BUFFER)
+        } else {
+            (RECV_BATCH, PacketBuf::CAPACITY)
+        };
+        let mut rb = crate::batch::RecvBatch::new(messages, size);
         let mut buf = PacketBuf::new();
+        let mut batch = esp.batch(worker);
+        let mut drops = 0;
         loop {
-            if buf.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
-                return;
+            let n = match rb.recv(sock) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(worker, "underlay UDP 4500 receive: {e}");
+                    continue;
+                }
+            };
+            self.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
+            self.note_kernel_drops(&mut drops, rb.kernel_drops);
+            for i in 0..n {
+                let Some((m, bytes)) = rb.get(i) else {
+                    continue;
+                };
+                for d in bytes.chunks(m.segment.unwrap_or(m.len).max(1)) {
+                    if !self.natt_datagram(m.from, d, &tx, &*esp, &mut buf, &mut batch) {
+                        return;
+                    }
+                }
             }
-            let n = match self.esp.recv_from(buf.spare_back_mut()).await {
-                Ok((n, _)) => n,
+            esp.end_batch(&mut batch);
+        }
+    }
+
+    fn natt_datagram<H: EspHandler>(
+        &self,
+        from: SocketAddrV4,
+        d: &[u8],
+        tx: &mpsc::Sender<Received>,
+        esp: &H,
+        buf: &mut PacketBuf,
+        batch: &mut H::Batch,
+    ) -> bool {
+        let r = match classify_natt(d) {
+            NattPayload::Ike(m) => {
+                self.stats.ike.fetch_add(1, Ordering::Relaxed);
+                Received::Ike {
+                    from,
+                    natt: true,
+                    message: m.to_vec(),
+                }
+            }
+            NattPayload::Esp(p) => {
+                self.stats.esp.fetch_add(1, Ordering::Relaxed);
+                let loaded = buf.reset(PacketBuf::DEFAULT_HEADROOM).is_ok()
+                    && buf.push_back(p.len()).map(|b| b.copy_from_slice(p)).is_ok();
+                if !loaded {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                return esp.handle_esp(from, true, buf, batch);
+            }
+            NattPayload::NatKeepalive => {
+                self.stats.nat_keepalives.fetch_add(1, Ordering::Relaxed);
+                Received::NatKeepalive { from }
+            }
+            NattPayload::Malformed => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        };
+        self.deliver(tx, r)
+    }
+
+    /// The raw ESP socket: receive a batch, strip each IPv4 header (raw(7) delivers it),
+    /// hand ESP to the dataplane in place, end the batch.
+    fn read_esp<H: EspHandler>(&self, esp: Arc<H>) {
+        let mut rb = crate::batch::RecvBatch::new(RECV_BATCH, PacketBuf::CAPACITY);
+        let mut buf = PacketBuf::new();
+        let mut batch = esp.batch(0);
+        let mut drops = 0;
+        loop {
+            let n = match rb.recv(&self.esp) {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::debug!("raw ESP receive: {e}");
                     continue;
                 }
             };
-            if buf.push_back(n).is_err() {
-                continue;
+            self.stats.recv_calls.fetch_add(1, Ordering::Relaxed);
+            self.note_kernel_drops(&mut drops, rb.kernel_drops);
+            for i in 0..n {
+                let Some((_, pkt)) = rb.get(i) else { continue };
+                let Some((from, payload)) =
+                    strip_ipv4_header(pkt).filter(|(_, p)| p.len() >= ESP_MIN)
+                else {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let loaded = buf.reset(PacketBuf::DEFAULT_HEADROOM).is_ok()
+                    && buf
+                        .push_back(payload.len())
+                        .map(|b| b.copy_from_slice(payload))
+                        .is_ok();
+                if !loaded {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                self.stats.esp.fetch_add(1, Ordering::Relaxed);
+                if !esp.handle_esp(SocketAddrV4::new(from, 0), false, &mut buf, &mut batch) {
+                    return;
+                }
             }
-            // raw(7): an IPv4 raw socket receives the IP header too.
-            let Some((from, header_len)) = strip_ipv4_header(buf.as_slice())
-                .map(|(from, esp)| (from, n - esp.len()))
-                .filter(|(_, h)| n - h >= ESP_MIN)
-            else {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if buf.pull_front(header_len).is_err() {
-                continue;
-            }
-            self.stats.esp.fetch_add(1, Ordering::Relaxed);
-            if !esp
-                .handle_esp(SocketAddrV4::new(from, 0), false, &mut buf)
-                .await
-            {
-                return;
-            }
+            esp.end_batch(&mut batch);
         }
     }
 }
 
-/// Where received ESP goes. The daemon's dataplane opens it in place in the reader task; the
-/// demultiplexer's own tests hand it to a channel instead ([`EspToChannel`]).
+/// Where received ESP goes. The daemon's dataplane opens it in place in the reader thread and
+/// writes the inner packets to the TUN device once per batch; the demultiplexer's own tests
+/// hand it to a channel instead ([`EspToChannel`]).
 pub trait EspHandler: Send + Sync + 'static {
+    /// Per-reader state for one batch (e.g. the TUN writes it collects).
+    type Batch: Send;
+    /// The batch state of reader `worker`.
+    fn batch(&self, worker: usize) -> Self::Batch;
     /// Handles one ESP packet (starting at the SPI) from `from` (port 0 for raw ESP). Returns
     /// false when the receiver is gone and the reader should stop.
     fn handle_esp(
@@ -341,7 +528,10 @@ pub trait EspHandler: Send + Sync + 'static {
         from: SocketAddrV4,
         encap: bool,
         buf: &mut PacketBuf,
-    ) -> impl std::future::Future<Output = bool> + Send;
+        batch: &mut Self::Batch,
+    ) -> bool;
+    /// The reader's batch is done: flush what it collected.
+    fn end_batch(&self, batch: &mut Self::Batch);
 }
 
 /// Forwards ESP as [`Received::Esp`] on a channel (for tests of the demultiplexer).
@@ -349,7 +539,9 @@ pub trait EspHandler: Send + Sync + 'static {
 pub struct EspToChannel(pub mpsc::Sender<Received>);
 
 impl EspHandler for EspToChannel {
-    async fn handle_esp(&self, from: SocketAddrV4, encap: bool, buf: &mut PacketBuf) -> bool {
+    type Batch = ();
+    fn batch(&self, _worker: usize) {}
+    fn handle_esp(&self, from: SocketAddrV4, encap: bool, buf: &mut PacketBuf, _: &mut ()) -> bool {
         !matches!(
             self.0.try_send(Received::Esp {
                 from,
@@ -359,6 +551,7 @@ impl EspHandler for EspToChannel {
             Err(mpsc::error::TrySendError::Closed(_))
         )
     }
+    fn end_batch(&self, _: &mut ()) {}
 }
 
 /// Splits a received IPv4 datagram (RFC 791 §3.1) into source address and payload.

@@ -44,7 +44,10 @@ fn tun_device_has_address_mtu_and_flags() {
     let name = "dmvpn0";
     ns.block_on(async {
         let nl = Netlink::open().unwrap();
-        let tun = TunDevice::create(&tunnel_cfg(name), &nl).await.unwrap();
+        let tun = TunDevice::create(&tunnel_cfg(name), &nl, 2, true)
+            .await
+            .unwrap();
+        assert_eq!(tun.queues.len(), 2, "one queue per worker");
         assert_eq!(tun.name, name);
         assert_eq!(nl.link_index(name).await.unwrap(), tun.index);
 
@@ -90,7 +93,9 @@ fn route_mirror_follows_kernel_and_installed_routes() {
     let dev = "dmvpn0";
     ns.block_on(async {
         let nl = Netlink::open().unwrap();
-        let tun = TunDevice::create(&tunnel_cfg(dev), &nl).await.unwrap();
+        let tun = TunDevice::create(&tunnel_cfg(dev), &nl, 1, false)
+            .await
+            .unwrap();
         let routes = shared(RouteTable::new());
         spawn_route_mirror(tun.index, routes.clone()).await.unwrap();
 
@@ -252,10 +257,15 @@ fn underlay_demultiplexes_datagrams_from_another_namespace() {
             interface: None,
             ike_port: 500,
             natt_port: 4500,
+            workers: 2,
+            socket_buffer: 1 << 20,
+            offload: true,
         })
         .unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        underlay.spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)));
+        underlay
+            .spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)))
+            .unwrap();
 
         let ike_msg = [0x11u8; 28];
         let esp = [0xC0, 0xFF, 0xEE, 0x01, 0, 0, 0, 7, 0xAB, 0xCD];
@@ -333,8 +343,7 @@ fn underlay_demultiplexes_datagrams_from_another_namespace() {
             .await
             .unwrap();
         underlay
-            .send_esp(SocketAddrV4::new(b_ip, 4500), true, &esp)
-            .await
+            .send_esp(0, SocketAddrV4::new(b_ip, 4500), true, &esp)
             .unwrap();
     });
     let mut buf = [0u8; 2048];
@@ -371,11 +380,15 @@ fn nat_keepalive_and_ike_cross_a_nat_router() {
                     interface: None,
                     ike_port: 500,
                     natt_port: 4500,
+                    workers: 1,
+                    socket_buffer: 1 << 20,
+                    offload: false,
                 })
             })
             .unwrap();
         let _guard = rt.enter();
-        u.spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)));
+        u.spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)))
+            .unwrap();
         (rt, u)
     });
     // The spoke behind the NAT sends from its private address; the hub sees the router's.

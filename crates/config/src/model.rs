@@ -25,7 +25,34 @@ pub struct Config {
     pub key_export: Option<PathBuf>,
     /// The `dmvpnctl` control socket.
     pub control: Control,
+    /// Packet I/O: workers, offloads, socket buffers.
+    pub dataplane: Dataplane,
 }
+
+/// `[dataplane]`: how packets move between the TUN device and the underlay sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataplane {
+    /// Packet workers (each a TUN queue, a UDP 4500 socket and two threads); 0 = one per core.
+    pub workers: u32,
+    /// TUN segmentation/checksum offload (IFF_VNET_HDR, TSO) and UDP GSO/GRO on the underlay.
+    pub offload: bool,
+    /// Requested SO_RCVBUF/SO_SNDBUF of the underlay sockets, in bytes.
+    pub socket_buffer: u32,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            workers: 0,
+            offload: true,
+            socket_buffer: DEFAULT_SOCKET_BUFFER,
+        }
+    }
+}
+
+/// Underlay socket buffers unless configured: enough for a burst of several hundred
+/// full-size ESP packets (the kernel's 208 KiB default overflowed at about 0.6 Gbit/s).
+pub const DEFAULT_SOCKET_BUFFER: u32 = 4 << 20;
 
 /// `[control]`: where `dmvpnctl` reaches the daemon and who may.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,8 @@ pub(crate) struct RawConfig {
     pub debug: RawDebug,
     #[serde(default)]
     pub control: RawControl,
+    #[serde(default)]
+    pub dataplane: RawDataplane,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +142,14 @@ pub(crate) struct RawDebug {
 pub(crate) struct RawControl {
     pub socket: Option<Spanned<String>>,
     pub group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawDataplane {
+    pub workers: Option<Spanned<u32>>,
+    pub offload: Option<bool>,
+    pub socket_buffer: Option<Spanned<u32>>,
 }
 
 /// The separate secrets file: `[psk]` maps keyring entry names to keys, `[nhrp]` holds the NHRP

@@ -437,6 +437,24 @@ pub(crate) fn validate(
         group: raw.control.group.clone(),
     };
 
+    in_range(&cx, &raw.dataplane.workers, "dataplane.workers", 0..=64, "")?;
+    in_range(
+        &cx,
+        &raw.dataplane.socket_buffer,
+        "dataplane.socket-buffer",
+        65536..=(256 << 20),
+        " bytes",
+    )?;
+    let dataplane = crate::model::Dataplane {
+        workers: raw.dataplane.workers.as_ref().map_or(0, |w| *w.get_ref()),
+        offload: raw.dataplane.offload.unwrap_or(true),
+        socket_buffer: raw
+            .dataplane
+            .socket_buffer
+            .as_ref()
+            .map_or(crate::model::DEFAULT_SOCKET_BUFFER, |b| *b.get_ref()),
+    };
+
     Ok(Config {
         ike: ike_out,
         ipsec: ipsec_out,
@@ -446,6 +464,7 @@ pub(crate) fn validate(
         routes,
         key_export,
         control,
+        dataplane,
     })
 }
 

@@ -138,6 +138,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("nhrp.role", new.nhrp.role != old.nhrp.role),
         ("underlay", new.underlay != old.underlay),
         ("debug.key-export", new.key_export != old.key_export),
+        ("dataplane", new.dataplane != old.dataplane),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))

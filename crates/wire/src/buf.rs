@@ -93,6 +93,11 @@ impl PacketBuf {
         self.storage.get_mut(self.tail..).unwrap_or_default()
     }
 
+    /// The tailroom, read-only (for batch readers that take `AsRef` and `AsMut` views).
+    pub fn spare_back(&self) -> &[u8] {
+        self.storage.get(self.tail..).unwrap_or_default()
+    }
+
     /// Grows the data by `n` bytes at the front and returns them (a header to fill in).
     pub fn push_front(&mut self, n: usize) -> Result<&mut [u8], Error> {
         let head = self.head.checked_sub(n).ok_or(Error::NoRoom)?;

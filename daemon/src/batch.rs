@@ -1,0 +1,190 @@
+//! Batched and offloaded datagram I/O on the underlay sockets, through nix's safe wrappers of
+//! the system calls (dmvpnd itself has no `unsafe`): `recvmmsg(2)` with UDP GRO (`UDP_GRO`,
+//! udp(7)) so one call returns many ESP-in-UDP datagrams, coalesced by the kernel; one
+//! `sendmsg(2)` with `UDP_SEGMENT` (GSO) for a run of equal-size datagrams to one peer;
+//! `sendmmsg(2)` for raw ESP, which has no GSO; and socket buffers sized for bursts
+//! (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` where CAP_NET_ADMIN allows, socket(7)), with the
+//! kernel's drop counter (`SO_RXQ_OVFL`) read from every batch.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg,
+    sendmsg, setsockopt, sockopt,
+};
+
+/// Largest datagram GRO hands us at once (and the most a GSO send may carry): 64 KiB.
+pub const GRO_BUFFER: usize = 65536;
+/// Most segments one GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Requests `bytes` of receive and send buffer, forcing past `rmem_max`/`wmem_max` when the
+/// process has CAP_NET_ADMIN; returns what the kernel granted (it reports twice the request,
+/// socket(7)).
+pub fn set_buffers(fd: &impl AsFd, bytes: usize) -> (usize, usize) {
+    if setsockopt(fd, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(fd, sockopt::RcvBuf, &bytes);
+    }
+    if setsockopt(fd, sockopt::SndBufForce, &bytes).is_err() {
+        let _ = setsockopt(fd, sockopt::SndBuf, &bytes);
+    }
+    let rcv = nix::sys::socket::getsockopt(fd, sockopt::RcvBuf).unwrap_or(0);
+    let snd = nix::sys::socket::getsockopt(fd, sockopt::SndBuf).unwrap_or(0);
+    (rcv, snd)
+}
+
+/// Asks the kernel to coalesce received UDP datagrams of one flow (UDP_GRO, Linux 5.0).
+pub fn enable_gro(fd: &impl AsFd) -> bool {
+    setsockopt(fd, sockopt::UdpGroSegment, &true).is_ok()
+}
+
+/// Asks for the socket's drop counter on every received datagram.
+pub fn enable_drop_counter(fd: &impl AsFd) -> bool {
+    setsockopt(fd, sockopt::RxqOvfl, &1).is_ok()
+}
+
+/// One received message: its length in the buffer, the sender, and the GRO segment size when
+/// the kernel coalesced several datagrams of that size (the last may be shorter).
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddrV4,
+    pub segment: Option<usize>,
+}
+
+/// Buffers and headers for `recvmmsg`, allocated once per reader thread.
+pub struct RecvBatch {
+    headers: MultiHeaders<SockaddrIn>,
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<Received>,
+    /// The socket's drop count (SO_RXQ_OVFL) as last reported.
+    pub kernel_drops: u32,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("messages", &self.bufs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecvBatch {
+    /// Room for `messages` messages of up to `size` bytes each.
+    pub fn new(messages: usize, size: usize) -> Self {
+        let cmsg = nix::cmsg_space!(libc::c_int, u32);
+        RecvBatch {
+            headers: MultiHeaders::preallocate(messages, Some(cmsg)),
+            bufs: vec![vec![0u8; size]; messages],
+            meta: Vec::with_capacity(messages),
+            kernel_drops: 0,
+        }
+    }
+
+    /// Blocks until at least one message arrives; returns how many did.
+    pub fn recv(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
+        self.meta.clear();
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
+            .bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        let results = recvmmsg(
+            fd.as_raw_fd(),
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for r in results {
+            let mut segment = None;
+            if let Ok(cmsgs) = r.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::UdpGroSegments(s) if s > 0 => {
+                            segment = usize::try_from(s).ok();
+                        }
+                        ControlMessageOwned::RxqOvfl(d) => self.kernel_drops = d,
+                        _ => {}
+                    }
+                }
+            }
+            let from = r.address.map_or(
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                |a: SockaddrIn| SocketAddrV4::new(a.ip(), a.port()),
+            );
+            self.meta.push(Received {
+                len: r.bytes,
+                from,
+                segment,
+            });
+        }
+        Ok(self.meta.len())
+    }
+
+    /// Message `i` of the last `recv`: what arrived and its bytes.
+    pub fn get(&self, i: usize) -> Option<(Received, &[u8])> {
+        let m = *self.meta.get(i)?;
+        let b = self.bufs.get(i)?.get(..m.len)?;
+        Some((m, b))
+    }
+}
+
+/// Sends `data`, a run of datagrams of `segment` bytes each (the last may be shorter), to
+/// `to` with one GSO send (UDP_SEGMENT).
+pub fn send_gso(fd: &impl AsRawFd, to: SocketAddrV4, data: &[u8], segment: u16) -> io::Result<()> {
+    let iov = [IoSlice::new(data)];
+    let addr = SockaddrIn::from(to);
+    let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+    sendmsg(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&addr))
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Preallocated headers for `sendmmsg`.
+pub struct SendBatch {
+    headers: MultiHeaders<SockaddrIn>,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").finish_non_exhaustive()
+    }
+}
+
+impl SendBatch {
+    pub fn new(messages: usize) -> Self {
+        SendBatch {
+            headers: MultiHeaders::preallocate(messages, None),
+        }
+    }
+
+    /// Sends each packet to its address with one system call per batch; returns how many the
+    /// kernel took.
+    pub fn send(
+        &mut self,
+        fd: &impl AsRawFd,
+        packets: &[(&[u8], SocketAddrV4)],
+    ) -> io::Result<usize> {
+        let slices: Vec<[IoSlice<'_>; 1]> =
+            packets.iter().map(|(p, _)| [IoSlice::new(p)]).collect();
+        let addrs: Vec<Option<SockaddrIn>> = packets
+            .iter()
+            .map(|(_, a)| Some(SockaddrIn::from(*a)))
+            .collect();
+        let cmsgs: [ControlMessage<'_>; 0] = [];
+        let sent = sendmmsg(
+            fd.as_raw_fd(),
+            &mut self.headers,
+            slices.iter(),
+            addrs,
+            cmsgs,
+            MsgFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        Ok(sent.count())
+    }
+}
