@@ -355,4 +355,66 @@ impl Endpoint {
             }
         }
     }
+
+    /// Rekeys the Child SA `old` (§1.3.3, §2.8); false if it is gone or busy.
+    pub(super) fn start_rekey_child(&mut self, now: Instant, sa: &mut IkeSa, old: u32) -> bool {
+        let Some(c) = sa.children.iter().find(|c| c.spi_in == old) else {
+            return false;
+        };
+        if c.status != ChildStatus::Active {
+            return false;
+        }
+        let integ_none = c.suite.integ_none;
+        let spi_in = self.new_child_spi();
+        let nonce_i = self.nonce();
+        let dh = match self.config.esp.pfs {
+            Some(g) => match DhPrivate::generate(g, self.rng.as_mut()) {
+                Ok(d) => Some(d),
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        // §1.3.3: REKEY_SA carries the SPI we expect in inbound ESP.
+        let mut rekey = Notify::new(NotifyType::REKEY_SA, Vec::new());
+        rekey.protocol = ProtocolId::ESP;
+        rekey.spi = old.to_be_bytes().to_vec();
+        let mut payloads = vec![
+            Payload::Notify(rekey),
+            notify(NotifyType::USE_TRANSPORT_MODE),
+            // Same proposal shape the peer used (wire-notes 20).
+            Payload::Sa(proposal::esp_offer(
+                &self.config.esp,
+                spi_in,
+                dh.as_ref().map(DhPrivate::alg),
+                integ_none,
+            )),
+            Payload::Nonce(nonce_i.clone()),
+        ];
+        if let Some(d) = &dh {
+            payloads.push(Payload::Ke(KeyExchange {
+                dh_group: DhId::from(d.alg()),
+                data: d.public_value().to_vec(),
+            }));
+        }
+        payloads.push(Payload::TsI(vec![TrafficSelector::gre_host(sa.local.ip())]));
+        payloads.push(Payload::TsR(vec![TrafficSelector::gre_host(
+            sa.remote.ip(),
+        )]));
+        if let Some(c) = sa.child_by_in(old) {
+            c.status = ChildStatus::Rekeying;
+        }
+        self.request(
+            now,
+            sa,
+            ExchangeType::CREATE_CHILD_SA,
+            &payloads,
+            Req::CreateChild {
+                rekey_of: Some(old),
+                spi_in,
+                nonce_i,
+                dh,
+            },
+        );
+        true
+    }
 }

@@ -54,4 +54,54 @@ impl Endpoint {
             })]
         }
     }
+
+    /// Sends a liveness check (§2.4: an empty INFORMATIONAL request).
+    pub(super) fn start_dpd(&mut self, now: Instant, sa: &mut IkeSa) {
+        sa.last_probe = now;
+        self.request(now, sa, ExchangeType::INFORMATIONAL, &[], Req::Dpd);
+    }
+
+    /// Deletes the IKE SA (§1.4.1): DELETE with protocol IKE and no SPI.
+    pub(super) fn start_delete_ike(&mut self, now: Instant, sa: &mut IkeSa) {
+        let d = Payload::Delete(Delete {
+            protocol: ProtocolId::IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        });
+        self.request(now, sa, ExchangeType::INFORMATIONAL, &[d], Req::DeleteIke);
+        // Children are gone for the daemon as soon as we decide.
+        for c in sa.children.drain(..) {
+            self.events.push_back(Event::ChildSaDeleted {
+                ike_sa: IkeSaId(sa.id),
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                remote: sa.remote,
+            });
+        }
+        sa.state = State::Deleting(Deleting {
+            collision: None,
+            deadline: now
+                + self.config.retransmit.max_interval * self.config.retransmit.max_tries.max(1),
+        });
+    }
+
+    /// Deletes one Child SA (§1.4.1); false if it is already gone.
+    pub(super) fn start_delete_child(&mut self, now: Instant, sa: &mut IkeSa, spi: u32) -> bool {
+        if sa.children.iter().all(|c| c.spi_in != spi) {
+            return false;
+        }
+        let d = Payload::Delete(Delete {
+            protocol: ProtocolId::ESP,
+            spi_size: 4,
+            spis: vec![spi.to_be_bytes().to_vec()],
+        });
+        self.request(
+            now,
+            sa,
+            ExchangeType::INFORMATIONAL,
+            &[d],
+            Req::DeleteChild(vec![spi]),
+        );
+        true
+    }
 }

@@ -268,4 +268,39 @@ impl Endpoint {
             self.start(now, sa, Queued::DeleteIke);
         }
     }
+
+    /// Rekeys the IKE SA (§1.3.2): SA with the new SPI, Ni, KE.
+    pub(super) fn start_rekey_ike(&mut self, now: Instant, sa: &mut IkeSa) -> bool {
+        let Some(first) = self.config.ike_proposals.first().copied() else {
+            return false;
+        };
+        let Ok(dh) = DhPrivate::generate(first.dh, self.rng.as_mut()) else {
+            return false;
+        };
+        let new_spi = self.new_spi();
+        let nonce_i = self.nonce();
+        let payloads = vec![
+            Payload::Sa(proposal::ike_offer(
+                &self.config.ike_proposals,
+                Some(new_spi),
+            )),
+            Payload::Nonce(nonce_i.clone()),
+            Payload::Ke(KeyExchange {
+                dh_group: DhId::from(dh.alg()),
+                data: dh.public_value().to_vec(),
+            }),
+        ];
+        self.request(
+            now,
+            sa,
+            ExchangeType::CREATE_CHILD_SA,
+            &payloads,
+            Req::RekeyIke {
+                new_spi,
+                nonce_i,
+                dh,
+            },
+        );
+        true
+    }
 }

@@ -425,141 +425,16 @@ impl Endpoint {
     pub(super) fn start(&mut self, now: Instant, sa: &mut IkeSa, q: Queued) -> bool {
         match q {
             Queued::Dpd => {
-                sa.last_probe = now;
-                self.request(now, sa, ExchangeType::INFORMATIONAL, &[], Req::Dpd);
+                self.start_dpd(now, sa);
+                true
             }
             Queued::DeleteIke => {
-                let d = Payload::Delete(Delete {
-                    protocol: ProtocolId::IKE,
-                    spi_size: 0,
-                    spis: Vec::new(),
-                });
-                self.request(now, sa, ExchangeType::INFORMATIONAL, &[d], Req::DeleteIke);
-                // Children are gone for the daemon as soon as we decide.
-                for c in sa.children.drain(..) {
-                    self.events.push_back(Event::ChildSaDeleted {
-                        ike_sa: IkeSaId(sa.id),
-                        spi_in: c.spi_in,
-                        spi_out: c.spi_out,
-                        remote: sa.remote,
-                    });
-                }
-                sa.state = State::Deleting(Deleting {
-                    collision: None,
-                    deadline: now
-                        + self.config.retransmit.max_interval
-                            * self.config.retransmit.max_tries.max(1),
-                });
+                self.start_delete_ike(now, sa);
+                true
             }
-            Queued::DeleteChild(spi) => {
-                if sa.children.iter().all(|c| c.spi_in != spi) {
-                    return false;
-                }
-                let d = Payload::Delete(Delete {
-                    protocol: ProtocolId::ESP,
-                    spi_size: 4,
-                    spis: vec![spi.to_be_bytes().to_vec()],
-                });
-                self.request(
-                    now,
-                    sa,
-                    ExchangeType::INFORMATIONAL,
-                    &[d],
-                    Req::DeleteChild(vec![spi]),
-                );
-            }
-            Queued::RekeyChild(old) => {
-                let Some(c) = sa.children.iter().find(|c| c.spi_in == old) else {
-                    return false;
-                };
-                if c.status != ChildStatus::Active {
-                    return false;
-                }
-                let integ_none = c.suite.integ_none;
-                let spi_in = self.new_child_spi();
-                let nonce_i = self.nonce();
-                let dh = match self.config.esp.pfs {
-                    Some(g) => match DhPrivate::generate(g, self.rng.as_mut()) {
-                        Ok(d) => Some(d),
-                        Err(_) => return false,
-                    },
-                    None => None,
-                };
-                // §1.3.3: REKEY_SA carries the SPI we expect in inbound ESP.
-                let mut rekey = Notify::new(NotifyType::REKEY_SA, Vec::new());
-                rekey.protocol = ProtocolId::ESP;
-                rekey.spi = old.to_be_bytes().to_vec();
-                let mut payloads = vec![
-                    Payload::Notify(rekey),
-                    notify(NotifyType::USE_TRANSPORT_MODE),
-                    // Same proposal shape the peer used (wire-notes 20).
-                    Payload::Sa(proposal::esp_offer(
-                        &self.config.esp,
-                        spi_in,
-                        dh.as_ref().map(DhPrivate::alg),
-                        integ_none,
-                    )),
-                    Payload::Nonce(nonce_i.clone()),
-                ];
-                if let Some(d) = &dh {
-                    payloads.push(Payload::Ke(KeyExchange {
-                        dh_group: DhId::from(d.alg()),
-                        data: d.public_value().to_vec(),
-                    }));
-                }
-                payloads.push(Payload::TsI(vec![TrafficSelector::gre_host(sa.local.ip())]));
-                payloads.push(Payload::TsR(vec![TrafficSelector::gre_host(
-                    sa.remote.ip(),
-                )]));
-                if let Some(c) = sa.child_by_in(old) {
-                    c.status = ChildStatus::Rekeying;
-                }
-                self.request(
-                    now,
-                    sa,
-                    ExchangeType::CREATE_CHILD_SA,
-                    &payloads,
-                    Req::CreateChild {
-                        rekey_of: Some(old),
-                        spi_in,
-                        nonce_i,
-                        dh,
-                    },
-                );
-            }
-            Queued::RekeyIke => {
-                let Some(first) = self.config.ike_proposals.first().copied() else {
-                    return false;
-                };
-                let Ok(dh) = DhPrivate::generate(first.dh, self.rng.as_mut()) else {
-                    return false;
-                };
-                let new_spi = self.new_spi();
-                let nonce_i = self.nonce();
-                let payloads = vec![
-                    Payload::Sa(proposal::ike_offer(
-                        &self.config.ike_proposals,
-                        Some(new_spi),
-                    )),
-                    Payload::Nonce(nonce_i.clone()),
-                    Payload::Ke(KeyExchange {
-                        dh_group: DhId::from(dh.alg()),
-                        data: dh.public_value().to_vec(),
-                    }),
-                ];
-                self.request(
-                    now,
-                    sa,
-                    ExchangeType::CREATE_CHILD_SA,
-                    &payloads,
-                    Req::RekeyIke {
-                        new_spi,
-                        nonce_i,
-                        dh,
-                    },
-                );
-            }
+            Queued::DeleteChild(spi) => self.start_delete_child(now, sa, spi),
+            Queued::RekeyChild(old) => self.start_rekey_child(now, sa, old),
+            Queued::RekeyIke => self.start_rekey_ike(now, sa),
         }
-        true
     }
 }
