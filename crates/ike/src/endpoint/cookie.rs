@@ -116,4 +116,35 @@ impl Endpoint {
                 constant_time_eq(cookie, &want)
             })
     }
+
+    /// §2.6: once `cookie_threshold` SAs are half open, an IKE_SA_INIT
+    /// request is accepted only if its first payload is a cookie we issued;
+    /// otherwise the answer is a fresh cookie and no state is kept.
+    pub(super) fn check_cookie(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        h: &Header,
+        p: &[Payload],
+        nonce_i: &[u8],
+    ) -> Result<(), ExchangeError> {
+        let half_open = self
+            .sas
+            .values()
+            .filter(|s| matches!(s.state, State::ExpectAuthRequest(_)))
+            .count();
+        if half_open < self.config.cookie_threshold {
+            return Ok(());
+        }
+        self.cookies.rotate(now, self.rng.as_mut());
+        let ok = matches!(p.first(), Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE
+            && self.cookie_valid(now, &n.data, nonce_i, remote, h.spi_i));
+        if ok {
+            Ok(())
+        } else {
+            Err(ExchangeError::CookieRequired(
+                self.cookie_for(nonce_i, remote, h.spi_i),
+            ))
+        }
+    }
 }

@@ -84,26 +84,28 @@ impl Endpoint {
         nonce_r: &[u8],
         pfs: Option<(DhAlg, Secret)>,
         replaces: Option<u32>,
-    ) -> Result<Reply, NotifyType> {
-        let prf = sa.prf().ok_or(NotifyType::INVALID_SYNTAX)?;
+    ) -> Result<Reply, ExchangeError> {
+        let prf = sa.prf().ok_or(ExchangeError::InvalidSyntax)?;
         let sk_d = sa
             .keys
             .as_ref()
             .map(|k| k.sk_d.clone())
-            .ok_or(NotifyType::INVALID_SYNTAX)?;
+            .ok_or(ExchangeError::InvalidSyntax)?;
         // wire-notes 19: transport mode or nothing for GRE.
         if find_notify(p, NotifyType::USE_TRANSPORT_MODE).is_none() {
-            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
+            return Err(ExchangeError::NoProposalChosen);
         }
-        let proposals = sa_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
+        let proposals = sa_of(p).ok_or(ExchangeError::InvalidSyntax)?;
         let (suite, spi_out, mut chosen) =
             proposal::select_esp(&self.config.esp, proposals, pfs.as_ref().map(|(g, _)| *g))
-                .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
+                .ok_or(ExchangeError::NoProposalChosen)?;
         let (Some(tsi), Some(tsr)) = ts_of(p) else {
-            return Err(NotifyType::TS_UNACCEPTABLE);
+            return Err(ExchangeError::TsUnacceptable);
         };
-        let tsi = pick_ts(tsi, sa.remote.ip(), sa.nat_remote).ok_or(NotifyType::TS_UNACCEPTABLE)?;
-        let tsr = pick_ts(tsr, sa.local.ip(), sa.nat_local).ok_or(NotifyType::TS_UNACCEPTABLE)?;
+        // §2.9: narrow to what our policy (one GRE host each way) allows.
+        let tsi =
+            pick_ts(tsi, sa.remote.ip(), sa.nat_remote).ok_or(ExchangeError::TsUnacceptable)?;
+        let tsr = pick_ts(tsr, sa.local.ip(), sa.nat_local).ok_or(ExchangeError::TsUnacceptable)?;
         let spi_in = self.new_child_spi();
         chosen.spi = spi_in.to_be_bytes().to_vec();
         let keys = child_keys(
@@ -113,7 +115,7 @@ impl Endpoint {
             nonce_i,
             nonce_r,
         )
-        .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
+        .map_err(|_| ExchangeError::NoProposalChosen)?;
         // We are the exchange responder: inbound is i→r, as `child_keys` orders them.
         self.install_child(now, sa, spi_in, spi_out, suite, keys, replaces);
         Ok(vec![
@@ -125,98 +127,95 @@ impl Endpoint {
     }
 
     /// CREATE_CHILD_SA request (§1.3): new child, child rekey, IKE rekey.
-    pub(super) fn on_create_child(&mut self, now: Instant, sa: &mut IkeSa, p: &[Payload]) -> Reply {
-        let Some(nonce_i) = nonce_of(p).cloned() else {
-            return vec![notify(NotifyType::INVALID_SYNTAX)];
-        };
+    pub(super) fn on_create_child(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        p: &[Payload],
+    ) -> Result<Reply, ExchangeError> {
+        let nonce_i = nonce_of(p).cloned().ok_or(ExchangeError::InvalidSyntax)?;
+        // §2.10: nonces are 16..=256 bytes.
         if !(16..=256).contains(&nonce_i.len()) {
-            return vec![notify(NotifyType::INVALID_SYNTAX)];
+            return Err(ExchangeError::InvalidSyntax);
         }
-        let Some(proposals) = sa_of(p) else {
-            return vec![notify(NotifyType::INVALID_SYNTAX)];
-        };
+        let proposals = sa_of(p).ok_or(ExchangeError::InvalidSyntax)?;
         if proposals.iter().any(|pr| pr.protocol == ProtocolId::IKE) {
             return self.on_rekey_ike_request(now, sa, p, &nonce_i);
         }
         let nonce_r = self.nonce();
-        let rekey_of =
-            notifies(p).find(|n| n.ty == NotifyType::REKEY_SA && n.protocol == ProtocolId::ESP);
-        let mut replaces = None;
-        if let Some(n) = rekey_of {
-            // The SPI in REKEY_SA is the peer's inbound = our outbound
-            // (§1.3.3).
-            let Ok(spi) = <[u8; 4]>::try_from(n.spi.as_slice()) else {
-                return vec![notify(NotifyType::INVALID_SYNTAX)];
-            };
-            let spi = u32::from_be_bytes(spi);
-            match sa.children.iter().find(|c| c.spi_out == spi) {
-                Some(c) => replaces = Some(c.spi_in),
-                None => {
-                    // §2.25: the peer rekeys something we already deleted.
-                    let mut n = Notify::new(NotifyType::CHILD_SA_NOT_FOUND, Vec::new());
-                    n.protocol = ProtocolId::ESP;
-                    n.spi = spi.to_be_bytes().to_vec();
-                    return vec![Payload::Notify(n)];
-                }
-            }
-        }
+        let replaces = Self::rekeyed_child(sa, p)?;
         // Our policy demands PFS on CREATE_CHILD_SA: no KE, no child.
         if self.config.esp.pfs.is_some() && ke_of(p).is_none() {
-            return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)];
+            return Err(ExchangeError::NoProposalChosen);
         }
         // PFS: a KE payload means the peer wants a fresh D-H.
-        let mut ke_reply = None;
-        let mut pfs = None;
-        if let Some(ke) = ke_of(p) {
-            let Some(g) = ke.dh_group.alg() else {
-                return vec![Payload::Notify(Notify::new(
-                    NotifyType::INVALID_KE_PAYLOAD,
-                    self.config
-                        .esp
-                        .pfs
-                        .unwrap_or(DhAlg::Ecp256)
-                        .ike_group()
-                        .to_be_bytes()
-                        .to_vec(),
-                ))];
-            };
-            let Ok(dh) = DhPrivate::generate(g, self.rng.as_mut()) else {
-                return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)];
-            };
-            let Ok(gir) = dh.agree(&ke.data) else {
-                return vec![notify(NotifyType::INVALID_SYNTAX)];
-            };
-            ke_reply = Some(Payload::Ke(KeyExchange {
-                dh_group: ke.dh_group,
-                data: dh.public_value().to_vec(),
-            }));
-            pfs = Some((g, gir));
-        }
-        match self.child_responder(now, sa, p, &nonce_i, &nonce_r, pfs, replaces) {
-            Ok(mut c) => {
-                if let (Some(old_in), Some(new)) = (replaces, sa.children.last().map(|c| c.spi_in))
-                {
-                    if let Some(old) = sa.child_by_in(old_in) {
-                        if old.status == ChildStatus::Rekeying {
-                            // §2.8.1: simultaneous rekey; remember the
-                            // peer's nonces to settle it once ours completes.
-                            old.peer_rekey = Some((new, nonce_i.clone(), nonce_r.clone()));
-                        } else {
-                            old.status = ChildStatus::Replaced;
-                        }
-                    }
-                }
-                // Order: N(USE_TRANSPORT_MODE), SA, Nr, [KE], TSi, TSr.
-                let ts = c.split_off(2);
-                c.push(Payload::Nonce(nonce_r));
-                if let Some(k) = ke_reply {
-                    c.push(k);
-                }
-                c.extend(ts);
-                c
+        let (ke_reply, pfs) = match ke_of(p) {
+            Some(ke) => {
+                let (reply, shared) = self.child_pfs(ke)?;
+                (Some(reply), Some(shared))
             }
-            Err(ty) => vec![notify(ty)],
+            None => (None, None),
+        };
+        let mut c = self.child_responder(now, sa, p, &nonce_i, &nonce_r, pfs, replaces)?;
+        if let (Some(old_in), Some(new)) = (replaces, sa.children.last().map(|c| c.spi_in)) {
+            if let Some(old) = sa.child_by_in(old_in) {
+                if old.status == ChildStatus::Rekeying {
+                    // §2.8.1: simultaneous rekey; remember the
+                    // peer's nonces to settle it once ours completes.
+                    old.peer_rekey = Some((new, nonce_i.clone(), nonce_r.clone()));
+                } else {
+                    old.status = ChildStatus::Replaced;
+                }
+            }
         }
+        // Order: N(USE_TRANSPORT_MODE), SA, Nr, [KE], TSi, TSr.
+        let ts = c.split_off(2);
+        c.push(Payload::Nonce(nonce_r));
+        if let Some(k) = ke_reply {
+            c.push(k);
+        }
+        c.extend(ts);
+        Ok(c)
+    }
+
+    /// The inbound SPI of the Child SA a REKEY_SA notify names (§1.3.3), if
+    /// the request rekeys one.
+    fn rekeyed_child(sa: &IkeSa, p: &[Payload]) -> Result<Option<u32>, ExchangeError> {
+        let Some(n) =
+            notifies(p).find(|n| n.ty == NotifyType::REKEY_SA && n.protocol == ProtocolId::ESP)
+        else {
+            return Ok(None);
+        };
+        // The SPI in REKEY_SA is the peer's inbound = our outbound
+        // (§1.3.3).
+        let spi =
+            <[u8; 4]>::try_from(n.spi.as_slice()).map_err(|_| ExchangeError::InvalidSyntax)?;
+        let spi = u32::from_be_bytes(spi);
+        match sa.children.iter().find(|c| c.spi_out == spi) {
+            Some(c) => Ok(Some(c.spi_in)),
+            // §2.25: the peer rekeys something we already deleted.
+            None => Err(ExchangeError::ChildSaNotFound(spi)),
+        }
+    }
+
+    /// Our half of a Child SA's PFS exchange (§1.3.1): our KE payload and
+    /// the shared secret.
+    fn child_pfs(&mut self, ke: &KeyExchange) -> Result<(Payload, (DhAlg, Secret)), ExchangeError> {
+        let Some(g) = ke.dh_group.alg() else {
+            return Err(ExchangeError::InvalidKePayload(
+                self.config.esp.pfs.unwrap_or(DhAlg::Ecp256),
+            ));
+        };
+        let dh = DhPrivate::generate(g, self.rng.as_mut())
+            .map_err(|_| ExchangeError::NoProposalChosen)?;
+        let gir = dh
+            .agree(&ke.data)
+            .map_err(|_| ExchangeError::InvalidSyntax)?;
+        let reply = Payload::Ke(KeyExchange {
+            dh_group: ke.dh_group,
+            data: dh.public_value().to_vec(),
+        });
+        Ok((reply, (g, gir)))
     }
 
     /// Validates a Child SA response and installs it (initiator side).

@@ -6,6 +6,7 @@
 mod auth;
 mod cookie;
 mod create_child;
+mod error;
 mod event;
 mod fragment;
 mod informational;
@@ -19,6 +20,7 @@ mod transport;
 mod tests;
 
 use cookie::CookieSecrets;
+use error::ExchangeError;
 pub use event::*;
 use sa::*;
 

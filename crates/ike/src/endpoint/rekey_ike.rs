@@ -8,37 +8,32 @@ use super::*;
 const SUPERSEDED_GRACE: Duration = Duration::from_secs(30);
 
 impl Endpoint {
+    /// Responder: a CREATE_CHILD_SA request rekeying this IKE SA (§1.3.2).
     pub(super) fn on_rekey_ike_request(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
         p: &[Payload],
         nonce_i: &[u8],
-    ) -> Reply {
+    ) -> Result<Reply, ExchangeError> {
         let (Some(old_keys), Some(proposals), Some(ke)) = (sa.keys.clone(), sa_of(p), ke_of(p))
         else {
-            return vec![notify(NotifyType::INVALID_SYNTAX)];
+            return Err(ExchangeError::InvalidSyntax);
         };
-        let Some((suite, mut chosen)) = proposal::select_ike(&self.config.ike_proposals, proposals)
-        else {
-            return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)];
-        };
-        let Ok(peer_spi) = <[u8; 8]>::try_from(chosen.spi.as_slice()) else {
-            return vec![notify(NotifyType::INVALID_SYNTAX)];
-        };
+        let (suite, mut chosen) = proposal::select_ike(&self.config.ike_proposals, proposals)
+            .ok_or(ExchangeError::NoProposalChosen)?;
+        let peer_spi =
+            <[u8; 8]>::try_from(chosen.spi.as_slice()).map_err(|_| ExchangeError::InvalidSyntax)?;
         let peer_spi = u64::from_be_bytes(peer_spi);
         if ke.dh_group != DhId::from(suite.dh) {
-            return vec![Payload::Notify(Notify::new(
-                NotifyType::INVALID_KE_PAYLOAD,
-                suite.dh.ike_group().to_be_bytes().to_vec(),
-            ))];
+            // §1.3.2 with §1.2: name the group we want.
+            return Err(ExchangeError::InvalidKePayload(suite.dh));
         }
-        let Ok(dh) = DhPrivate::generate(suite.dh, self.rng.as_mut()) else {
-            return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)];
-        };
-        let Ok(gir) = dh.agree(&ke.data) else {
-            return vec![notify(NotifyType::INVALID_SYNTAX)];
-        };
+        let dh = DhPrivate::generate(suite.dh, self.rng.as_mut())
+            .map_err(|_| ExchangeError::NoProposalChosen)?;
+        let gir = dh
+            .agree(&ke.data)
+            .map_err(|_| ExchangeError::InvalidSyntax)?;
         let new_id = self.new_spi();
         let nonce_r = self.nonce();
         // The peer initiated the rekey, so it is the new SA's initiator.
@@ -52,7 +47,7 @@ impl Endpoint {
             peer_spi,
             new_id,
         ) else {
-            return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)];
+            return Err(ExchangeError::NoProposalChosen);
         };
         chosen.spi = new_id.to_be_bytes().to_vec();
         // §2.8.1: our own rekey of this SA is in flight, so the rekeys
@@ -75,14 +70,14 @@ impl Endpoint {
         if let State::Deleting(d) = &mut sa.state {
             d.collision = collision;
         }
-        vec![
+        Ok(vec![
             Payload::Sa(vec![chosen]),
             Payload::Nonce(nonce_r),
             Payload::Ke(KeyExchange {
                 dh_group: DhId::from(suite.dh),
                 data: dh.public_value().to_vec(),
             }),
-        ]
+        ])
     }
 
     /// Creates the IKE SA that replaces `old` (§2.18) and moves the Child

@@ -15,6 +15,25 @@ pub(super) struct ExpectSaInitResponse {
     pub(super) retries: u8,
 }
 
+/// What IKE_AUTH needs of the IKE_SA_INIT keys (§2.15): the PRF and
+/// SK_pi / SK_pr. Held only by the states waiting for IKE_AUTH, so the
+/// handlers have them without looking them up.
+pub(super) struct AuthKeys {
+    pub(super) prf: PrfAlg,
+    pub(super) sk_pi: Secret,
+    pub(super) sk_pr: Secret,
+}
+
+impl AuthKeys {
+    pub(super) fn of(k: &IkeKeys) -> Self {
+        Self {
+            prf: k.prf,
+            sk_pi: k.sk_pi.clone(),
+            sk_pr: k.sk_pr.clone(),
+        }
+    }
+}
+
 /// Responder, IKE_SA_INIT answered.
 pub(super) struct ExpectAuthRequest {
     pub(super) nonce_i: Vec<u8>,
@@ -22,6 +41,7 @@ pub(super) struct ExpectAuthRequest {
     pub(super) init_request: Vec<u8>,
     pub(super) init_response: Vec<u8>,
     pub(super) deadline: Instant,
+    pub(super) keys: AuthKeys,
 }
 
 /// Initiator, IKE_AUTH sent.
@@ -30,6 +50,7 @@ pub(super) struct ExpectAuthResponse {
     pub(super) nonce_r: Vec<u8>,
     pub(super) init_response: Vec<u8>,
     pub(super) child_spi: u32,
+    pub(super) keys: AuthKeys,
 }
 
 /// Authenticated; exchanges run one at a time (window size 1, §2.3).

@@ -26,13 +26,7 @@ impl Endpoint {
             data: st.dh.public_value().to_vec(),
         }));
         payloads.push(Payload::Nonce(st.nonce_i.clone()));
-        let src = if self.config.force_encap {
-            let mut b = vec![0u8; 20];
-            self.rng.fill(&mut b);
-            b
-        } else {
-            nat_hash(sa.spi_i, 0, sa.local).to_vec()
-        };
+        let src = self.nat_source_hash(sa.spi_i, 0, sa.local);
         payloads.push(Payload::Notify(Notify::new(
             NotifyType::NAT_DETECTION_SOURCE_IP,
             src,
@@ -67,6 +61,8 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Responder: an IKE_SA_INIT request (§1.2). Refusals are answered with
+    /// an unprotected notify (§2.21.1) and leave no state.
     pub(super) fn responder_sa_init(
         &mut self,
         now: Instant,
@@ -92,124 +88,59 @@ impl Endpoint {
         if h.spi_r != 0 {
             return;
         }
-        let msg = match Message::parse(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                // §2.21.1: an error notify in an unprotected response.
-                let (ty, data) = e.notify();
-                self.plain_reply(
-                    local,
-                    remote,
-                    h,
-                    0,
-                    vec![Payload::Notify(Notify::new(ty, data))],
-                );
-                return;
-            }
-        };
+        if let Err(e) = self.accept_sa_init(now, local, remote, h, bytes) {
+            self.plain_reply(local, remote, h, 0, e.reply());
+        }
+    }
+
+    /// Validates an IKE_SA_INIT request, and if it is acceptable creates the
+    /// half-open SA and sends our response. `Ok` also covers the silent
+    /// drops (a failure of our own crypto provider).
+    fn accept_sa_init(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        h: &Header,
+        bytes: &[u8],
+    ) -> Result<(), ExchangeError> {
+        let msg = Message::parse(bytes).map_err(ExchangeError::Malformed)?;
         let p = &msg.payloads;
         let (Some(proposals), Some(ke), Some(nonce_i)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
-            self.plain_reply(
-                local,
-                remote,
-                h,
-                0,
-                vec![notify(NotifyType::INVALID_SYNTAX)],
-            );
-            return;
+            return Err(ExchangeError::InvalidSyntax);
         };
         // §2.10: nonces are 16..=256 bytes.
         if !(16..=256).contains(&nonce_i.len()) {
-            self.plain_reply(
-                local,
-                remote,
-                h,
-                0,
-                vec![notify(NotifyType::INVALID_SYNTAX)],
-            );
-            return;
+            return Err(ExchangeError::InvalidSyntax);
         }
-        let half_open = self
-            .sas
-            .values()
-            .filter(|s| matches!(s.state, State::ExpectAuthRequest(_)))
-            .count();
-        if half_open >= self.config.cookie_threshold {
-            self.cookies.rotate(now, self.rng.as_mut());
-            let ok = matches!(p.first(), Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE
-                && self.cookie_valid(now, &n.data, nonce_i, remote, h.spi_i));
-            if !ok {
-                let want = self.cookie_for(nonce_i, remote, h.spi_i);
-                // §2.6: answer with only the cookie and keep no state.
-                self.plain_reply(
-                    local,
-                    remote,
-                    h,
-                    0,
-                    vec![Payload::Notify(Notify::new(NotifyType::COOKIE, want))],
-                );
-                return;
-            }
-        }
-        let Some((suite, chosen)) = proposal::select_ike(&self.config.ike_proposals, proposals)
-        else {
-            self.plain_reply(
-                local,
-                remote,
-                h,
-                0,
-                vec![notify(NotifyType::NO_PROPOSAL_CHOSEN)],
-            );
-            return;
-        };
+        self.check_cookie(now, remote, h, p, nonce_i)?;
+        let (suite, chosen) = proposal::select_ike(&self.config.ike_proposals, proposals)
+            .ok_or(ExchangeError::NoProposalChosen)?;
         if ke.dh_group != DhId::from(suite.dh) {
             // §1.2: tell the initiator which group we want.
-            self.plain_reply(
-                local,
-                remote,
-                h,
-                0,
-                vec![Payload::Notify(Notify::new(
-                    NotifyType::INVALID_KE_PAYLOAD,
-                    suite.dh.ike_group().to_be_bytes().to_vec(),
-                ))],
-            );
-            return;
+            return Err(ExchangeError::InvalidKePayload(suite.dh));
         }
         let Ok(dh) = DhPrivate::generate(suite.dh, self.rng.as_mut()) else {
-            return;
+            return Ok(());
         };
-        let Ok(gir) = dh.agree(&ke.data) else {
-            self.plain_reply(
-                local,
-                remote,
-                h,
-                0,
-                vec![notify(NotifyType::INVALID_SYNTAX)],
-            );
-            return;
-        };
+        let gir = dh
+            .agree(&ke.data)
+            .map_err(|_| ExchangeError::InvalidSyntax)?;
         let id = self.new_spi();
         let nonce_r = self.nonce();
         let Ok(keys) = IkeKeys::derive(suite.prf, nonce_i, &nonce_r, gir.expose(), h.spi_i, id)
         else {
-            return;
+            return Ok(());
         };
         let (nat_local, nat_remote) = nat_detect(p, h.spi_i, 0, local, remote);
         let mut sa = IkeSa::new(id, false, local, remote, now, State::Closed);
         sa.spi_i = h.spi_i;
+        let auth_keys = AuthKeys::of(&keys);
         sa.suite = Some(suite);
         sa.keys = Some(keys);
         sa.nat_local = nat_local || self.config.force_encap;
         sa.nat_remote = nat_remote;
         sa.expect_request_id = 1;
-        let src = if self.config.force_encap {
-            let mut b = vec![0u8; 20];
-            self.rng.fill(&mut b);
-            b
-        } else {
-            nat_hash(h.spi_i, id, local).to_vec()
-        };
         let reply = vec![
             Payload::Sa(vec![chosen]),
             Payload::Ke(KeyExchange {
@@ -217,14 +148,17 @@ impl Endpoint {
                 data: dh.public_value().to_vec(),
             }),
             Payload::Nonce(nonce_r.clone()),
-            Payload::Notify(Notify::new(NotifyType::NAT_DETECTION_SOURCE_IP, src)),
+            Payload::Notify(Notify::new(
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                self.nat_source_hash(h.spi_i, id, local),
+            )),
             Payload::Notify(Notify::new(
                 NotifyType::NAT_DETECTION_DESTINATION_IP,
                 nat_hash(h.spi_i, id, remote).to_vec(),
             )),
         ];
         let Some(resp) = self.plain_reply(local, remote, h, id, reply) else {
-            return;
+            return Ok(());
         };
         sa.last_response = Some((0, resp.clone()));
         sa.state = State::ExpectAuthRequest(ExpectAuthRequest {
@@ -233,23 +167,34 @@ impl Endpoint {
             init_request: bytes.to_vec(),
             init_response: resp,
             deadline: now + self.config.half_open_timeout,
+            keys: auth_keys,
         });
         self.half_open.insert((remote, h.spi_i), id);
         self.sas.insert(id, sa);
+        Ok(())
+    }
+
+    /// Our NAT_DETECTION_SOURCE_IP data (§2.23); random when we pretend to
+    /// be behind a NAT to force UDP encapsulation.
+    fn nat_source_hash(&mut self, spi_i: u64, spi_r: u64, local: SocketAddr) -> Vec<u8> {
+        if self.config.force_encap {
+            let mut b = vec![0u8; 20];
+            self.rng.fill(&mut b);
+            b
+        } else {
+            nat_hash(spi_i, spi_r, local).to_vec()
+        }
     }
 
     pub(super) fn initiator_sa_init_response(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
+        mut st: ExpectSaInitResponse,
         h: &Header,
         bytes: &[u8],
         p: &[Payload],
     ) {
-        let State::ExpectSaInitResponse(mut st) = std::mem::replace(&mut sa.state, State::Closed)
-        else {
-            return;
-        };
         if let Some(c) = find_notify(p, NotifyType::COOKIE) {
             // §2.6: retry with the cookie first, everything else unchanged.
             if st.retries < MAX_INIT_RETRIES && (1..=64).contains(&c.data.len()) {
@@ -339,7 +284,8 @@ impl Endpoint {
             return;
         };
         sa.suite = Some(suite);
-        sa.keys = Some(keys.clone());
+        let auth_keys = AuthKeys::of(&keys);
+        sa.keys = Some(keys);
         let (nat_local, nat_remote) = nat_detect(p, sa.spi_i, sa.spi_r, sa.local, sa.remote);
         sa.nat_local = nat_local || self.config.force_encap;
         sa.nat_remote = nat_remote;
@@ -348,49 +294,14 @@ impl Endpoint {
             sa.local = SocketAddr::new(sa.local.ip(), self.config.natt_port);
             sa.remote = SocketAddr::new(sa.remote.ip(), self.config.natt_port);
         }
-        let Some(psk) = self.config.keyring.lookup(sa.remote.ip(), None).cloned() else {
-            self.events.push_back(Event::AuthFailed {
-                remote: sa.remote,
-                reason: "no pre-shared key for peer".into(),
-            });
-            return;
-        };
-        let idi = self.local_id(sa);
-        let auth = psk_auth(suite.prf, psk.expose(), &msg1, nonce_r, &keys.sk_pi, &idi);
-        let child_spi = self.new_child_spi();
-        let mut payloads = vec![
-            Payload::IdI(idi),
-            Payload::Auth(Authentication {
-                method: AuthMethod::SHARED_KEY_MIC,
-                data: auth.expose().to_vec(),
-            }),
-        ];
-        if self.config.initial_contact
-            && !self.sas.values().any(|s| {
-                s.remote.ip() == sa.remote.ip() && matches!(s.state, State::Established(_))
-            })
-        {
-            payloads.push(notify(NotifyType::INITIAL_CONTACT));
-        }
-        payloads.push(notify(NotifyType::USE_TRANSPORT_MODE));
-        // IKE_AUTH never carries a KE, so no PFS here (§1.2).
-        payloads.push(Payload::Sa(proposal::esp_offer(
-            &self.config.esp,
-            child_spi,
-            None,
-            false,
-        )));
-        payloads.push(Payload::TsI(vec![TrafficSelector::gre_host(sa.local.ip())]));
-        payloads.push(Payload::TsR(vec![TrafficSelector::gre_host(
-            sa.remote.ip(),
-        )]));
-        sa.state = State::ExpectAuthResponse(ExpectAuthResponse {
-            nonce_i: st.nonce_i,
-            nonce_r: nonce_r.clone(),
-            init_response: bytes.to_vec(),
-            child_spi,
-        });
-        self.request(now, sa, ExchangeType::IKE_AUTH, &payloads, Req::Auth);
+        self.send_auth_request(
+            now,
+            sa,
+            auth_keys,
+            (st.nonce_i, nonce_r.clone()),
+            &msg1,
+            bytes.to_vec(),
+        );
     }
 }
 

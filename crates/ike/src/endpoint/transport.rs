@@ -312,33 +312,63 @@ impl Endpoint {
             sa.local = local;
         }
         sa.expect_request_id = h.message_id.wrapping_add(1);
-        let payloads = match parsed {
-            Ok(p) => p,
+        let reply = match parsed {
+            Ok(payloads) => {
+                let Some(r) = self.dispatch_request(now, sa, h.exchange, &payloads) else {
+                    return;
+                };
+                r
+            }
             Err(e) => {
-                let (ty, data) = e.notify();
-                let reply = vec![Payload::Notify(Notify::new(ty, data))];
-                self.respond(sa, h.exchange, h.message_id, &reply);
+                // §2.21.1: an error in the authenticated plaintext is
+                // answered; a half-open SA cannot recover from it.
                 if matches!(sa.state, State::ExpectAuthRequest(_)) {
                     sa.state = State::Closed;
                 }
-                return;
+                Err(ExchangeError::Malformed(e))
             }
         };
-        let reply = match (h.exchange, &sa.state) {
-            (ExchangeType::IKE_AUTH, State::ExpectAuthRequest(_)) => {
-                self.responder_auth(now, sa, &payloads)
+        // The one place a refused request gets its error notify.
+        let reply = reply.unwrap_or_else(|e| e.reply());
+        self.respond(sa, h.exchange, h.message_id, &reply);
+    }
+
+    /// Hands a decrypted request to its exchange's handler; the state it
+    /// needs is moved into the handler, which sets the next one. `None`:
+    /// no answer (the exchange is not valid in this state).
+    fn dispatch_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+    ) -> Option<Result<Reply, ExchangeError>> {
+        let state = std::mem::replace(&mut sa.state, State::Closed);
+        Some(match (exchange, state) {
+            (ExchangeType::IKE_AUTH, State::ExpectAuthRequest(st)) => {
+                self.responder_auth(now, sa, st, payloads)
             }
-            (ExchangeType::CREATE_CHILD_SA, State::Established(_)) => {
-                self.on_create_child(now, sa, &payloads)
+            (ExchangeType::CREATE_CHILD_SA, state @ State::Established(_)) => {
+                sa.state = state;
+                self.on_create_child(now, sa, payloads)
             }
-            (ExchangeType::CREATE_CHILD_SA, _) => vec![notify(NotifyType::TEMPORARY_FAILURE)],
+            (ExchangeType::CREATE_CHILD_SA, state) => {
+                // §2.7: not now, try again later.
+                sa.state = state;
+                Err(ExchangeError::TemporaryFailure)
+            }
             (
                 ExchangeType::INFORMATIONAL,
-                State::Established(_) | State::Deleting(_) | State::ExpectAuthResponse(_),
-            ) => self.on_informational(sa, &payloads),
-            _ => return,
-        };
-        self.respond(sa, h.exchange, h.message_id, &reply);
+                state @ (State::Established(_) | State::Deleting(_) | State::ExpectAuthResponse(_)),
+            ) => {
+                sa.state = state;
+                Ok(self.on_informational(sa, payloads))
+            }
+            (_, state) => {
+                sa.state = state;
+                return None;
+            }
+        })
     }
 
     // ---- responses --------------------------------------------------------
@@ -359,7 +389,10 @@ impl Endpoint {
             let Ok(msg) = Message::parse(bytes) else {
                 return;
             };
-            self.initiator_sa_init_response(now, sa, h, bytes, &msg.payloads);
+            if let State::ExpectSaInitResponse(st) = std::mem::replace(&mut sa.state, State::Closed)
+            {
+                self.initiator_sa_init_response(now, sa, st, h, bytes, &msg.payloads);
+            }
             return;
         }
         let Some(parsed) = self.decrypt(sa, h, bytes) else {
@@ -378,7 +411,14 @@ impl Endpoint {
         let p = parsed.unwrap_or_default();
         match pending.req {
             Req::SaInit => {}
-            Req::Auth => self.initiator_auth_response(now, sa, &p),
+            // The IKE_AUTH response consumes the state that awaited it.
+            Req::Auth => {
+                if let State::ExpectAuthResponse(st) =
+                    std::mem::replace(&mut sa.state, State::Closed)
+                {
+                    self.initiator_auth_response(now, sa, st, &p);
+                }
+            }
             Req::Dpd => {}
             Req::DeleteIke => self.close(sa, DownReason::DeletedLocally),
             Req::DeleteChild(spis) => {
