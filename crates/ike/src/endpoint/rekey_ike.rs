@@ -133,6 +133,7 @@ impl Endpoint {
         }
     }
 
+    /// Initiator: the response to our rekey of this IKE SA (§1.3.2, §2.18).
     pub(super) fn rekey_ike_response(
         &mut self,
         now: Instant,
@@ -142,51 +143,23 @@ impl Endpoint {
         nonce_i: &[u8],
         dh: DhPrivate,
     ) {
-        let fail = |me: &mut Self, sa: &IkeSa, reason| {
-            // Superseded by the peer's colliding rekey (e.g. its
-            // TEMPORARY_FAILURE, §2.8.2): the peer's new SA stands.
-            if matches!(sa.state, State::Deleting(_)) {
-                return;
-            }
-            me.events.push_back(Event::ChildSaFailed {
-                ike_sa: IkeSaId(sa.id),
-                remote: sa.remote,
-                reason,
-            });
-        };
-        if let Some(e) = first_error(p) {
-            return fail(self, sa, e);
-        }
-        let (Some(old_keys), Some(props), Some(ke), Some(nonce_r)) =
-            (sa.keys.clone(), sa_of(p), ke_of(p), nonce_of(p))
-        else {
-            return fail(self, sa, NotifyType::INVALID_SYNTAX);
-        };
-        let Some(suite) = proposal::accept_ike_reply(&self.config.ike_proposals, props) else {
-            return fail(self, sa, NotifyType::NO_PROPOSAL_CHOSEN);
-        };
-        let peer_spi = props
-            .first()
-            .and_then(|pr| <[u8; 8]>::try_from(pr.spi.as_slice()).ok())
-            .map(u64::from_be_bytes);
-        let (Some(peer_spi), true) = (peer_spi, suite.dh == dh.alg()) else {
-            return fail(self, sa, NotifyType::INVALID_SYNTAX);
-        };
-        let Ok(gir) = dh.agree(&ke.data) else {
-            return fail(self, sa, NotifyType::INVALID_SYNTAX);
-        };
-        let Ok(keys) = IkeKeys::derive_rekey(
-            old_keys.prf,
-            &old_keys.sk_d,
-            suite.prf,
-            gir.expose(),
-            nonce_i,
-            nonce_r,
-            new_spi,
-            peer_spi,
-        ) else {
-            return;
-        };
+        let (suite, peer_spi, keys, nonce_r) =
+            match self.accept_rekey_ike_reply(sa, p, new_spi, nonce_i, dh) {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => return,
+                Err(reason) => {
+                    // Superseded by the peer's colliding rekey (e.g. its
+                    // TEMPORARY_FAILURE, §2.8.2): the peer's new SA stands.
+                    if !matches!(sa.state, State::Deleting(_)) {
+                        self.events.push_back(Event::ChildSaFailed {
+                            ike_sa: IkeSaId(sa.id),
+                            remote: sa.remote,
+                            reason,
+                        });
+                    }
+                    return;
+                }
+            };
         let collision = match std::mem::replace(&mut sa.state, State::Closed) {
             State::Deleting(Deleting {
                 deadline,
@@ -215,33 +188,9 @@ impl Endpoint {
         // prefix being lower: exactly slice ordering), and "the node that
         // initiated the surviving rekeyed SA should delete the replaced SA".
         // Both ends see the same four nonces, so they agree.
-        let ours_lowest =
-            nonce_i.min(nonce_r.as_slice()) < c.nonce_i.as_slice().min(c.nonce_r.as_slice());
+        let ours_lowest = nonce_i.min(nonce_r) < c.nonce_i.as_slice().min(c.nonce_r.as_slice());
         if ours_lowest {
-            // Ours is redundant and we created it: delete it over itself.
-            // The peer's SA (already holding the children) survives, and the
-            // peer deletes the old SA, which keeps waiting in Deleting.
-            let mut redundant = IkeSa::new(
-                new_spi,
-                true,
-                sa.local,
-                sa.remote,
-                now,
-                State::Established(Established {
-                    rekey_at: now + self.config.lifetimes.ike,
-                    expire_at: now + self.config.lifetimes.ike,
-                }),
-            );
-            redundant.spi_r = peer_spi;
-            redundant.suite = Some(suite);
-            redundant.keys = Some(keys);
-            redundant.remote_id = sa.remote_id.clone();
-            redundant.nat_local = sa.nat_local;
-            redundant.nat_remote = sa.nat_remote;
-            redundant.superseded = true;
-            redundant.queue.push_back(Queued::DeleteIke);
-            self.pump(now, &mut redundant);
-            self.put_back(redundant);
+            self.delete_redundant_rekey(now, sa, new_spi, peer_spi, suite, keys);
             return;
         }
         // The peer's SA is redundant; the peer deletes it. Ours survives and
@@ -262,6 +211,92 @@ impl Endpoint {
         if sa.pending.is_none() {
             self.start(now, sa, Queued::DeleteIke);
         }
+    }
+
+    /// §2.8.1: our rekey lost the nonce comparison. Its new SA is redundant
+    /// and we created it, so we delete it over itself.
+    fn delete_redundant_rekey(
+        &mut self,
+        now: Instant,
+        sa: &IkeSa,
+        new_spi: u64,
+        peer_spi: u64,
+        suite: IkeSuite,
+        keys: IkeKeys,
+    ) {
+        // Ours is redundant and we created it: delete it over itself.
+        // The peer's SA (already holding the children) survives, and the
+        // peer deletes the old SA, which keeps waiting in Deleting.
+        let mut redundant = IkeSa::new(
+            new_spi,
+            true,
+            sa.local,
+            sa.remote,
+            now,
+            State::Established(Established {
+                rekey_at: now + self.config.lifetimes.ike,
+                expire_at: now + self.config.lifetimes.ike,
+            }),
+        );
+        redundant.spi_r = peer_spi;
+        redundant.suite = Some(suite);
+        redundant.keys = Some(keys);
+        redundant.remote_id = sa.remote_id.clone();
+        redundant.nat_local = sa.nat_local;
+        redundant.nat_remote = sa.nat_remote;
+        redundant.superseded = true;
+        redundant.queue.push_back(Queued::DeleteIke);
+        self.pump(now, &mut redundant);
+        self.put_back(redundant);
+    }
+
+    /// Checks the rekey response (SA with the responder's new SPI, Nr, KE of
+    /// the group we offered) and derives the new SA's keys (§2.18). `Err`
+    /// names why the exchange failed; `Ok(None)` is a silent failure of our
+    /// own crypto.
+    #[allow(clippy::type_complexity)]
+    fn accept_rekey_ike_reply<'p>(
+        &self,
+        sa: &IkeSa,
+        p: &'p [Payload],
+        new_spi: u64,
+        nonce_i: &[u8],
+        dh: DhPrivate,
+    ) -> Result<Option<(IkeSuite, u64, IkeKeys, &'p [u8])>, NotifyType> {
+        if let Some(e) = first_error(p) {
+            return Err(e);
+        }
+        let (Some(old_keys), Some(props), Some(ke), Some(nonce_r)) =
+            (sa.keys.clone(), sa_of(p), ke_of(p), nonce_of(p))
+        else {
+            return Err(NotifyType::INVALID_SYNTAX);
+        };
+        let Some(suite) = proposal::accept_ike_reply(&self.config.ike_proposals, props) else {
+            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
+        };
+        let peer_spi = props
+            .first()
+            .and_then(|pr| <[u8; 8]>::try_from(pr.spi.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        let (Some(peer_spi), true) = (peer_spi, suite.dh == dh.alg()) else {
+            return Err(NotifyType::INVALID_SYNTAX);
+        };
+        let Ok(gir) = dh.agree(&ke.data) else {
+            return Err(NotifyType::INVALID_SYNTAX);
+        };
+        let Ok(keys) = IkeKeys::derive_rekey(
+            old_keys.prf,
+            &old_keys.sk_d,
+            suite.prf,
+            gir.expose(),
+            nonce_i,
+            nonce_r,
+            new_spi,
+            peer_spi,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some((suite, peer_spi, keys, nonce_r)))
     }
 
     /// Rekeys the IKE SA (§1.3.2): SA with the new SPI, Ni, KE.

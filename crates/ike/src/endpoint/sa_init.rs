@@ -186,15 +186,16 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn initiator_sa_init_response(
+    /// Initiator: follows a responder's COOKIE (§2.6) or INVALID_KE_PAYLOAD
+    /// (§1.2) by sending IKE_SA_INIT again, at most `MAX_INIT_RETRIES`
+    /// times. Returns the state back when the response is neither.
+    fn sa_init_retry(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
         mut st: ExpectSaInitResponse,
-        h: &Header,
-        bytes: &[u8],
         p: &[Payload],
-    ) {
+    ) -> Option<ExpectSaInitResponse> {
         if let Some(c) = find_notify(p, NotifyType::COOKIE) {
             // §2.6: retry with the cookie first, everything else unchanged.
             if st.retries < MAX_INIT_RETRIES && (1..=64).contains(&c.data.len()) {
@@ -208,7 +209,7 @@ impl Endpoint {
                     reason: NotifyType::COOKIE,
                 });
             }
-            return;
+            return None;
         }
         if let Some(n) = find_notify(p, NotifyType::INVALID_KE_PAYLOAD) {
             // §1.2: retry with the group the responder asked for, if we
@@ -223,7 +224,7 @@ impl Endpoint {
             match (offered, st.retries < MAX_INIT_RETRIES) {
                 (Some(g), true) => {
                     let Ok(dh) = DhPrivate::generate(g, self.rng.as_mut()) else {
-                        return;
+                        return None;
                     };
                     st.dh = dh;
                     st.retries += 1;
@@ -235,8 +236,26 @@ impl Endpoint {
                     reason: NotifyType::INVALID_KE_PAYLOAD,
                 }),
             }
-            return;
+            return None;
         }
+        Some(st)
+    }
+
+    /// Initiator: the IKE_SA_INIT response (§1.2): the chosen proposal, KE and
+    /// Nr give the keys (§2.14), NAT detection (§2.23) runs, then IKE_AUTH.
+    pub(super) fn initiator_sa_init_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        st: ExpectSaInitResponse,
+        h: &Header,
+        bytes: &[u8],
+        p: &[Payload],
+    ) {
+        // §2.6, §1.2: a COOKIE or INVALID_KE_PAYLOAD answer means "ask again".
+        let Some(st) = self.sa_init_retry(now, sa, st, p) else {
+            return;
+        };
         if let Some(e) = first_error(p) {
             self.events.push_back(Event::EstablishFailed {
                 remote: sa.remote,
