@@ -733,7 +733,7 @@ impl ControlPlane {
                 // Its Child SAs were reported deleted one by one just before. The peer is gone
                 // for NHRP only if no other IKE SA with it is still up.
                 let other_up = self.ike.ike_sas(now).iter().any(|s| {
-                    s.id != sa && s.remote.ip() == remote.ip() && s.state == "Established"
+                    s.id != sa && s.remote.ip() == remote.ip() && s.state == dmvpn_ike::IkeSaState::Established
                 });
                 if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
                     && !other_up
@@ -805,6 +805,7 @@ impl ControlPlane {
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
                 tracing::warn!(peer = %remote, ?reason, "child SA refused");
             }
+            _ => {}
         }
     }
 

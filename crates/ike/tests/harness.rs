@@ -195,7 +195,7 @@ fn establishes_transport_child_without_nat() {
     assert_eq!(n.sent_a.len() + n.sent_b.len(), 4);
     let info = n.a.ike_sas(n.now);
     assert_eq!(info.len(), 1);
-    assert_eq!(info[0].state, "Established");
+    assert_eq!(info[0].state, IkeSaState::Established);
     assert_eq!(info[0].children.len(), 1);
     assert_eq!(info[0].suite.unwrap().dh, DhAlg::Ecp256);
 }
@@ -641,8 +641,8 @@ fn simultaneous_ike_rekey_leaves_one_matching_sa_with_the_children() {
         let (sa, sb) = (n.a.ike_sas(n.now), n.b.ike_sas(n.now));
         assert_eq!((sa.len(), sb.len()), (1, 1), "seed {seed}: {sa:?} {sb:?}");
         let (sa, sb) = (&sa[0], &sb[0]);
-        assert_eq!(sa.state, "Established");
-        assert_eq!(sb.state, "Established");
+        assert_eq!(sa.state, IkeSaState::Established);
+        assert_eq!(sb.state, IkeSaState::Established);
         assert_ne!(sa.id, old_a);
         assert_eq!((sa.spi_i, sa.spi_r), (sb.spi_i, sb.spi_r), "seed {seed}");
         // The side that initiated the surviving exchange is its initiator.
@@ -957,7 +957,7 @@ fn forged_messages_on_a_live_sa_are_dropped_without_effect() {
         assert!(n.a.poll_transmit().is_none());
         assert!(n.a.poll_event().is_none());
     }
-    assert_eq!(n.a.ike_sas(n.now)[0].state, "Established");
+    assert_eq!(n.a.ike_sas(n.now)[0].state, IkeSaState::Established);
     assert_eq!(only_child(&n.a, n.now).spi_in, child_a);
     // None of them counted as the answer: with the real one withheld, the
     // probe is retransmitted to its limit and the peer declared dead.

@@ -82,6 +82,7 @@ impl ChildSaInstalled {
 
 /// Why an IKE SA went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// The peer sent DELETE.
     DeletedByPeer,
@@ -97,6 +98,7 @@ pub enum DownReason {
 
 /// Something the daemon must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// An IKE SA is authenticated.
     IkeSaUp {
@@ -178,6 +180,7 @@ pub enum Event {
 
 /// Errors from commands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No IKE or Child SA matches.
     #[error("no such SA")]
@@ -193,13 +196,77 @@ pub enum Error {
     Encode(#[from] ParseError),
 }
 
+/// Where an IKE SA is in its life (RFC 7296 §1.2, §1.4.1), for operators.
+/// [`Display`](core::fmt::Display) and [`IkeSaState::as_str`] give the
+/// stable names `dmvpnctl` and the status JSON show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IkeSaState {
+    /// We initiated; IKE_SA_INIT sent.
+    ExpectSaInitResponse,
+    /// We answered IKE_SA_INIT; waiting for IKE_AUTH.
+    ExpectAuthRequest,
+    /// We initiated; IKE_AUTH sent.
+    ExpectAuthResponse,
+    /// Authenticated.
+    Established,
+    /// Being deleted (or replaced by a rekeyed SA).
+    Deleting,
+    /// Gone.
+    Closed,
+}
+
+impl IkeSaState {
+    /// The state's name, as operator output shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExpectSaInitResponse => "ExpectSaInitResponse",
+            Self::ExpectAuthRequest => "ExpectAuthRequest",
+            Self::ExpectAuthResponse => "ExpectAuthResponse",
+            Self::Established => "Established",
+            Self::Deleting => "Deleting",
+            Self::Closed => "Closed",
+        }
+    }
+}
+
+impl core::fmt::Display for IkeSaState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name is not one of [`IkeSaState`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown IKE SA state {0:?}")]
+pub struct UnknownIkeSaState(pub String);
+
+impl core::str::FromStr for IkeSaState {
+    type Err = UnknownIkeSaState;
+
+    /// Parses a name [`IkeSaState::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::ExpectSaInitResponse,
+            Self::ExpectAuthRequest,
+            Self::ExpectAuthResponse,
+            Self::Established,
+            Self::Deleting,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| UnknownIkeSaState(s.to_owned()))
+    }
+}
+
 /// Read-only view of an IKE SA for `dmvpnctl show sa`.
 #[derive(Debug, Clone)]
 pub struct IkeSaInfo {
     /// Our SPI.
     pub id: IkeSaId,
-    /// State name.
-    pub state: &'static str,
+    /// Where the SA is in its life (Display gives the state's name).
+    pub state: IkeSaState,
     /// Our address.
     pub local: SocketAddr,
     /// Peer address.

@@ -132,11 +132,13 @@ impl Endpoint {
     }
 
     /// Next datagram to send.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
     /// Next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -345,7 +347,7 @@ impl Endpoint {
             .values()
             .map(|s| IkeSaInfo {
                 id: IkeSaId(s.id),
-                state: s.state.name(),
+                state: s.state.public(),
                 local: s.local,
                 remote: s.remote,
                 spi_i: s.spi_i,

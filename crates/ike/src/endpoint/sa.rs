@@ -89,14 +89,15 @@ pub(super) enum State {
 }
 
 impl State {
-    pub(super) fn name(&self) -> &'static str {
+    /// The public view of the state.
+    pub(super) fn public(&self) -> IkeSaState {
         match self {
-            Self::ExpectSaInitResponse(_) => "ExpectSaInitResponse",
-            Self::ExpectAuthRequest(_) => "ExpectAuthRequest",
-            Self::ExpectAuthResponse(_) => "ExpectAuthResponse",
-            Self::Established(_) => "Established",
-            Self::Deleting(_) => "Deleting",
-            Self::Closed => "Closed",
+            Self::ExpectSaInitResponse(_) => IkeSaState::ExpectSaInitResponse,
+            Self::ExpectAuthRequest(_) => IkeSaState::ExpectAuthRequest,
+            Self::ExpectAuthResponse(_) => IkeSaState::ExpectAuthResponse,
+            Self::Established(_) => IkeSaState::Established,
+            Self::Deleting(_) => IkeSaState::Deleting,
+            Self::Closed => IkeSaState::Closed,
         }
     }
 }

@@ -111,3 +111,22 @@ fn fragmented_request_is_reassembled() {
     );
     assert!(b.poll_transmit().is_some());
 }
+
+#[test]
+fn ike_sa_state_names_are_stable() {
+    // Operator output and the status JSON show these names.
+    let names = [
+        (IkeSaState::ExpectSaInitResponse, "ExpectSaInitResponse"),
+        (IkeSaState::ExpectAuthRequest, "ExpectAuthRequest"),
+        (IkeSaState::ExpectAuthResponse, "ExpectAuthResponse"),
+        (IkeSaState::Established, "Established"),
+        (IkeSaState::Deleting, "Deleting"),
+        (IkeSaState::Closed, "Closed"),
+    ];
+    for (st, name) in names {
+        assert_eq!(st.to_string(), name);
+        assert_eq!(st.as_str(), name);
+        assert_eq!(name.parse::<IkeSaState>(), Ok(st));
+    }
+    assert!("Up".parse::<IkeSaState>().is_err());
+}

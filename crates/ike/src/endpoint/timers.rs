@@ -51,6 +51,7 @@ impl Endpoint {
     }
 
     /// The earliest deadline at which [`Endpoint::handle_timeout`] must run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sas.values().filter_map(|s| self.sa_deadline(s)).min()
     }
