@@ -733,7 +733,9 @@ impl ControlPlane {
                 // Its Child SAs were reported deleted one by one just before. The peer is gone
                 // for NHRP only if no other IKE SA with it is still up.
                 let other_up = self.ike.ike_sas(now).iter().any(|s| {
-                    s.id != sa && s.remote.ip() == remote.ip() && s.state == dmvpn_ike::IkeSaState::Established
+                    s.id != sa
+                        && s.remote.ip() == remote.ip()
+                        && s.state == dmvpn_ike::IkeSaState::Established
                 });
                 if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
                     && !other_up

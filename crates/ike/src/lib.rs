@@ -25,6 +25,8 @@ pub mod keys;
 pub mod message;
 pub mod proposal;
 pub mod sk;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use codes::*;
 pub use config::{Config, Dpd, DpdMode, EspProposal, IkeProposal, Keyring, Lifetimes, Retransmit};
