@@ -31,4 +31,4 @@ pub mod testing;
 pub use codes::*;
 pub use config::{Config, Dpd, DpdMode, EspProposal, IkeProposal, Keyring, Lifetimes, Retransmit};
 pub use endpoint::*;
-pub use message::{Identification, Message, ParseError, Payload};
+pub use message::{EmitError, Identification, Message, ParseError, Payload};

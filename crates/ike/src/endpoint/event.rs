@@ -193,7 +193,7 @@ pub enum Error {
     Crypto(#[from] dmvpn_crypto::Error),
     /// A message could not be encoded.
     #[error("encoding: {0}")]
-    Encode(#[from] ParseError),
+    Encode(#[from] EmitError),
 }
 
 /// Where an IKE SA is in its life (RFC 7296 §1.2, §1.4.1), for operators.
