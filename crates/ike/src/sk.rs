@@ -16,6 +16,7 @@ use crate::message::{
 
 /// Why an SK payload did not yield a plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SkError {
     /// The outer message is malformed.
     #[error(transparent)]

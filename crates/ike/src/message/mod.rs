@@ -48,6 +48,7 @@ pub const GENERIC_LEN: usize = 4;
 
 /// Why a message could not be parsed, and which notify it causes (§2.21).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// A length field ran past the end of its container.
     #[error("truncated message")]
