@@ -28,6 +28,12 @@ pub(super) enum ExchangeError {
     CookieRequired(Vec<u8>),
     /// The decrypted or unprotected payloads did not parse (§2.21.1).
     Malformed(ParseError),
+    /// A request for an IKE SA we do not know (§1.5, §2.21.4); answered
+    /// unprotected.
+    InvalidIkeSpi,
+    /// An IKE_SA_INIT request of a higher major version (§1.5, §2.5);
+    /// answered unprotected.
+    InvalidMajorVersion,
 }
 
 impl ExchangeError {
@@ -43,6 +49,8 @@ impl ExchangeError {
             Self::ChildSaNotFound(_) => NotifyType::CHILD_SA_NOT_FOUND,
             Self::CookieRequired(_) => NotifyType::COOKIE,
             Self::Malformed(e) => e.notify().0,
+            Self::InvalidIkeSpi => NotifyType::INVALID_IKE_SPI,
+            Self::InvalidMajorVersion => NotifyType::INVALID_MAJOR_VERSION,
         }
     }
 

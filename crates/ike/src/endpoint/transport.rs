@@ -118,7 +118,7 @@ impl Endpoint {
             // §1.5, §2.21.4: a request outside any IKE SA we know MAY get an
             // unprotected INVALID_IKE_SPI; a response MUST NOT be answered.
             if !header.is_response() {
-                self.unprotected_notify(now, local, remote, &header, NotifyType::INVALID_IKE_SPI);
+                self.unprotected_notify(now, local, remote, &header, &ExchangeError::InvalidIkeSpi);
             }
             return;
         };
@@ -173,7 +173,7 @@ impl Endpoint {
         local: SocketAddr,
         remote: SocketAddr,
         h: &Header,
-        ty: NotifyType,
+        error: &ExchangeError,
     ) {
         if !self.unprotected_allowed(now) {
             return;
@@ -197,7 +197,7 @@ impl Endpoint {
                 message_id: h.message_id,
                 length: 0,
             },
-            payloads: vec![notify(ty)],
+            payloads: error.reply(),
         };
         if let Ok(bytes) = msg.emit() {
             self.transmits.push_back(Transmit {
@@ -248,9 +248,11 @@ impl Endpoint {
         {
             return;
         }
-        self.unprotected_notify(now, local, remote, &h, NotifyType::INVALID_MAJOR_VERSION);
+        self.unprotected_notify(now, local, remote, &h, &ExchangeError::InvalidMajorVersion);
     }
 
+    /// An unprotected IKE_SA_INIT response (§1.2; errors per §2.21.1) with
+    /// our SPI `spi_r` (0 when refusing); returns the bytes sent.
     pub(super) fn plain_reply(
         &mut self,
         local: SocketAddr,
