@@ -42,7 +42,7 @@ use crate::sk;
 /// covers SHA2-512's 256-bit strength.
 const NONCE_LEN: usize = 32;
 
-// ---------------------------------------------------------------------------
+// Payload helpers shared by the exchanges.
 
 /// Outcome of processing a decrypted request.
 type Reply = Vec<Payload>;

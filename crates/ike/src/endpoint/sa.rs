@@ -4,8 +4,8 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------
-// Per-SA state.
+// Per-state data: each state holds what is valid in it, and a transition
+// moves it out (the IKE_SA_INIT and IKE_AUTH handlers take theirs by value).
 
 /// Initiator, IKE_SA_INIT sent.
 pub(super) struct ExpectSaInitResponse {

@@ -5,8 +5,6 @@
 use super::*;
 
 impl Endpoint {
-    // ---- timers -----------------------------------------------------------
-
     pub(super) fn dpd_deadline(&self, sa: &IkeSa) -> Option<Instant> {
         let d = self.config.dpd?;
         if !matches!(sa.state, State::Established(_)) || sa.pending.is_some() {
