@@ -411,8 +411,8 @@ fn prf_name(p: PrfAlg) -> &'static str {
 /// An IKE SA from `Endpoint::ike_sas(now)`.
 pub fn ike_sa(info: &IkeSaInfo) -> IkeSa {
     IkeSa {
-        state: IkeState::from_engine(info.state),
-        state_detail: info.state.to_owned(),
+        state: IkeState::from_engine(info.state.as_str()),
+        state_detail: info.state.to_string(),
         spi_i: format!("{:016x}", info.spi_i),
         spi_r: format!("{:016x}", info.spi_r),
         initiator: info.initiator,
@@ -693,7 +693,7 @@ impl PeerJoin<'_> {
         self.ike
             .iter()
             .copied()
-            .filter(|s| IkeState::from_engine(s.state) == IkeState::Established)
+            .filter(|s| IkeState::from_engine(s.state.as_str()) == IkeState::Established)
             .max_by_key(|s| (s.children.len(), std::cmp::Reverse(s.age)))
             .or_else(|| self.ike.iter().copied().min_by_key(|s| s.age))
     }
@@ -702,7 +702,7 @@ impl PeerJoin<'_> {
         let Some(ike) = self.best_ike() else {
             return PeerState::Down;
         };
-        match IkeState::from_engine(ike.state) {
+        match IkeState::from_engine(ike.state.as_str()) {
             IkeState::Established => {}
             IkeState::Negotiating | IkeState::Unknown => return PeerState::Ike,
             IkeState::Deleting | IkeState::Closed => return PeerState::Down,
@@ -1727,7 +1727,7 @@ mod tests {
     fn ike_info(remote: &str, state: &'static str, children: Vec<ChildSaInfo>) -> IkeSaInfo {
         IkeSaInfo {
             id: IkeSaId(1),
-            state,
+            state: state.parse().unwrap(),
             local: "172.16.0.10:4500".parse().unwrap(),
             remote: remote.parse().unwrap(),
             spi_i: 0x8f1e_2d3c_4b5a_6978,

@@ -25,8 +25,10 @@ pub mod keys;
 pub mod message;
 pub mod proposal;
 pub mod sk;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use codes::*;
 pub use config::{Config, Dpd, DpdMode, EspProposal, IkeProposal, Keyring, Lifetimes, Retransmit};
 pub use endpoint::*;
-pub use message::{Identification, Message, ParseError, Payload};
+pub use message::{EmitError, Identification, Message, ParseError, Payload};

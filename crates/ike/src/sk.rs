@@ -10,10 +10,13 @@ use dmvpn_crypto::AesGcm256;
 use dmvpn_wire::{Reader, Writer};
 
 use crate::codes::{ExchangeType, PayloadType};
-use crate::message::{GENERIC_LEN, HEADER_LEN, Header, ParseError, Payload, emit_payloads};
+use crate::message::{
+    EmitError, GENERIC_LEN, HEADER_LEN, Header, ParseError, Payload, emit_payloads,
+};
 
 /// Why an SK payload did not yield a plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SkError {
     /// The outer message is malformed.
     #[error(transparent)]
@@ -119,15 +122,15 @@ pub fn seal(
     inner: &[Payload],
     key: &AesGcm256,
     iv: [u8; 8],
-) -> Result<Vec<u8>, ParseError> {
+) -> Result<Vec<u8>, EmitError> {
     let mut plain = Vec::with_capacity(256);
     emit_payloads(inner, &mut Writer::new(&mut plain))?;
     // Pad Length 0: GCM needs no block alignment (RFC 5282 §3).
     plain.push(0);
     let first = inner.first().map_or(PayloadType::NONE, Payload::ty);
     let total = HEADER_LEN + GENERIC_LEN + AesGcm256::IV_LEN + plain.len() + AesGcm256::ICV_LEN;
-    let total32 = u32::try_from(total).map_err(|_| ParseError::TooLong)?;
-    let sk_len = u16::try_from(total - HEADER_LEN).map_err(|_| ParseError::TooLong)?;
+    let total32 = u32::try_from(total).map_err(|_| EmitError::TooLong)?;
+    let sk_len = u16::try_from(total - HEADER_LEN).map_err(|_| EmitError::TooLong)?;
     let mut out = Vec::with_capacity(total);
     let mut w = Writer::new(&mut out);
     w.u64(spi_i)
@@ -142,9 +145,9 @@ pub fn seal(
     let aad_len = w.len();
     w.bytes(&iv);
     let icv = {
-        let aad = out.get(..aad_len).ok_or(ParseError::TooLong)?.to_vec();
+        let aad = out.get(..aad_len).ok_or(EmitError::TooLong)?.to_vec();
         key.seal_in_place(&iv, &aad, &mut plain)
-            .map_err(|_| ParseError::TooLong)?
+            .map_err(|_| EmitError::TooLong)?
     };
     out.extend_from_slice(&plain);
     out.extend_from_slice(&icv);
@@ -166,13 +169,13 @@ pub fn seal_fragment(
     chunk: &[u8],
     key: &AesGcm256,
     iv: [u8; 8],
-) -> Result<Vec<u8>, ParseError> {
+) -> Result<Vec<u8>, EmitError> {
     let mut plain = chunk.to_vec();
     plain.push(0);
     let total_len =
         HEADER_LEN + GENERIC_LEN + 4 + AesGcm256::IV_LEN + plain.len() + AesGcm256::ICV_LEN;
-    let total32 = u32::try_from(total_len).map_err(|_| ParseError::TooLong)?;
-    let skf_len = u16::try_from(total_len - HEADER_LEN).map_err(|_| ParseError::TooLong)?;
+    let total32 = u32::try_from(total_len).map_err(|_| EmitError::TooLong)?;
+    let skf_len = u16::try_from(total_len - HEADER_LEN).map_err(|_| EmitError::TooLong)?;
     let mut out = Vec::with_capacity(total_len);
     let mut w = Writer::new(&mut out);
     w.u64(spi_i)
@@ -187,7 +190,7 @@ pub fn seal_fragment(
     let aad = out.clone();
     let icv = key
         .seal_in_place(&iv, &aad, &mut plain)
-        .map_err(|_| ParseError::TooLong)?;
+        .map_err(|_| EmitError::TooLong)?;
     out.extend_from_slice(&iv);
     out.extend_from_slice(&plain);
     out.extend_from_slice(&icv);

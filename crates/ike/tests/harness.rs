@@ -1,163 +1,11 @@
 //! Deterministic in-memory initiator ↔ responder runs of the whole engine.
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dmvpn_crypto::{DhAlg, TestRng};
+use dmvpn_ike::testing::*;
 use dmvpn_ike::*;
-
-/// Decides whether a datagram (direction A→B?, bytes) is delivered.
-type Filter = Box<dyn FnMut(bool, &[u8]) -> bool>;
-
-fn config(psk: &[u8]) -> Config {
-    let mut c = Config::default();
-    c.keyring.set_wildcard(psk);
-    c
-}
-
-/// Two endpoints, A (spoke, optionally behind a NAT) and B (hub).
-struct Net {
-    a: Endpoint,
-    b: Endpoint,
-    now: Instant,
-    a_priv: IpAddr,
-    a_pub: IpAddr,
-    b_ip: IpAddr,
-    nat: bool,
-    /// Return false to drop a datagram (to_b, bytes).
-    filter: Filter,
-    ev_a: Vec<Event>,
-    ev_b: Vec<Event>,
-    sent_a: Vec<Transmit>,
-    sent_b: Vec<Transmit>,
-}
-
-impl Net {
-    fn new(ca: Config, cb: Config, nat: bool) -> Self {
-        Self {
-            a: Endpoint::new(ca, Box::new(TestRng::new(1))),
-            b: Endpoint::new(cb, Box::new(TestRng::new(2))),
-            now: Instant::now(),
-            a_priv: "10.0.0.5".parse().unwrap(),
-            a_pub: if nat { "203.0.113.7" } else { "10.0.0.5" }
-                .parse()
-                .unwrap(),
-            b_ip: "198.51.100.1".parse().unwrap(),
-            nat,
-            filter: Box::new(|_, _| true),
-            ev_a: Vec::new(),
-            ev_b: Vec::new(),
-            sent_a: Vec::new(),
-            sent_b: Vec::new(),
-        }
-    }
-
-    fn a_local(&self) -> SocketAddr {
-        SocketAddr::new(self.a_priv, 500)
-    }
-    fn b_local(&self) -> SocketAddr {
-        SocketAddr::new(self.b_ip, 500)
-    }
-
-    /// The NAT rewrites A's source port p to p + 10000 on the public IP.
-    fn nat_out(&self, s: SocketAddr) -> SocketAddr {
-        if self.nat {
-            SocketAddr::new(self.a_pub, s.port() + 10000)
-        } else {
-            s
-        }
-    }
-    fn nat_in(&self, d: SocketAddr) -> SocketAddr {
-        if self.nat {
-            SocketAddr::new(self.a_priv, d.port() - 10000)
-        } else {
-            d
-        }
-    }
-
-    /// Delivers datagrams until both sides are quiet.
-    fn flush(&mut self) {
-        loop {
-            let mut q: VecDeque<(bool, Transmit)> = VecDeque::new();
-            while let Some(t) = self.a.poll_transmit() {
-                self.sent_a.push(t.clone());
-                q.push_back((true, t));
-            }
-            while let Some(t) = self.b.poll_transmit() {
-                self.sent_b.push(t.clone());
-                q.push_back((false, t));
-            }
-            if q.is_empty() {
-                break;
-            }
-            while let Some((to_b, t)) = q.pop_front() {
-                if !(self.filter)(to_b, &t.bytes) {
-                    continue;
-                }
-                if to_b {
-                    assert_eq!(t.remote.ip(), self.b_ip);
-                    let from = self.nat_out(t.local);
-                    self.b.handle_datagram(self.now, t.remote, from, &t.bytes);
-                } else {
-                    assert_eq!(t.remote.ip(), self.a_pub);
-                    let to = self.nat_in(t.remote);
-                    self.a.handle_datagram(self.now, to, t.local, &t.bytes);
-                }
-            }
-        }
-        while let Some(e) = self.a.poll_event() {
-            self.ev_a.push(e);
-        }
-        while let Some(e) = self.b.poll_event() {
-            self.ev_b.push(e);
-        }
-    }
-
-    /// Runs timers and traffic until `until`.
-    fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        self.flush();
-        loop {
-            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    self.a.handle_timeout(self.now);
-                    self.b.handle_timeout(self.now);
-                    self.flush();
-                }
-                _ => break,
-            }
-        }
-        self.now = until;
-    }
-
-    fn initiate(&mut self) -> IkeSaId {
-        let id = self
-            .a
-            .initiate(self.now, self.a_local(), self.b_local())
-            .unwrap();
-        self.flush();
-        id
-    }
-
-    fn children(ev: &[Event]) -> Vec<&ChildSaInstalled> {
-        ev.iter()
-            .filter_map(|e| match e {
-                Event::ChildSaInstalled(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn count(ev: &[Event], f: impl Fn(&Event) -> bool) -> usize {
-    ev.iter().filter(|e| f(e)).count()
-}
 
 fn assert_pair(a: &ChildSaInstalled, b: &ChildSaInstalled) {
     assert_eq!(a.spi_in, b.spi_out);
@@ -195,7 +43,7 @@ fn establishes_transport_child_without_nat() {
     assert_eq!(n.sent_a.len() + n.sent_b.len(), 4);
     let info = n.a.ike_sas(n.now);
     assert_eq!(info.len(), 1);
-    assert_eq!(info[0].state, "Established");
+    assert_eq!(info[0].state, IkeSaState::Established);
     assert_eq!(info[0].children.len(), 1);
     assert_eq!(info[0].suite.unwrap().dh, DhAlg::Ecp256);
 }
@@ -641,8 +489,8 @@ fn simultaneous_ike_rekey_leaves_one_matching_sa_with_the_children() {
         let (sa, sb) = (n.a.ike_sas(n.now), n.b.ike_sas(n.now));
         assert_eq!((sa.len(), sb.len()), (1, 1), "seed {seed}: {sa:?} {sb:?}");
         let (sa, sb) = (&sa[0], &sb[0]);
-        assert_eq!(sa.state, "Established");
-        assert_eq!(sb.state, "Established");
+        assert_eq!(sa.state, IkeSaState::Established);
+        assert_eq!(sb.state, IkeSaState::Established);
         assert_ne!(sa.id, old_a);
         assert_eq!((sa.spi_i, sa.spi_r), (sb.spi_i, sb.spi_r), "seed {seed}");
         // The side that initiated the surviving exchange is its initiator.
@@ -957,7 +805,7 @@ fn forged_messages_on_a_live_sa_are_dropped_without_effect() {
         assert!(n.a.poll_transmit().is_none());
         assert!(n.a.poll_event().is_none());
     }
-    assert_eq!(n.a.ike_sas(n.now)[0].state, "Established");
+    assert_eq!(n.a.ike_sas(n.now)[0].state, IkeSaState::Established);
     assert_eq!(only_child(&n.a, n.now).spi_in, child_a);
     // None of them counted as the answer: with the real one withheld, the
     // probe is retransmitted to its limit and the peer declared dead.

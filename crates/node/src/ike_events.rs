@@ -49,7 +49,9 @@ impl Node {
                 // Its Child SAs were reported deleted one by one just before. The peer is gone
                 // for NHRP only if no other IKE SA with it is still up.
                 let other_up = self.ike.ike_sas(now).iter().any(|s| {
-                    s.id != sa && s.remote.ip() == remote.ip() && s.state == "Established"
+                    s.id != sa
+                        && s.remote.ip() == remote.ip()
+                        && s.state == dmvpn_ike::IkeSaState::Established
                 });
                 if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
                     && !other_up
@@ -95,6 +97,8 @@ impl Node {
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
                 tracing::warn!(peer = %remote, ?reason, "child SA refused");
             }
+            // Events added to the IKE engine later are logged until the node handles them.
+            other => tracing::debug!(?other, "IKE event not handled"),
         }
     }
 

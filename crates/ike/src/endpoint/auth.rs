@@ -1,0 +1,277 @@
+//! The IKE_AUTH exchange with PSK authentication (RFC 7296 §1.2, §2.15,
+//! §2.16) and INITIAL_CONTACT (§2.4).
+
+use super::*;
+
+impl Endpoint {
+    /// §2.15: our AUTH payload, signing `our_message` (the IKE_SA_INIT
+    /// message we sent) with the peer's nonce and prf(SK_p, IDours).
+    fn our_psk_auth(
+        keys: &AuthKeys,
+        we_initiated: bool,
+        psk: &Secret,
+        our_message: &[u8],
+        peer_nonce: &[u8],
+        our_id: &Identification,
+    ) -> Payload {
+        let sk_p = if we_initiated {
+            &keys.sk_pi
+        } else {
+            &keys.sk_pr
+        };
+        let data = psk_auth(
+            keys.prf,
+            psk.expose(),
+            our_message,
+            peer_nonce,
+            sk_p,
+            our_id,
+        );
+        Payload::Auth(Authentication {
+            method: AuthMethod::SHARED_KEY_MIC,
+            data: data.expose().to_vec(),
+        })
+    }
+
+    /// §2.15, §2.16: the one check of a peer's AUTH payload. It MUST be a
+    /// shared key MIC computed with the key our keyring holds for the
+    /// peer's address and identity, over the IKE_SA_INIT message the peer
+    /// sent, our nonce and prf(SK_p of the peer, IDpeer), compared in
+    /// constant time. Returns the key when it verified.
+    fn verify_peer_psk(
+        &self,
+        sa: &IkeSa,
+        keys: &AuthKeys,
+        peer_id: &Identification,
+        auth: &Authentication,
+        peer_message: &[u8],
+        our_nonce: &[u8],
+    ) -> Option<Secret> {
+        if auth.method != AuthMethod::SHARED_KEY_MIC {
+            return None;
+        }
+        let psk = self.config.keyring.lookup(sa.remote.ip(), Some(peer_id))?;
+        let sk_p = if sa.initiator {
+            &keys.sk_pr
+        } else {
+            &keys.sk_pi
+        };
+        let want = psk_auth(
+            keys.prf,
+            psk.expose(),
+            peer_message,
+            our_nonce,
+            sk_p,
+            peer_id,
+        );
+        constant_time_eq(want.expose(), &auth.data).then(|| psk.clone())
+    }
+
+    /// Initiator: sends IKE_AUTH once IKE_SA_INIT completed (§1.2): IDi,
+    /// AUTH over message 1 (§2.15: the request we last sent, cookie and
+    /// corrected KE included), [INITIAL_CONTACT] and the first Child SA.
+    pub(super) fn send_auth_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        keys: AuthKeys,
+        (nonce_i, nonce_r): (Vec<u8>, Vec<u8>),
+        msg1: &[u8],
+        init_response: Vec<u8>,
+    ) {
+        let Some(psk) = self.config.keyring.lookup(sa.remote.ip(), None).cloned() else {
+            self.events.push_back(Event::AuthFailed {
+                remote: sa.remote,
+                reason: "no pre-shared key for peer".into(),
+            });
+            return;
+        };
+        let idi = self.local_id(sa);
+        let auth = Self::our_psk_auth(&keys, true, &psk, msg1, &nonce_r, &idi);
+        let child_spi = self.new_child_spi();
+        let mut payloads = vec![Payload::IdI(idi), auth];
+        if self.config.initial_contact
+            && !self.sas.values().any(|s| {
+                s.remote.ip() == sa.remote.ip() && matches!(s.state, State::Established(_))
+            })
+        {
+            payloads.push(notify(NotifyType::INITIAL_CONTACT));
+        }
+        payloads.push(notify(NotifyType::USE_TRANSPORT_MODE));
+        // IKE_AUTH never carries a KE, so no PFS here (§1.2).
+        payloads.push(Payload::Sa(proposal::esp_offer(
+            &self.config.esp,
+            child_spi,
+            None,
+            false,
+        )));
+        payloads.push(Payload::TsI(vec![TrafficSelector::gre_host(sa.local.ip())]));
+        payloads.push(Payload::TsR(vec![TrafficSelector::gre_host(
+            sa.remote.ip(),
+        )]));
+        sa.state = State::ExpectAuthResponse(ExpectAuthResponse {
+            nonce_i,
+            nonce_r,
+            init_response,
+            child_spi,
+            keys,
+        });
+        self.request(now, sa, ExchangeType::IKE_AUTH, &payloads, Req::Auth);
+    }
+
+    /// Responder side of IKE_AUTH (§1.2, §2.15). The half-open state is
+    /// consumed: on any refusal the SA stays Closed.
+    pub(super) fn responder_auth(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        st: ExpectAuthRequest,
+        p: &[Payload],
+    ) -> Result<Reply, ExchangeError> {
+        let idi = p.iter().find_map(|p| match p {
+            Payload::IdI(i) => Some(i.clone()),
+            _ => None,
+        });
+        let auth = p.iter().find_map(|p| match p {
+            Payload::Auth(a) => Some(a.clone()),
+            _ => None,
+        });
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            // Stays Closed: an IKE_AUTH without ID/AUTH cannot be recovered.
+            return Err(ExchangeError::InvalidSyntax);
+        };
+        let Some(psk) =
+            self.verify_peer_psk(sa, &st.keys, &idi, &auth, &st.init_request, &st.nonce_r)
+        else {
+            self.events.push_back(Event::AuthFailed {
+                remote: sa.remote,
+                reason: format!("peer {idi} AUTH did not verify"),
+            });
+            // §2.21.2: AUTHENTICATION_FAILED in the (encrypted) response,
+            // then the half-open SA is gone.
+            return Err(ExchangeError::AuthenticationFailed);
+        };
+        let idr = self.local_id(sa);
+        let my_auth =
+            Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
+        self.established(now, sa, idi.clone());
+        self.half_open.retain(|_, v| *v != sa.id);
+        if find_notify(p, NotifyType::INITIAL_CONTACT).is_some() {
+            self.initial_contact(sa.id, &idi);
+        }
+        let mut reply = vec![Payload::IdR(idr), my_auth];
+        // The first Child SA; failures here leave the IKE SA up (§1.2).
+        match self.child_responder(now, sa, p, &st.nonce_i, &st.nonce_r, None, None) {
+            Ok(mut c) => reply.append(&mut c),
+            Err(e) => {
+                self.events.push_back(Event::ChildSaFailed {
+                    ike_sa: IkeSaId(sa.id),
+                    remote: sa.remote,
+                    reason: e.notify(),
+                });
+                reply.push(e.payload());
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The peer is authenticated: the SA is up, with its lifetimes armed.
+    fn established(&mut self, now: Instant, sa: &mut IkeSa, remote_id: Identification) {
+        sa.remote_id = Some(remote_id.clone());
+        let lt = self.config.lifetimes;
+        let rekey_at = self.rekey_deadline(now, lt.ike, lt.ike_margin);
+        sa.state = State::Established(Established {
+            rekey_at,
+            expire_at: now + lt.ike,
+        });
+        self.events.push_back(Event::IkeSaUp {
+            sa: IkeSaId(sa.id),
+            local: sa.local,
+            remote: sa.remote,
+            remote_id,
+            initiator: sa.initiator,
+            nat_local: sa.nat_local,
+            nat_remote: sa.nat_remote,
+        });
+    }
+
+    /// §2.4: INITIAL_CONTACT means the peer has no other SAs with us; drop
+    /// every other IKE SA authenticated to the same identity.
+    pub(super) fn initial_contact(&mut self, keep: u64, id: &Identification) {
+        let stale: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|s| s.id != keep && s.remote_id.as_ref() == Some(id))
+            .map(|s| s.id)
+            .collect();
+        for sid in stale {
+            if let Some(mut s) = self.sas.remove(&sid) {
+                self.close(&mut s, DownReason::Replaced);
+                self.put_back(s);
+            }
+        }
+    }
+
+    /// Initiator: IKE_AUTH response (§1.2, §2.15). The waiting state is
+    /// consumed: unless the responder authenticates, the SA stays Closed.
+    pub(super) fn initiator_auth_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        st: ExpectAuthResponse,
+        p: &[Payload],
+    ) {
+        if find_notify(p, NotifyType::AUTHENTICATION_FAILED).is_some() {
+            self.events.push_back(Event::AuthFailed {
+                remote: sa.remote,
+                reason: "peer answered AUTHENTICATION_FAILED".into(),
+            });
+            return;
+        }
+        let idr = p.iter().find_map(|p| match p {
+            Payload::IdR(i) => Some(i.clone()),
+            _ => None,
+        });
+        let auth = p.iter().find_map(|p| match p {
+            Payload::Auth(a) => Some(a.clone()),
+            _ => None,
+        });
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let reason = first_error(p).unwrap_or(NotifyType::INVALID_SYNTAX);
+            self.events.push_back(Event::EstablishFailed {
+                remote: sa.remote,
+                reason,
+            });
+            return;
+        };
+        let verified = self
+            .verify_peer_psk(sa, &st.keys, &idr, &auth, &st.init_response, &st.nonce_i)
+            .is_some();
+        if !verified {
+            // §2.21.2: the responder's AUTH is bad; tear down (the peer's SA
+            // is deleted by an INFORMATIONAL we cannot trust it to accept).
+            self.events.push_back(Event::AuthFailed {
+                remote: sa.remote,
+                reason: format!("responder {idr} AUTH did not verify"),
+            });
+            return;
+        }
+        self.established(now, sa, idr);
+        if let Err(reason) = self.child_initiator_finish(
+            now,
+            sa,
+            p,
+            st.child_spi,
+            &st.nonce_i,
+            &st.nonce_r,
+            None,
+            None,
+        ) {
+            self.events.push_back(Event::ChildSaFailed {
+                ike_sa: IkeSaId(sa.id),
+                remote: sa.remote,
+                reason,
+            });
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The sans-IO IKEv2 endpoint (RFC 7296): the [`Endpoint`] owning every IKE
+//! SA, its public commands (§1.2 initiate, §1.4.1 delete, §2.8 / §2.18
+//! rekey, §2.4 liveness) and the SA table. Each exchange and concern lives
+//! in its own module below.
+
+mod auth;
+mod cookie;
+mod create_child;
+mod error;
+mod event;
+mod fragment;
+mod informational;
+mod rekey_ike;
+mod sa;
+mod sa_init;
+mod timers;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+use cookie::CookieSecrets;
+use error::ExchangeError;
+pub use event::*;
+use sa::*;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use dmvpn_crypto::{AesGcm256, DhAlg, DhPrivate, PrfAlg, Rng, Secret, prf::constant_time_eq};
+use dmvpn_wire::Reader;
+
+use crate::codes::*;
+use crate::config::{Config, DpdMode};
+use crate::keys::{IkeKeys, child_keys, nat_hash, psk_auth};
+use crate::message::*;
+use crate::proposal::{self, EspSuite, IkeSuite};
+use crate::sk;
+
+/// Nonce length we send: at least half the PRF key size (§2.10); 32 bytes
+/// covers SHA2-512's 256-bit strength.
+const NONCE_LEN: usize = 32;
+
+// Payload helpers shared by the exchanges.
+
+/// Outcome of processing a decrypted request.
+type Reply = Vec<Payload>;
+
+fn notify(ty: NotifyType) -> Payload {
+    Payload::Notify(Notify::new(ty, Vec::new()))
+}
+
+fn nonce_of(p: &[Payload]) -> Option<&Vec<u8>> {
+    p.iter().find_map(|p| match p {
+        Payload::Nonce(n) => Some(n),
+        _ => None,
+    })
+}
+
+fn sa_of(p: &[Payload]) -> Option<&Vec<Proposal>> {
+    p.iter().find_map(|p| match p {
+        Payload::Sa(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn ke_of(p: &[Payload]) -> Option<&KeyExchange> {
+    p.iter().find_map(|p| match p {
+        Payload::Ke(k) => Some(k),
+        _ => None,
+    })
+}
+
+fn ts_of(p: &[Payload]) -> (Option<&Vec<TrafficSelector>>, Option<&Vec<TrafficSelector>>) {
+    let i = p.iter().find_map(|p| match p {
+        Payload::TsI(t) => Some(t),
+        _ => None,
+    });
+    let r = p.iter().find_map(|p| match p {
+        Payload::TsR(t) => Some(t),
+        _ => None,
+    });
+    (i, r)
+}
+
+fn first_error(p: &[Payload]) -> Option<NotifyType> {
+    notifies(p).map(|n| n.ty).find(|t| t.is_error())
+}
+
+/// The sans-IO IKEv2 endpoint owning every IKE SA of the daemon.
+pub struct Endpoint {
+    config: Config,
+    rng: Box<dyn Rng>,
+    sas: HashMap<u64, IkeSa>,
+    half_open: HashMap<(SocketAddr, u64), u64>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    cookies: CookieSecrets,
+    /// Start of the current one-second window and unprotected notifies sent
+    /// in it.
+    unprotected_budget: (Option<Instant>, u32),
+}
+
+impl core::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("ike_sas", &self.sas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// A new endpoint; `rng` supplies SPIs, nonces, D-H keys and IVs' salt.
+    pub fn new(config: Config, mut rng: Box<dyn Rng>) -> Self {
+        let cookies = CookieSecrets::new(rng.as_mut());
+        Self {
+            config,
+            rng,
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            cookies,
+            unprotected_budget: (None, 0),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- randomness -------------------------------------------------------
+
+    fn new_spi(&mut self) -> u64 {
+        loop {
+            let s = self.rng.next_u64();
+            if s != 0 && !self.sas.contains_key(&s) {
+                return s;
+            }
+        }
+    }
+
+    fn new_child_spi(&mut self) -> u32 {
+        loop {
+            // SPIs 1..=255 are reserved by IANA (RFC 4303 §2.1).
+            let s = self.rng.next_u32();
+            if s >= 256
+                && !self
+                    .sas
+                    .values()
+                    .any(|sa| sa.children.iter().any(|c| c.spi_in == s))
+            {
+                return s;
+            }
+        }
+    }
+
+    fn nonce(&mut self) -> Vec<u8> {
+        let mut n = vec![0u8; NONCE_LEN];
+        self.rng.fill(&mut n);
+        n
+    }
+
+    fn jitter(&mut self, margin: Duration) -> Duration {
+        let max = margin
+            .as_millis()
+            .saturating_mul(u128::from(self.config.lifetimes.jitter_percent))
+            / 100;
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.rng.next_u64() % (max + 1))
+    }
+
+    fn rekey_deadline(&mut self, now: Instant, lifetime: Duration, margin: Duration) -> Instant {
+        let lead = margin + self.jitter(margin);
+        now + lifetime.saturating_sub(lead)
+    }
+
+    fn local_id(&self, sa: &IkeSa) -> Identification {
+        self.config
+            .local_id
+            .clone()
+            .unwrap_or_else(|| Identification::from_ip(sa.local.ip()))
+    }
+
+    // ---- commands ---------------------------------------------------------
+
+    /// Starts an IKE SA (and its first, transport-mode Child SA) to `remote`
+    /// from `local` (normally both on port 500).
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, Error> {
+        let first = *self.config.ike_proposals.first().ok_or(Error::NoProposal)?;
+        let id = self.new_spi();
+        let dh = DhPrivate::generate(first.dh, self.rng.as_mut())?;
+        let nonce_i = self.nonce();
+        let mut sa = IkeSa::new(
+            id,
+            true,
+            local,
+            remote,
+            now,
+            State::ExpectSaInitResponse(ExpectSaInitResponse {
+                dh,
+                nonce_i,
+                cookie: None,
+                retries: 0,
+            }),
+        );
+        self.send_sa_init(now, &mut sa)?;
+        self.sas.insert(id, sa);
+        Ok(IkeSaId(id))
+    }
+
+    /// Deletes every IKE SA with `peer` (sends DELETE, §1.4.1).
+    pub fn delete(&mut self, now: Instant, peer: IpAddr) -> Result<(), Error> {
+        let ids: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|s| s.remote.ip() == peer)
+            .map(|s| s.id)
+            .collect();
+        if ids.is_empty() {
+            return Err(Error::NoSuchSa);
+        }
+        for id in ids {
+            self.delete_sa(now, IkeSaId(id))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes one IKE SA and its Child SAs.
+    pub fn delete_sa(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
+        let mut s = self.sas.remove(&sa.0).ok_or(Error::NoSuchSa)?;
+        if matches!(s.state, State::Established(_)) {
+            s.queue.push_front(Queued::DeleteIke);
+            self.pump(now, &mut s);
+        } else {
+            self.close(&mut s, DownReason::DeletedLocally);
+        }
+        self.put_back(s);
+        Ok(())
+    }
+
+    /// Rekeys the Child SA with inbound SPI `spi_in` now (ESP sequence
+    /// numbers near exhaustion, RFC 4303 §3.3.3).
+    pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
+        let id = self
+            .sas
+            .values()
+            .find(|s| s.children.iter().any(|c| c.spi_in == spi_in))
+            .map(|s| s.id)
+            .ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(&id).ok_or(Error::NoSuchSa)?;
+        if !s.queue.contains(&Queued::RekeyChild(spi_in)) {
+            s.queue.push_back(Queued::RekeyChild(spi_in));
+        }
+        self.pump(now, &mut s);
+        self.put_back(s);
+        Ok(())
+    }
+
+    /// Rekeys an IKE SA now (§2.18).
+    pub fn rekey_ike(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
+        let mut s = self.sas.remove(&sa.0).ok_or(Error::NoSuchSa)?;
+        if !s.queue.contains(&Queued::RekeyIke) {
+            s.queue.push_back(Queued::RekeyIke);
+        }
+        self.pump(now, &mut s);
+        self.put_back(s);
+        Ok(())
+    }
+
+    /// Sends a liveness check now.
+    pub fn probe(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
+        let mut s = self.sas.remove(&sa.0).ok_or(Error::NoSuchSa)?;
+        s.queue.push_back(Queued::Dpd);
+        self.pump(now, &mut s);
+        self.put_back(s);
+        Ok(())
+    }
+
+    /// The daemon sent ESP to `peer` (drives on-demand DPD).
+    pub fn note_outbound(&mut self, now: Instant, peer: IpAddr) {
+        for s in self.sas.values_mut().filter(|s| s.remote.ip() == peer) {
+            s.last_traffic_out = Some(now);
+        }
+    }
+
+    /// The daemon received authenticated ESP from `peer` (proof of life).
+    pub fn note_inbound(&mut self, now: Instant, peer: IpAddr) {
+        for s in self.sas.values_mut().filter(|s| s.remote.ip() == peer) {
+            s.last_rx = s.last_rx.max(now);
+        }
+    }
+
+    /// Replaces the configuration (proposals, keyring, lifetimes, DPD) for what happens from
+    /// now on — SAs already up keep their keys. Returns the IKE SAs whose peer the new keyring
+    /// has no key for, which the caller deletes (a reload must not keep an SA that the new
+    /// configuration would refuse).
+    pub fn set_config(&mut self, config: Config) -> Vec<IkeSaId> {
+        self.config = config;
+        self.sas
+            .values()
+            .filter(|s| {
+                self.config
+                    .keyring
+                    .lookup(s.remote.ip(), s.remote_id.as_ref())
+                    .is_none()
+            })
+            .map(|s| IkeSaId(s.id))
+            .collect()
+    }
+
+    /// The SK_ei / SK_er of an established IKE SA (key ‖ salt each), for the operator's
+    /// opt-in Wireshark key export (`ikev2_decryption_table`). `None` before IKE_SA_INIT
+    /// completes. Returns (SPIi, SPIr, SK_ei, SK_er).
+    pub fn export_sk_e(&self, sa: IkeSaId) -> Option<(u64, u64, Secret, Secret)> {
+        let s = self.sas.get(&sa.0)?;
+        let k = s.keys.as_ref()?;
+        Some((s.spi_i, s.spi_r, k.sk_ei.clone(), k.sk_er.clone()))
+    }
+
+    /// Introspection for the operator tool.
+    pub fn ike_sas(&self, now: Instant) -> Vec<IkeSaInfo> {
+        let mut v: Vec<IkeSaInfo> = self
+            .sas
+            .values()
+            .map(|s| IkeSaInfo {
+                id: IkeSaId(s.id),
+                state: s.state.public(),
+                local: s.local,
+                remote: s.remote,
+                spi_i: s.spi_i,
+                spi_r: s.spi_r,
+                initiator: s.initiator,
+                suite: s.suite,
+                remote_id: s.remote_id.clone(),
+                age: now.saturating_duration_since(s.created),
+                rekey_in: match &s.state {
+                    State::Established(e) => Some(e.rekey_at.saturating_duration_since(now)),
+                    _ => None,
+                },
+                nat_local: s.nat_local,
+                nat_remote: s.nat_remote,
+                children: s
+                    .children
+                    .iter()
+                    .map(|c| ChildSaInfo {
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                        mode: Mode::Transport,
+                        esn: c.suite.esn,
+                        udp_encap: s.udp_encap(),
+                        age: now.saturating_duration_since(c.created),
+                        rekey_in: Some(c.rekey_at.saturating_duration_since(now)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    // ---- SA bookkeeping ---------------------------------------------------
+
+    fn put_back(&mut self, sa: IkeSa) {
+        if matches!(sa.state, State::Closed) {
+            self.half_open.retain(|_, v| *v != sa.id);
+        } else {
+            self.sas.insert(sa.id, sa);
+        }
+    }
+
+    /// Tears an SA down locally, reporting its children.
+    fn close(&mut self, sa: &mut IkeSa, reason: DownReason) {
+        for c in sa.children.drain(..) {
+            self.events.push_back(Event::ChildSaDeleted {
+                ike_sa: IkeSaId(sa.id),
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                remote: sa.remote,
+            });
+        }
+        let reason = if sa.superseded {
+            DownReason::Rekeyed
+        } else {
+            reason
+        };
+        if sa.remote_id.is_some() {
+            self.events.push_back(Event::IkeSaDown {
+                sa: IkeSaId(sa.id),
+                remote: sa.remote,
+                reason,
+            });
+        }
+        sa.state = State::Closed;
+        sa.pending = None;
+    }
+}

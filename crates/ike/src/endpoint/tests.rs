@@ -1,0 +1,132 @@
+use super::*;
+use crate::config::EspProposal;
+use dmvpn_crypto::TestRng;
+
+fn pair() -> (Endpoint, Endpoint, Instant, SocketAddr, SocketAddr) {
+    let mut c = Config::default();
+    c.keyring.set_wildcard(b"k");
+    let mut a = Endpoint::new(c.clone(), Box::new(TestRng::new(5)));
+    let mut b = Endpoint::new(c, Box::new(TestRng::new(6)));
+    let (la, lb): (SocketAddr, SocketAddr) = (
+        "192.0.2.1:500".parse().unwrap(),
+        "192.0.2.2:500".parse().unwrap(),
+    );
+    let now = Instant::now();
+    a.initiate(now, la, lb).unwrap();
+    for _ in 0..4 {
+        while let Some(t) = a.poll_transmit() {
+            b.handle_datagram(now, lb, la, &t.bytes);
+        }
+        while let Some(t) = b.poll_transmit() {
+            a.handle_datagram(now, la, lb, &t.bytes);
+        }
+    }
+    (a, b, now, la, lb)
+}
+
+#[test]
+fn reply_without_use_transport_mode_is_refused_and_deleted() {
+    let (mut a, _b, now, _, _) = pair();
+    while a.poll_event().is_some() {}
+    let id = *a.sas.keys().next().unwrap();
+    let mut sa = a.sas.remove(&id).unwrap();
+    let reply = vec![
+        Payload::Sa(proposal::esp_offer(
+            &EspProposal::default(),
+            0x4444,
+            None,
+            false,
+        )),
+        Payload::TsI(vec![TrafficSelector::gre_host(sa.local.ip())]),
+        Payload::TsR(vec![TrafficSelector::gre_host(sa.remote.ip())]),
+    ];
+    let r = a.child_initiator_finish(now, &mut sa, &reply, 0x5555, &[1; 32], &[2; 32], None, None);
+    assert_eq!(r, Err(NotifyType::NO_PROPOSAL_CHOSEN));
+    assert!(
+        a.poll_event().is_none(),
+        "no tunnel-mode SA is ever installed"
+    );
+    assert_eq!(sa.queue.back(), Some(&Queued::DeleteChild(0x5555)));
+    // With the notify it would have been accepted.
+    let mut ok = reply.clone();
+    ok.insert(0, notify(NotifyType::USE_TRANSPORT_MODE));
+    assert!(
+        a.child_initiator_finish(now, &mut sa, &ok, 0x6666, &[1; 32], &[2; 32], None, None)
+            .is_ok()
+    );
+    assert!(
+        matches!(a.poll_event(), Some(Event::ChildSaInstalled(c)) if c.spi_in == 0x6666 && c.spi_out == 0x4444)
+    );
+}
+
+#[test]
+fn fragmented_request_is_reassembled() {
+    let (a, mut b, now, la, lb) = pair();
+    while b.poll_event().is_some() {}
+    let sa = a.sas.values().next().unwrap();
+    let child = sa.children[0].spi_in;
+    let keys = sa.keys.clone().unwrap();
+    let key = AesGcm256::new(keys.sk_ei.expose()).unwrap();
+    let inner = vec![Payload::Delete(Delete {
+        protocol: ProtocolId::ESP,
+        spi_size: 4,
+        spis: vec![child.to_be_bytes().to_vec()],
+    })];
+    let mut plain = Vec::new();
+    emit_payloads(&inner, &mut dmvpn_wire::Writer::new(&mut plain)).unwrap();
+    let (c1, c2) = plain.split_at(5);
+    let mid = sa.next_request_id;
+    let f1 = sk::seal_fragment(
+        sa.spi_i,
+        sa.spi_r,
+        ExchangeType::INFORMATIONAL,
+        flags::INITIATOR,
+        mid,
+        PayloadType::D,
+        (1, 2),
+        c1,
+        &key,
+        [0xf1; 8],
+    )
+    .unwrap();
+    let f2 = sk::seal_fragment(
+        sa.spi_i,
+        sa.spi_r,
+        ExchangeType::INFORMATIONAL,
+        flags::INITIATOR,
+        mid,
+        PayloadType::NONE,
+        (2, 2),
+        c2,
+        &key,
+        [0xf2; 8],
+    )
+    .unwrap();
+    // Out of order; nothing happens until both are in.
+    b.handle_datagram(now, lb, la, &f2);
+    assert!(b.poll_event().is_none());
+    b.handle_datagram(now, lb, la, &f1);
+    assert!(
+        matches!(b.poll_event(), Some(Event::ChildSaDeleted { spi_out, .. }) if spi_out == child)
+    );
+    assert!(b.poll_transmit().is_some());
+}
+
+#[test]
+fn ike_sa_state_names_are_stable() {
+    // Operator output and the status JSON show these names.
+    let names = [
+        (IkeSaState::ExpectSaInitResponse, "ExpectSaInitResponse"),
+        (IkeSaState::ExpectAuthRequest, "ExpectAuthRequest"),
+        (IkeSaState::ExpectAuthResponse, "ExpectAuthResponse"),
+        (IkeSaState::Established, "Established"),
+        (IkeSaState::Deleting, "Deleting"),
+        (IkeSaState::Closed, "Closed"),
+    ];
+    for (st, name) in names {
+        assert_eq!(st.to_string(), name);
+        assert_eq!(st.as_str(), name);
+        assert_eq!(name.parse::<IkeSaState>(), Ok(st));
+    }
+    assert!("Up".parse::<IkeSaState>().is_err());
+}

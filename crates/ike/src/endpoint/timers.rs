@@ -1,0 +1,159 @@
+//! Timers (RFC 7296 §2.4, §2.8, §2.1): retransmission deadlines, liveness
+//! checks (dead peer detection), half-open and DELETE timeouts, rekey and
+//! hard lifetimes.
+
+use super::*;
+
+impl Endpoint {
+    pub(super) fn dpd_deadline(&self, sa: &IkeSa) -> Option<Instant> {
+        let d = self.config.dpd?;
+        if !matches!(sa.state, State::Established(_)) || sa.pending.is_some() {
+            return None;
+        }
+        match d.mode {
+            // A liveness check (§2.4: an empty INFORMATIONAL) every `delay`
+            // whatever the traffic: ESP flowing proves the peer's kernel is
+            // up, not its IKE daemon.
+            DpdMode::Periodic => Some(sa.last_probe + d.delay),
+            // Probe only if we sent traffic since we last heard from the
+            // peer, and it has been silent for `delay`.
+            DpdMode::OnDemand => match sa.last_traffic_out {
+                Some(tx) if tx > sa.last_rx => Some((sa.last_rx + d.delay).max(tx)),
+                _ => None,
+            },
+        }
+    }
+
+    pub(super) fn sa_deadline(&self, sa: &IkeSa) -> Option<Instant> {
+        let mut t: Vec<Instant> = Vec::new();
+        if let Some(p) = &sa.pending {
+            t.push(p.next_at);
+        }
+        match &sa.state {
+            State::ExpectAuthRequest(s) => t.push(s.deadline),
+            State::Deleting(s) => t.push(s.deadline),
+            State::Established(e) => {
+                t.push(e.rekey_at);
+                t.push(e.expire_at);
+                for c in &sa.children {
+                    if c.status == ChildStatus::Active {
+                        t.push(c.rekey_at);
+                    }
+                    t.push(c.expire_at);
+                }
+                t.extend(self.dpd_deadline(sa));
+            }
+            _ => {}
+        }
+        t.into_iter().min()
+    }
+
+    /// The earliest deadline at which [`Endpoint::handle_timeout`] must run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(|s| self.sa_deadline(s)).min()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|s| self.sa_deadline(s).is_some_and(|d| d <= now))
+            .map(|s| s.id)
+            .collect();
+        for id in due {
+            let Some(mut sa) = self.sas.remove(&id) else {
+                continue;
+            };
+            self.timeout_sa(now, &mut sa);
+            if !matches!(sa.state, State::Closed) {
+                self.pump(now, &mut sa);
+            }
+            self.put_back(sa);
+        }
+    }
+
+    pub(super) fn timeout_sa(&mut self, now: Instant, sa: &mut IkeSa) {
+        if let Some(p) = &mut sa.pending {
+            if p.next_at <= now {
+                let max = self.max_tries(&p.req);
+                if p.tries >= max {
+                    // §2.4: no answer after the retransmission limit means
+                    // the peer is dead; the SA is deleted without notice.
+                    let established = sa.remote_id.is_some();
+                    let was_dpd = matches!(p.req, Req::Dpd);
+                    if established && !matches!(sa.state, State::Deleting(_)) {
+                        self.events.push_back(Event::PeerDead {
+                            sa: IkeSaId(sa.id),
+                            remote: sa.remote,
+                        });
+                    } else if !established {
+                        self.events.push_back(Event::EstablishFailed {
+                            remote: sa.remote,
+                            reason: NotifyType::TEMPORARY_FAILURE,
+                        });
+                    }
+                    let _ = was_dpd;
+                    self.close(sa, DownReason::Timeout);
+                    return;
+                }
+                p.tries += 1;
+                let interval = self.retransmit_interval(&p.req, p.tries);
+                p.next_at = now + interval;
+                let bytes = p.bytes.clone();
+                self.tx(sa, bytes);
+            }
+        }
+        match &mut sa.state {
+            State::ExpectAuthRequest(s) if s.deadline <= now => {
+                // A half-open SA that never authenticated: drop silently.
+                sa.state = State::Closed;
+            }
+            State::Deleting(s) if s.deadline <= now => {
+                self.close(sa, DownReason::DeletedLocally);
+            }
+            State::Established(e) => {
+                if e.expire_at <= now {
+                    // Hard lifetime: delete (the peer is told, §1.4.1).
+                    sa.queue.push_front(Queued::DeleteIke);
+                    return;
+                }
+                if e.rekey_at <= now {
+                    // Re-arm far out; the rekey replaces this SA.
+                    e.rekey_at = e.expire_at;
+                    if !sa.queue.contains(&Queued::RekeyIke) {
+                        sa.queue.push_back(Queued::RekeyIke);
+                    }
+                }
+                let mut expired = Vec::new();
+                for c in &mut sa.children {
+                    if c.expire_at <= now {
+                        expired.push(c.spi_in);
+                    } else if c.status == ChildStatus::Active && c.rekey_at <= now {
+                        c.rekey_at = c.expire_at;
+                        if !sa.queue.contains(&Queued::RekeyChild(c.spi_in)) {
+                            sa.queue.push_back(Queued::RekeyChild(c.spi_in));
+                        }
+                    }
+                }
+                for spi in expired {
+                    if !sa.queue.contains(&Queued::DeleteChild(spi)) {
+                        sa.queue.push_back(Queued::DeleteChild(spi));
+                    }
+                    if let Some(c) = sa.child_by_in(spi) {
+                        c.expire_at = now
+                            + self.config.retransmit.max_interval
+                                * self.config.retransmit.max_tries.max(1);
+                    }
+                }
+                if self.dpd_deadline(sa).is_some_and(|d| d <= now)
+                    && !sa.queue.contains(&Queued::Dpd)
+                {
+                    sa.queue.push_back(Queued::Dpd);
+                }
+            }
+            _ => {}
+        }
+    }
+}
