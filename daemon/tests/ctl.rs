@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use dmvpn_api::{Ack, fixtures as examples};
 use dmvpnd::ctl::{self, Command as CtlCommand, Request, Response, Show};
-use dmvpnd::status::{Ack, examples};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;

@@ -1,0 +1,705 @@
+//! Joins of the engines' read-only views into the operator's reports ([`dmvpn_api`] types):
+//! IKE SAs with their Child SAs' ESP counters, NHRP cache entries and NHSs, the dataplane's
+//! counters. Each builder takes `now` so every age in one report is measured at the same
+//! instant. The schema and the text renderers live in `dmvpn-api`, shared with dmvpnctl.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dmvpn_api::{
+    ChildSa, DmvpnPeer, DmvpnReport, IkeReport, IkeSa, IkeState, InterfaceReport,
+    NHRP_PACKET_TYPES, NhrpCounters, NhrpEntry, NhrpKind, NhrpPeerState, NhrpReport, NhrpRole,
+    NhsEntry, PeerState, SCHEMA_VERSION, SaPeer, SaReport,
+};
+use dmvpn_crypto::PrfAlg;
+use dmvpn_esp::SaCounters;
+use dmvpn_ike::{ChildSaInfo, IkeSaInfo, Mode};
+use dmvpn_nhrp::{CacheEntry, EntryKind, NhsState, NhsStatus};
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+fn prf_name(p: PrfAlg) -> &'static str {
+    match p {
+        PrfAlg::HmacSha256 => "sha256",
+        PrfAlg::HmacSha384 => "sha384",
+        PrfAlg::HmacSha512 => "sha512",
+    }
+}
+
+/// The engine's name for the SA's state (`state_detail`). The one place that reads
+/// `IkeSaInfo::state`: through `Display`, so a string and a state enum read the same.
+fn engine_state(info: &IkeSaInfo) -> String {
+    info.state.to_string()
+}
+
+/// The schema's coarse, stable state for an engine state.
+fn ike_state(info: &IkeSaInfo) -> IkeState {
+    match engine_state(info).as_str() {
+        "ExpectSaInitResponse" | "ExpectAuthRequest" | "ExpectAuthResponse" => {
+            IkeState::Negotiating
+        }
+        "Established" => IkeState::Established,
+        "Deleting" => IkeState::Deleting,
+        "Closed" => IkeState::Closed,
+        _ => IkeState::Unknown,
+    }
+}
+
+/// An IKE SA from `Endpoint::ike_sas(now)`.
+pub fn ike_sa(info: &IkeSaInfo) -> IkeSa {
+    IkeSa {
+        state: ike_state(info),
+        state_detail: engine_state(info),
+        spi_i: format!("{:016x}", info.spi_i),
+        spi_r: format!("{:016x}", info.spi_r),
+        initiator: info.initiator,
+        encryption: info.suite.map(|s| format!("aes-gcm-{}", s.encr_key_bits)),
+        prf: info.suite.map(|s| prf_name(s.prf).to_owned()),
+        dh_group: info.suite.map(|s| s.dh.ike_group()),
+        age_secs: secs(info.age),
+        rekey_in_secs: info.rekey_in.map(secs),
+        local: info.local,
+        remote: info.remote,
+        remote_id: info.remote_id.as_ref().map(ToString::to_string),
+        nat_local: info.nat_local,
+        nat_remote: info.nat_remote,
+        child_count: u32::try_from(info.children.len()).unwrap_or(u32::MAX),
+    }
+}
+
+/// A Child SA from `IkeSaInfo::children` with the ESP counters of its inbound SA
+/// (`InboundSa::stats().snapshot()`) and outbound SA (`OutboundSa::stats().snapshot()`);
+/// `None` when the dataplane has no such SA (yet, or any more): counted as zero.
+pub fn child_sa(
+    info: &ChildSaInfo,
+    inbound: Option<SaCounters>,
+    outbound: Option<SaCounters>,
+) -> ChildSa {
+    let i = inbound.unwrap_or_default();
+    let o = outbound.unwrap_or_default();
+    ChildSa {
+        spi_in: format!("0x{:08x}", info.spi_in),
+        spi_out: format!("0x{:08x}", info.spi_out),
+        mode: match info.mode {
+            Mode::Transport => "transport".to_owned(),
+        },
+        // The ESP crate implements exactly one transform (AES-256-GCM-16, RFC 4106).
+        transform: "esp-gcm-256".to_owned(),
+        esn: info.esn,
+        udp_encap: info.udp_encap,
+        packets_in: i.packets,
+        bytes_in: i.bytes,
+        packets_out: o.packets,
+        bytes_out: o.bytes,
+        replay_drops: i.replay_drops,
+        auth_failures: i.auth_failures,
+        age_secs: secs(info.age),
+        rekey_in_secs: info.rekey_in.map(secs),
+    }
+}
+
+fn nhrp_kind(k: EntryKind) -> NhrpKind {
+    match k {
+        EntryKind::Static => NhrpKind::Static,
+        EntryKind::Dynamic => NhrpKind::Dynamic,
+        EntryKind::Nhs => NhrpKind::Nhs,
+        EntryKind::Shortcut => NhrpKind::Shortcut,
+        EntryKind::Local => NhrpKind::Local,
+    }
+}
+
+/// A cache entry from `Engine::cache_entries(now)`.
+pub fn nhrp_entry(e: &CacheEntry, now: Instant) -> NhrpEntry {
+    let mut flags = Vec::new();
+    for (on, name) in [
+        (e.flags.unique, "unique"),
+        (e.flags.registered, "registered"),
+        (e.flags.used, "used"),
+        (e.flags.nat, "nat"),
+    ] {
+        if on {
+            flags.push(name.to_owned());
+        }
+    }
+    NhrpEntry {
+        protocol_addr: e.protocol_addr,
+        prefix_len: e.prefix_len,
+        next_hop: e.next_hop,
+        nbma: e.nbma,
+        post_nat_nbma: e.post_nat_nbma.filter(|p| *p != e.nbma),
+        kind: nhrp_kind(e.kind),
+        flags,
+        age_secs: secs(now.saturating_duration_since(e.created)),
+        expires_in_secs: e.expires.map(|x| secs(x.saturating_duration_since(now))),
+        holding_time_secs: secs(e.holding_time),
+    }
+}
+
+fn nhs_state(s: NhsState) -> NhrpPeerState {
+    match s {
+        NhsState::Up => NhrpPeerState::Up,
+        NhsState::Registering => NhrpPeerState::Registering,
+        NhsState::WaitingForSa => NhrpPeerState::WaitingForSa,
+    }
+}
+
+/// An NHS from `Engine::nhs_status(now)`.
+pub fn nhs_entry(s: &NhsStatus, now: Instant) -> NhsEntry {
+    NhsEntry {
+        protocol_addr: s.protocol_addr,
+        nbma: s.nbma_addr,
+        multicast: s.multicast,
+        state: nhs_state(s.state),
+        expires_in_secs: s.expires.map(|x| secs(x.saturating_duration_since(now))),
+        retry_wait_secs: secs(s.retry_wait),
+    }
+}
+
+fn nhrp_drop_name(r: dmvpn_nhrp::DropReason) -> &'static str {
+    use dmvpn_nhrp::DropReason as R;
+    match r {
+        R::Malformed => "malformed",
+        R::Checksum => "checksum",
+        R::AuthFailure => "auth_failure",
+        R::UnsupportedAddressFamily => "unsupported_address_family",
+        R::HopCountExceeded => "hop_count_exceeded",
+        R::LoopDetected => "loop_detected",
+        R::UnexpectedReply => "unexpected_reply",
+        R::UnhandledType => "unhandled_type",
+        R::QueueFull => "queue_full",
+        R::QueueExpired => "queue_expired",
+        R::RateLimited => "rate_limited",
+        R::NoRoute => "no_route",
+        R::BadInnerPacket => "bad_inner_packet",
+        R::EncodeFailed => "encode_failed",
+    }
+}
+
+/// NHRP counters from `Engine::counters()`.
+pub fn nhrp_counters(c: &dmvpn_nhrp::Counters) -> NhrpCounters {
+    let by_type = |a: &[u64; 9]| {
+        NHRP_PACKET_TYPES
+            .iter()
+            .zip(a.iter())
+            .map(|(n, v)| ((*n).to_owned(), *v))
+            .collect()
+    };
+    NhrpCounters {
+        rx: by_type(&c.rx),
+        tx: by_type(&c.tx),
+        auth_failures: c.auth_failures,
+        drops: c
+            .drops
+            .iter()
+            .map(|(r, v)| (nhrp_drop_name(*r).to_owned(), *v))
+            .collect(),
+    }
+}
+
+/// `show interface` from the dataplane counters. `extra_drops` adds drops the daemon counts
+/// itself (for example `("tun_no_route", n)`); names must be snake_case and not collide with
+/// dataplane reason names.
+pub fn interface_report(
+    interface: &str,
+    tunnel_addr: &str,
+    mtu: u32,
+    c: &dmvpn_dataplane::Counters,
+    extra_drops: &[(&str, u64)],
+) -> InterfaceReport {
+    let (tx_packets, tx_bytes) = c.tx_totals();
+    let (rx_packets, rx_bytes) = c.rx_totals();
+    let mut drops: BTreeMap<String, u64> = dmvpn_dataplane::DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_owned(), c.drops(*r)))
+        .collect();
+    for (name, v) in extra_drops {
+        *drops.entry((*name).to_owned()).or_default() += v;
+    }
+    InterfaceReport {
+        schema_version: SCHEMA_VERSION,
+        interface: interface.to_owned(),
+        tunnel_addr: tunnel_addr.to_owned(),
+        mtu,
+        tx_packets,
+        tx_bytes,
+        rx_packets,
+        rx_bytes,
+        drops,
+    }
+}
+
+/// Remembers when each peer entered its current state, for `show dmvpn`'s UpDn Tm. The control
+/// loop owns one and passes it to [`Snapshot::dmvpn_report`]; calling [`UpDown::observe`] also
+/// on IKE/NHRP events makes the times exact rather than measured from the first query.
+#[derive(Debug, Default)]
+pub struct UpDown {
+    seen: HashMap<IpAddr, (PeerState, Instant)>,
+}
+
+impl UpDown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `state` for `peer` and returns how long the peer has been in it. A peer seen for
+    /// the first time counts from `now - since`: the builders pass the IKE SA's age for a peer
+    /// found already up, which is the best estimate available after a daemon restart.
+    pub fn observe(
+        &mut self,
+        peer: IpAddr,
+        state: PeerState,
+        now: Instant,
+        since: Option<Duration>,
+    ) -> Duration {
+        let start = now.checked_sub(since.unwrap_or_default()).unwrap_or(now);
+        let entry = self.seen.entry(peer).or_insert((state, start));
+        if entry.0 != state {
+            *entry = (state, now);
+        }
+        now.saturating_duration_since(entry.1)
+    }
+
+    /// Forgets peers for which `keep` is false (gone from every table).
+    pub fn retain(&mut self, mut keep: impl FnMut(&IpAddr) -> bool) {
+        self.seen.retain(|k, _| keep(k));
+    }
+}
+
+/// The engines' read-only views at one instant, from which every peer-oriented report is built:
+/// `cache` = `nhrp::Engine::cache_entries(now)`, `nhs` = `nhrp::Engine::nhs_status(now)`,
+/// `ike` = `ike::Endpoint::ike_sas(now)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    pub now: Instant,
+    pub interface: &'a str,
+    /// Our tunnel address with prefix length.
+    pub tunnel_addr: &'a str,
+    pub role: NhrpRole,
+    pub cache: &'a [CacheEntry],
+    pub nhs: &'a [NhsStatus],
+    pub ike: &'a [IkeSaInfo],
+}
+
+/// What is known about one NBMA peer across NHRP and IKE.
+#[derive(Debug)]
+struct PeerJoin<'a> {
+    nbma: IpAddr,
+    post_nat: Option<IpAddr>,
+    tunnel: Option<IpAddr>,
+    entries: Vec<&'a CacheEntry>,
+    nhs: Option<&'a NhsStatus>,
+    ike: Vec<&'a IkeSaInfo>,
+}
+
+impl PeerJoin<'_> {
+    fn nhrp_state(&self) -> NhrpPeerState {
+        if let Some(n) = self.nhs {
+            return nhs_state(n.state);
+        }
+        let has = |k: EntryKind| self.entries.iter().any(|e| e.kind == k);
+        if self
+            .entries
+            .iter()
+            .any(|e| e.kind == EntryKind::Dynamic && e.flags.registered)
+        {
+            NhrpPeerState::Registered
+        } else if has(EntryKind::Shortcut) || has(EntryKind::Dynamic) {
+            NhrpPeerState::Resolved
+        } else if has(EntryKind::Static) || has(EntryKind::Nhs) {
+            NhrpPeerState::Static
+        } else {
+            NhrpPeerState::None
+        }
+    }
+
+    /// The IKE SA to show: an established one with the most children, else the youngest.
+    fn best_ike(&self) -> Option<&IkeSaInfo> {
+        self.ike
+            .iter()
+            .copied()
+            .filter(|s| ike_state(s) == IkeState::Established)
+            .max_by_key(|s| (s.children.len(), std::cmp::Reverse(s.age)))
+            .or_else(|| self.ike.iter().copied().min_by_key(|s| s.age))
+    }
+
+    fn state(&self) -> PeerState {
+        let Some(ike) = self.best_ike() else {
+            return PeerState::Down;
+        };
+        match ike_state(ike) {
+            IkeState::Established => {}
+            IkeState::Negotiating | IkeState::Unknown => return PeerState::Ike,
+            IkeState::Deleting | IkeState::Closed => return PeerState::Down,
+        }
+        if ike.children.is_empty() {
+            PeerState::Ipsec
+        } else if !self.nhrp_state().is_up() {
+            PeerState::Nhrp
+        } else {
+            PeerState::Up
+        }
+    }
+
+    fn natted(&self) -> bool {
+        self.post_nat.is_some()
+            || self.entries.iter().any(|e| e.flags.nat)
+            || self.ike.iter().any(|s| s.nat_remote)
+    }
+}
+
+impl<'a> Snapshot<'a> {
+    /// Joins NHRP and IKE by the NBMA address packets go to (post-NAT), which is the address
+    /// IKE sees as the peer's. Ordered by that address.
+    fn peers(&self) -> Vec<PeerJoin<'a>> {
+        let mut map: BTreeMap<IpAddr, PeerJoin<'a>> = BTreeMap::new();
+        let new = |nbma| PeerJoin {
+            nbma,
+            post_nat: None,
+            tunnel: None,
+            entries: Vec::new(),
+            nhs: None,
+            ike: Vec::new(),
+        };
+        for e in self.cache.iter().filter(|e| e.kind != EntryKind::Local) {
+            let key = e.effective_nbma();
+            let p = map.entry(key).or_insert_with(|| new(e.nbma));
+            p.nbma = e.nbma;
+            if e.effective_nbma() != e.nbma {
+                p.post_nat = Some(key);
+            }
+            // The host entry of the peer itself names its tunnel address better than a
+            // shortcut prefix behind it.
+            if p.tunnel.is_none() || e.protocol_addr == e.next_hop {
+                p.tunnel = Some(e.next_hop);
+            }
+            p.entries.push(e);
+        }
+        for n in self.nhs {
+            let p = map.entry(n.nbma_addr).or_insert_with(|| new(n.nbma_addr));
+            p.nhs = Some(n);
+            if p.tunnel.is_none() {
+                p.tunnel = n.protocol_addr;
+            }
+        }
+        for s in self.ike {
+            map.entry(s.remote.ip())
+                .or_insert_with(|| new(s.remote.ip()))
+                .ike
+                .push(s);
+        }
+        map.into_values().collect()
+    }
+
+    /// `show sa`. `counters` gives the ESP counters of a Child SA's (inbound, outbound) SAs:
+    /// `SaTable::get(Spi(c.spi_in))` and the outbound SA with `c.spi_out`, each
+    /// `.stats().snapshot()`.
+    pub fn sa_report(
+        &self,
+        counters: impl Fn(&ChildSaInfo) -> (Option<SaCounters>, Option<SaCounters>),
+    ) -> SaReport {
+        let peers = self
+            .peers()
+            .iter()
+            .map(|p| SaPeer {
+                nbma: p.nbma,
+                post_nat_nbma: p.post_nat,
+                tunnel_addr: p.tunnel,
+                nhrp_state: p.nhrp_state(),
+                ike: p.best_ike().map(ike_sa),
+                children: p
+                    .ike
+                    .iter()
+                    .flat_map(|s| s.children.iter())
+                    .map(|c| {
+                        let (i, o) = counters(c);
+                        child_sa(c, i, o)
+                    })
+                    .collect(),
+            })
+            .collect();
+        SaReport {
+            schema_version: SCHEMA_VERSION,
+            interface: self.interface.to_owned(),
+            peers,
+        }
+    }
+
+    /// `show dmvpn`; updates `updown` and forgets peers that are gone.
+    pub fn dmvpn_report(&self, updown: &mut UpDown) -> DmvpnReport {
+        let joined = self.peers();
+        let peers = joined
+            .iter()
+            .map(|p| {
+                let state = p.state();
+                let key = p.post_nat.unwrap_or(p.nbma);
+                let since = if state == PeerState::Up {
+                    p.best_ike().map(|s| s.age)
+                } else {
+                    None
+                };
+                let updn = updown.observe(key, state, self.now, since);
+                let mut attrs = Vec::new();
+                let has = |k: EntryKind| p.entries.iter().any(|e| e.kind == k);
+                if p.nhs.is_some() || has(EntryKind::Static) || has(EntryKind::Nhs) {
+                    attrs.push("S");
+                }
+                if has(EntryKind::Dynamic) || has(EntryKind::Shortcut) {
+                    attrs.push("D");
+                }
+                if p.natted() {
+                    attrs.push("N");
+                }
+                if has(EntryKind::Shortcut) {
+                    attrs.push("T1");
+                }
+                if p.tunnel.is_none() && (p.nhs.is_some() || !p.entries.is_empty()) {
+                    attrs.push("I");
+                }
+                DmvpnPeer {
+                    peer_nbma: key,
+                    peer_tunnel: p.tunnel,
+                    entries: u32::try_from(p.entries.len()).unwrap_or(u32::MAX),
+                    state,
+                    updn_secs: Some(secs(updn)),
+                    attrs: attrs.into_iter().map(str::to_owned).collect(),
+                }
+            })
+            .collect();
+        updown.retain(|k| joined.iter().any(|p| p.post_nat.unwrap_or(p.nbma) == *k));
+        DmvpnReport {
+            schema_version: SCHEMA_VERSION,
+            interface: self.interface.to_owned(),
+            tunnel_addr: self.tunnel_addr.to_owned(),
+            nhrp_role: self.role,
+            peers,
+        }
+    }
+
+    /// `show nhrp`, with `counters` = `nhrp::Engine::counters()`.
+    pub fn nhrp_report(&self, counters: &dmvpn_nhrp::Counters) -> NhrpReport {
+        NhrpReport {
+            schema_version: SCHEMA_VERSION,
+            interface: self.interface.to_owned(),
+            entries: self.cache.iter().map(|e| nhrp_entry(e, self.now)).collect(),
+            nhs: self.nhs.iter().map(|n| nhs_entry(n, self.now)).collect(),
+            counters: nhrp_counters(counters),
+        }
+    }
+
+    /// `show ike`.
+    pub fn ike_report(&self) -> IkeReport {
+        IkeReport {
+            schema_version: SCHEMA_VERSION,
+            sas: self.ike.iter().map(ike_sa).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dmvpn_crypto::DhAlg;
+    use dmvpn_ike::proposal::IkeSuite;
+    use dmvpn_ike::{ChildSaInfo, IkeSaId, IkeSaInfo, Mode};
+
+    fn suite() -> IkeSuite {
+        IkeSuite {
+            encr_key_bits: 256,
+            prf: PrfAlg::HmacSha512,
+            dh: DhAlg::Ecp256,
+        }
+    }
+
+    fn child(spi_in: u32, spi_out: u32, age: u64) -> ChildSaInfo {
+        ChildSaInfo {
+            spi_in,
+            spi_out,
+            mode: Mode::Transport,
+            esn: false,
+            udp_encap: true,
+            age: Duration::from_secs(age),
+            rekey_in: Some(Duration::from_secs(3000)),
+        }
+    }
+
+    fn ike_info(remote: &str, state: &'static str, children: Vec<ChildSaInfo>) -> IkeSaInfo {
+        IkeSaInfo {
+            id: IkeSaId(1),
+            state,
+            local: "172.16.0.10:4500".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            spi_i: 0x8f1e_2d3c_4b5a_6978,
+            spi_r: 0x0102_0304_0506_0708,
+            initiator: true,
+            suite: (state == "Established").then(suite),
+            remote_id: None,
+            age: Duration::from_secs(600),
+            rekey_in: Some(Duration::from_secs(85_800)),
+            nat_local: true,
+            nat_remote: false,
+            children,
+        }
+    }
+
+    fn nhs(nbma: &str, tunnel: &str, state: NhsState) -> NhsStatus {
+        NhsStatus {
+            protocol_addr: Some(tunnel.parse().unwrap()),
+            nbma_addr: nbma.parse().unwrap(),
+            multicast: true,
+            state,
+            expires: None,
+            retry_wait: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn peer_states_from_the_engines() {
+        let now = Instant::now();
+        let nhs_list = [
+            nhs("198.51.100.1", "10.250.0.1", NhsState::Up),
+            nhs("198.51.100.2", "10.250.0.2", NhsState::Registering),
+            nhs("198.51.100.3", "10.250.0.3", NhsState::WaitingForSa),
+            nhs("198.51.100.4", "10.250.0.4", NhsState::WaitingForSa),
+        ];
+        let ike = [
+            ike_info(
+                "198.51.100.1:4500",
+                "Established",
+                vec![child(0x1a2b_3c4d, 0xc0ff_ee01, 100)],
+            ),
+            ike_info("198.51.100.2:4500", "Established", vec![child(2, 3, 5)]),
+            ike_info("198.51.100.3:500", "Established", vec![]),
+            ike_info("198.51.100.4:500", "ExpectSaInitResponse", vec![]),
+            // An IKE SA NHRP knows nothing about (a spoke reaching us before resolving).
+            ike_info("203.0.113.7:4500", "Established", vec![child(4, 5, 5)]),
+        ];
+        let snap = Snapshot {
+            now,
+            interface: "dmvpn0",
+            tunnel_addr: "10.250.0.9/24",
+            role: NhrpRole::Spoke,
+            cache: &[],
+            nhs: &nhs_list,
+            ike: &ike,
+        };
+        let mut updown = UpDown::new();
+        let d = snap.dmvpn_report(&mut updown);
+        let row = |nbma: &str| {
+            d.peers
+                .iter()
+                .find(|p| p.peer_nbma.to_string() == nbma)
+                .unwrap_or_else(|| panic!("no {nbma}"))
+        };
+        assert_eq!(row("198.51.100.1").state, PeerState::Up);
+        assert_eq!(
+            row("198.51.100.1").peer_tunnel,
+            Some("10.250.0.1".parse().unwrap())
+        );
+        assert_eq!(row("198.51.100.1").attrs, vec!["S"]);
+        // Up: measured from the IKE SA's age on first sight.
+        assert_eq!(row("198.51.100.1").updn_secs, Some(600));
+        assert_eq!(row("198.51.100.2").state, PeerState::Nhrp);
+        assert_eq!(row("198.51.100.3").state, PeerState::Ipsec);
+        assert_eq!(row("198.51.100.4").state, PeerState::Ike);
+        assert_eq!(row("203.0.113.7").state, PeerState::Nhrp);
+        assert_eq!(row("203.0.113.7").peer_tunnel, None);
+        assert_eq!(d.peers.len(), 5);
+
+        let sa = snap.sa_report(|c| {
+            let n = u64::from(c.spi_in);
+            (
+                Some(SaCounters {
+                    packets: n,
+                    bytes: n * 100,
+                    replay_drops: 1,
+                    auth_failures: 2,
+                }),
+                None,
+            )
+        });
+        let p = &sa.peers[0];
+        assert_eq!(p.nbma.to_string(), "198.51.100.1");
+        assert_eq!(p.nhrp_state, NhrpPeerState::Up);
+        let ike = p.ike.as_ref().unwrap();
+        assert_eq!(ike.state, IkeState::Established);
+        assert_eq!(ike.spi_i, "8f1e2d3c4b5a6978");
+        assert_eq!(ike.encryption.as_deref(), Some("aes-gcm-256"));
+        assert_eq!(ike.prf.as_deref(), Some("sha512"));
+        assert_eq!(ike.dh_group, Some(19));
+        assert_eq!(p.children[0].spi_in, "0x1a2b3c4d");
+        assert_eq!(p.children[0].spi_out, "0xc0ffee01");
+        assert_eq!(p.children[0].packets_in, 0x1a2b_3c4d);
+        assert_eq!(p.children[0].packets_out, 0, "no outbound SA: zero");
+        assert_eq!(p.children[0].auth_failures, 2);
+        let negotiating = sa
+            .peers
+            .iter()
+            .find(|p| p.nbma.to_string() == "198.51.100.4")
+            .unwrap();
+        assert_eq!(
+            negotiating.ike.as_ref().unwrap().state,
+            IkeState::Negotiating
+        );
+        assert_eq!(negotiating.ike.as_ref().unwrap().encryption, None);
+        assert_eq!(negotiating.nhrp_state, NhrpPeerState::WaitingForSa);
+    }
+
+    #[test]
+    fn updown_counts_from_the_last_change() {
+        let t0 = Instant::now();
+        let peer: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut u = UpDown::new();
+        assert_eq!(u.observe(peer, PeerState::Ike, t0, None), Duration::ZERO);
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            u.observe(peer, PeerState::Ike, t1, None),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            u.observe(peer, PeerState::Up, t1, Some(Duration::from_secs(99))),
+            Duration::ZERO
+        );
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!(
+            u.observe(peer, PeerState::Up, t2, None),
+            Duration::from_secs(60)
+        );
+        u.retain(|_| false);
+        assert_eq!(
+            u.observe(peer, PeerState::Up, t2, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn counters_builders() {
+        let mut c = dmvpn_nhrp::Counters::default();
+        c.rx[4] = 12;
+        c.tx[3] = 13;
+        c.drops.insert(dmvpn_nhrp::DropReason::AuthFailure, 2);
+        let n = nhrp_counters(&c);
+        assert_eq!(n.rx["registration_reply"], 12);
+        assert_eq!(n.tx["registration_request"], 13);
+        assert_eq!(n.drops["auth_failure"], 2);
+
+        let d = dmvpn_dataplane::Counters::default();
+        d.count_drop(dmvpn_dataplane::DropReason::Replay);
+        let r = interface_report("dmvpn0", "10.250.0.9/24", 1400, &d, &[("tun_no_route", 4)]);
+        assert_eq!(r.drops["replay"], 1);
+        assert_eq!(r.drops["no_room"], 0);
+        assert_eq!(r.drops["tun_no_route"], 4);
+        assert_eq!(r.drops.len(), dmvpn_dataplane::DropReason::ALL.len() + 1);
+    }
+
+    #[test]
+    fn fixture_drop_names_match_the_dataplane() {
+        let names: Vec<&str> = dmvpn_dataplane::DropReason::ALL
+            .iter()
+            .map(|r| r.name())
+            .collect();
+        assert_eq!(names, dmvpn_api::fixtures::DATAPLANE_DROPS);
+    }
+}
