@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-const DMVPNCTL: &str = env!("CARGO_BIN_EXE_dmvpnctl");
+const DMVPNCTL: dmvpn_tests::WorkspaceBin = dmvpn_tests::WorkspaceBin("dmvpnctl");
 
 /// The control loop's side of the channel, answering from the example reports.
 fn answer(req: Request) -> Response {
