@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use dmvpn_api::{Ack, NhrpRole};
 use dmvpn_config::{Config, DpdMode, Role};
 use dmvpn_crypto::{DhAlg, PrfAlg, SystemRng};
 use dmvpn_dataplane::{DropReason, Mapping, PeerPath, Tables, TunnelParams};
@@ -30,8 +29,8 @@ use crate::ctl::{self, Request, Response, Show};
 use crate::datapath::{Datapath, SlowPath};
 use crate::keylog::KeyLog;
 use crate::netlink::{Netlink, spawn_route_mirror};
-use crate::report::{self as status, Snapshot, UpDown};
 use crate::routes::{RouteTable, SharedRoutes, shared};
+use crate::status::{self, Ack, NhrpRole, Snapshot, UpDown};
 use crate::tun::TunDevice;
 use crate::underlay::{IKE_PORT, NATT_PORT, Received, Underlay, UnderlayConfig, local_address_for};
 

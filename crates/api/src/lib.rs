@@ -6,7 +6,7 @@
 //! - [`render`]: their text form, laid out like the IOS commands operators know.
 //!
 //! Only serde: no engines, no async runtime, no netlink. The daemon fills the reports from its
-//! engines (dmvpnd's `report` module); dmvpnctl decodes and prints them.
+//! engines (dmvpnd's `status` module); dmvpnctl decodes and prints them.
 
 pub mod ctl;
 #[cfg(any(test, feature = "fixtures"))]

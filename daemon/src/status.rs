@@ -1,7 +1,8 @@
-//! Joins of the engines' read-only views into the operator's reports ([`dmvpn_api`] types):
-//! IKE SAs with their Child SAs' ESP counters, NHRP cache entries and NHSs, the dataplane's
-//! counters. Each builder takes `now` so every age in one report is measured at the same
-//! instant. The schema and the text renderers live in `dmvpn-api`, shared with dmvpnctl.
+//! The operator's view of the daemon: joins of the engines' read-only views into the reports
+//! of [`dmvpn_api`] (IKE SAs with their Child SAs' ESP counters, NHRP cache entries and NHSs,
+//! the dataplane's counters). Each builder takes `now` so every age in one report is measured
+//! at the same instant. The schema and the text renderers live in `dmvpn-api`, shared with
+//! dmvpnctl.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -9,13 +10,17 @@ use std::time::{Duration, Instant};
 
 use dmvpn_api::{
     ChildSa, DmvpnPeer, DmvpnReport, IkeReport, IkeSa, IkeState, InterfaceReport,
-    NHRP_PACKET_TYPES, NhrpCounters, NhrpEntry, NhrpKind, NhrpPeerState, NhrpReport, NhrpRole,
-    NhsEntry, PeerState, SCHEMA_VERSION, SaPeer, SaReport,
+    NHRP_PACKET_TYPES, NhrpCounters, NhrpEntry, NhrpKind, NhrpPeerState, NhrpReport, NhsEntry,
+    PeerState, SCHEMA_VERSION, SaPeer, SaReport,
 };
 use dmvpn_crypto::PrfAlg;
 use dmvpn_esp::SaCounters;
 use dmvpn_ike::{ChildSaInfo, IkeSaInfo, Mode};
 use dmvpn_nhrp::{CacheEntry, EntryKind, NhsState, NhsStatus};
+
+/// The answer to `clear …`/`reload`, and the role a [`Snapshot`] names: re-exported for the
+/// control loop, which uses them with the builders here.
+pub use dmvpn_api::{Ack, NhrpRole};
 
 fn secs(d: Duration) -> u64 {
     d.as_secs()
