@@ -16,8 +16,8 @@ for tool in ip ping cargo; do
     command -v "$tool" >/dev/null || { echo "demo: $tool is missing (tests/install-deps.sh)" >&2; exit 1; }
 done
 
-echo "== building dmvpnd (cargo build --release -p dmvpnd)"
-cargo build --release -q -p dmvpnd
+echo "== building dmvpnd and dmvpnctl (cargo build --release -p dmvpnd -p dmvpnctl)"
+cargo build --release -q -p dmvpnd -p dmvpnctl
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 dmvpnd="${target_dir:-target}/release/dmvpnd"
 dmvpnctl="${target_dir:-target}/release/dmvpnctl"

@@ -1,5 +1,6 @@
 //! The control socket behind `dmvpnctl`: a Unix stream socket speaking line-delimited JSON,
 //! one request line in, one response line out, as many pairs per connection as the client likes.
+//! The protocol (requests, responses, limits) is `dmvpn_api::ctl`'s; this is the server.
 //!
 //! The server knows nothing about the engines: each parsed [`Request`] goes down an mpsc
 //! channel with a oneshot for the [`Response`], and the control loop (which owns the engines)
@@ -10,170 +11,27 @@
 //! client that connected before the mode was set or a socket reached through another path.
 
 use std::io;
-use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::status::SCHEMA_VERSION;
+pub use dmvpn_api::ctl::{
+    DEFAULT_SOCKET, MAX_REQUEST, MAX_RESPONSE, Request, Response, Show, group_id, group_name,
+};
 
-/// Where dmvpnd listens and dmvpnctl connects unless told otherwise. systemd's
-/// `RuntimeDirectory=dmvpnd` creates the directory.
-pub const DEFAULT_SOCKET: &str = "/run/dmvpnd/dmvpnd.sock";
-/// Longest request line. Real requests are under 100 bytes; the limit only stops a client from
-/// making the daemon buffer without bound.
-pub const MAX_REQUEST: usize = 4096;
-/// Longest response line dmvpnctl accepts (a hub with thousands of peers stays well below).
-pub const MAX_RESPONSE: usize = 64 << 20;
 /// A client that sends nothing for this long is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client waits for the control loop to answer before getting an error.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are refused with an error instead of queued.
 pub const MAX_CLIENTS: usize = 16;
-
-/// What `show` shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Show {
-    /// `status::SaReport`
-    Sa,
-    /// `status::DmvpnReport`
-    Dmvpn,
-    /// `status::NhrpReport`
-    Nhrp,
-    /// `status::IkeReport`
-    Ike,
-    /// `status::InterfaceReport`
-    Interface,
-}
-
-/// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
-/// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawRequest", into = "RawRequest")]
-pub enum Request {
-    /// Answer with the report for `what`.
-    Show { what: Show },
-    /// Delete the IKE SA (and so its Child SAs) with the peer at this NBMA address; answer
-    /// with `status::Ack`.
-    ClearSa { peer: IpAddr },
-    /// Purge the dynamic NHRP cache (static entries and NHS registrations stay); `status::Ack`.
-    ClearNhrp,
-    /// Re-read the configuration as SIGHUP does; `status::Ack`.
-    Reload,
-}
-
-/// The flat wire form of a [`Request`]. Parsing goes through it because serde's tagged enums
-/// ignore unknown fields in unit variants, and a misspelt `{"cmd":"clear_nhrp","peer":…}` must be
-/// refused, not taken as "clear everything".
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequest {
-    cmd: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    what: Option<Show>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    peer: Option<IpAddr>,
-}
-
-impl TryFrom<RawRequest> for Request {
-    type Error = String;
-
-    fn try_from(r: RawRequest) -> Result<Self, String> {
-        let req = match r.cmd.as_str() {
-            "show" => Request::Show {
-                what: r.what.ok_or("show needs \"what\"")?,
-            },
-            "clear_sa" => Request::ClearSa {
-                peer: r.peer.ok_or("clear_sa needs \"peer\"")?,
-            },
-            "clear_nhrp" => Request::ClearNhrp,
-            "reload" => Request::Reload,
-            other => {
-                return Err(format!(
-                    "unknown cmd {other:?} (expected show, clear_sa, clear_nhrp or reload)"
-                ));
-            }
-        };
-        let expects_what = matches!(req, Request::Show { .. });
-        let expects_peer = matches!(req, Request::ClearSa { .. });
-        if r.what.is_some() && !expects_what || r.peer.is_some() && !expects_peer {
-            return Err(format!("unexpected field for cmd {:?}", r.cmd));
-        }
-        Ok(req)
-    }
-}
-
-impl From<Request> for RawRequest {
-    fn from(r: Request) -> Self {
-        let (cmd, what, peer) = match r {
-            Request::Show { what } => ("show", Some(what), None),
-            Request::ClearSa { peer } => ("clear_sa", None, Some(peer)),
-            Request::ClearNhrp => ("clear_nhrp", None, None),
-            Request::Reload => ("reload", None, None),
-        };
-        Self {
-            cmd: cmd.to_owned(),
-            what,
-            peer,
-        }
-    }
-}
-
-/// A response line: `{"schema_version":1,"ok":true,"data":…}` or
-/// `{"schema_version":1,"ok":false,"error":"…"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    #[serde(default)]
-    pub schema_version: u32,
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Response {
-    /// Success with `data` (a `status::…Report` or `status::Ack`).
-    pub fn ok(data: &impl Serialize) -> Self {
-        match serde_json::to_value(data) {
-            Ok(v) => Self {
-                schema_version: SCHEMA_VERSION,
-                ok: true,
-                data: Some(v),
-                error: None,
-            },
-            Err(e) => Self::error(format!("internal error: cannot encode the answer: {e}")),
-        }
-    }
-
-    /// Failure, with a message for the operator.
-    pub fn error(msg: impl Into<String>) -> Self {
-        Self {
-            schema_version: SCHEMA_VERSION,
-            ok: false,
-            data: None,
-            error: Some(msg.into()),
-        }
-    }
-
-    fn line(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
-            br#"{"schema_version":1,"ok":false,"error":"internal error"}"#.to_vec()
-        });
-        v.push(b'\n');
-        v
-    }
-}
 
 /// What the control loop receives: a request and where to send its answer. Dropping the
 /// sender without answering gives the client an error, never a hang.
@@ -287,29 +145,6 @@ fn tmp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
-}
-
-/// The gid of group `name` from /etc/group, for a configured control group given by name.
-/// Only local groups are seen (no NSS/LDAP): the control group is a local system group.
-pub fn group_id(name: &str) -> Option<u32> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    group_entries(&groups).find_map(|(n, id)| (n == name).then_some(id))
-}
-
-/// The name of group `gid` from /etc/group.
-pub fn group_name(gid: u32) -> Option<String> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    group_entries(&groups).find_map(|(n, id)| (id == gid).then(|| n.to_owned()))
-}
-
-/// (name, gid) of each well-formed `name:password:gid:members` line.
-fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
-    text.lines().filter_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let gid = f.nth(1)?.trim().parse().ok()?;
-        Some((name, gid))
-    })
 }
 
 /// Who may use the socket.
@@ -466,72 +301,6 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Ack, examples};
-
-    #[test]
-    fn request_wire_format() {
-        let cases = [
-            (
-                r#"{"cmd":"show","what":"sa"}"#,
-                Request::Show { what: Show::Sa },
-            ),
-            (
-                r#"{"cmd":"show","what":"interface"}"#,
-                Request::Show {
-                    what: Show::Interface,
-                },
-            ),
-            (
-                r#"{"cmd":"clear_sa","peer":"198.51.100.1"}"#,
-                Request::ClearSa {
-                    peer: "198.51.100.1".parse().unwrap(),
-                },
-            ),
-            (r#"{"cmd":"clear_nhrp"}"#, Request::ClearNhrp),
-            (r#"{"cmd":"reload"}"#, Request::Reload),
-        ];
-        for (text, req) in cases {
-            assert_eq!(
-                serde_json::from_str::<Request>(text).unwrap(),
-                req,
-                "{text}"
-            );
-            assert_eq!(serde_json::to_string(&req).unwrap(), text);
-        }
-        for bad in [
-            r#"{"cmd":"show","what":"routes"}"#,
-            r#"{"cmd":"clear_sa","peer":"not-an-ip"}"#,
-            r#"{"cmd":"reload","extra":1}"#,
-            r#"{"cmd":"clear_nhrp","peer":"198.51.100.1"}"#,
-            r#"{"cmd":"show"}"#,
-            r#"{"what":"sa"}"#,
-            r#"{"cmd":"format_disk"}"#,
-            r#"[]"#,
-        ] {
-            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn response_wire_format() {
-        let ok = Response::ok(&Ack::new("cleared"));
-        assert_eq!(
-            String::from_utf8(ok.line()).unwrap(),
-            // Keys inside data come out sorted (serde_json's map); JSON readers don't care.
-            "{\"schema_version\":1,\"ok\":true,\"data\":{\"message\":\"cleared\",\"schema_version\":1}}\n"
-        );
-        let err = Response::error("nope");
-        assert_eq!(
-            String::from_utf8(err.line()).unwrap(),
-            "{\"schema_version\":1,\"ok\":false,\"error\":\"nope\"}\n"
-        );
-        let back: Response = serde_json::from_slice(&Response::ok(&examples::sa()).line()).unwrap();
-        assert!(back.ok);
-        assert_eq!(
-            serde_json::from_value::<crate::status::SaReport>(back.data.unwrap()).unwrap(),
-            examples::sa()
-        );
-    }
 
     #[test]
     fn who_may_connect() {
@@ -549,15 +318,6 @@ mod tests {
             group: None,
         };
         assert!(!authorized(&no_group, 1000, 0, &[0]), "gid 0 is not root");
-    }
-
-    #[test]
-    fn etc_group_lines() {
-        let text = "root:x:0:\ndmvpnd:x:991:alice,bob\n# comment\nbroken\nnogid:x::\n";
-        let v: Vec<_> = group_entries(text).collect();
-        assert_eq!(v, vec![("root", 0), ("dmvpnd", 991)]);
-        assert_eq!(group_id("root"), Some(0));
-        assert_eq!(group_name(0).as_deref(), Some("root"));
     }
 
     #[test]

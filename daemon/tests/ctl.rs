@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use dmvpn_api::{Ack, fixtures as examples};
 use dmvpnd::ctl::{self, Command as CtlCommand, Request, Response, Show};
-use dmvpnd::status::{Ack, examples};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-const DMVPNCTL: &str = env!("CARGO_BIN_EXE_dmvpnctl");
+const DMVPNCTL: dmvpn_tests::WorkspaceBin = dmvpn_tests::WorkspaceBin("dmvpnctl");
 
 /// The control loop's side of the channel, answering from the example reports.
 fn answer(req: Request) -> Response {

@@ -26,7 +26,7 @@ use dmvpn_tests::e2e::{
 use dmvpn_tests::{Netns, require_root_and_tools};
 
 const DMVPND: &str = env!("CARGO_BIN_EXE_dmvpnd");
-const DMVPNCTL: &str = env!("CARGO_BIN_EXE_dmvpnctl");
+const DMVPNCTL: dmvpn_tests::WorkspaceBin = dmvpn_tests::WorkspaceBin("dmvpnctl");
 
 /// Test DPD timers (the examples say `dpd 40 5 on-demand`; the mode is kept).
 const DPD_DELAY: u32 = 3;

@@ -23,7 +23,7 @@ use dmvpn_tests::{Netns, require_root_and_tools};
 use serde_json::Value;
 
 const DMVPND: &str = env!("CARGO_BIN_EXE_dmvpnd");
-const DMVPNCTL: &str = env!("CARGO_BIN_EXE_dmvpnctl");
+const DMVPNCTL: dmvpn_tests::WorkspaceBin = dmvpn_tests::WorkspaceBin("dmvpnctl");
 
 /// The spokes' `nhrp.holding-time`: they re-register every third of it (10 s), so the hub
 /// learns them again soon after `clear nhrp`.

@@ -3,8 +3,8 @@
 # Then: dx_init NAME (log dir, lock, leftovers, trap), dx_config ..., dx_start ..., dx_ctl ..., dx_pass.
 #
 # Binaries: $DMVPND_BIN_DIR if set; otherwise this checkout's dmvpnd and dmvpnctl, (re)built with
-# `cargo build --release -p dmvpnd` (incremental: quick when up to date), so the suite always tests the
-# code it ships with and never a binary left over from another build.
+# `cargo build --release -p dmvpnd -p dmvpnctl` (incremental: quick when up to date), so the suite
+# always tests the code it ships with and never a binary left over from another build.
 # Every dmvpnd instance gets a directory $LOGS/<inst>/ with its config (derived from conf/spoke.toml or
 # conf/hub.toml, only addresses, secrets, control socket, key-export dir and -- where a scenario says so --
 # DPD timers changed), secrets.toml (0600), ctl.sock, keys/wireshark/{esp_sa,ikev2_decryption_table} and
@@ -25,8 +25,8 @@ dx_bin_dir() {
         echo "$DMVPND_BIN_DIR"
         return 0
     fi
-    ix_log "building dmvpnd (release)"
-    (cd "$IX_REPO" && cargo build --release -q -p dmvpnd) >&2 || return 1
+    ix_log "building dmvpnd and dmvpnctl (release)"
+    (cd "$IX_REPO" && cargo build --release -q -p dmvpnd -p dmvpnctl) >&2 || return 1
     echo "${CARGO_TARGET_DIR:-$IX_REPO/target}/release"
 }
 

@@ -16,11 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dmvpnd::ctl::{self, Request, Response, Show};
-use dmvpnd::status::{
-    Ack, DmvpnReport, IkeReport, InterfaceReport, NhrpReport, SCHEMA_VERSION, SaReport,
-};
-use serde::de::DeserializeOwned;
+use dmvpn_api::ctl::{self, Request, Response, Show};
+use dmvpn_api::{SCHEMA_VERSION, render};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,35 +132,20 @@ fn run(args: &Args) -> Result<(), String> {
         Cmd::Show { json: true, .. } => serde_json::to_string_pretty(&data)
             .map(|s| s + "\n")
             .map_err(|e| e.to_string())?,
-        Cmd::Show { what, .. } => match what {
-            What::Sa => text::<SaReport>(data)?,
-            What::Dmvpn => text::<DmvpnReport>(data)?,
-            What::Nhrp => text::<NhrpReport>(data)?,
-            What::Ike => text::<IkeReport>(data)?,
-            What::Interface => text::<InterfaceReport>(data)?,
-        },
-        _ => text::<Ack>(data)?,
+        _ => render::text(&req, data).map_err(|e| match e.other_version() {
+            Some(v) => format!(
+                "dmvpnd speaks schema version {v}, this dmvpnctl version {SCHEMA_VERSION}: \
+                 use the dmvpnctl installed with dmvpnd, or --json ({})",
+                e.error
+            ),
+            None => format!("unexpected answer from dmvpnd: {}", e.error),
+        })?,
     };
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`dmvpnctl show sa | head`) is not an error worth reporting.
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
     Ok(())
-}
-
-fn text<T: DeserializeOwned + std::fmt::Display>(
-    data: serde_json::Value,
-) -> Result<String, String> {
-    let version = data.get("schema_version").and_then(|v| v.as_u64());
-    serde_json::from_value::<T>(data)
-        .map(|r| r.to_string())
-        .map_err(|e| match version {
-            Some(v) if v != u64::from(SCHEMA_VERSION) => format!(
-                "dmvpnd speaks schema version {v}, this dmvpnctl version {SCHEMA_VERSION}: \
-                 use the dmvpnctl installed with dmvpnd, or --json ({e})"
-            ),
-            _ => format!("unexpected answer from dmvpnd: {e}"),
-        })
 }
 
 fn exchange(socket: &Path, req: &Request) -> Result<Response, String> {

@@ -1,0 +1,180 @@
+//! The control socket's protocol, shared by dmvpnd (server) and dmvpnctl (client): a Unix
+//! stream socket speaking line-delimited JSON, one [`Request`] line in, one [`Response`] line
+//! out, as many pairs per connection as the client likes.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::SCHEMA_VERSION;
+
+/// Where dmvpnd listens and dmvpnctl connects unless told otherwise. systemd's
+/// `RuntimeDirectory=dmvpnd` creates the directory.
+pub const DEFAULT_SOCKET: &str = "/run/dmvpnd/dmvpnd.sock";
+/// Longest request line. Real requests are under 100 bytes; the limit only stops a client from
+/// making the daemon buffer without bound.
+pub const MAX_REQUEST: usize = 4096;
+/// Longest response line dmvpnctl accepts (a hub with thousands of peers stays well below).
+pub const MAX_RESPONSE: usize = 64 << 20;
+
+/// What `show` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    /// [`SaReport`](crate::SaReport)
+    Sa,
+    /// [`DmvpnReport`](crate::DmvpnReport)
+    Dmvpn,
+    /// [`NhrpReport`](crate::NhrpReport)
+    Nhrp,
+    /// [`IkeReport`](crate::IkeReport)
+    Ike,
+    /// [`InterfaceReport`](crate::InterfaceReport)
+    Interface,
+}
+
+/// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
+/// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRequest", into = "RawRequest")]
+pub enum Request {
+    /// Answer with the report for `what`.
+    Show { what: Show },
+    /// Delete the IKE SA (and so its Child SAs) with the peer at this NBMA address; answer
+    /// with [`Ack`](crate::Ack).
+    ClearSa { peer: IpAddr },
+    /// Purge the dynamic NHRP cache (static entries and NHS registrations stay); [`Ack`](crate::Ack).
+    ClearNhrp,
+    /// Re-read the configuration as SIGHUP does; [`Ack`](crate::Ack).
+    Reload,
+}
+
+/// The flat wire form of a [`Request`]. Parsing goes through it because serde's tagged enums
+/// ignore unknown fields in unit variants, and a misspelt `{"cmd":"clear_nhrp","peer":…}` must be
+/// refused, not taken as "clear everything".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    cmd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    what: Option<Show>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer: Option<IpAddr>,
+}
+
+impl TryFrom<RawRequest> for Request {
+    type Error = String;
+
+    fn try_from(r: RawRequest) -> Result<Self, String> {
+        let req = match r.cmd.as_str() {
+            "show" => Request::Show {
+                what: r.what.ok_or("show needs \"what\"")?,
+            },
+            "clear_sa" => Request::ClearSa {
+                peer: r.peer.ok_or("clear_sa needs \"peer\"")?,
+            },
+            "clear_nhrp" => Request::ClearNhrp,
+            "reload" => Request::Reload,
+            other => {
+                return Err(format!(
+                    "unknown cmd {other:?} (expected show, clear_sa, clear_nhrp or reload)"
+                ));
+            }
+        };
+        let expects_what = matches!(req, Request::Show { .. });
+        let expects_peer = matches!(req, Request::ClearSa { .. });
+        if r.what.is_some() && !expects_what || r.peer.is_some() && !expects_peer {
+            return Err(format!("unexpected field for cmd {:?}", r.cmd));
+        }
+        Ok(req)
+    }
+}
+
+impl From<Request> for RawRequest {
+    fn from(r: Request) -> Self {
+        let (cmd, what, peer) = match r {
+            Request::Show { what } => ("show", Some(what), None),
+            Request::ClearSa { peer } => ("clear_sa", None, Some(peer)),
+            Request::ClearNhrp => ("clear_nhrp", None, None),
+            Request::Reload => ("reload", None, None),
+        };
+        Self {
+            cmd: cmd.to_owned(),
+            what,
+            peer,
+        }
+    }
+}
+
+/// A response line: `{"schema_version":1,"ok":true,"data":…}` or
+/// `{"schema_version":1,"ok":false,"error":"…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    #[serde(default)]
+    pub schema_version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// Success with `data` (one of the reports, or [`Ack`](crate::Ack)).
+    pub fn ok(data: &impl Serialize) -> Self {
+        match serde_json::to_value(data) {
+            Ok(v) => Self {
+                schema_version: SCHEMA_VERSION,
+                ok: true,
+                data: Some(v),
+                error: None,
+            },
+            Err(e) => Self::error(format!("internal error: cannot encode the answer: {e}")),
+        }
+    }
+
+    /// Failure, with a message for the operator.
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
+    }
+
+    /// The wire form: one JSON line, `\n`-terminated.
+    pub fn line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"schema_version":1,"ok":false,"error":"internal error"}"#.to_vec()
+        });
+        v.push(b'\n');
+        v
+    }
+}
+
+// Group lookups, for both ends of the socket: dmvpnd resolves a configured group name,
+// dmvpnctl names the group in a permission error.
+
+/// The gid of group `name` from /etc/group, for a configured control group given by name.
+/// Only local groups are seen (no NSS/LDAP): the control group is a local system group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    group_entries(&groups).find_map(|(n, id)| (n == name).then_some(id))
+}
+
+/// The name of group `gid` from /etc/group.
+pub fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    group_entries(&groups).find_map(|(n, id)| (id == gid).then(|| n.to_owned()))
+}
+
+/// (name, gid) of each well-formed `name:password:gid:members` line.
+pub(crate) fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
+    text.lines().filter_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let gid = f.nth(1)?.trim().parse().ok()?;
+        Some((name, gid))
+    })
+}

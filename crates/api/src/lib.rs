@@ -1,0 +1,22 @@
+//! dmvpnd's operator surface, shared by the daemon and `dmvpnctl`:
+//!
+//! - [`ctl`]: the control socket's requests and responses (line-delimited JSON);
+//! - [`schema`]: the versioned JSON reports behind `dmvpnctl show … --json`, documented field
+//!   by field in docs/dmvpnctl.md (re-exported here);
+//! - [`render`]: their text form, laid out like the IOS commands operators know.
+//!
+//! Only serde: no engines, no async runtime, no netlink. The daemon fills the reports from its
+//! engines (dmvpnd's `status` module); dmvpnctl decodes and prints them.
+
+pub mod ctl;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+pub mod render;
+pub mod schema;
+
+pub use ctl::{Request, Response, Show};
+pub use render::ios_time;
+pub use schema::*;
+
+#[cfg(test)]
+mod tests;
