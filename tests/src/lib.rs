@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub mod e2e;
 pub mod ospf;
+pub mod scenario;
 
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
@@ -28,6 +29,35 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub fn unique_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:x}{:x}", std::process::id() & 0xffff, n)
+}
+
+/// The path of the program `name` under test (`dmvpnd`, `dmvpnctl`). Every namespace test finds
+/// its binaries here and nowhere else, so a binary that moves to another package changes this
+/// one function.
+///
+/// Cargo builds a package's binaries for its integration tests and gives each test the path in
+/// `CARGO_BIN_EXE_<name>` (when compiling and when running it, so a runtime lookup sees the same
+/// value as `env!`). Without that variable (a binary of another workspace package, or a test
+/// binary run by hand) the program is taken from the target directory the running test lives
+/// in (`target/<profile>/<name>`); it must then have been built (`cargo build -p <package>`).
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("the running test's own path");
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    assert!(
+        candidate.is_file(),
+        "no `{name}` for this test: CARGO_BIN_EXE_{name} is unset and {} does not exist \
+         (build it first, e.g. `cargo build --workspace --bins`)",
+        candidate.display()
+    );
+    candidate
 }
 
 /// Panics unless running as root with `ip` and `nft` available: these tests must fail, not skip,
