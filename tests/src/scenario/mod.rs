@@ -440,6 +440,50 @@ impl<'t> Scenario<'t> {
         }
     }
 
+    /// Waits up to `timeout` for an NHRP shortcut on spoke A toward any of `a_to` and on spoke B
+    /// toward any of `b_to` ([`shortcut_route`]), pinging LAN A ↔ LAN B meanwhile (the hub
+    /// redirects each spoke for its own traffic). The two routes.
+    #[track_caller]
+    pub fn wait_shortcuts(
+        &mut self,
+        a_to: &[&str],
+        b_to: &[&str],
+        timeout: Duration,
+    ) -> (Value, Value) {
+        let t = self.t;
+        self.eventually("shortcuts on both spokes", timeout, |_| {
+            let a = shortcut_route(&t.spoke_a, a_to);
+            let b = shortcut_route(&t.spoke_b, b_to);
+            if let (Some(a), Some(b)) = (&a, &b) {
+                return Ok((a.clone(), b.clone()));
+            }
+            let _ = crate::e2e::ping(&t.lan_a, crate::e2e::SPOKE_B_LAN_HOST, 1, "1");
+            let _ = crate::e2e::ping(&t.lan_b, crate::e2e::SPOKE_A_LAN_HOST, 1, "1");
+            Err(format!(
+                "spoke A toward {a_to:?}: {a:?}, spoke B toward {b_to:?}: {b:?}"
+            ))
+        })
+    }
+
+    /// Records (see [`Scenario::fail_later`]) every error line a daemon has logged.
+    pub fn check_no_errors(&self) {
+        for d in &self.daemons {
+            let errors: Vec<String> = d
+                .log()
+                .lines()
+                .filter(|l| expect::error(l))
+                .map(str::to_owned)
+                .collect();
+            if !errors.is_empty() {
+                self.fail_later(format!(
+                    "{} logged errors:\n{}",
+                    d.node.name(),
+                    errors.join("\n")
+                ));
+            }
+        }
+    }
+
     pub fn counters(&self, ns: &Netns, dev: &str) -> LinkCounters {
         LinkCounters::read(ns, dev).unwrap_or_else(|e| self.fail(format!("{e:#}")))
     }
