@@ -8,8 +8,8 @@
 //!
 //! Topology and configurations: `dmvpn_tests::e2e` (spoke B is behind the NAT router), FRR
 //! helpers: `dmvpn_tests::ospf`, driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft`,
-//! `ping` and FRR (tests/install-deps.sh). On failure the scratch directory (dmvpnd and FRR configs and logs) is kept and its path
-//! printed.
+//! `ping` and FRR (tests/install-deps.sh). On failure the scratch directory (dmvpnd and FRR
+//! configs and logs) is kept and its path printed.
 
 use std::time::{Duration, Instant};
 
