@@ -437,21 +437,22 @@ fn show_interface_counters_grow_with_traffic() {
     let mut s = registered(&t, &dir);
 
     s.step("show interface on the hub: up, address, MTU");
-    let (text0, json0) = (
-        s.show(Node::Hub, "interface"),
-        s.show_json(Node::Hub, "interface"),
-    );
-    if !text0.contains("dmvpn0 is up, line protocol is up")
-        || !text0.contains("Internet address is 10.250.0.1/24")
-        || !text0.contains("MTU 1400 bytes")
-        || json0["interface"] != TUNNEL_IF
-        || json0["tunnel_addr"] != "10.250.0.1/24"
-        || json0["mtu"] != 1400
-    {
-        s.fail(format!("show interface on the hub:\n{text0}\n{json0:#}"));
-    }
-    let (in0, out0) = interface_packets(&text0)
-        .unwrap_or_else(|| s.fail(format!("no packet counters in show interface:\n{text0}")));
+    let (json0, (in0, out0)) = s.eventually("show interface on the hub", SETTLE_TIMEOUT, |s| {
+        let text0 = s.show(Node::Hub, "interface");
+        let json0 = s.show_json(Node::Hub, "interface");
+        if !text0.contains("dmvpn0 is up, line protocol is up")
+            || !text0.contains("Internet address is 10.250.0.1/24")
+            || !text0.contains("MTU 1400 bytes")
+            || json0["interface"] != TUNNEL_IF
+            || json0["tunnel_addr"] != "10.250.0.1/24"
+            || json0["mtu"] != 1400
+        {
+            return Err(format!("{text0}\n{json0:#}"));
+        }
+        let packets = interface_packets(&text0)
+            .ok_or_else(|| format!("no packet counters in show interface:\n{text0}"))?;
+        Ok((json0, packets))
+    });
 
     s.step("10 echoes hub → spoke A: the counters grow by at least 10 packets each way");
     let (got, out) = ping(&t.hub, SPOKE_A_TUNNEL, 10, "0.05").unwrap();
