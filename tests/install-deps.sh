@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Host packages the namespace tests (tests/tests/*.rs, daemon/tests/*.rs) and tests/demo.sh need:
 # ip/ss (iproute2), nft (nftables) for the NAT router namespace, sysctl (procps), ping
-# (iputils-ping), tcpdump for the underlay capture and tshark to dissect it (daemon/tests/e2e.rs).
+# (iputils-ping), tcpdump for the underlay capture and tshark to dissect it
+# (daemon/tests/e2e_capture.rs, e2e_selfcheck.rs).
 # Debian/Ubuntu, run as root.
 # Idempotent: installs nothing when everything is present. /dev/net/tun must exist (tun module).
 set -euo pipefail

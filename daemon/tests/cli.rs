@@ -10,7 +10,10 @@ use std::time::Duration;
 use dmvpn_tests::{Netns, require_root_and_tools, veth, wait_for};
 use serde_json::Value;
 
-const DMVPND: &str = env!("CARGO_BIN_EXE_dmvpnd");
+/// The binary under test (one lookup for every test: `dmvpn_tests::bin`).
+fn dmvpnd() -> std::path::PathBuf {
+    dmvpn_tests::bin("dmvpnd")
+}
 
 fn conf(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,7 +36,7 @@ fn install(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn check(path: &Path) -> (bool, i32, String) {
-    let out = Command::new(DMVPND)
+    let out = Command::new(dmvpnd())
         .arg("--check-config")
         .arg(path)
         .output()
@@ -147,7 +150,7 @@ fn spoke_starts_in_a_namespace_and_stops_on_sigterm() {
     ns.ip(&["link", "set", &eth, "name", "eth0"]).unwrap();
     ns.ip(&["link", "set", "eth0", "up"]).unwrap();
 
-    let mut cmd = ns.command(DMVPND);
+    let mut cmd = ns.command(dmvpnd());
     cmd.arg("--foreground")
         .arg("--config")
         .arg(&cfg)

@@ -15,7 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-const DMVPNCTL: dmvpn_tests::WorkspaceBin = dmvpn_tests::WorkspaceBin("dmvpnctl");
+/// The binary under test (one lookup for every test: `dmvpn_tests::bin`).
+fn dmvpnctl_bin() -> std::path::PathBuf {
+    dmvpn_tests::bin("dmvpnctl")
+}
 
 /// The control loop's side of the channel, answering from the example reports.
 fn answer(req: Request) -> Response {
@@ -234,7 +237,7 @@ async fn socket_file_handling() {
 async fn dmvpnctl(args: &[&str], ids: Option<(u32, u32)>) -> Output {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(DMVPNCTL);
+        let mut cmd = Command::new(dmvpnctl_bin());
         cmd.args(&args);
         if let Some((uid, gid)) = ids {
             // Drop every supplementary group (root's included) so only uid/gid count.

@@ -7,16 +7,15 @@
 //! call so tests run in parallel. Tests need root and the `ip` and `nft` tools; when something is
 //! missing the helpers fail loudly rather than skip (run tests/install-deps.sh).
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod e2e;
 pub mod ospf;
+pub mod scenario;
 
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
@@ -32,69 +31,33 @@ pub fn unique_id() -> String {
     format!("{:x}{:x}", std::process::id() & 0xffff, n)
 }
 
-/// The path of binary `name` of this workspace built with the running test's profile:
-/// `target/<profile>/<name>`, found from this test executable
-/// (`target/<profile>/deps/<test>-<hash>`). `env!("CARGO_BIN_EXE_…")` only names binaries of
-/// the test's own package; this finds the others (dmvpnctl for dmvpnd's tests). `cargo test
-/// --workspace` builds them; panics, saying what to build, when the binary is missing.
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe.parent().expect("the test executable's directory");
-    let profile_dir = if dir.ends_with("deps") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
-    let path = profile_dir.join(name);
-    if !path.is_file() {
-        let release = if profile_dir.ends_with("release") {
-            " --release"
-        } else {
-            ""
-        };
-        panic!(
-            "{} not found: build it first with `cargo build{release} -p {name}` \
-             (`cargo test --workspace` builds it too)",
-            path.display()
-        );
+/// The path of the program `name` under test (`dmvpnd`, `dmvpnctl`). Every namespace test finds
+/// its binaries here and nowhere else, so a binary that moves to another package changes this
+/// one function.
+///
+/// Cargo builds a package's binaries for its integration tests and gives each test the path in
+/// `CARGO_BIN_EXE_<name>` (when compiling and when running it, so a runtime lookup sees the same
+/// value as `env!`). Without that variable (a binary of another workspace package, or a test
+/// binary run by hand) the program is taken from the target directory the running test lives
+/// in (`target/<profile>/<name>`); it must then have been built (`cargo build -p <package>`).
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        return PathBuf::from(p);
     }
-    path
-}
-
-/// [`workspace_bin`] usable as a `const` where a program path is expected:
-/// `const DMVPNCTL: WorkspaceBin = WorkspaceBin("dmvpnctl");` then `Command::new(DMVPNCTL)`
-/// and `format!("{DMVPNCTL}")`. The lookup happens on first use and is cached.
-#[derive(Debug, Clone, Copy)]
-pub struct WorkspaceBin(pub &'static str);
-
-impl WorkspaceBin {
-    /// The binary's path (see [`workspace_bin`]).
-    pub fn path(self) -> &'static Path {
-        static FOUND: OnceLock<Mutex<Vec<(&'static str, &'static Path)>>> = OnceLock::new();
-        let mut found = FOUND
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some((_, p)) = found.iter().find(|(n, _)| *n == self.0) {
-            return p;
-        }
-        // One small leak per binary name for the life of the test process.
-        let p: &'static Path = Box::leak(workspace_bin(self.0).into_boxed_path());
-        found.push((self.0, p));
-        p
-    }
-}
-
-impl AsRef<OsStr> for WorkspaceBin {
-    fn as_ref(&self) -> &OsStr {
-        self.path().as_os_str()
-    }
-}
-
-impl std::fmt::Display for WorkspaceBin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.path().display().fmt(f)
-    }
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("the running test's own path");
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    assert!(
+        candidate.is_file(),
+        "no `{name}` for this test: CARGO_BIN_EXE_{name} is unset and {} does not exist \
+         (build it first, e.g. `cargo build --workspace --bins`)",
+        candidate.display()
+    );
+    candidate
 }
 
 /// Panics unless running as root with `ip` and `nft` available: these tests must fail, not skip,
