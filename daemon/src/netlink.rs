@@ -48,18 +48,6 @@ impl Netlink {
         Ok(link.header.index)
     }
 
-    pub async fn link_mtu(&self, index: u32) -> Result<Option<u32>> {
-        let mut links = self.handle.link().get().match_index(index).execute();
-        let link = links
-            .try_next()
-            .await?
-            .ok_or_else(|| anyhow!("no interface {index}"))?;
-        Ok(link.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Mtu(m) => Some(*m),
-            _ => None,
-        }))
-    }
-
     /// Gives the tunnel its address and MTU and brings it up, multicast-capable so routing
     /// daemons (OSPF hellos to 224.0.0.5) can use it. Idempotent: an existing address is kept.
     pub async fn configure_tunnel(

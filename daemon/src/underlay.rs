@@ -13,7 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use dmvpn_wire::PacketBuf;
+use dmvpn_wire::udp::{UdpEncap, classify};
+use dmvpn_wire::{Ipv4Packet, PacketBuf};
 
 pub const IKE_PORT: u16 = 500;
 pub const NATT_PORT: u16 = 4500;
@@ -23,33 +24,9 @@ pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
 /// RFC 3948 §2.3: a NAT keepalive is one octet 0xFF.
 pub const NAT_KEEPALIVE: [u8; 1] = [0xFF];
 const IPPROTO_ESP: i32 = 50;
-/// ESP header (SPI + sequence, RFC 4303 §2) is the least an ESP packet can be.
-const ESP_MIN: usize = 8;
 // Datagrams are read into a `PacketBuf` (9 KiB, jumbo frames): the kernel reassembles ESP
 // fragments (the hub clears DF) before our sockets see them; anything longer is truncated by
 // recvfrom and then fails ESP authentication, a counted drop.
-
-/// What a datagram on UDP 4500 carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NattPayload<'a> {
-    /// An IKE message, marker removed.
-    Ike(&'a [u8]),
-    NatKeepalive,
-    /// An ESP packet starting at its SPI.
-    Esp(&'a [u8]),
-    /// Too short to be ESP and neither IKE nor a keepalive.
-    Malformed,
-}
-
-/// Demultiplexes a UDP 4500 payload (RFC 3948 §2).
-pub fn classify_natt(payload: &[u8]) -> NattPayload<'_> {
-    match payload {
-        [0xFF] => NattPayload::NatKeepalive,
-        [0, 0, 0, 0, ike @ ..] => NattPayload::Ike(ike),
-        esp if esp.len() >= ESP_MIN => NattPayload::Esp(esp),
-        _ => NattPayload::Malformed,
-    }
-}
 
 /// A datagram received on the underlay, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,8 +415,8 @@ impl Underlay {
         buf: &mut PacketBuf,
         batch: &mut H::Batch,
     ) -> bool {
-        let r = match classify_natt(d) {
-            NattPayload::Ike(m) => {
+        let r = match classify(d) {
+            Ok(UdpEncap::Ike(m)) => {
                 self.stats.ike.fetch_add(1, Ordering::Relaxed);
                 Received::Ike {
                     from,
@@ -447,7 +424,7 @@ impl Underlay {
                     message: m.to_vec(),
                 }
             }
-            NattPayload::Esp(p) => {
+            Ok(UdpEncap::Esp(p)) => {
                 self.stats.esp.fetch_add(1, Ordering::Relaxed);
                 let loaded = buf.reset(PacketBuf::DEFAULT_HEADROOM).is_ok()
                     && buf.push_back(p.len()).map(|b| b.copy_from_slice(p)).is_ok();
@@ -457,11 +434,11 @@ impl Underlay {
                 }
                 return esp.handle_esp(from, true, buf, batch);
             }
-            NattPayload::NatKeepalive => {
+            Ok(UdpEncap::NatKeepalive) => {
                 self.stats.nat_keepalives.fetch_add(1, Ordering::Relaxed);
                 Received::NatKeepalive { from }
             }
-            NattPayload::Malformed => {
+            Err(_) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
@@ -489,7 +466,7 @@ impl Underlay {
             for i in 0..n {
                 let Some((_, pkt)) = rb.get(i) else { continue };
                 let Some((from, payload)) =
-                    strip_ipv4_header(pkt).filter(|(_, p)| p.len() >= ESP_MIN)
+                    esp_from_raw(pkt).filter(|(_, p)| p.len() >= dmvpn_wire::esp::HEADER_LEN)
                 else {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -554,18 +531,12 @@ impl EspHandler for EspToChannel {
     fn end_batch(&self, _: &mut ()) {}
 }
 
-/// Splits a received IPv4 datagram (RFC 791 §3.1) into source address and payload.
-pub fn strip_ipv4_header(pkt: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
-    let first = *pkt.first()?;
-    if first >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(first & 0x0F) * 4;
-    if ihl < 20 {
-        return None;
-    }
-    let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
-    Some((Ipv4Addr::from(src), pkt.get(ihl..)?))
+/// A datagram from the raw ESP socket: raw(7) delivers the IPv4 header (RFC 791 §3.1) too;
+/// returns the source address and the ESP packet behind the header.
+pub fn esp_from_raw(pkt: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let ip = Ipv4Packet::new_checked(pkt).ok()?;
+    let payload = pkt.get(ip.header_len()..usize::from(ip.total_len()))?;
+    Some((ip.src_addr(), payload))
 }
 
 /// The local address the kernel would use toward `peer`: a connected UDP socket's local address
@@ -591,36 +562,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn natt_demux() {
-        assert_eq!(classify_natt(&[0xFF]), NattPayload::NatKeepalive);
-        assert_eq!(
-            classify_natt(&[0, 0, 0, 0, 1, 2, 3]),
-            NattPayload::Ike(&[1, 2, 3])
-        );
-        assert_eq!(classify_natt(&[0, 0, 0, 0]), NattPayload::Ike(&[]));
-        let esp = [0x12, 0x34, 0x56, 0x78, 0, 0, 0, 1, 9];
-        assert_eq!(classify_natt(&esp), NattPayload::Esp(&esp));
-        assert_eq!(classify_natt(&[]), NattPayload::Malformed);
-        assert_eq!(classify_natt(&[0xFF, 0xFF]), NattPayload::Malformed);
-        assert_eq!(classify_natt(&[0, 0, 0]), NattPayload::Malformed);
-        assert_eq!(
-            classify_natt(&[1, 2, 3, 4, 5, 6, 7]),
-            NattPayload::Malformed
-        );
-    }
-
-    #[test]
-    fn ipv4_header_strip() {
+    fn raw_esp_header_strip() {
         let mut p = vec![
             0x45, 0, 0, 28, 0, 0, 0, 0, 64, 50, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
         ];
         p.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
-        let (src, payload) = strip_ipv4_header(&p).unwrap();
+        let (src, payload) = esp_from_raw(&p).unwrap();
         assert_eq!(src, Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(payload, &[1, 2, 3, 4, 5, 6, 7, 8]);
         p[0] = 0x46; // options claimed but missing
-        assert_eq!(strip_ipv4_header(&p[..22]), None);
-        assert_eq!(strip_ipv4_header(&[0x60; 40]), None);
-        assert_eq!(strip_ipv4_header(&[0x44; 40]), None);
+        assert_eq!(esp_from_raw(&p[..22]), None);
+        assert_eq!(esp_from_raw(&[0x60; 40]), None);
+        assert_eq!(esp_from_raw(&[0x44; 40]), None);
     }
 }

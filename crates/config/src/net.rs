@@ -38,12 +38,10 @@ impl Ipv4Net {
     }
 }
 
+/// The mask of a prefix length, through the project's one prefix type.
 fn mask_bits(prefix_len: u8) -> u32 {
-    // A shift by 32 overflows, so /0 is spelled out.
-    match prefix_len {
-        0 => 0,
-        n => u32::MAX << (32 - u32::from(n.min(32))),
-    }
+    dmvpn_wire::Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, prefix_len.min(32))
+        .map_or(0, |c| u32::from(c.mask()))
 }
 
 impl fmt::Display for Ipv4Net {

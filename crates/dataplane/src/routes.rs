@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use dmvpn_wire::Ipv4Cidr;
+
 /// Where a route came from; kernel routes carry the protocol number the kernel reports
 /// (`ip route` "proto", rtnetlink.h RTPROT_*), which also identifies dmvpnd's own shortcuts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +41,9 @@ impl Route {
     }
 }
 
-fn mask(len: u8) -> u32 {
-    match len {
-        0 => 0,
-        n => u32::MAX << (32 - u32::from(n.min(32))),
-    }
+/// The network of `addr/len` as a hash key (lengths over 32 are refused by the callers).
+fn network(addr: Ipv4Addr, len: u8) -> u32 {
+    Ipv4Cidr::new(addr, len.min(32)).map_or(0, |c| u32::from(c.network()))
 }
 
 /// An immutable-once-published table. Lookups probe one hash map per prefix length in use,
@@ -84,7 +84,7 @@ impl RouteTable {
         if self.by_len.len() < 33 {
             self.by_len.resize(33, HashMap::new());
         }
-        let net = u32::from(route.prefix) & mask(route.prefix_len);
+        let net = network(route.prefix, route.prefix_len);
         route.prefix = Ipv4Addr::from(net);
         let Some(map) = self.by_len.get_mut(usize::from(route.prefix_len)) else {
             return;
@@ -109,7 +109,7 @@ impl RouteTable {
         let Some(map) = self.by_len.get_mut(usize::from(prefix_len)) else {
             return false;
         };
-        let net = u32::from(prefix) & mask(prefix_len);
+        let net = network(prefix, prefix_len);
         let Some(slot) = map.get_mut(&net) else {
             return false;
         };
@@ -130,11 +130,10 @@ impl RouteTable {
 
     /// Longest-prefix match; among equal prefixes the lowest metric.
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
-        let d = u32::from(dst);
         self.lens.iter().find_map(|&len| {
             self.by_len
                 .get(usize::from(len))?
-                .get(&(d & mask(len)))
+                .get(&network(dst, len))
                 .and_then(|routes| routes.first())
         })
     }
