@@ -8,7 +8,7 @@
 
 use crate::Error;
 
-/// Window size dmvpnd uses unless configured (wire-notes 27: the receiver chooses).
+/// Window size dmvpnd uses unless configured (docs/interop-notes.md §27: the receiver chooses).
 pub const DEFAULT_WINDOW: u32 = 1024;
 /// Largest window accepted.
 pub const MAX_WINDOW: u32 = 1 << 16;

@@ -25,7 +25,7 @@ pub struct EspSuite {
     pub esn: bool,
     /// PFS group used, if any.
     pub pfs: Option<DhAlg>,
-    /// The peer listed INTEG NONE; we mirror the shape it used (wire-notes 20).
+    /// The peer listed INTEG NONE; we mirror the shape it used (docs/interop-notes.md §20).
     pub integ_none: bool,
 }
 

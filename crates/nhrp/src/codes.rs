@@ -4,7 +4,7 @@
 //!
 //! Every code point is an open newtype: a value this crate has no name for
 //! still parses, round-trips and prints as hex, so a peer's new code never
-//! breaks the codec (wire notes item 14: implementations disagree on tables,
+//! breaks the codec (docs/interop-notes.md §14: implementations disagree on tables,
 //! so the names here follow RFC 2332).
 
 use core::fmt;
@@ -88,7 +88,7 @@ impl PacketType {
 }
 
 open_code! {
-    /// Error Indication `Error Code` (RFC 2332 §5.2.7; wire notes item 14).
+    /// Error Indication `Error Code` (RFC 2332 §5.2.7; docs/interop-notes.md §14).
     ErrorCode(u16) {
         /// 1
         UNRECOGNIZED_EXTENSION = 1 => "Unrecognized Extension",
@@ -112,7 +112,7 @@ open_code! {
 }
 
 open_code! {
-    /// CIE `Code` (RFC 2332 §5.2.0.1 and the per-type sections; wire notes item 14).
+    /// CIE `Code` (RFC 2332 §5.2.0.1 and the per-type sections; docs/interop-notes.md §14).
     CieCode(u8) {
         /// 0
         SUCCESS = 0 => "Success",
@@ -144,7 +144,8 @@ open_code! {
         AUTHENTICATION = 7 => "Authentication",
         /// §5.3.5
         VENDOR_PRIVATE = 8 => "Vendor-Private",
-        /// Cisco NAT address extension (collides with RFC 2735 Device Capabilities, wire notes item 12)
+        /// Cisco NAT address extension (collides with RFC 2735 Device Capabilities,
+        /// docs/interop-notes.md §12)
         CISCO_NAT_ADDRESS = 9 => "Cisco NAT Address",
     }
 }
@@ -161,7 +162,7 @@ pub const PROTOCOL_TYPE_IPV4: u16 = 0x0800;
 /// `ar$op.version` for NHRP (RFC 2332 §5.2.0.1).
 pub const NHRP_VERSION: u8 = 1;
 
-/// Mandatory-part flag bits (wire notes item 5). The unique bit sits at a
+/// Mandatory-part flag bits (docs/interop-notes.md §5). The unique bit sits at a
 /// different position in registration than in resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flags;
@@ -192,7 +193,7 @@ pub const TRAFFIC_CODE_REDIRECT: u16 = 0;
 pub const AUTH_SPI_CLEARTEXT: u16 = 1;
 
 /// CIE prefix length 0xFF: "this host, uniquely" (what FRR and Cisco send
-/// for a unique registration, wire notes item 7).
+/// for a unique registration, docs/interop-notes.md §7).
 pub const PREFIX_LEN_UNIQUE_HOST: u8 = 0xff;
 
 #[cfg(test)]

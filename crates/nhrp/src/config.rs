@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// Default registration holding time in Cisco, FRR and OpenNHRP (wire notes item 16).
+/// Default registration holding time in Cisco, FRR and OpenNHRP (docs/interop-notes.md §16).
 pub const DEFAULT_HOLDING_TIME: Duration = Duration::from_secs(7200);
-/// Longest Cisco cleartext key (wire notes item 11).
+/// Longest Cisco cleartext key (docs/interop-notes.md §11).
 pub const MAX_AUTH_KEY_LEN: usize = 8;
 
 /// Which side of RFC 2332 this engine plays.
@@ -33,8 +33,8 @@ pub struct NhsConfig {
 }
 
 /// A route the engine consults to decide which prefix a resolution answers
-/// for (the responder carries the covering prefix in its CIE, wire notes
-/// item 9) and, on a hub, which spoke a request is forwarded to.
+/// for (the responder carries the covering prefix in its CIE, docs/interop-notes.md
+/// §9) and, on a hub, which spoke a request is forwarded to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     /// Network address.
@@ -58,7 +58,7 @@ pub struct Config {
     pub nbma_addr: IpAddr,
     /// NHSs (spoke).
     pub nhs: Vec<NhsConfig>,
-    /// `ip nhrp network-id`: scopes this engine's cache, never sent (wire notes item 16).
+    /// `ip nhrp network-id`: scopes this engine's cache, never sent (docs/interop-notes.md §16).
     pub network_id: u32,
     /// `ip nhrp authentication`: at most 8 bytes.
     pub auth_key: Option<Vec<u8>>,

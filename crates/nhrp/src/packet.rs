@@ -185,7 +185,7 @@ fn parse_cies(mut r: Reader<'_>) -> Result<Vec<Cie>, ParseError> {
 }
 
 /// The authentication extension value (RFC 2332 §5.3.4.1 in the Cisco
-/// form of wire notes item 11: reserved 0, SPI 1, then the key, no source
+/// form of docs/interop-notes.md §11: reserved 0, SPI 1, then the key, no source
 /// address and no padding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authentication {
@@ -244,7 +244,7 @@ pub struct Extension {
 
 impl Extension {
     /// An extension with the compulsory bit set, as RFC 2332 and Cisco send
-    /// the standard ones (wire notes items 7 and 11).
+    /// the standard ones (docs/interop-notes.md §7 and §11).
     pub fn compulsory(body: ExtensionBody) -> Self {
         Self {
             compulsory: true,
@@ -252,7 +252,7 @@ impl Extension {
         }
     }
 
-    /// An optional extension (the Cisco NAT extension, wire notes item 12).
+    /// An optional extension (the Cisco NAT extension, docs/interop-notes.md §12).
     pub fn optional(body: ExtensionBody) -> Self {
         Self {
             compulsory: false,
@@ -311,8 +311,8 @@ impl Extension {
             ExtensionType::VENDOR_PRIVATE => ExtensionBody::VendorPrivate(r.take_rest().to_vec()),
             ExtensionType::CISCO_NAT_ADDRESS => match parse_cies(r.clone()) {
                 Ok(c) => ExtensionBody::CiscoNatAddress(c),
-                // Type 9 is also RFC 2735 Device Capabilities (wire notes
-                // item 12): a value that is not a CIE list is kept raw.
+                // Type 9 is also RFC 2735 Device Capabilities (docs/interop-notes.md
+                // §12): a value that is not a CIE list is kept raw.
                 Err(_) => ExtensionBody::Other {
                     ext_type,
                     value: r.take_rest().to_vec(),
@@ -403,7 +403,7 @@ pub enum Body {
         /// The packet in error (or its leading part).
         contents: Vec<u8>,
     },
-    /// Type 8 (draft-detienne-dmvpn-01; wire notes item 10).
+    /// Type 8 (draft-detienne-dmvpn-01; docs/interop-notes.md §10).
     TrafficIndication {
         /// Traffic code; 0 = redirect.
         traffic_code: u16,
@@ -705,7 +705,7 @@ impl Packet {
                 e.emit(&mut w)?;
             }
             // End of extensions, compulsory bit set as Cisco sends it
-            // (wire notes item 13).
+            // (docs/interop-notes.md §13).
             w.u16(EXTENSION_COMPULSORY | ExtensionType::END.0).u16(0);
         }
         let size = u16::try_from(w.len() - base).map_err(|_| EmitError::TooLong)?;
@@ -783,7 +783,7 @@ fn parse_extensions(packet: &[u8], start: usize) -> Result<Vec<Extension>, Parse
         if word & !EXTENSION_COMPULSORY == ExtensionType::END.0 {
             // RFC 2332 §5.3.0: End marks the last extension. Bytes after it
             // are ignored: OpenNHRP appends 16 zero bytes to Error
-            // Indications for Cisco (wire notes item 13).
+            // Indications for Cisco (docs/interop-notes.md §13).
             break;
         }
         out.push(Extension::parse(word, offset, value)?);

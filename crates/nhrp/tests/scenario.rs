@@ -827,7 +827,7 @@ fn pcap(packets: &[(IpAddr, IpAddr, Vec<u8>)]) -> Vec<u8> {
         ipv4.extend(d.octets());
         let c = dmvpn_nhrp::packet::checksum(&ipv4);
         ipv4[10..12].copy_from_slice(&c.to_be_bytes());
-        // GRE: K bit only, protocol 0x2001 (NHRP), key 100 (wire notes item 1).
+        // GRE: K bit only, protocol 0x2001 (NHRP), key 100 (docs/interop-notes.md §1).
         ipv4.extend([0x20, 0x00, 0x20, 0x01, 0, 0, 0, 100]);
         ipv4.extend(nhrp);
         out.extend((n as u32).to_le_bytes());
@@ -979,9 +979,9 @@ fn clear_dynamic_forgets_registrations_and_shortcuts_only() {
     assert_eq!(hub.clear_dynamic(), 0);
 }
 
-/// Wire notes item 7 with the shipped holding time (7200 s): after the hub's SA is lost and a first
-/// attempt to bring it back fails, the spoke asks for an SA again within 120 s (FRR retries a
-/// "waiting link" registration after 120 s), not after holding time / 4 = 30 minutes. Found by the
+/// docs/interop-notes.md §7 with the shipped holding time (7200 s): after the hub's SA is lost and
+/// a first attempt to bring it back fails, the spoke asks for an SA again within 120 s (FRR retries
+/// a "waiting link" registration after 120 s), not after holding time / 4 = 30 minutes. Found by the
 /// interop `dpd.sh` (IX_DPD_IDLE=1 IX_DPD_OUTAGE=150): an idle dmvpnd spoke stayed unregistered
 /// long after the strongSwan + FRR hub came back.
 #[test]

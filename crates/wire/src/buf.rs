@@ -1,8 +1,8 @@
 //! One buffer per packet with headroom and tailroom, so GRE (RFC 2784/2890), ESP (RFC 4303)
 //! and UDP encapsulation (RFC 3948) are added and removed in place, without a copy.
 //!
-//! The budget (wire-notes item 2): IPv4 20 + UDP 8 + ESP 8 + IV 8 + GRE 8 = 52 bytes in front
-//! of the inner packet, and pad 0–3 + pad length/next header 2 + ICV 16 = 21 bytes behind it.
+//! The budget (docs/interop-notes.md §2): IPv4 20 + UDP 8 + ESP 8 + IV 8 + GRE 8 = 52 bytes in
+//! front of the inner packet, and pad 0–3 + pad length/next header 2 + ICV 16 = 21 bytes behind it.
 
 use crate::Error;
 

@@ -37,7 +37,8 @@ impl EtherType {
     pub const IPV4: Self = Self(0x0800);
     /// Internet Protocol version 6.
     pub const IPV6: Self = Self(0x86DD);
-    /// NHRP over GRE, as Cisco DMVPN and FRR nhrpd send it (FRR `ETH_P_NHRP`; wire-notes 1).
+    /// NHRP over GRE, as Cisco DMVPN and FRR nhrpd send it (FRR `ETH_P_NHRP`;
+    /// docs/interop-notes.md §1).
     pub const NHRP: Self = Self(0x2001);
 }
 
@@ -221,7 +222,7 @@ mod tests {
     fn encap_writes_cisco_keyed_header_and_decap_removes_it() {
         let mut b = PacketBuf::from_slice(64, b"payload").unwrap();
         encap(&mut b, EtherType::NHRP, 100).unwrap();
-        // wire-notes 1: `tunnel key 100` → 20 00 | 20 01 | 00 00 00 64
+        // docs/interop-notes.md §1: `tunnel key 100` → 20 00 | 20 01 | 00 00 00 64
         assert_eq!(&b.as_slice()[..8], &[0x20, 0, 0x20, 0x01, 0, 0, 0, 0x64]);
         assert_eq!(decap(&mut b, 100).unwrap(), EtherType::NHRP);
         assert_eq!(b.as_slice(), b"payload");

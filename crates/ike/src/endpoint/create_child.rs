@@ -91,7 +91,7 @@ impl Endpoint {
             .as_ref()
             .map(|k| k.sk_d.clone())
             .ok_or(ExchangeError::InvalidSyntax)?;
-        // wire-notes 19: transport mode or nothing for GRE.
+        // docs/interop-notes.md §19: transport mode or nothing for GRE.
         if find_notify(p, NotifyType::USE_TRANSPORT_MODE).is_none() {
             return Err(ExchangeError::NoProposalChosen);
         }
@@ -239,7 +239,7 @@ impl Endpoint {
             proposal::accept_esp_reply(&self.config.esp, proposals, pfs.as_ref().map(|(g, _)| *g))
                 .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
         if find_notify(p, NotifyType::USE_TRANSPORT_MODE).is_none() {
-            // wire-notes 19: the responder installed tunnel mode. Never use
+            // docs/interop-notes.md §19: the responder installed tunnel mode. Never use
             // it; delete what the peer created (§1.4.1).
             sa.queue.push_back(Queued::DeleteChild(spi_in));
             sa.children.push(Child {
@@ -380,7 +380,7 @@ impl Endpoint {
         let mut payloads = vec![
             Payload::Notify(rekey),
             notify(NotifyType::USE_TRANSPORT_MODE),
-            // Same proposal shape the peer used (wire-notes 20).
+            // Same proposal shape the peer used (docs/interop-notes.md §20).
             Payload::Sa(proposal::esp_offer(
                 &self.config.esp,
                 spi_in,

@@ -35,7 +35,7 @@ impl Transmit {
 
 /// IPsec mode of a Child SA. Only transport mode is ever installed: GRE
 /// between NBMA addresses must not silently become tunnel mode
-/// (wire-notes 19).
+/// (docs/interop-notes.md §19).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// ESP transport mode (RFC 4303 §3.1.1).

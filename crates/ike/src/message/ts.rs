@@ -18,7 +18,7 @@ pub struct TrafficSelector {
 }
 
 impl TrafficSelector {
-    /// The DMVPN selector: one host, GRE, all ports (wire-notes 17).
+    /// The DMVPN selector: one host, GRE, all ports (docs/interop-notes.md §17).
     pub fn gre_host(ip: IpAddr) -> Self {
         Self {
             ip_protocol: 47,

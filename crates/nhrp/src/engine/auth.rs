@@ -1,6 +1,6 @@
 //! Checking received authentication (RFC 2332 §5.3.4 Authentication
 //! Extension) against the Cisco cleartext key (`ip nhrp authentication`,
-//! wire notes item 11). Our own authentication extensions are built in
+//! docs/interop-notes.md §11). Our own authentication extensions are built in
 //! `build`.
 
 use crate::codes::{AUTH_SPI_CLEARTEXT, ExtensionType, PacketType};
@@ -9,7 +9,7 @@ use crate::packet::{ExtensionBody, Packet};
 use super::Engine;
 
 impl Engine {
-    /// RFC 2332 §5.3.4 with the Cisco cleartext key (wire notes item 11):
+    /// RFC 2332 §5.3.4 with the Cisco cleartext key (docs/interop-notes.md §11):
     /// with a key configured, every received packet must carry exactly that
     /// key.
     pub(super) fn authentic(&self, pkt: &Packet) -> bool {

@@ -1,6 +1,6 @@
 //! Building the packets we send: fixed header (RFC 2332 §5.1), our identity
 //! CIE, request and reply extensions (§5.3, with the FRR order and the Cisco
-//! NAT and cleartext authentication extensions, wire notes items 7, 11, 12)
+//! NAT and cleartext authentication extensions, docs/interop-notes.md §7, §11, §12)
 //! and Error Indications (§5.2.7).
 
 use std::net::IpAddr;
@@ -21,7 +21,7 @@ impl Engine {
     }
 
     /// A fresh authentication extension: generated per packet, never
-    /// copied from a received one (wire notes item 11).
+    /// copied from a received one (docs/interop-notes.md §11).
     pub(super) fn auth_extension(&self) -> Option<Extension> {
         self.config.auth_key.as_ref().map(|k| {
             Extension::compulsory(ExtensionBody::Authentication(Authentication::cleartext(k)))
@@ -71,15 +71,15 @@ impl Engine {
         }
     }
 
-    /// Extensions of our own requests in the order FRR sends them (wire
-    /// notes item 7): forward transit, reverse transit, responder address
+    /// Extensions of our own requests in the order FRR sends them (docs/interop-notes.md
+    /// §7): forward transit, reverse transit, responder address
     /// (all empty), NAT, authentication.
     pub(super) fn request_extensions(&self, nat: Vec<Cie>) -> Vec<Extension> {
         let mut v = vec![
             Extension::compulsory(ExtensionBody::ForwardTransit(Vec::new())),
             Extension::compulsory(ExtensionBody::ReverseTransit(Vec::new())),
             Extension::compulsory(ExtensionBody::ResponderAddress(Vec::new())),
-            // Non-compulsory, as FRR and OpenNHRP send it (wire notes item 12).
+            // Non-compulsory, as FRR and OpenNHRP send it (docs/interop-notes.md §12).
             Extension::optional(ExtensionBody::CiscoNatAddress(nat)),
         ];
         v.extend(self.auth_extension());
@@ -89,7 +89,7 @@ impl Engine {
     /// Extensions of a reply to `req`, in the request's order: transit
     /// records copied, Responder Address filled with us, the NAT extension
     /// as `nat` makes it, other extensions copied, authentication
-    /// regenerated at the end (RFC 2332 §5.3, wire notes items 11 and 15).
+    /// regenerated at the end (RFC 2332 §5.3, docs/interop-notes.md §11 and §15).
     pub(super) fn reply_extensions(
         &self,
         req: &Packet,

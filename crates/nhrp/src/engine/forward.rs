@@ -42,8 +42,8 @@ impl Engine {
         looped
     }
 
-    /// Forwards a request or reply one hop (RFC 2332 §5.3.2/§5.3.3, wire
-    /// notes item 15): decrement the hop count, append ourselves to the
+    /// Forwards a request or reply one hop (RFC 2332 §5.3.2/§5.3.3, docs/interop-notes.md
+    /// §15): decrement the hop count, append ourselves to the
     /// transit record, fill an empty NAT extension, regenerate authentication.
     pub(super) fn forward_request(
         &mut self,

@@ -45,15 +45,16 @@ use resolution::PendingResolution;
 use sa_gate::Queued;
 
 /// Hop count for registrations, purges and traffic indications, which go
-/// to a directly connected peer: FRR uses 1, and Cisco rejects 0 (wire
-/// notes item 4).
+/// to a directly connected peer: FRR uses 1, and Cisco rejects 0 (docs/interop-notes.md
+/// §4).
 pub const DIRECT_HOP_COUNT: u8 = 1;
 
 /// Hop count for packets that may be forwarded (what FRR sends in replies,
 /// as the golden registration reply shows).
 pub const DEFAULT_HOP_COUNT: u8 = 64;
 
-/// First registration retransmission wait; doubled up to [`MAX_REGISTRATION_WAIT`] (wire notes item 7).
+/// First registration retransmission wait; doubled up to [`MAX_REGISTRATION_WAIT`]
+/// (docs/interop-notes.md §7).
 pub const INITIAL_REGISTRATION_WAIT: Duration = Duration::from_secs(2);
 
 /// After this wait passes unanswered the SA to the NHS is reset (FRR).
@@ -67,7 +68,7 @@ pub const MAX_REGISTRATION_WAIT: Duration = Duration::from_secs(64);
 /// `IX_DPD_IDLE=1 IX_DPD_OUTAGE=150`).
 pub const MAX_SA_RETRY_WAIT: Duration = Duration::from_secs(120);
 
-/// First resolution retransmission wait (wire notes item 9).
+/// First resolution retransmission wait (docs/interop-notes.md §9).
 pub const INITIAL_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Resolution attempts before giving up.
@@ -80,7 +81,7 @@ pub const SA_QUEUE_LEN: usize = 8;
 pub const SA_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Traffic indications allowed in a burst per (source, destination) pair
-/// (OpenNHRP uses 4 tokens, wire notes item 10).
+/// (OpenNHRP uses 4 tokens, docs/interop-notes.md §10).
 pub const REDIRECT_BURST: u32 = 4;
 
 /// One traffic indication token comes back per this interval (≈ FRR's 4/min).
@@ -89,7 +90,7 @@ pub const REDIRECT_REFILL: Duration = Duration::from_secs(15);
 /// Minimum spacing of traffic indications for one pair (OpenNHRP: 5 s).
 pub const REDIRECT_SPACING: Duration = Duration::from_secs(5);
 
-/// Narrowest shortcut prefix accepted (FRR refuses wider than /8, wire notes item 9).
+/// Narrowest shortcut prefix accepted (FRR refuses wider than /8, docs/interop-notes.md §9).
 pub const MIN_SHORTCUT_PREFIX_LEN: u8 = 8;
 
 /// Bytes of an offending packet copied into an Error Indication.
@@ -115,7 +116,7 @@ pub enum Event {
     },
     /// Registration went unanswered through the whole backoff: tear the SA
     /// down and start over (FRR does this through VICI; it recovers silently
-    /// broken IPsec, wire notes item 7).
+    /// broken IPsec, docs/interop-notes.md §7).
     ResetSa {
         /// NHS NBMA address.
         nbma: IpAddr,
@@ -176,7 +177,7 @@ pub enum Event {
         /// NBMA address it had.
         nbma: IpAddr,
     },
-    /// Spoke: the NHS reported our post-NAT NBMA address (wire notes item 8).
+    /// Spoke: the NHS reported our post-NAT NBMA address (docs/interop-notes.md §8).
     PublicNbmaLearned {
         /// Our public NBMA address.
         nbma: IpAddr,
@@ -608,8 +609,8 @@ impl Engine {
             self.counters.auth_failures += 1;
             self.counters.drop(DropReason::AuthFailure);
             // RFC 2332 §5.3.4: a packet that fails authentication is dropped
-            // and answered with Authentication Failure (code 11, wire notes
-            // item 11), never in reply to an Error Indication (§5.2.7).
+            // and answered with Authentication Failure (code 11, docs/interop-notes.md
+            // §11), never in reply to an Error Indication (§5.2.7).
             if pkt.packet_type != PacketType::ERROR_INDICATION {
                 self.send_error(
                     now,

@@ -1,7 +1,7 @@
 //! Next hop client: registration with each NHS (RFC 2332 §5.2.3), its
 //! refresh at a third of the holding time, retransmission with backoff and
-//! the SA reset when an NHS stays silent (FRR behaviour, wire notes item 7),
-//! and purge of our own registrations (§5.2.5, wire notes item 6).
+//! the SA reset when an NHS stays silent (FRR behaviour, docs/interop-notes.md §7),
+//! and purge of our own registrations (§5.2.5, docs/interop-notes.md §6).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub(super) struct Nhs {
     pub(super) protocol_addr: Option<IpAddr>,
     pub(super) phase: NhsPhase,
     /// Id of the accepted registration: IOS expects a purge to carry it
-    /// (wire notes item 6).
+    /// (docs/interop-notes.md §6).
     pub(super) registered_id: Option<u32>,
 }
 
@@ -81,7 +81,7 @@ impl Engine {
     }
 
     /// Our NBMA address changed: purge the old registrations, then register
-    /// the new address (wire notes item 6).
+    /// the new address (docs/interop-notes.md §6).
     pub fn set_nbma(&mut self, now: Instant, nbma: IpAddr) {
         if nbma == self.config.nbma_addr {
             return;
@@ -117,9 +117,10 @@ impl Engine {
         self.pending.clear();
     }
 
-    /// NHS `i`'s timers (wire notes item 7): ask again for a missing SA, retransmit an unanswered
-    /// registration with the same request id and a doubled wait, reset the SA once the wait would
-    /// pass `MAX_REGISTRATION_WAIT`, refresh a registration at a third of its holding time.
+    /// NHS `i`'s timers (docs/interop-notes.md §7): ask again for a missing SA, retransmit an
+    /// unanswered registration with the same request id and a doubled wait, reset the SA once the
+    /// wait would pass `MAX_REGISTRATION_WAIT`, refresh a registration at a third of its holding
+    /// time.
     pub(super) fn nhs_timeout(&mut self, now: Instant, i: usize) {
         let Some(n) = self.nhs.get_mut(i) else {
             return;
@@ -185,14 +186,14 @@ impl Engine {
                 refresh_at,
                 expires,
             } if refresh_at <= now => {
-                // Re-register at a third of the holding time (wire notes item 7).
+                // Re-register at a third of the holding time (docs/interop-notes.md §7).
                 self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, Some(expires));
             }
             NhsPhase::Registered { .. } => {}
         }
     }
 
-    /// The registration request for NHS `i` (wire notes item 7).
+    /// The registration request for NHS `i` (docs/interop-notes.md §7).
     pub fn registration_request(&self, i: usize, request_id: u32) -> Option<Packet> {
         let n = self.nhs.get(i)?;
         let mut flags = Flags::CISCO_NAT;
@@ -227,7 +228,7 @@ impl Engine {
         Some(p)
     }
 
-    /// Wire notes item 7: while the SA to an NHS is not up, ask for one again
+    /// docs/interop-notes.md §7: while the SA to an NHS is not up, ask for one again
     /// every holding time / 4, capped at [`MAX_SA_RETRY_WAIT`].
     pub(super) fn sa_retry_wait(holding_time: Duration) -> Duration {
         (holding_time / 4).min(MAX_SA_RETRY_WAIT)
@@ -242,7 +243,7 @@ impl Engine {
         if self.sa_ready.contains(&nbma) {
             self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, None);
         } else {
-            // Wire notes item 7: while the SA is not up, retry every holdtime/4 (capped).
+            // docs/interop-notes.md §7: while the SA is not up, retry every holdtime/4 (capped).
             n.phase = NhsPhase::ExpectSa {
                 retry_at: now + Self::sa_retry_wait(self.config.holding_time),
             };
@@ -279,7 +280,7 @@ impl Engine {
 
     /// A Registration Reply (RFC 2332 §5.2.3), matched to its NHS by request id: the first CIE's
     /// code says accepted or refused. Learns the NHS's tunnel address from the Responder Address
-    /// extension (§5.3.1) and our post-NAT NBMA from the NAT extension (wire notes item 8).
+    /// extension (§5.3.1) and our post-NAT NBMA from the NAT extension (docs/interop-notes.md §8).
     pub(super) fn on_registration_reply(&mut self, now: Instant, p: &Packet) {
         let Some(id) = p.request_id() else {
             return;
@@ -328,7 +329,7 @@ impl Engine {
                 nbma,
             });
         }
-        // Wire notes item 8: the NHS adds a CIE with our observed (post-NAT)
+        // docs/interop-notes.md §8: the NHS adds a CIE with our observed (post-NAT)
         // NBMA address and our tunnel address to the NAT extension.
         let learned = p
             .extension_cies(ExtensionType::CISCO_NAT_ADDRESS)
@@ -346,7 +347,7 @@ impl Engine {
     }
 
     /// Purges our registration at every NHS that holds one (RFC 2332 §5.2.5), with the
-    /// registration's request id (wire notes item 6).
+    /// registration's request id (docs/interop-notes.md §6).
     fn send_purges(&mut self, now: Instant) {
         for i in 0..self.nhs.len() {
             let Some(n) = self.nhs.get(i) else {
@@ -360,7 +361,7 @@ impl Engine {
                 DIRECT_HOP_COUNT,
                 Body::Common {
                     flags: Flags::CISCO_NAT,
-                    // Wire notes item 6: IOS matches the purge to the registration by id.
+                    // docs/interop-notes.md §6: IOS matches the purge to the registration by id.
                     request_id: id,
                     cies: vec![Cie {
                         prefix_len: self.request_prefix_len(),

@@ -1,5 +1,5 @@
 //! Next hop server: Registration Requests (RFC 2332 §5.2.3) with the Cisco
-//! `unique` flag and NAT address extension (wire notes items 6 and 8), and
+//! `unique` flag and NAT address extension (docs/interop-notes.md §6 and §8), and
 //! Purge Requests (§5.2.5).
 
 use std::net::IpAddr;
@@ -44,7 +44,7 @@ impl Engine {
         if let Body::Common { cies, .. } = &mut reply.body {
             *cies = replies;
         }
-        // Wire notes item 8: the first-hop NHS that sees a claimed NBMA
+        // docs/interop-notes.md §8: the first-hop NHS that sees a claimed NBMA
         // different from the outer source adds the observed address.
         let nat_seen = !forwarded && from_nbma != src_nbma;
         let mtu = self.config.mtu;
@@ -91,7 +91,7 @@ impl Engine {
             if old.kind != EntryKind::Dynamic {
                 return CieCode::ADMINISTRATIVELY_PROHIBITED;
             }
-            // Cisco `unique` (wire notes item 6): a unique registration keeps
+            // Cisco `unique` (docs/interop-notes.md §6): a unique registration keeps
             // its NBMA address until it expires or is purged.
             if old.flags.unique && (old.nbma != claimed || old.post_nat_nbma != post_nat) {
                 return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;

@@ -1,5 +1,5 @@
-//! Cisco DMVPN traffic indication (redirect, NHRP type 8; wire notes
-//! item 10): the hub's rate-limited indication and the spoke's resolution of
+//! Cisco DMVPN traffic indication (redirect, NHRP type 8; docs/interop-notes.md
+//! §10): the hub's rate-limited indication and the spoke's resolution of
 //! the quoted packet's destination.
 
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ pub(super) struct RedirectBucket {
 }
 
 /// Source and destination of the IPv4 packet quoted in a traffic
-/// indication or handed over by the data plane (wire notes item 10: the
+/// indication or handed over by the data plane (docs/interop-notes.md §10: the
 /// redirect's payload, not its dst proto, names the destination). A quote
 /// is usually cut short, so only the fixed header must be there: version 4,
 /// IHL ≥ 5 and 20 bytes (RFC 791 §3.1), not the whole total length that
@@ -62,7 +62,7 @@ impl Engine {
                 data: inner.to_vec(),
             },
         );
-        // Wire notes item 10: dst proto is the source of the offending
+        // docs/interop-notes.md §10: dst proto is the source of the offending
         // packet, the spoke being told.
         pkt.dst_protocol = ip_bytes(src);
         pkt.extensions = self.auth_only_extensions();
@@ -111,7 +111,7 @@ impl Engine {
             self.counters.drop(DropReason::UnhandledType);
             return;
         }
-        // Wire notes item 10: resolve the inner destination; dst proto only
+        // docs/interop-notes.md §10: resolve the inner destination; dst proto only
         // names us.
         let Some((_, dst)) = inner_ipv4(data) else {
             self.counters.drop(DropReason::BadInnerPacket);

@@ -1,6 +1,6 @@
 //! Address resolution (RFC 2332 §5.2.1 Resolution Request, §5.2.2
 //! Resolution Reply) as requester, responder and hub, with the Cisco DMVPN
-//! phase 3 shortcut rules (wire notes item 9).
+//! phase 3 shortcut rules (docs/interop-notes.md §9).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ impl Engine {
                     .push_back(Event::ResolutionFailed { target, code: None });
                 continue;
             }
-            // Wire notes item 9: retries reuse the request id, backoff from 1 s.
+            // docs/interop-notes.md §9: retries reuse the request id, backoff from 1 s.
             p.attempts += 1;
             p.wait *= 2;
             p.retry_at = now + p.wait;
@@ -116,7 +116,7 @@ impl Engine {
     }
 
     /// Sends a Resolution Request for `target` through the NHS at `nhs_nbma` and tracks it
-    /// for retransmission with the same request id (wire notes item 9).
+    /// for retransmission with the same request id (docs/interop-notes.md §9).
     fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
         let request_id = self.ids.next_request_id();
         let pkt = self.resolution_request(target, request_id);
@@ -137,7 +137,7 @@ impl Engine {
         );
     }
 
-    /// The resolution request for `target` (wire notes item 9).
+    /// The resolution request for `target` (docs/interop-notes.md §9).
     pub fn resolution_request(&self, target: IpAddr, request_id: u32) -> Packet {
         let mut p = self.base_packet(
             PacketType::RESOLUTION_REQUEST,
@@ -248,7 +248,7 @@ impl Engine {
 
     /// Flags of a positive Resolution Reply to `req`.
     fn reply_flags(req: &Packet) -> u16 {
-        // Wire notes item 9: replies copy Q and S (and NAT), set D and A.
+        // docs/interop-notes.md §9: replies copy Q and S (and NAT), set D and A.
         (req.flags() & (Flags::RESOLUTION_Q | Flags::RESOLUTION_S | Flags::CISCO_NAT))
             | Flags::RESOLUTION_A
             | Flags::RESOLUTION_D
@@ -290,7 +290,7 @@ impl Engine {
         };
         let own_nat = self.own_nat_cies();
         reply.extensions = self.reply_extensions(req, |_| own_nat.clone());
-        // Wire notes item 9: the requester is reached at its post-NAT address
+        // docs/interop-notes.md §9: the requester is reached at its post-NAT address
         // from the NAT extension, else its claimed NBMA; a hub that is the
         // first hop answers back along the path it came.
         let requester_nbma = req
@@ -441,7 +441,7 @@ impl Engine {
     }
 
     /// Spoke: a positive reply to our own request becomes a shortcut entry
-    /// and a route (phase 3, wire notes item 9).
+    /// and a route (phase 3, docs/interop-notes.md §9).
     fn install_shortcut(
         &mut self,
         now: Instant,

@@ -1,5 +1,5 @@
 //! The SA gate, a DMVPN rule outside RFC 2332 (as FRR and Cisco run NHRP
-//! over IPsec; wire notes item 9): nothing leaves for an NBMA address
+//! over IPsec; docs/interop-notes.md §9): nothing leaves for an NBMA address
 //! without an IPsec SA to it.
 //!
 //! Every NHRP packet rides GRE inside ESP, so nothing can be sent to an NBMA
@@ -11,7 +11,7 @@
 //! and [`Event::NeedSa`] is emitted once; [`Engine::sa_up`] releases the
 //! queue. So the phase 3 answering spoke emits "need SA to the requester's
 //! post-NAT NBMA" and its resolution reply leaves only when that SA is up
-//! (wire notes item 9): the daemon never has to buffer NHRP.
+//! (docs/interop-notes.md §9): the daemon never has to buffer NHRP.
 
 use std::net::IpAddr;
 use std::time::Instant;
