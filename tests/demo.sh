@@ -12,9 +12,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 [[ $EUID -eq 0 ]] || { echo "demo: run as root (sudo $0)" >&2; exit 1; }
-for tool in ip ping cargo; do
-    command -v "$tool" >/dev/null || { echo "demo: $tool is missing (tests/install-deps.sh)" >&2; exit 1; }
-done
+# What the demo needs (ip, ping, nft, …) comes from the same idempotent installer the tests use.
+if ! command -v ip >/dev/null || ! command -v ping >/dev/null; then
+    echo "== installing host packages (tests/install-deps.sh)"
+    tests/install-deps.sh
+fi
+command -v cargo >/dev/null || { echo "demo: cargo is missing (install Rust from rustup or your distribution)" >&2; exit 1; }
 
 echo "== building dmvpnd and dmvpnctl (cargo build --release -p dmvpnd -p dmvpnctl)"
 cargo build --release -q -p dmvpnd -p dmvpnctl
