@@ -86,6 +86,12 @@ impl RecvBatch {
     /// Blocks until at least one message arrives; returns how many did.
     pub fn recv(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
         self.meta.clear();
+        // The kernel shrinks each header's msg_controllen to what the last message used, and
+        // nix's recvmmsg does not restore it: without fresh headers a later message whose
+        // control data is larger (a GRO segment size beside the drop counter) would come back
+        // with it truncated, and a coalesced run would be taken for one datagram.
+        self.headers =
+            MultiHeaders::preallocate(self.bufs.len(), Some(nix::cmsg_space!(libc::c_int, u32)));
         let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
             .bufs
             .iter_mut()
@@ -101,14 +107,18 @@ impl RecvBatch {
         .map_err(io::Error::from)?;
         for r in results {
             let mut segment = None;
-            if let Ok(cmsgs) = r.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::UdpGroSegments(s) if s > 0 => {
-                            segment = usize::try_from(s).ok();
+            let mut truncated = false;
+            match r.cmsgs() {
+                Err(_) => truncated = true,
+                Ok(cmsgs) => {
+                    for c in cmsgs {
+                        match c {
+                            ControlMessageOwned::UdpGroSegments(s) if s > 0 => {
+                                segment = usize::try_from(s).ok();
+                            }
+                            ControlMessageOwned::RxqOvfl(d) => self.kernel_drops = d,
+                            _ => {}
                         }
-                        ControlMessageOwned::RxqOvfl(d) => self.kernel_drops = d,
-                        _ => {}
                     }
                 }
             }
@@ -117,7 +127,8 @@ impl RecvBatch {
                 |a: SockaddrIn| SocketAddrV4::new(a.ip(), a.port()),
             );
             self.meta.push(Received {
-                len: r.bytes,
+                // Without its control data a coalesced message cannot be split: drop it.
+                len: if truncated { 0 } else { r.bytes },
                 from,
                 segment,
             });

@@ -1,4 +1,4 @@
-//! The packet workers (design.md, "Packet path"). Each TUN queue has a thread that reads a
+//! The packet workers (docs/architecture.md, "Packet path"). Each TUN queue has a thread that reads a
 //! batch (with offload, a GSO super-packet split into segments), routes, encapsulates and
 //! seals every packet in place, and sends the batch: runs of equal-size ESP-in-UDP datagrams
 //! to one peer as one UDP GSO send, raw ESP with one sendmmsg. The underlay readers
