@@ -59,7 +59,7 @@ fn transfer(s: &mut Scenario<'_>, t: &Topology) -> (String, String) {
          c.settimeout(60);c.sendall(data);c.close()\n\
          print(len(data),hashlib.sha256(data).hexdigest())\n"
     );
-    let mut srv = t
+    let srv = t
         .lan_hub
         .command("python3")
         .args(["-c", &server])
