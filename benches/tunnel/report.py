@@ -2,6 +2,7 @@
 """Table of a benches/tunnel/run.sh run: medians (min-max) over rounds, per tunnel.
 
     report.py RESULTS_DIR [--json FILE] [--markdown]
+    report.py last-run.json [--markdown]        (the table again from a run's JSON)
 
 RESULTS_DIR holds meta.json and TUNNEL/ROUND/{ping.txt,tcp1.json,tcp1r.json,tcp4.json,udp.json,
 cpu.txt,info,error} as run.sh leaves them. Python standard library only.
@@ -193,11 +194,16 @@ def main():
     res = args[0]
     json_out = args[args.index("--json") + 1] if "--json" in args else None
     markdown = "--markdown" in args
-    meta, out, ratios = collect(res)
+    if os.path.isfile(res):
+        doc = load_json(res) or sys.exit(f"report: cannot read {res}")
+        meta, out, ratios = doc["machine"], doc["tunnels"], doc["ratios"]
+    else:
+        meta, out, ratios = collect(res)
     lines, notes = table(meta, out, ratios, markdown)
     print(
         f"machine: {meta.get('cpu_model', '?')}, {meta.get('cpus', '?')} CPUs, kernel {meta.get('kernel', '?')}; "
-        f"load average before {meta.get('load_before', '?')}, after {meta.get('load_after', '?')}"
+        f"load average before {meta.get('load_before', '?')}, after {meta.get('load_after', '?')}; "
+        f"dmvpnd {meta.get('commit', '?')}, {meta.get('boringtun') or 'boringtun ?'}"
     )
     print(
         f"{meta.get('rounds', '?')} rounds interleaved, {meta.get('seconds', '?')} s per iperf3 test, "

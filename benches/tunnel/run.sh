@@ -153,17 +153,23 @@ install_deps() {
 }
 
 build_dmvpnd() {
-    local target
-    log "building dmvpnd (cargo build --release -p dmvpnd)"
+    local target ctl_pkg
+    log "building dmvpnd (cargo build --release -p dmvpnd; waits for other builds of this checkout)"
     fg_run sh -c 'cd "$1" && exec cargo build --release -q -p dmvpnd' sh "$ROOT" || die "cargo build --release -p dmvpnd failed"
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    read -r target ctl_pkg < <(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+ctl = [p["name"] for p in d["packages"] if any(t["name"] == "dmvpnctl" and "bin" in t["kind"] for t in p["targets"])]
+print(d["target_directory"], ctl[0] if ctl else "-")')
+    if [[ $ctl_pkg != dmvpnd && $ctl_pkg != - ]]; then
+        # dmvpnctl is a package of its own: build it too (a binary left by an older build
+        # under target/release may be stale).
+        log "building dmvpnctl (cargo build --release -p $ctl_pkg)"
+        fg_run sh -c 'cd "$1" && exec cargo build --release -q -p "$2"' sh "$ROOT" "$ctl_pkg" ||
+            die "cargo build --release -p $ctl_pkg failed"
+    fi
     DMVPND="$target/release/dmvpnd"
     DMVPNCTL="$target/release/dmvpnctl"
-    if [[ ! -x $DMVPNCTL ]]; then
-        # dmvpnctl in a package of its own
-        fg_run sh -c 'cd "$1" && exec cargo build --release -q -p dmvpnctl' sh "$ROOT" || die "dmvpnctl not built and no package dmvpnctl"
-    fi
     [[ -x $DMVPND && -x $DMVPNCTL ]] || die "no $DMVPND or $DMVPNCTL after the build"
 }
 
@@ -514,7 +520,7 @@ json.dump({
     "load_before": "$load_before", "load_after": "$load_after",
     "rounds": $ROUNDS, "seconds": $SECS, "udp_rate": "$UDP_RATE", "udp_len": 1360, "pings": $PINGS,
     "tunnels": "${TUNNELS[*]}".split(), "duration_s": $((SECONDS - started)),
-    "boringtun": """${BORINGTUN_VERSION:-}""", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+    "boringtun": """${BORINGTUN_VERSION:-}""", "commit": "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
 }, open(sys.argv[1], "w"), indent=1)
 EOF
 python3 "$HERE/report.py" "$RES" --json "$JSON_OUT"
