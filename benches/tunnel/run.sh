@@ -3,7 +3,7 @@
 # userspace ESP (kernel-libipsec), all between two network namespaces on this machine.
 #
 #   sudo benches/tunnel/run.sh [--rounds N] [--seconds S] [--only NAME,NAME] [--udp-rate R]
-#                              [--pings N] [--json FILE] [--keep]
+#                              [--pings N] [--json FILE] [--keep] [--set KEY=VALUE]...
 #
 # Tunnels (NAME): veth, dmvpnd-esp, dmvpnd-natt, boringtun, libipsec. Rounds are interleaved
 # (round 1 runs every tunnel, then round 2, ...); each tunnel is set up afresh in new namespaces
@@ -12,6 +12,9 @@
 # fixed offered rate, and the tunnel daemons' CPU time (utime+stime of both ends) during the
 # TCP 1-stream test per Gbit delivered. Prints medians with min-max over the rounds and writes
 # them as JSON (default benches/tunnel/last-run.json).
+#
+# --set section.key=VALUE (a TOML value, e.g. --set dataplane.workers=1) changes a key in both
+# dmvpnd configurations, to compare settings. --keep keeps the scratch directory (logs, configs).
 #
 # Installs what it needs (Debian packages, boringtun-cli via cargo) and builds dmvpnd/dmvpnctl
 # with cargo from this repository. Sends traffic only to addresses inside its own namespaces
@@ -32,6 +35,7 @@ UDP_RATE=2G
 PINGS=200
 JSON_OUT="$HERE/last-run.json"
 KEEP_WORK=0
+DMVPND_SET=()
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit "${1:-0}"; }
 while (($#)); do
@@ -43,6 +47,7 @@ while (($#)); do
         --pings) PINGS=$2; shift 2 ;;
         --json) JSON_OUT=$2; shift 2 ;;
         --keep) KEEP_WORK=1; shift ;;
+        --set) DMVPND_SET+=("$2"); shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
     esac
@@ -222,10 +227,10 @@ setup_dmvpnd() {
     done
     python3 "$HERE/mkconf.py" "$ROOT/conf/hub.toml" "$d/hub/dmvpnd.toml" \
         'underlay.interface="eth0"' "underlay.local-address=\"$L_WAN\"" \
-        'tunnel.address="10.250.0.1/24"' "control.socket=\"$d/hub/dmvpnd.sock\""
+        'tunnel.address="10.250.0.1/24"' "control.socket=\"$d/hub/dmvpnd.sock\"" ${DMVPND_SET[@]+"${DMVPND_SET[@]}"}
     python3 "$HERE/mkconf.py" "$ROOT/conf/spoke.toml" "$d/spoke/dmvpnd.toml" \
         'underlay.interface="eth0"' 'tunnel.address="10.250.0.9/24"' \
-        'nhrp.nhs.address="10.250.0.1"' "nhrp.nhs.nbma=\"$L_WAN\"" "control.socket=\"$d/spoke/dmvpnd.sock\""
+        'nhrp.nhs.address="10.250.0.1"' "nhrp.nhs.nbma=\"$L_WAN\"" "control.socket=\"$d/spoke/dmvpnd.sock\"" ${DMVPND_SET[@]+"${DMVPND_SET[@]}"}
     for role in hub spoke; do
         "$DMVPND" --check-config "$d/$role/dmvpnd.toml" >"$d/$role/check.log" 2>&1 ||
             { cat "$d/$role/check.log" >&2; log "dmvpnd --check-config $d/$role/dmvpnd.toml failed"; return 1; }
@@ -518,7 +523,7 @@ import json, sys
 json.dump({
     "cpu_model": """$cpu_model""", "cpus": $(nproc), "kernel": "$(uname -r)",
     "load_before": "$load_before", "load_after": "$load_after",
-    "rounds": $ROUNDS, "seconds": $SECS, "udp_rate": "$UDP_RATE", "udp_len": 1360, "pings": $PINGS,
+    "rounds": $ROUNDS, "seconds": $SECS, "udp_rate": "$UDP_RATE", "dmvpnd_set": """${DMVPND_SET[*]:-}""".split(), "udp_len": 1360, "pings": $PINGS,
     "tunnels": "${TUNNELS[*]}".split(), "duration_s": $((SECONDS - started)),
     "boringtun": """${BORINGTUN_VERSION:-}""", "commit": "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
 }, open(sys.argv[1], "w"), indent=1)
