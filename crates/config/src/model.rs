@@ -38,6 +38,17 @@ pub struct Dataplane {
     pub offload: bool,
     /// Requested SO_RCVBUF/SO_SNDBUF of the underlay sockets, in bytes.
     pub socket_buffer: u32,
+    /// The AES-GCM implementation of the ESP path.
+    pub aead: AeadChoice,
+}
+
+/// `[dataplane] aead`: which AES-GCM implementation seals and opens ESP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeadChoice {
+    /// Whichever measured faster at the tunnel MTU when the daemon started.
+    Auto,
+    Ring,
+    AwsLc,
 }
 
 impl Default for Dataplane {
@@ -46,6 +57,7 @@ impl Default for Dataplane {
             workers: 0,
             offload: true,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
+            aead: AeadChoice::Auto,
         }
     }
 }

@@ -150,6 +150,7 @@ pub(crate) struct RawDataplane {
     pub workers: Option<Spanned<u32>>,
     pub offload: Option<bool>,
     pub socket_buffer: Option<Spanned<u32>>,
+    pub aead: Option<Spanned<String>>,
 }
 
 /// The separate secrets file: `[psk]` maps keyring entry names to keys, `[nhrp]` holds the NHRP

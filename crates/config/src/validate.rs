@@ -445,7 +445,25 @@ pub(crate) fn validate(
         65536..=(256 << 20),
         " bytes",
     )?;
+    let aead = match raw
+        .dataplane
+        .aead
+        .as_ref()
+        .map(|a| (a.get_ref().as_str(), a.span()))
+    {
+        None | Some(("auto", _)) => crate::model::AeadChoice::Auto,
+        Some(("ring", _)) => crate::model::AeadChoice::Ring,
+        Some(("aws-lc-rs", _)) => crate::model::AeadChoice::AwsLc,
+        Some((_, span)) => {
+            return cx.err(
+                span,
+                "dataplane.aead",
+                "must be \"auto\", \"ring\" or \"aws-lc-rs\"",
+            );
+        }
+    };
     let dataplane = crate::model::Dataplane {
+        aead,
         workers: raw.dataplane.workers.as_ref().map_or(0, |w| *w.get_ref()),
         offload: raw.dataplane.offload.unwrap_or(true),
         socket_buffer: raw
