@@ -418,3 +418,29 @@ fn psk_lookup_prefers_the_longest_prefix() {
         b"inline-psk"
     );
 }
+
+#[test]
+fn dataplane_table_defaults_values_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), "a.toml", BASE, 0o600)).unwrap();
+    assert_eq!(c.dataplane, dmvpn_config::Dataplane::default());
+    assert_eq!(c.dataplane.aead, dmvpn_config::AeadChoice::Auto);
+    assert!(c.dataplane.offload);
+    assert_eq!(c.dataplane.socket_buffer, dmvpn_config::DEFAULT_SOCKET_BUFFER);
+
+    let text = format!(
+        "{BASE}\n[dataplane]\nworkers = 3\noffload = false\nsocket-buffer = 1048576\naead = \"aws-lc-rs\"\n"
+    );
+    let c = load(&write(dir.path(), "b.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.dataplane.workers, 3);
+    assert!(!c.dataplane.offload);
+    assert_eq!(c.dataplane.socket_buffer, 1 << 20);
+    assert_eq!(c.dataplane.aead, dmvpn_config::AeadChoice::AwsLc);
+
+    let bad = format!("{BASE}\n[dataplane]\nworkers = 65\n");
+    assert_err(&bad, "workers = 65", "dataplane.workers", "out of range");
+    let bad = format!("{BASE}\n[dataplane]\nsocket-buffer = 1000\n");
+    assert_err(&bad, "socket-buffer = 1000", "dataplane.socket-buffer", "out of range");
+    let bad = format!("{BASE}\n[dataplane]\naead = \"openssl\"\n");
+    assert_err(&bad, "aead = \"openssl\"", "dataplane.aead", "auto");
+}
