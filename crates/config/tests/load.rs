@@ -426,7 +426,10 @@ fn dataplane_table_defaults_values_and_errors() {
     assert_eq!(c.dataplane, dmvpn_config::Dataplane::default());
     assert_eq!(c.dataplane.aead, dmvpn_config::AeadChoice::Auto);
     assert!(c.dataplane.offload);
-    assert_eq!(c.dataplane.socket_buffer, dmvpn_config::DEFAULT_SOCKET_BUFFER);
+    assert_eq!(
+        c.dataplane.socket_buffer,
+        dmvpn_config::DEFAULT_SOCKET_BUFFER
+    );
 
     let text = format!(
         "{BASE}\n[dataplane]\nworkers = 3\noffload = false\nsocket-buffer = 1048576\naead = \"aws-lc-rs\"\n"
@@ -440,7 +443,12 @@ fn dataplane_table_defaults_values_and_errors() {
     let bad = format!("{BASE}\n[dataplane]\nworkers = 65\n");
     assert_err(&bad, "workers = 65", "dataplane.workers", "out of range");
     let bad = format!("{BASE}\n[dataplane]\nsocket-buffer = 1000\n");
-    assert_err(&bad, "socket-buffer = 1000", "dataplane.socket-buffer", "out of range");
+    assert_err(
+        &bad,
+        "socket-buffer = 1000",
+        "dataplane.socket-buffer",
+        "out of range",
+    );
     let bad = format!("{BASE}\n[dataplane]\naead = \"openssl\"\n");
     assert_err(&bad, "aead = \"openssl\"", "dataplane.aead", "auto");
 }
