@@ -28,25 +28,9 @@ const OFF_PACKET_SIZE: usize = 10;
 const OFF_CHECKSUM: usize = 12;
 const OFF_EXTENSION_OFFSET: usize = 14;
 
-/// The standard IP checksum over `data`, an odd length padded with a zero
-/// byte (RFC 2332 §5.2.0.1 `ar$chksum`, RFC 1071).
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        if let [a, b] = c {
-            sum += u32::from(u16::from_be_bytes([*a, *b]));
-        }
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(u16::from_be_bytes([*last, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // `sum` is at most 0xffff here, so the cast is lossless.
-    !(sum as u16)
-}
+/// The NHRP checksum (RFC 2332 §5.2.0.1 `ar$chksum`) is the standard IP checksum (RFC 1071,
+/// an odd length padded with a zero byte): the project's one implementation, in `wire`.
+pub use dmvpn_wire::checksum::checksum;
 
 /// An IP address from its on-the-wire bytes (4 or 16 long).
 pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {

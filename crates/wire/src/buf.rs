@@ -27,8 +27,8 @@ impl PacketBuf {
     /// leave room for the ESP trailer.
     pub const MAX_DATA: usize = Self::CAPACITY - Self::DEFAULT_HEADROOM - Self::MIN_TAILROOM;
 
-    /// An empty buffer with the default headroom. Allocates: take buffers from a [`BufPool`]
-    /// on the per-packet path.
+    /// An empty buffer with the default headroom. Allocates: the packet workers create theirs
+    /// once and [`PacketBuf::reset`] them per packet.
     pub fn new() -> Self {
         Self {
             storage: Box::new([0u8; Self::CAPACITY]),
@@ -149,49 +149,6 @@ impl core::fmt::Debug for PacketBuf {
     }
 }
 
-/// A free list of [`PacketBuf`]s, allocated once, so the per-packet path never allocates.
-///
-/// One pool per queue (no lock): the pool is bounded, and an empty pool is a drop the
-/// dataplane counts rather than a reason to allocate under load.
-#[derive(Debug)]
-pub struct BufPool {
-    free: Vec<PacketBuf>,
-    capacity: usize,
-}
-
-impl BufPool {
-    /// A pool of `count` buffers.
-    pub fn new(count: usize) -> Self {
-        let mut free = Vec::with_capacity(count);
-        free.resize_with(count, PacketBuf::new);
-        Self {
-            free,
-            capacity: count,
-        }
-    }
-
-    /// A buffer emptied to the default headroom, or `None` when every buffer is in flight.
-    pub fn take(&mut self) -> Option<PacketBuf> {
-        let mut b = self.free.pop()?;
-        b.head = PacketBuf::DEFAULT_HEADROOM;
-        b.tail = PacketBuf::DEFAULT_HEADROOM;
-        Some(b)
-    }
-
-    /// Returns a buffer. A buffer beyond the pool's size is freed instead, so `put` never
-    /// reallocates the free list.
-    pub fn put(&mut self, buf: PacketBuf) {
-        if self.free.len() < self.capacity {
-            self.free.push(buf);
-        }
-    }
-
-    /// Buffers ready to take.
-    pub fn available(&self) -> usize {
-        self.free.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,20 +188,5 @@ mod tests {
         b.push_front(52).unwrap();
         b.push_back(PacketBuf::MIN_TAILROOM).unwrap();
         assert_eq!(b.len(), 9000 + 52 + 21);
-    }
-
-    #[test]
-    fn pool_is_bounded_and_resets_buffers() {
-        let mut p = BufPool::new(2);
-        let mut a = p.take().unwrap();
-        let b = p.take().unwrap();
-        assert!(p.take().is_none());
-        a.push_front(10).unwrap();
-        p.put(a);
-        p.put(b);
-        p.put(PacketBuf::new());
-        assert_eq!(p.available(), 2);
-        let a = p.take().unwrap();
-        assert_eq!((a.headroom(), a.len()), (PacketBuf::DEFAULT_HEADROOM, 0));
     }
 }

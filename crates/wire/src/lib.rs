@@ -1,7 +1,7 @@
 //! Zero-copy wire views and buffers for the dmvpnd data and control planes.
 //!
-//! - [`PacketBuf`] / [`BufPool`]: one buffer per packet, with headroom for GRE + ESP + UDP so
-//!   encapsulation and encryption happen in place, from a free list.
+//! - [`PacketBuf`]: one buffer per packet, with headroom for GRE + ESP + UDP so
+//!   encapsulation and encryption happen in place; each packet thread owns and reuses its own.
 //! - Header views in the smoltcp `wire` style (`new_checked` does the one length check,
 //!   named getters/setters, `…Repr` with `parse`/`emit`): [`ipv4`], [`ipv6`], [`udp`]
 //!   (incl. RFC 3948 port-4500 classification), [`esp`], [`gre`] (with key).
@@ -28,7 +28,7 @@ pub mod mss;
 pub mod rw;
 pub mod udp;
 
-pub use buf::{BufPool, PacketBuf};
+pub use buf::PacketBuf;
 pub use cidr::{CidrError, Ipv4Cidr};
 pub use error::Error;
 pub use esp::{EspPacket, Spi};
