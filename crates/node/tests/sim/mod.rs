@@ -20,14 +20,11 @@ use dmvpn_wire::gre::EtherType;
 pub const PSK: &str = "an in-memory test PSK of 32 byte";
 pub const NHRP_KEY: &str = "dmvpnkey";
 
-/// Configuration text for a spoke at `tunnel` (/24) with LAN route `via_hub` (static).
-pub fn spoke_config(tunnel: &str, hub_nbma: Ipv4Addr, extra: &str) -> String {
+/// The IKE and IPsec settings every node shares: the reference proposal, one wildcard PSK,
+/// DPD 40/5 on demand, Child SAs of 300 s (IKE SAs 600 s) so a test crosses rekeys quickly.
+fn common() -> String {
     format!(
-        r#"
-[ike]
-nat-keepalive = 20
-lifetime = 600
-[[ike.proposal]]
+        r#"[[ike.proposal]]
 encryption = "aes-gcm-256"
 prf = "sha512"
 group = 19
@@ -44,7 +41,19 @@ transform = "aes-gcm-256"
 mode = "transport"
 replay-window = 1024
 lifetime = 300
-[tunnel]
+"#
+    )
+}
+
+/// Configuration text for a spoke at `tunnel` (/24) with LAN route `via_hub` (static).
+pub fn spoke_config(tunnel: &str, hub_nbma: Ipv4Addr, extra: &str) -> String {
+    let common = common();
+    format!(
+        r#"
+[ike]
+nat-keepalive = 20
+lifetime = 600
+{common}[tunnel]
 address = "{tunnel}/24"
 mtu = 1400
 adjust-mss = 1360
@@ -69,28 +78,12 @@ via = "10.250.0.1"
 
 /// Configuration text for the hub at 10.250.0.1 with NBMA `nbma`.
 pub fn hub_config(nbma: Ipv4Addr) -> String {
+    let common = common();
     format!(
         r#"
 [ike]
 lifetime = 600
-[[ike.proposal]]
-encryption = "aes-gcm-256"
-prf = "sha512"
-group = 19
-[[ike.keyring]]
-name = "ANY"
-peer = "0.0.0.0/0"
-psk = "{PSK}"
-[ike.dpd]
-delay = 40
-retry = 5
-mode = "on-demand"
-[ipsec]
-transform = "aes-gcm-256"
-mode = "transport"
-replay-window = 1024
-lifetime = 300
-[tunnel]
+{common}[tunnel]
 address = "10.250.0.1/24"
 mtu = 1400
 adjust-mss = 1360
