@@ -181,6 +181,7 @@ fn nhrp_drop_name(r: dmvpn_nhrp::DropReason) -> &'static str {
         R::NoRoute => "no_route",
         R::BadInnerPacket => "bad_inner_packet",
         R::EncodeFailed => "encode_failed",
+        R::SourceMismatch => "source_mismatch",
     }
 }
 

@@ -35,6 +35,9 @@ pub enum DropReason {
     BadInnerPacket,
     /// A packet the codec refused to encode.
     EncodeFailed,
+    /// A request whose source the sending peer does not hold: not its registration, an NHS's
+    /// or our own address (one authenticated spoke claiming another's identity).
+    SourceMismatch,
 }
 
 /// Packet counters.

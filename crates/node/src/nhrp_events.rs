@@ -138,9 +138,12 @@ impl Node {
                 continue;
             }
             // Only peers with an SA: without one the packet would wait for IKE (or, toward a
-            // peer that refuses it, be lost) where the path via the NHS works.
+            // peer that refuses it, be lost) where the path via the NHS works. And a learned
+            // entry never replaces an NHS's mapping: one hostile spoke must not be able to
+            // take over the path to the hub (and everything routed via it).
             if let (Some(nh), Some(nbma)) = (v4(e.next_hop), v4(e.effective_nbma()))
                 && self.master.paths.contains_key(&nbma)
+                && !self.config.nhrp.nhs.iter().any(|n| n.address == nh)
             {
                 put(nh, nbma, &self.master.mappings);
             }

@@ -222,6 +222,10 @@ impl Engine {
         ) {
             return;
         }
+        if !self.source_held_by_sender(now, from_nbma, src_proto) {
+            self.counters.drop(DropReason::SourceMismatch);
+            return;
+        }
         if let Some(prefix_len) = self.local_prefix_for(target) {
             self.answer_resolution(now, from_nbma, req, src_proto, src_nbma, prefix_len);
             return;
@@ -244,6 +248,31 @@ impl Engine {
             }
         }
         self.negative_reply(now, from_nbma, req);
+    }
+
+    /// Whether the peer at `from_nbma` may speak for `src_proto`. Every spoke holds the same
+    /// NHRP key, so authentication proves membership only: a hub takes a spoke's request only
+    /// for the address that spoke registered (reached at the NBMA address the request came
+    /// from, post-NAT), and nobody speaks for an NHS's address or ours. Requests relayed by an
+    /// NHS were checked by it.
+    fn source_held_by_sender(&self, now: Instant, from_nbma: IpAddr, src_proto: IpAddr) -> bool {
+        if src_proto == self.config.protocol_addr || self.is_nhs_protocol_addr(src_proto) {
+            return false;
+        }
+        if self.config.role != Role::Hub || self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma)
+        {
+            return true;
+        }
+        self.cache.get(&(src_proto, 32)).is_some_and(|e| {
+            e.kind == EntryKind::Dynamic
+                && e.flags.registered
+                && e.is_live(now)
+                && e.effective_nbma() == from_nbma
+        })
+    }
+
+    fn is_nhs_protocol_addr(&self, addr: IpAddr) -> bool {
+        self.nhs.iter().any(|n| n.protocol_addr == Some(addr))
     }
 
     /// Flags of a positive Resolution Reply to `req`.
@@ -305,7 +334,12 @@ impl Engine {
         } else {
             requester_nbma
         };
-        if self.config.role == Role::Spoke && to != from_nbma {
+        // Never learn an NHS's address, our own, or one outside the tunnel prefix from a peer:
+        // such an entry would redirect traffic meant for the hub (or anything routed via it).
+        let learnable = !self.is_nhs_protocol_addr(src_proto)
+            && src_proto != self.config.protocol_addr
+            && covers(self.config.protocol_addr, self.config.prefix_len, src_proto);
+        if self.config.role == Role::Spoke && to != from_nbma && learnable {
             // Remember the requester, so return traffic can use the shortcut
             // once the SA is up.
             let created = now;
