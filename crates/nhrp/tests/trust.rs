@@ -2,9 +2,10 @@
 //! authenticate; what it claims must still be checked against what it is (issue: trust
 //! boundaries). In-memory network from `dmvpn_nhrp::testing`.
 
+use dmvpn_nhrp::counters::DropReason;
 use dmvpn_nhrp::packet::{Packet, ip_bytes};
 use dmvpn_nhrp::testing::{A, B, HUB, Net, a_nbma, a_tun, b_tun, hub_tun};
-use dmvpn_nhrp::{EntryKind, PacketType};
+use dmvpn_nhrp::{CieCode, EntryKind, PacketType};
 
 /// Spoke A sends, via the hub, a Resolution Request for B whose source protocol address is
 /// `claimed` (with A's own NBMA) and the longest holding time; returns the network after it.
@@ -26,13 +27,12 @@ fn forged_resolution_request(claimed: std::net::IpAddr) -> Net {
     net
 }
 
+/// Whether B holds a learned (dynamic or shortcut) entry for `addr`.
 fn b_caches(net: &Net, addr: std::net::IpAddr) -> bool {
     let now = net.now;
-    net.nodes[B]
-        .engine
-        .cache_entries(now)
-        .iter()
-        .any(|e| e.protocol_addr == addr && e.kind != EntryKind::Local)
+    net.nodes[B].engine.cache_entries(now).iter().any(|e| {
+        e.protocol_addr == addr && matches!(e.kind, EntryKind::Dynamic | EntryKind::Shortcut)
+    })
 }
 
 #[test]
@@ -67,4 +67,73 @@ fn a_request_in_someone_elses_name_is_not_forwarded() {
 fn an_honest_request_still_reaches_the_owner_and_is_cached_there() {
     let net = forged_resolution_request(a_tun());
     assert!(b_caches(&net, a_tun()), "B learns A from A's own request");
+}
+
+#[test]
+fn traffic_indications_and_registration_replies_count_only_from_an_nhs() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let a_host = dmvpn_nhrp::testing::ip(10, 0, 101, 5);
+    let b_host = dmvpn_nhrp::testing::ip(10, 0, 103, 5);
+    // A real indication (hub → A) and a real registration reply (hub → A), replayed to B by
+    // spoke A over its own SA: B must act on neither.
+    net.data_via_hub(A, a_host, b_host);
+    net.pump();
+    let from_hub = |t: PacketType| {
+        net.wire
+            .iter()
+            .filter(|(i, _, b)| *i == HUB && Packet::parse(b).is_ok_and(|p| p.packet_type == t))
+            .map(|(_, _, b)| b.clone())
+            .next()
+            .unwrap()
+    };
+    let ti = from_hub(PacketType::TRAFFIC_INDICATION);
+    let reply = from_hub(PacketType::REGISTRATION_REPLY);
+    let requests_before = net.sent(PacketType::RESOLUTION_REQUEST).len();
+    let now = net.now;
+    net.nodes[B].engine.handle_packet(now, a_nbma(), &ti);
+    net.nodes[B].engine.handle_packet(now, a_nbma(), &reply);
+    net.pump();
+    let b = &net.nodes[B].engine;
+    assert_eq!(b.counters().dropped(DropReason::SourceMismatch), 2);
+    let b_requests = net
+        .sent(PacketType::RESOLUTION_REQUEST)
+        .into_iter()
+        .skip(requests_before)
+        .filter(|(i, _, _)| *i == B)
+        .count();
+    assert_eq!(b_requests, 0, "B resolved on a spoke's say-so");
+}
+
+#[test]
+fn a_registration_outside_the_tunnel_prefix_is_refused() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let mut p: Packet = net.nodes[A].engine.registration_request(0, 77).unwrap();
+    let outside = dmvpn_nhrp::testing::ip(10, 1, 1, 1);
+    if let dmvpn_nhrp::Body::Common { cies, .. } = &mut p.body {
+        for c in cies {
+            c.client_protocol = ip_bytes(outside);
+        }
+    }
+    let mut bytes = Vec::new();
+    p.emit(&mut bytes).unwrap();
+    let now = net.now;
+    net.nodes[HUB].engine.handle_packet(now, a_nbma(), &bytes);
+    net.pump();
+    let hub = &net.nodes[HUB].engine;
+    assert!(
+        !hub.cache_entries(now)
+            .iter()
+            .any(|e| e.protocol_addr == outside),
+        "the hub registered {outside}, an address outside 10.250.0.0/24"
+    );
+    let refused = net
+        .sent(PacketType::REGISTRATION_REPLY)
+        .into_iter()
+        .rev()
+        .find(|(i, _, _)| *i == HUB)
+        .unwrap()
+        .2;
+    assert_eq!(refused.cies()[0].code, CieCode::ADMINISTRATIVELY_PROHIBITED);
 }

@@ -623,7 +623,15 @@ impl Engine {
             }
             return;
         }
+        // Only an NHS answers our registrations and tells us to go direct: from anyone else
+        // (another spoke over its SA) these would set our public address or start resolutions.
+        let from_nhs = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
         match (pkt.packet_type, self.config.role) {
+            (PacketType::REGISTRATION_REPLY | PacketType::TRAFFIC_INDICATION, Role::Spoke)
+                if !from_nhs =>
+            {
+                self.counters.drop(DropReason::SourceMismatch)
+            }
             (PacketType::REGISTRATION_REQUEST, Role::Hub) => {
                 self.on_registration_request(now, from_nbma, &pkt)
             }

@@ -10,7 +10,7 @@ use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
 use crate::counters::DropReason;
 use crate::packet::{Body, Cie, Packet, ip_bytes};
 
-use super::{DEFAULT_HOP_COUNT, Engine, Event, host_len, mask};
+use super::{DEFAULT_HOP_COUNT, Engine, Event, covers, host_len, mask};
 
 impl Engine {
     /// Hub: a Registration Request (RFC 2332 §5.2.3). Each CIE is registered or refused with its
@@ -83,7 +83,13 @@ impl Engine {
         if !client.is_ipv4() || !claimed.is_ipv4() {
             return CieCode::ADMINISTRATIVELY_PROHIBITED;
         }
-        if client == self.config.protocol_addr {
+        // Our own address, or one outside the tunnel prefix, is no spoke's to register (a
+        // hostile spoke could otherwise claim any address a route points at). A hub addressed
+        // as a /32 (FRR style, docs/interop-notes.md) names no tunnel prefix to check against.
+        let len_t = self.config.prefix_len;
+        let off_prefix =
+            len_t < 32 && !covers(mask(self.config.protocol_addr, len_t), len_t, client);
+        if client == self.config.protocol_addr || off_prefix {
             return CieCode::ADMINISTRATIVELY_PROHIBITED;
         }
         let post_nat = (observed != claimed).then_some(observed);

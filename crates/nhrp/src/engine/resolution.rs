@@ -338,7 +338,12 @@ impl Engine {
         // such an entry would redirect traffic meant for the hub (or anything routed via it).
         let learnable = !self.is_nhs_protocol_addr(src_proto)
             && src_proto != self.config.protocol_addr
-            && covers(self.config.protocol_addr, self.config.prefix_len, src_proto);
+            && (self.config.prefix_len >= 32
+                || covers(
+                    mask(self.config.protocol_addr, self.config.prefix_len),
+                    self.config.prefix_len,
+                    src_proto,
+                ));
         if self.config.role == Role::Spoke && to != from_nbma && learnable {
             // Remember the requester, so return traffic can use the shortcut
             // once the SA is up.
