@@ -27,7 +27,7 @@ use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
 use crate::status::{self, Ack, NhrpRole, Snapshot, UpDown};
 use crate::tun::TunDevice;
-use crate::underlay::{IKE_PORT, Received, Underlay, UnderlayConfig, local_address_for};
+use crate::underlay::{Received, Underlay, UnderlayConfig, local_address_for};
 
 /// Depth of the reader → control plane channels. Full channels drop and count.
 const QUEUE_DEPTH: usize = 1024;
@@ -440,7 +440,6 @@ impl Daemon {
             ),
         };
         tracing::info!(%local_nbma, role = ?config.nhrp.role, "underlay sockets open");
-        debug_assert_eq!(IKE_PORT, dmvpn_node::IKE_PORT);
 
         let key_log = match &config.key_export {
             Some(p) => {

@@ -324,7 +324,9 @@ impl TunBatch {
     fn push(&mut self, packet: &[u8]) {
         let offset = self.offset();
         if self.count == self.bufs.len() {
-            self.bufs.push(Vec::with_capacity(offset + 65536));
+            // Room for one packet; a buffer that GRO coalesces into grows once and keeps it.
+            self.bufs
+                .push(Vec::with_capacity(offset + PacketBuf::CAPACITY));
         }
         if let Some(b) = self.bufs.get_mut(self.count) {
             b.clear();

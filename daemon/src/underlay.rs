@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 use dmvpn_wire::udp::{UdpEncap, classify};
 use dmvpn_wire::{Ipv4Packet, PacketBuf};
 
-pub const IKE_PORT: u16 = 500;
-pub const NATT_PORT: u16 = 4500;
+pub use dmvpn_node::{IKE_PORT, NATT_PORT};
 /// RFC 3948 §2.2: IKE on port 4500 is preceded by four zero bytes, where ESP has its SPI
 /// (SPI 0 is reserved, RFC 4303 §2.1).
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
@@ -162,9 +161,13 @@ impl Underlay {
             .map(|_| base_udp_socket(cfg, cfg.natt_port, true))
             .collect::<Result<Vec<_>>>()?;
         let esp = esp_socket(cfg)?;
+        // What the kernel granted the sockets ESP arrives on (reported as the NAT-T group's).
         let mut buffers = (0, 0);
-        for s in natt.iter().chain([&esp, &ike]) {
-            buffers = crate::batch::set_buffers(s, cfg.socket_buffer);
+        for (i, s) in natt.iter().chain([&esp, &ike]).enumerate() {
+            let granted = crate::batch::set_buffers(s, cfg.socket_buffer);
+            if i == 0 {
+                buffers = granted;
+            }
             crate::batch::enable_drop_counter(s);
         }
         let gro = cfg.offload && natt.iter().all(crate::batch::enable_gro);

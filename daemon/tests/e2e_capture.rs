@@ -15,9 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use dmvpn_tests::e2e::{
-    Capture, ExportedKeys, HUB_LAN_HOST, HUB_TUNNEL, NAT_OUTSIDE, Node, SPOKE_A_LAN_HOST,
-    SPOKE_A_TUNNEL, SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL, TestDir, Topology, Tshark,
-    underlay_violations,
+    Capture, ExportedKeys, NAT_OUTSIDE, Node, SPOKE_A_LAN_HOST, SPOKE_A_TUNNEL, SPOKE_B_LAN_HOST,
+    SPOKE_B_TUNNEL, TestDir, Topology, Tshark, underlay_violations,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{NAT_KEEPALIVE, Scenario, e2e_config, start_registered};
@@ -33,14 +32,7 @@ fn the_underlay_carries_only_ike_esp_and_keepalives_and_decrypts_with_the_export
     let (mut s, cfgs) = start_registered("e2e", &t, &dir, &spokes, e2e_config);
 
     s.step("traffic hub ↔ spokes and LAN ↔ LAN via the hub");
-    s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
-    s.reach(&t.spoke_b, "spoke B (NATed)", HUB_TUNNEL);
-    s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
-    s.reach(&t.hub, "hub", SPOKE_B_TUNNEL);
-    s.reach(&t.lan_hub, "hub LAN host", SPOKE_A_LAN_HOST);
-    s.reach(&t.lan_hub, "hub LAN host", SPOKE_B_LAN_HOST);
-    s.reach(&t.lan_a, "spoke A LAN host", HUB_LAN_HOST);
-    s.reach(&t.lan_b, "spoke B LAN host", HUB_LAN_HOST);
+    s.reach_all_via_hub(&t);
 
     s.step("spoke-to-spoke traffic: the hub redirects, shortcuts on both spokes");
     s.wait_shortcuts(

@@ -10,8 +10,7 @@
 //! scratch directory (configs, logs, exported keys) is kept when a test fails.
 
 use dmvpn_tests::e2e::{
-    HUB_LAN_HOST, HUB_TUNNEL, NAT_OUTSIDE, Node, SPOKE_A_LAN_HOST, SPOKE_A_NBMA, SPOKE_A_TUNNEL,
-    SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL, TestDir, Topology,
+    NAT_OUTSIDE, Node, SPOKE_A_NBMA, SPOKE_A_TUNNEL, SPOKE_B_TUNNEL, TestDir, Topology,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{SETTLE_TIMEOUT, e2e_config, start_registered};
@@ -47,14 +46,7 @@ fn hub_and_two_spokes_register_and_carry_traffic_between_hub_and_spokes() {
     }
 
     s.step("ping spoke ↔ hub over the tunnel, and hub LAN ↔ spoke LANs");
-    s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
-    s.reach(&t.spoke_b, "spoke B (NATed)", HUB_TUNNEL);
-    s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
-    s.reach(&t.hub, "hub", SPOKE_B_TUNNEL);
-    s.reach(&t.lan_hub, "hub LAN host", SPOKE_A_LAN_HOST);
-    s.reach(&t.lan_hub, "hub LAN host", SPOKE_B_LAN_HOST);
-    s.reach(&t.lan_a, "spoke A LAN host", HUB_LAN_HOST);
-    s.reach(&t.lan_b, "spoke B LAN host", HUB_LAN_HOST);
+    s.reach_all_via_hub(&t);
 
     s.step("no daemon logged an error");
     s.check_no_errors();

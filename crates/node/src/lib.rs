@@ -198,11 +198,6 @@ impl Node {
         &self.master
     }
 
-    /// Packets waiting for an SA.
-    pub fn queued(&self) -> usize {
-        self.sa_queue.len()
-    }
-
     /// The tunnel's kernel routes, as the route mirror sees them. NHRP reads them at the next
     /// housekeeping deadline.
     pub fn set_routes(&mut self, routes: Arc<RouteTable>) {

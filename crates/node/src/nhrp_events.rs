@@ -1,7 +1,7 @@
 //! What the node does with NHRP's events, and the NHRP mappings the dataplane reads.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -167,13 +167,5 @@ impl Node {
             self.master.multicast = multicast;
             self.tables_changed = true;
         }
-    }
-
-    /// Whether `protocol_addr` (a tunnel address) is an entry NHRP holds.
-    pub fn nhrp_knows(&self, now: Instant, protocol_addr: IpAddr) -> bool {
-        self.nhrp
-            .cache_entries(now)
-            .iter()
-            .any(|e| e.protocol_addr == protocol_addr && e.is_live(now))
     }
 }

@@ -421,6 +421,24 @@ impl<'t> Scenario<'t> {
 
     // ---- traffic -------------------------------------------------------------------------------
 
+    /// The full via-the-hub matrix of the e2e topology: each spoke ↔ the hub over the tunnel,
+    /// and the hub's LAN ↔ each spoke's LAN.
+    #[track_caller]
+    pub fn reach_all_via_hub(&mut self, t: &crate::e2e::Topology) {
+        use crate::e2e::{
+            HUB_LAN_HOST, HUB_TUNNEL, SPOKE_A_LAN_HOST, SPOKE_A_TUNNEL, SPOKE_B_LAN_HOST,
+            SPOKE_B_TUNNEL,
+        };
+        self.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
+        self.reach(&t.spoke_b, "spoke B (NATed)", HUB_TUNNEL);
+        self.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
+        self.reach(&t.hub, "hub", SPOKE_B_TUNNEL);
+        self.reach(&t.lan_hub, "hub LAN host", SPOKE_A_LAN_HOST);
+        self.reach(&t.lan_hub, "hub LAN host", SPOKE_B_LAN_HOST);
+        self.reach(&t.lan_a, "spoke A LAN host", HUB_LAN_HOST);
+        self.reach(&t.lan_b, "spoke B LAN host", HUB_LAN_HOST);
+    }
+
     /// Pings `dst` from `ns` 4 times, 200 ms apart: echoes 2..4 must be answered (the first may
     /// be spent on resolution or bringing an SA up, as IOS shows `.!!!!`).
     #[track_caller]
