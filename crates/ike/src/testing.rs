@@ -143,6 +143,10 @@ impl Net {
                 }
             }
         }
+        // The SA tables' indexes (deadlines, peers, SPIs, half-open SAs)
+        // must agree with the SAs after every step.
+        self.a.check_indexes();
+        self.b.check_indexes();
         while let Some(e) = self.a.poll_event() {
             self.ev_a.push(e);
         }

@@ -180,12 +180,7 @@ impl Node {
             return;
         }
         let peer_ip = IpAddr::V4(nbma);
-        if self
-            .ike
-            .ike_sas(now)
-            .iter()
-            .any(|s| s.remote.ip() == peer_ip)
-        {
+        if self.ike.has_sa_with(peer_ip) {
             // The peer is negotiating with us already; its Child SA will bring the path up.
             return;
         }

@@ -48,11 +48,10 @@ impl Node {
                 tracing::info!(peer = %remote, ike_sa = %sa, ?reason, "IKE SA down");
                 // Its Child SAs were reported deleted one by one just before. The peer is gone
                 // for NHRP only if no other IKE SA with it is still up.
-                let other_up = self.ike.ike_sas(now).iter().any(|s| {
-                    s.id != sa
-                        && s.remote.ip() == remote.ip()
-                        && s.state == dmvpn_ike::IkeSaState::Established
-                });
+                let other_up = self
+                    .ike
+                    .sas_with(remote.ip())
+                    .any(|(id, st)| id != sa && st == dmvpn_ike::IkeSaState::Established);
                 if !matches!(reason, DownReason::Rekeyed | DownReason::Replaced)
                     && !other_up
                     && let Some(peer) = v4(remote.ip())

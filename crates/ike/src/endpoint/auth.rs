@@ -88,11 +88,13 @@ impl Endpoint {
         };
         let idi = self.local_id(sa);
         let auth = Self::our_psk_auth(&keys, true, &psk, msg1, &nonce_r, &idi);
-        let child_spi = self.new_child_spi();
+        let child_spi = self.new_child_spi(sa.id);
         let mut payloads = vec![Payload::IdI(idi), auth];
         if self.config.initial_contact
-            && !self.sas.values().any(|s| {
-                s.remote.ip() == sa.remote.ip() && matches!(s.state, State::Established(_))
+            && !self.sas.with_peer(sa.remote.ip()).iter().any(|&id| {
+                self.sas
+                    .get(id)
+                    .is_some_and(|s| matches!(s.state, State::Established(_)))
             })
         {
             payloads.push(notify(NotifyType::INITIAL_CONTACT));
@@ -155,7 +157,6 @@ impl Endpoint {
         let my_auth =
             Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
         self.established(now, sa, idi.clone());
-        self.half_open.retain(|_, v| *v != sa.id);
         if find_notify(p, NotifyType::INITIAL_CONTACT).is_some() {
             self.initial_contact(sa.id, &idi);
         }
@@ -200,12 +201,13 @@ impl Endpoint {
     pub(super) fn initial_contact(&mut self, keep: u64, id: &Identification) {
         let stale: Vec<u64> = self
             .sas
-            .values()
-            .filter(|s| s.id != keep && s.remote_id.as_ref() == Some(id))
-            .map(|s| s.id)
+            .with_identity(id)
+            .iter()
+            .copied()
+            .filter(|&s| s != keep)
             .collect();
         for sid in stale {
-            if let Some(mut s) = self.sas.remove(&sid) {
+            if let Some(mut s) = self.sas.remove(sid) {
                 self.close(&mut s, DownReason::Replaced);
                 self.put_back(s);
             }

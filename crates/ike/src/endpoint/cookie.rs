@@ -128,11 +128,7 @@ impl Endpoint {
         p: &[Payload],
         nonce_i: &[u8],
     ) -> Result<(), ExchangeError> {
-        let half_open = self
-            .sas
-            .values()
-            .filter(|s| matches!(s.state, State::ExpectAuthRequest(_)))
-            .count();
+        let half_open = self.sas.half_open_count();
         if half_open < self.config.cookie_threshold {
             return Ok(());
         }

@@ -106,7 +106,7 @@ impl Endpoint {
         let tsi =
             pick_ts(tsi, sa.remote.ip(), sa.nat_remote).ok_or(ExchangeError::TsUnacceptable)?;
         let tsr = pick_ts(tsr, sa.local.ip(), sa.nat_local).ok_or(ExchangeError::TsUnacceptable)?;
-        let spi_in = self.new_child_spi();
+        let spi_in = self.new_child_spi(sa.id);
         chosen.spi = spi_in.to_be_bytes().to_vec();
         let keys = child_keys(
             prf,
@@ -364,7 +364,7 @@ impl Endpoint {
             return false;
         }
         let integ_none = c.suite.integ_none;
-        let spi_in = self.new_child_spi();
+        let spi_in = self.new_child_spi(sa.id);
         let nonce_i = self.nonce();
         let dh = match self.config.esp.pfs {
             Some(g) => match DhPrivate::generate(g, self.rng.as_mut()) {

@@ -13,6 +13,7 @@ mod informational;
 mod rekey_ike;
 mod sa;
 mod sa_init;
+mod table;
 mod timers;
 mod transport;
 
@@ -23,8 +24,9 @@ use cookie::CookieSecrets;
 use error::ExchangeError;
 pub use event::*;
 use sa::*;
+use table::SaTable;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -92,8 +94,7 @@ fn first_error(p: &[Payload]) -> Option<NotifyType> {
 pub struct Endpoint {
     config: Config,
     rng: Box<dyn Rng>,
-    sas: HashMap<u64, IkeSa>,
-    half_open: HashMap<(SocketAddr, u64), u64>,
+    sas: SaTable,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     cookies: CookieSecrets,
@@ -117,8 +118,7 @@ impl Endpoint {
         Self {
             config,
             rng,
-            sas: HashMap::new(),
-            half_open: HashMap::new(),
+            sas: SaTable::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             cookies,
@@ -148,22 +148,19 @@ impl Endpoint {
     fn new_spi(&mut self) -> u64 {
         loop {
             let s = self.rng.next_u64();
-            if s != 0 && !self.sas.contains_key(&s) {
+            if s != 0 && !self.sas.contains(s) {
                 return s;
             }
         }
     }
 
-    fn new_child_spi(&mut self) -> u32 {
+    /// A fresh inbound SPI for a Child SA of IKE SA `owner`, reserved until
+    /// `owner` goes back into the table without it.
+    fn new_child_spi(&mut self, owner: u64) -> u32 {
         loop {
             // SPIs 1..=255 are reserved by IANA (RFC 4303 §2.1).
             let s = self.rng.next_u32();
-            if s >= 256
-                && !self
-                    .sas
-                    .values()
-                    .any(|sa| sa.children.iter().any(|c| c.spi_in == s))
-            {
+            if s >= 256 && self.sas.reserve_spi(s, owner) {
                 return s;
             }
         }
@@ -227,18 +224,13 @@ impl Endpoint {
             }),
         );
         self.send_sa_init(now, &mut sa)?;
-        self.sas.insert(id, sa);
+        self.put_back(sa);
         Ok(IkeSaId(id))
     }
 
     /// Deletes every IKE SA with `peer` (sends DELETE, §1.4.1).
     pub fn delete(&mut self, now: Instant, peer: IpAddr) -> Result<(), Error> {
-        let ids: Vec<u64> = self
-            .sas
-            .values()
-            .filter(|s| s.remote.ip() == peer)
-            .map(|s| s.id)
-            .collect();
+        let ids = self.sas.with_peer(peer).to_vec();
         if ids.is_empty() {
             return Err(Error::NoSuchSa);
         }
@@ -250,7 +242,7 @@ impl Endpoint {
 
     /// Deletes one IKE SA and its Child SAs.
     pub fn delete_sa(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
-        let mut s = self.sas.remove(&sa.0).ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(sa.0).ok_or(Error::NoSuchSa)?;
         if matches!(s.state, State::Established(_)) {
             s.queue.push_front(Queued::DeleteIke);
             self.pump(now, &mut s);
@@ -266,11 +258,14 @@ impl Endpoint {
     pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
         let id = self
             .sas
-            .values()
-            .find(|s| s.children.iter().any(|c| c.spi_in == spi_in))
-            .map(|s| s.id)
+            .spi_owner(spi_in)
+            .filter(|&id| {
+                self.sas
+                    .get(id)
+                    .is_some_and(|s| s.children.iter().any(|c| c.spi_in == spi_in))
+            })
             .ok_or(Error::NoSuchSa)?;
-        let mut s = self.sas.remove(&id).ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(id).ok_or(Error::NoSuchSa)?;
         if !s.queue.contains(&Queued::RekeyChild(spi_in)) {
             s.queue.push_back(Queued::RekeyChild(spi_in));
         }
@@ -281,7 +276,7 @@ impl Endpoint {
 
     /// Rekeys an IKE SA now (§2.18).
     pub fn rekey_ike(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
-        let mut s = self.sas.remove(&sa.0).ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(sa.0).ok_or(Error::NoSuchSa)?;
         if !s.queue.contains(&Queued::RekeyIke) {
             s.queue.push_back(Queued::RekeyIke);
         }
@@ -292,7 +287,7 @@ impl Endpoint {
 
     /// Sends a liveness check now.
     pub fn probe(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
-        let mut s = self.sas.remove(&sa.0).ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(sa.0).ok_or(Error::NoSuchSa)?;
         s.queue.push_back(Queued::Dpd);
         self.pump(now, &mut s);
         self.put_back(s);
@@ -301,15 +296,21 @@ impl Endpoint {
 
     /// The daemon sent ESP to `peer` (drives on-demand DPD).
     pub fn note_outbound(&mut self, now: Instant, peer: IpAddr) {
-        for s in self.sas.values_mut().filter(|s| s.remote.ip() == peer) {
-            s.last_traffic_out = Some(now);
+        for id in self.sas.with_peer(peer).to_vec() {
+            if let Some(mut s) = self.sas.remove(id) {
+                s.last_traffic_out = Some(now);
+                self.put_back(s);
+            }
         }
     }
 
     /// The daemon received authenticated ESP from `peer` (proof of life).
     pub fn note_inbound(&mut self, now: Instant, peer: IpAddr) {
-        for s in self.sas.values_mut().filter(|s| s.remote.ip() == peer) {
-            s.last_rx = s.last_rx.max(now);
+        for id in self.sas.with_peer(peer).to_vec() {
+            if let Some(mut s) = self.sas.remove(id) {
+                s.last_rx = s.last_rx.max(now);
+                self.put_back(s);
+            }
         }
     }
 
@@ -319,6 +320,13 @@ impl Endpoint {
     /// configuration would refuse).
     pub fn set_config(&mut self, config: Config) -> Vec<IkeSaId> {
         self.config = config;
+        // DPD settings are part of every SA's deadline.
+        let ids: Vec<u64> = self.sas.values().map(|s| s.id).collect();
+        for id in ids {
+            if let Some(s) = self.sas.remove(id) {
+                self.put_back(s);
+            }
+        }
         self.sas
             .values()
             .filter(|s| {
@@ -335,9 +343,31 @@ impl Endpoint {
     /// opt-in Wireshark key export (`ikev2_decryption_table`). `None` before IKE_SA_INIT
     /// completes. Returns (SPIi, SPIr, SK_ei, SK_er).
     pub fn export_sk_e(&self, sa: IkeSaId) -> Option<(u64, u64, Secret, Secret)> {
-        let s = self.sas.get(&sa.0)?;
+        let s = self.sas.get(sa.0)?;
         let k = s.keys.as_ref()?;
         Some((s.spi_i, s.spi_r, k.sk_ei.clone(), k.sk_er.clone()))
+    }
+
+    /// Whether any IKE SA with a peer at `ip` exists, in any state (being
+    /// negotiated by either side, up, or being deleted). O(1).
+    #[must_use]
+    pub fn has_sa_with(&self, ip: IpAddr) -> bool {
+        !self.sas.with_peer(ip).is_empty()
+    }
+
+    /// The IKE SAs with a peer at `ip` and their states. O(1) + their number.
+    pub fn sas_with(&self, ip: IpAddr) -> impl Iterator<Item = (IkeSaId, IkeSaState)> + '_ {
+        self.sas
+            .with_peer(ip)
+            .iter()
+            .filter_map(|&id| self.sas.get(id))
+            .map(|s| (IkeSaId(s.id), s.state.public()))
+    }
+
+    /// Number of IKE SAs, in any state.
+    #[must_use]
+    pub fn sa_count(&self) -> usize {
+        self.sas.len()
     }
 
     /// Introspection for the operator tool.
@@ -381,13 +411,25 @@ impl Endpoint {
         v
     }
 
+    /// Panics unless every index of the SA table agrees with a recomputation
+    /// from the SAs themselves (the `testing` harness calls it after every
+    /// step).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn check_indexes(&self) {
+        self.sas.check(|s| self.sa_deadline(s));
+    }
+
     // ---- SA bookkeeping ---------------------------------------------------
 
+    /// Puts an SA taken out of the table back, indexed by its current
+    /// content and deadline; a closed SA is dropped with its reservations.
     fn put_back(&mut self, sa: IkeSa) {
         if matches!(sa.state, State::Closed) {
-            self.half_open.retain(|_, v| *v != sa.id);
+            self.sas.forget(&sa);
         } else {
-            self.sas.insert(sa.id, sa);
+            let deadline = self.sa_deadline(&sa);
+            self.sas.insert(sa, deadline);
         }
     }
 

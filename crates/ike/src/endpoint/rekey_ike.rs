@@ -120,7 +120,7 @@ impl Endpoint {
         n.last_traffic_out = old.last_traffic_out;
         n.children = std::mem::take(&mut old.children);
         old.superseded = true;
-        self.sas.insert(new_id, n);
+        self.put_back(n);
         self.events.push_back(Event::IkeSaRekeyed {
             old: IkeSaId(old.id),
             new: IkeSaId(new_id),
@@ -195,7 +195,7 @@ impl Endpoint {
         }
         // The peer's SA is redundant; the peer deletes it. Ours survives and
         // "MUST inherit all the CHILD_SAs" (§2.8.2) from it.
-        match self.sas.remove(&c.peer_new) {
+        match self.sas.remove(c.peer_new) {
             Some(mut theirs) => {
                 self.spawn_rekeyed(now, &mut theirs, new_spi, peer_spi, true, suite, keys);
                 theirs.state = State::Deleting(Deleting {

@@ -72,7 +72,7 @@ impl Endpoint {
         bytes: &[u8],
     ) {
         // A retransmitted request: answer from the cache (§2.1).
-        if let Some(id) = self.half_open.get(&(remote, h.spi_i)) {
+        if let Some(id) = self.sas.half_open(remote, h.spi_i) {
             if let Some(sa) = self.sas.get(id) {
                 if let Some((0, resp)) = &sa.last_response {
                     let resp = resp.clone();
@@ -169,8 +169,7 @@ impl Endpoint {
             deadline: now + self.config.half_open_timeout,
             keys: auth_keys,
         });
-        self.half_open.insert((remote, h.spi_i), id);
-        self.sas.insert(id, sa);
+        self.put_back(sa);
         Ok(())
     }
 

@@ -28,8 +28,8 @@ fn pair() -> (Endpoint, Endpoint, Instant, SocketAddr, SocketAddr) {
 fn reply_without_use_transport_mode_is_refused_and_deleted() {
     let (mut a, _b, now, _, _) = pair();
     while a.poll_event().is_some() {}
-    let id = *a.sas.keys().next().unwrap();
-    let mut sa = a.sas.remove(&id).unwrap();
+    let id = a.sas.values().next().unwrap().id;
+    let mut sa = a.sas.remove(id).unwrap();
     let reply = vec![
         Payload::Sa(proposal::esp_offer(
             &EspProposal::default(),

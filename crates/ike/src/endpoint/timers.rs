@@ -24,46 +24,46 @@ impl Endpoint {
         }
     }
 
+    /// The earliest of an SA's timers; the SA table indexes SAs by it
+    /// whenever one goes back in (no allocation: it runs on every exchange).
     pub(super) fn sa_deadline(&self, sa: &IkeSa) -> Option<Instant> {
-        let mut t: Vec<Instant> = Vec::new();
+        let mut t: Option<Instant> = None;
+        let mut add = |d: Instant| t = Some(t.map_or(d, |m| m.min(d)));
         if let Some(p) = &sa.pending {
-            t.push(p.next_at);
+            add(p.next_at);
         }
         match &sa.state {
-            State::ExpectAuthRequest(s) => t.push(s.deadline),
-            State::Deleting(s) => t.push(s.deadline),
+            State::ExpectAuthRequest(s) => add(s.deadline),
+            State::Deleting(s) => add(s.deadline),
             State::Established(e) => {
-                t.push(e.rekey_at);
-                t.push(e.expire_at);
+                add(e.rekey_at);
+                add(e.expire_at);
                 for c in &sa.children {
                     if c.status == ChildStatus::Active {
-                        t.push(c.rekey_at);
+                        add(c.rekey_at);
                     }
-                    t.push(c.expire_at);
+                    add(c.expire_at);
                 }
-                t.extend(self.dpd_deadline(sa));
+                if let Some(d) = self.dpd_deadline(sa) {
+                    add(d);
+                }
             }
             _ => {}
         }
-        t.into_iter().min()
+        t
     }
 
-    /// The earliest deadline at which [`Endpoint::handle_timeout`] must run.
+    /// The earliest deadline at which [`Endpoint::handle_timeout`] must run:
+    /// the first entry of the SA table's deadline index, O(log N).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(|s| self.sa_deadline(s)).min()
+        self.sas.next_deadline()
     }
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .sas
-            .values()
-            .filter(|s| self.sa_deadline(s).is_some_and(|d| d <= now))
-            .map(|s| s.id)
-            .collect();
-        for id in due {
-            let Some(mut sa) = self.sas.remove(&id) else {
+        for id in self.sas.due(now) {
+            let Some(mut sa) = self.sas.remove(id) else {
                 continue;
             };
             self.timeout_sa(now, &mut sa);

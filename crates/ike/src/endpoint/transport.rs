@@ -114,7 +114,7 @@ impl Endpoint {
         } else {
             header.spi_i
         };
-        let Some(mut sa) = self.sas.remove(&ours) else {
+        let Some(mut sa) = self.sas.remove(ours) else {
             // §1.5, §2.21.4: a request outside any IKE SA we know MAY get an
             // unprotected INVALID_IKE_SPI; a response MUST NOT be answered.
             if !header.is_response() {
