@@ -198,7 +198,7 @@ impl Datapath {
     /// Replicates a multicast packet to every NBMA that gets multicast (OSPF hellos over the
     /// NBMA network, as `ip nhrp map multicast` does).
     fn replicate(&self, worker: usize, tables: &Tables, buf: &PacketBuf, copy: &mut PacketBuf) {
-        for &nbma in &tables.multicast {
+        for &nbma in tables.multicast.iter() {
             if copy.reset(PacketBuf::DEFAULT_HEADROOM).is_err() {
                 break;
             }

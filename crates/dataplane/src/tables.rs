@@ -1,12 +1,16 @@
 //! The snapshot the control plane publishes for the dataplane: routes, NHRP mappings,
 //! outbound paths with their SAs, inbound SAs by SPI, and the multicast list.
+//!
+//! The maps are [`SnapMap`]s: the control plane edits its master copy in place and
+//! publishes a clone, which shares every shard the next edit leaves alone, so one
+//! registration on a hub with 10,000 spokes copies tens of entries, not 10,000.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dmvpn_esp::{InboundSa, OutboundSa, SaTable, Spi};
+use dmvpn_snapmap::{SnapMap, SnapSet};
 
 use crate::Counters;
 
@@ -96,18 +100,18 @@ pub struct Tables {
     /// Tunnel constants.
     pub tunnel: TunnelParams,
     /// NHRP mappings by tunnel address, shared between snapshots so "used" marks persist.
-    pub mappings: HashMap<Ipv4Addr, Arc<Mapping>>,
+    pub mappings: SnapMap<Ipv4Addr, Arc<Mapping>>,
     /// Spoke: the NHS's NBMA address, for destinations without a mapping.
     pub default_nbma: Option<Ipv4Addr>,
     /// Outbound paths by peer NBMA address.
-    pub paths: HashMap<Ipv4Addr, PeerPath>,
+    pub paths: SnapMap<Ipv4Addr, PeerPath>,
     /// Inbound SAs by SPI.
     pub inbound: SaTable,
     /// Which peer each inbound SPI belongs to.
-    pub spi_peer: HashMap<Spi, Ipv4Addr>,
+    pub spi_peer: SnapMap<Spi, Ipv4Addr>,
     /// NBMA addresses that receive multicast (spoke: NHS with `multicast`; hub: every
     /// registered spoke).
-    pub multicast: Vec<Ipv4Addr>,
+    pub multicast: SnapSet<Ipv4Addr>,
     /// Counters, shared by every snapshot.
     pub counters: Arc<Counters>,
 }
@@ -117,12 +121,12 @@ impl Tables {
     pub fn new(tunnel: TunnelParams) -> Self {
         Self {
             tunnel,
-            mappings: HashMap::new(),
+            mappings: SnapMap::new(),
             default_nbma: None,
-            paths: HashMap::new(),
+            paths: SnapMap::new(),
             inbound: SaTable::new(),
-            spi_peer: HashMap::new(),
-            multicast: Vec::new(),
+            spi_peer: SnapMap::new(),
+            multicast: SnapSet::new(),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -130,12 +134,12 @@ impl Tables {
     /// Installs an inbound SA for `peer`.
     pub fn add_inbound(&mut self, peer: Ipv4Addr, sa: Arc<InboundSa>) {
         self.spi_peer.insert(sa.spi(), peer);
-        self.inbound = self.inbound.with_inserted(sa);
+        self.inbound.insert(sa);
     }
 
     /// Removes an inbound SA.
     pub fn remove_inbound(&mut self, spi: Spi) {
         self.spi_peer.remove(&spi);
-        self.inbound = self.inbound.with_removed(spi);
+        self.inbound.remove(spi);
     }
 }

@@ -1,9 +1,11 @@
 //! The inbound SA table by SPI (RFC 4301 §4.4.2: the SAD is searched by SPI for
-//! unicast ESP). Immutable once built: the control plane builds a new table and publishes
-//! it, so readers never lock.
+//! unicast ESP). The control plane edits its copy and publishes clones; readers never
+//! lock, and a clone shares every shard the next edit does not touch (dmvpn-snapmap), so
+//! a hub with 10,000 SAs does not copy them all per change.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use dmvpn_snapmap::SnapMap;
 
 use dmvpn_wire::{EspPacket, IpProtocol, PacketBuf, Spi};
 
@@ -12,7 +14,7 @@ use crate::{Error, InboundSa};
 /// A snapshot of the inbound SAs.
 #[derive(Debug, Clone, Default)]
 pub struct SaTable {
-    inbound: HashMap<Spi, Arc<InboundSa>>,
+    inbound: SnapMap<Spi, Arc<InboundSa>>,
 }
 
 impl SaTable {
@@ -26,17 +28,29 @@ impl SaTable {
         self.inbound.get(&spi)
     }
 
+    /// Adds `sa` (replacing any SA with the same SPI).
+    pub fn insert(&mut self, sa: Arc<InboundSa>) {
+        self.inbound.insert(sa.spi(), sa);
+    }
+
+    /// Removes the SA receiving on `spi`.
+    pub fn remove(&mut self, spi: Spi) {
+        self.inbound.remove(&spi);
+    }
+
     /// A new table with `sa` added (replacing any SA with the same SPI).
+    #[must_use]
     pub fn with_inserted(&self, sa: Arc<InboundSa>) -> Self {
         let mut t = self.clone();
-        t.inbound.insert(sa.spi(), sa);
+        t.insert(sa);
         t
     }
 
     /// A new table without `spi`.
+    #[must_use]
     pub fn with_removed(&self, spi: Spi) -> Self {
         let mut t = self.clone();
-        t.inbound.remove(&spi);
+        t.remove(spi);
         t
     }
 

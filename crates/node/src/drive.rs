@@ -79,7 +79,7 @@ impl Node {
     /// routing table.
     pub(crate) fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
-        for (nbma, path) in &self.master.paths {
+        for (nbma, path) in self.master.paths.iter() {
             let spi = path.out_sa.spi().0;
             let n = path.out_sa.stats().snapshot().packets;
             if self.sa_packets.insert(spi, n) != Some(n) && n > 0 {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use dmvpn_dataplane::Mapping;
 use dmvpn_nhrp::{EntryKind, Event as NhrpEvent};
+use dmvpn_snapmap::SnapMap;
 
 use crate::drive::v4;
 use crate::{Event, Node, RouteUpdate, SHORTCUT_METRIC};
@@ -123,7 +124,7 @@ impl Node {
     /// marks.
     pub(crate) fn sync_nhrp_tables(&mut self, now: Instant) {
         let mut mappings: HashMap<Ipv4Addr, Arc<Mapping>> = HashMap::new();
-        let mut put = |proto: Ipv4Addr, nbma: Ipv4Addr, old: &HashMap<Ipv4Addr, Arc<Mapping>>| {
+        let mut put = |proto: Ipv4Addr, nbma: Ipv4Addr, old: &SnapMap<Ipv4Addr, Arc<Mapping>>| {
             let m = match old.get(&proto) {
                 Some(m) if m.nbma == nbma => m.clone(),
                 _ => Mapping::new(nbma),
@@ -154,18 +155,43 @@ impl Node {
             .into_iter()
             .filter_map(v4)
             .collect();
-        let same = mappings.len() == self.master.mappings.len()
-            && mappings.iter().all(|(k, v)| {
-                self.master
-                    .mappings
-                    .get(k)
-                    .is_some_and(|o| Arc::ptr_eq(o, v))
-            })
-            && multicast == self.master.multicast;
-        if !same {
-            self.master.mappings = mappings;
-            self.master.multicast = multicast;
+        // Apply the difference only: the master tables share their shards with the last
+        // published snapshot, and an edit copies only the shards it touches.
+        let stale: Vec<Ipv4Addr> = self
+            .master
+            .mappings
+            .keys()
+            .filter(|k| !mappings.contains_key(*k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.master.mappings.remove(&k);
             self.tables_changed = true;
+        }
+        for (k, v) in mappings {
+            if !self
+                .master
+                .mappings
+                .get(&k)
+                .is_some_and(|o| Arc::ptr_eq(o, &v))
+            {
+                self.master.mappings.insert(k, v);
+                self.tables_changed = true;
+            }
+        }
+        let left: Vec<Ipv4Addr> = self
+            .master
+            .multicast
+            .iter()
+            .filter(|n| !multicast.contains(n))
+            .copied()
+            .collect();
+        for n in left {
+            self.master.multicast.remove(&n);
+            self.tables_changed = true;
+        }
+        for n in multicast {
+            self.tables_changed |= self.master.multicast.insert(n);
         }
     }
 }
