@@ -235,16 +235,10 @@ impl Node {
     /// Forgets every SA to `peer` (DPD death, IKE SA gone, operator's clear).
     pub(crate) fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
         self.master.paths.remove(&peer);
-        self.children.remove(&peer);
-        let spis: Vec<Spi> = self
-            .master
-            .spi_peer
-            .iter()
-            .filter(|(_, p)| **p == peer)
-            .map(|(s, _)| *s)
-            .collect();
-        for spi in spis {
-            self.master.remove_inbound(spi);
+        // Every inbound SA of the peer is one of its installed children (install_child adds
+        // both, child_deleted removes both), so there is no need to scan all SPIs.
+        for c in self.children.remove(&peer).unwrap_or_default() {
+            self.master.remove_inbound(Spi(c.spi_in));
         }
         self.keepalives.remove(SocketAddrV4::new(peer, NATT_PORT));
         self.peers.forget_attempt(peer);

@@ -1,15 +1,16 @@
 //! RFC 3948 §4 NAT keepalives: a one-byte 0xFF datagram to each peer whose IKE SA detected a
 //! NAT in front of us, so the NAT's mapping outlives idle periods.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
+
+use crate::deadlines::Deadlines;
 
 /// When each NATed peer is due its next keepalive.
 #[derive(Debug)]
 pub struct NatKeepalives {
     interval: Option<Duration>,
-    next: BTreeMap<SocketAddrV4, Instant>,
+    next: Deadlines<SocketAddrV4>,
 }
 
 impl NatKeepalives {
@@ -17,14 +18,14 @@ impl NatKeepalives {
     pub fn new(interval: Option<Duration>) -> Self {
         NatKeepalives {
             interval,
-            next: BTreeMap::new(),
+            next: Deadlines::default(),
         }
     }
 
     /// Starts keepalives to `peer` (its NAT-T address); the first goes one interval from now.
     pub fn add(&mut self, peer: SocketAddrV4, now: Instant) {
         if let Some(i) = self.interval {
-            self.next.entry(peer).or_insert(now + i);
+            self.next.set_if_absent(peer, now + i);
         }
     }
 
@@ -39,12 +40,12 @@ impl NatKeepalives {
 
     /// Stops keepalives to `peer`.
     pub fn remove(&mut self, peer: SocketAddrV4) {
-        self.next.remove(&peer);
+        self.next.remove(peer);
     }
 
     /// The next keepalive due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next.values().min().copied()
+        self.next.first()
     }
 
     /// Peers due at `now`; each is rescheduled one interval later.
@@ -52,12 +53,9 @@ impl NatKeepalives {
         let Some(interval) = self.interval else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (peer, at) in self.next.iter_mut() {
-            if *at <= now {
-                out.push(*peer);
-                *at = now + interval;
-            }
+        let out = self.next.take_due(now);
+        for &peer in &out {
+            self.next.set(peer, now + interval);
         }
         out
     }

@@ -21,6 +21,7 @@
 
 mod commands;
 pub mod config;
+pub mod deadlines;
 mod drive;
 mod ike_events;
 pub mod keepalive;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use dmvpn_ike::IkeSaId;
 
+use crate::deadlines::Deadlines;
+
 /// A pending initiation older than this is retried when more traffic asks for the peer.
 pub const CONNECT_RETRY: Duration = Duration::from_secs(30);
 /// First hold-down after a failed IKE setup toward a peer; it doubles per failure up to
@@ -36,7 +38,7 @@ pub struct Connecting {
 pub struct Peers {
     connecting: HashMap<Ipv4Addr, Connecting>,
     /// Initiations held back for NATed peers: when to initiate if still needed.
-    deferred: HashMap<Ipv4Addr, Instant>,
+    deferred: Deadlines<Ipv4Addr>,
     /// No new initiation before the instant; failures so far.
     held_down: HashMap<Ipv4Addr, (Instant, u32)>,
 }
@@ -59,26 +61,17 @@ impl Peers {
     /// Holds our initiation toward a NATed `peer` back once; returns false if it was held
     /// back already (then the caller initiates).
     pub fn defer(&mut self, now: Instant, peer: Ipv4Addr) {
-        self.deferred.entry(peer).or_insert(now + NATED_PEER_GRACE);
+        self.deferred.set_if_absent(peer, now + NATED_PEER_GRACE);
     }
 
     /// Deferred initiations due at `now`, forgotten as they are returned.
     pub fn take_due_deferred(&mut self, now: Instant) -> Vec<Ipv4Addr> {
-        let due: Vec<Ipv4Addr> = self
-            .deferred
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in &due {
-            self.deferred.remove(p);
-        }
-        due
+        self.deferred.take_due(now)
     }
 
     /// The earliest deferred initiation.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deferred.values().min().copied()
+        self.deferred.first()
     }
 
     /// Records our initiation toward `peer`.
@@ -90,7 +83,7 @@ impl Peers {
     /// A Child SA with `peer` is up: forgets the hold-down and the deferral, and returns our
     /// own initiation, which is redundant now.
     pub fn sa_up(&mut self, peer: Ipv4Addr) -> Option<Connecting> {
-        self.deferred.remove(&peer);
+        self.deferred.remove(peer);
         self.held_down.remove(&peer);
         self.connecting.remove(&peer)
     }
@@ -98,7 +91,7 @@ impl Peers {
     /// The peer's SAs are gone: nothing is in flight toward it any more.
     pub fn forget_attempt(&mut self, peer: Ipv4Addr) {
         self.connecting.remove(&peer);
-        self.deferred.remove(&peer);
+        self.deferred.remove(peer);
     }
 
     /// A setup toward `peer` failed: the next hold-down, doubling per consecutive failure
