@@ -9,6 +9,7 @@
 //! Also starts the daemon (TUN, sockets, route mirror, node, static routes) in the order each
 //! step depends on.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,18 +228,22 @@ impl ControlPlane {
             ike: &ike,
         };
         match what {
-            Show::Sa => Response::ok(&snap.sa_report(|c| {
-                let inbound = master
-                    .inbound
-                    .get(Spi(c.spi_in))
-                    .map(|s| s.stats().snapshot());
-                let outbound = master
+            Show::Sa => {
+                // Outbound SAs by SPI, once: a lookup per child keeps a hub's `show sa` linear.
+                let outbound: HashMap<Spi, _> = master
                     .paths
                     .values()
-                    .find(|p| p.out_sa.spi() == Spi(c.spi_out))
-                    .map(|p| p.out_sa.stats().snapshot());
-                (inbound, outbound)
-            })),
+                    .map(|p| (p.out_sa.spi(), &p.out_sa))
+                    .collect();
+                Response::ok(&snap.sa_report(|c| {
+                    let inbound = master
+                        .inbound
+                        .get(Spi(c.spi_in))
+                        .map(|s| s.stats().snapshot());
+                    let outbound = outbound.get(&Spi(c.spi_out)).map(|o| o.stats().snapshot());
+                    (inbound, outbound)
+                }))
+            }
             Show::Dmvpn => Response::ok(&snap.dmvpn_report(&mut self.updown)),
             Show::Nhrp => Response::ok(&snap.nhrp_report(nhrp.counters())),
             Show::Ike => Response::ok(&snap.ike_report()),

@@ -475,7 +475,11 @@ impl<'a> Snapshot<'a> {
                 }
             })
             .collect();
-        updown.retain(|k| joined.iter().any(|p| p.post_nat.unwrap_or(p.nbma) == *k));
+        let present: std::collections::HashSet<IpAddr> = joined
+            .iter()
+            .map(|p| p.post_nat.unwrap_or(p.nbma))
+            .collect();
+        updown.retain(|k| present.contains(k));
         DmvpnReport {
             schema_version: SCHEMA_VERSION,
             interface: self.interface.to_owned(),
