@@ -175,7 +175,6 @@ pub fn translate(ios: &Ios, opts: &Options) -> Translation {
     }
 }
 
-#[allow(clippy::too_many_lines)]
 fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(String, String)> {
     // --- which tunnel -------------------------------------------------------------------
     let tunnels: Vec<&Line> = ios
