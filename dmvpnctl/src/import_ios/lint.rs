@@ -231,7 +231,7 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
                  TCP headers), over the {tunnel_mtu}-byte tunnel MTU; use at most {}",
                 m.value,
                 m.value + 40,
-                tunnel_mtu - 40
+                tunnel_mtu.saturating_sub(40)
             ),
         ),
         Some(_) => {}
@@ -376,7 +376,7 @@ fn tunnel_mtu(facts: &Facts) -> u32 {
                 .underlay_mtu
                 .as_ref()
                 .map_or(DEFAULT_UNDERLAY_MTU, |m| m.value);
-            underlay - IPV4 - 4 - if facts.gre_key { 4 } else { 0 }
+            underlay.saturating_sub(IPV4 + 4 + if facts.gre_key { 4 } else { 0 })
         }
     }
 }

@@ -16,6 +16,9 @@ pub mod lint;
 pub mod reader;
 pub mod translate;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::OpenOptions;

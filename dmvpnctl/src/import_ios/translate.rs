@@ -550,6 +550,14 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                         {
                             // DHCP: the address is whatever the route to the peer uses.
                         }
+                        tx.note(
+                            i.num,
+                            format!(
+                                "`{}`: only its address and MTU are used; the rest of it is the \
+                                 host's network configuration",
+                                i.text
+                            ),
+                        );
                         for c in &i.children {
                             if c.starts(&["mtu"]) || c.starts(&["ip", "mtu"]) {
                                 let v = c.words.last().and_then(|w| w.parse().ok());
@@ -952,8 +960,16 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
     for r in &ios.routes {
         let prefix = ipv4(r.word(2));
         let len = ipv4(r.word(3)).and_then(mask_len);
-        let via = r.words[4..].iter().find_map(|w| ipv4(w));
-        let through_tunnel = r.words[4..]
+        let via = r
+            .words
+            .get(4..)
+            .unwrap_or_default()
+            .iter()
+            .find_map(|w| ipv4(w));
+        let through_tunnel = r
+            .words
+            .get(4..)
+            .unwrap_or_default()
             .iter()
             .any(|w| w.eq_ignore_ascii_case(&tunnel_name));
         match (prefix, len, via) {
