@@ -223,3 +223,23 @@ fn missing_network_id_is_an_error() {
         Kind::Error
     ));
 }
+
+#[test]
+fn unreadable_optional_forms_are_not_translated_rather_than_errors() {
+    let text = spoke(
+        " ip nhrp nhs 10.9.0.1 nbma 198.51.100.1\n ip nhrp nhs cluster 0 max-connections 1\n ip nhrp map group G1 service-policy output QOS\n",
+        "crypto ipsec security-association lifetime kilobytes 4608000\n",
+    );
+    let (c, _, findings) = run(&text);
+    assert!(c.is_some(), "{findings:?}");
+    for needle in [
+        " ip nhrp nhs cluster",
+        " ip nhrp map group",
+        "crypto ipsec security-association lifetime kilobytes",
+    ] {
+        assert!(
+            has(&findings, line_of(&text, needle), Kind::NotTranslated),
+            "{needle}: {findings:?}"
+        );
+    }
+}

@@ -252,6 +252,15 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
             );
         }
     };
+    // A form of an optional command this translator does not read: not translated, unless a
+    // placeholder hides the value (then the user can fix it, and it is an error).
+    let other_form = |tx: &mut Tx, l: &Line| {
+        if l.placeholders().is_empty() {
+            tx.untranslated(l, "this form has no dmvpnd equivalent");
+        } else {
+            bad_value(tx, l);
+        }
+    };
     for c in &tunnel.children {
         let n = |i: usize| c.word(i).parse::<u32>().ok();
         if c.starts(&["description"]) {
@@ -334,7 +343,7 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                 continue;
             }
             let Some(addr) = ipv4(c.word(3)) else {
-                bad_value(tx, c);
+                other_form(tx, c);
                 continue;
             };
             let mut nbma = None;
@@ -379,12 +388,12 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
         } else if c.starts(&["ip", "nhrp", "map", "multicast"]) {
             match ipv4(c.word(4)) {
                 Some(a) => mcast_maps.push((a, c)),
-                None => bad_value(tx, c),
+                None => other_form(tx, c),
             }
         } else if c.starts(&["ip", "nhrp", "map"]) {
             match (ipv4(c.word(3)), ipv4(c.word(4))) {
                 (Some(p), Some(nb)) if c.words.len() == 5 => maps.push((p, nb, c)),
-                _ => bad_value(tx, c),
+                _ => other_form(tx, c),
             }
         } else if c.starts(&["ip", "nhrp", "redirect"]) {
             redirect = Some(c.num);
@@ -915,6 +924,15 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                 l,
                 "no dmvpnd setting (dmvpnd accepts fragmented ESP, docs/interop-notes.md §28)",
             );
+        } else if l.starts(&["crypto", "ipsec", "security-association"])
+            || l.starts(&["crypto", "ikev2", "nat"])
+            || l.starts(&["crypto", "ikev2", "dpd"])
+            || l.starts(&["crypto", "ikev2", "fragmentation"])
+            || l.starts(&["crypto", "ikev2", "limit"])
+            || l.starts(&["crypto", "ikev2", "cookie-challenge"])
+        {
+            // Global IKEv2/IPsec settings apply to the tunnel's SAs.
+            tx.untranslated(l, "no dmvpnd setting");
         } else {
             tx.note(
                 l.num,
@@ -1146,7 +1164,7 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
         if let Some(l) = redirect {
             let _ = writeln!(c, "redirect = true  # line {l}: ip nhrp redirect");
         }
-        if let Some((_, l)) = shortcut {
+        if let Some((true, l)) = shortcut {
             tx.push(l, Kind::NotTranslated, "ip nhrp shortcut on a hub: dmvpnd's hub forwards and redirects, it installs no shortcuts");
         }
         if let Some(l) = mcast_dynamic {
