@@ -137,6 +137,23 @@ fn import_reference(ios: &str, extra: &[&str], dir: &Scratch) -> (Config, Output
 }
 
 #[test]
+fn fixtures_are_the_shared_reference_files() {
+    // CI checks out shared/ next to the repository; elsewhere the copies stand alone.
+    let shared = repo().join("../shared/reference");
+    if !shared.is_dir() {
+        eprintln!("{} not present: skipped", shared.display());
+        return;
+    }
+    for name in ["csr1000v-spoke.ios", "asr1000-hub.ios"] {
+        assert_eq!(
+            std::fs::read(fixture(name)).unwrap(),
+            std::fs::read(shared.join(name)).unwrap(),
+            "tests/fixtures/{name} differs from shared/reference/{name}"
+        );
+    }
+}
+
+#[test]
 fn spoke_reference_is_equivalent_to_conf_spoke() {
     let dir = Scratch::new("spoke");
     let (got, o) = import_reference(
