@@ -1086,7 +1086,24 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
             );
         }
     }
-    let _ = writeln!(c, "\n[ipsec]\ntransform = {}", q(transform));
+    if let Some(t) = &facts.transform_set {
+        let mode = t.mode.as_ref().map_or(String::new(), |m| {
+            format!(
+                " / line {}: mode {}{}",
+                m.line,
+                m.value.0,
+                if m.value.1 { " require" } else { "" }
+            )
+        });
+        let _ = writeln!(
+            c,
+            "\n# line {}: crypto ipsec transform-set {} {}{mode}",
+            t.line,
+            t.name,
+            t.transforms.join(" ")
+        );
+    }
+    let _ = writeln!(c, "[ipsec]\ntransform = {}", q(transform));
     let _ = writeln!(c, "mode = \"transport\"");
     let _ = writeln!(
         c,
