@@ -110,6 +110,11 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
         }
     }
 
+    // The rest is about the translated tunnel: nothing to say without one.
+    if facts.tunnel_line == 0 {
+        return out;
+    }
+
     // transport-not-required: `mode transport` is a preference; when the peer does not agree
     // IOS quietly installs tunnel mode (docs/interop-notes.md §19), 20 bytes more per packet.
     // dmvpnd insists on transport mode, so a Cisco peer that falls back cannot talk to it.
@@ -243,6 +248,7 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
     // Window: Expanding and Disabling").
     let global = ios.replay.as_ref();
     let profile = facts.profile_replay.as_ref();
+    let have_profile = facts.ipsec_profile_line.is_some();
     if let (Some(g), Some(p)) = (global, profile) {
         if g.value != p.value {
             lint(
@@ -260,6 +266,7 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
         }
     }
     match profile.or(global) {
+        None if !have_profile => {}
         None => lint(
             &mut out,
             facts.tunnel_line,

@@ -243,3 +243,17 @@ fn unreadable_optional_forms_are_not_translated_rather_than_errors() {
         );
     }
 }
+
+#[test]
+fn no_tunnel_is_one_error_and_no_tunnel_lints() {
+    let text = spoke("", "");
+    let text = &text[..text.find("interface Tunnel1").unwrap()];
+    let (c, _, findings) = run(text);
+    assert!(c.is_none());
+    let errors: Vec<_> = findings.iter().filter(|f| f.kind == Kind::Error).collect();
+    assert_eq!(errors.len(), 1, "{findings:?}");
+    assert!(
+        !findings.iter().any(|f| matches!(f.kind, Kind::Lint(_))),
+        "{findings:?}"
+    );
+}

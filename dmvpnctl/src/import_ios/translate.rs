@@ -37,7 +37,8 @@ pub struct Facts {
     pub nhrp_auth: Option<At<String>>,
     pub holdtime: Option<At<u32>>,
     pub registration_timeout: Option<At<u32>>,
-    /// The replay setting of the IPsec profile in use.
+    /// The IPsec profile in use (its line) and its replay setting.
+    pub ipsec_profile_line: Option<usize>,
     pub profile_replay: Option<At<Replay>>,
     /// The IKEv2 profile in use: its line and DPD.
     pub ike_profile_line: Option<usize>,
@@ -620,6 +621,7 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                 ),
                 Some(prof) => {
                     used_ipsec_profile = Some(prof.name.clone());
+                    facts.ipsec_profile_line = Some(prof.line);
                     for l in &prof.unhandled {
                         tx.untranslated(l, "no dmvpnd equivalent");
                     }
