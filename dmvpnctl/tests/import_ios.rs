@@ -550,3 +550,27 @@ fn hub_reference_lints() {
         "{err}"
     );
 }
+
+#[test]
+fn a_value_dmvpnd_refuses_is_reported_with_the_ios_line() {
+    // IOS accepts holdtimes up to 65535 only too, but say it did not: dmvpn-config's refusal
+    // must point back at the IOS line through the generated comment.
+    let (ios, line) =
+        Ios::spoke().insert_after(" ip nhrp network-id 100", " ip nhrp holdtime 70000");
+    let dir = Scratch::new("refused");
+    let file = dir.0.join("broken.ios");
+    std::fs::write(&file, ios.0.join("\n") + "\n").unwrap();
+    let mut args = vec!["import-ios", file.to_str().unwrap()];
+    args.extend_from_slice(&PLACEHOLDERS);
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nhrp.holding-time: 70000 is out of range"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("# line {line}: ip nhrp holdtime")),
+        "{err}"
+    );
+}

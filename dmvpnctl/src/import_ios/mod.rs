@@ -186,8 +186,17 @@ fn run_inner(args: &Args) -> Result<ExitCode, String> {
     let dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
     let config_path = dir.join(CONFIG_FILE);
     let secrets_path = dir.join(SECRETS_FILE);
-    dmvpn_config::parse_str_with_secrets(config, &config_path, &imp.secrets)
-        .map_err(|e| format!("the translated configuration does not validate: {e}"))?;
+    dmvpn_config::parse_str_with_secrets(config, &config_path, &imp.secrets).map_err(|e| {
+        // The generated line cites the IOS line it came from.
+        let generated = e
+            .location()
+            .filter(|l| l.path == config_path)
+            .and_then(|l| config.lines().nth(l.line - 1))
+            .map_or(String::new(), |l| {
+                format!(" (generated from: `{}`)", l.trim())
+            });
+        format!("the translated configuration does not validate: {e}{generated}")
+    })?;
 
     if args.output.is_some() {
         if !args.force {
