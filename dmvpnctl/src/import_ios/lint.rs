@@ -88,7 +88,8 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
 
     // proposal-unused: IOS uses only proposals a `crypto ikev2 policy` lists; without any
     // policy it negotiates its default policy and proposal (shared/reference/README.md; Cisco
-    // "Configuring Internet Key Exchange Version 2": the default policy applies when no
+    // "Configuring Internet Key Exchange Version 2 and FlexVPN Site-to-Site", IKEv2 smart
+    // defaults: the default policy applies when no
     // policy is configured).
     for p in &ios.proposals {
         let used = ios
@@ -168,7 +169,8 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
     }
 
     // mtu-missing / mtu-fragments: the outer packet for a full tunnel-MTU packet must fit the
-    // underlay, with NAT-T, or IOS fragments every large packet after encryption.
+    // underlay, with NAT-T, or IOS fragments every large packet (before encryption by
+    // default, `crypto ipsec fragmentation`; after it otherwise).
     let mtu_line = facts.ip_mtu.as_ref().map_or(facts.tunnel_line, |m| m.line);
     if facts.ip_mtu.is_none() {
         lint(
@@ -178,7 +180,7 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
             format!(
                 "no `ip mtu`: IOS sizes the tunnel from its source interface minus the GRE \
                  header (about {tunnel_mtu} bytes), without the IPsec overhead, so full-size \
-                 packets are fragmented after encryption; set `ip mtu 1400` (the translation \
+                 packets are fragmented around the encryption; set `ip mtu 1400` (the translation \
                  uses dmvpnd's 1400)"
             ),
         );
