@@ -89,8 +89,7 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
     // proposal-unused: IOS uses only proposals a `crypto ikev2 policy` lists; without any
     // policy it negotiates its default policy and proposal (shared/reference/README.md; Cisco
     // "Configuring Internet Key Exchange Version 2 and FlexVPN Site-to-Site", IKEv2 smart
-    // defaults: the default policy applies when no
-    // policy is configured).
+    // defaults: the default policy applies when no policy is configured).
     for p in &ios.proposals {
         let used = ios
             .policies
