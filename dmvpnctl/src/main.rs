@@ -7,6 +7,8 @@
 //!
 //! Plain blocking std I/O: one request and one response need no async runtime.
 
+mod import_ios;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
@@ -52,6 +54,8 @@ enum Cmd {
     },
     /// Re-read the configuration (as `systemctl reload dmvpnd` does).
     Reload,
+    /// Translate an IOS-XE DMVPN configuration into dmvpnd's and lint it (no daemon needed).
+    ImportIos(import_ios::Args),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,6 +97,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Cmd::ImportIos(a) = &args.cmd {
+        return import_ios::run(a);
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -120,6 +127,7 @@ fn run(args: &Args) -> Result<(), String> {
             what: ClearWhat::Nhrp,
         } => Request::ClearNhrp,
         Cmd::Reload => Request::Reload,
+        Cmd::ImportIos(_) => unreachable!("import-ios is dispatched in main"),
     };
     let resp = exchange(&args.socket, &req)?;
     if !resp.ok {

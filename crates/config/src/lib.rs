@@ -34,17 +34,33 @@ pub const DEFAULT_PATH: &str = "/etc/dmvpnd/dmvpnd.toml";
 /// names, resolved relative to the main file's directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let (text, mode) = read_file(path)?;
-    parse_inner(&text, path, Some(mode))
+    parse_inner(&text, path, Some(mode), None)
 }
 
 /// Validates configuration text as if it had been read from `origin` (used in messages and to
 /// resolve a relative `secrets` path), without checking the main file's permissions. A secrets
 /// file it names is still read and checked.
 pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    parse_inner(text, origin, None)
+    parse_inner(text, origin, None, None)
 }
 
-fn parse_inner(text: &str, origin: &Path, mode: Option<u32>) -> Result<Config, ConfigError> {
+/// Like [`parse_str`], but the secrets file the configuration names is not read: `secrets` is
+/// its text (for tools that produce both files before writing them, e.g. `dmvpnctl
+/// import-ios`). Every check [`load`] makes on the contents applies; file modes are not checked.
+pub fn parse_str_with_secrets(
+    text: &str,
+    origin: &Path,
+    secrets: &str,
+) -> Result<Config, ConfigError> {
+    parse_inner(text, origin, None, Some(secrets))
+}
+
+fn parse_inner(
+    text: &str,
+    origin: &Path,
+    mode: Option<u32>,
+    secrets_text: Option<&str>,
+) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = from_toml(text, origin)?;
     if let Some(mode) = mode {
         let inline_secret = raw.ike.keyring.get_ref().iter().any(|e| e.psk.is_some())
@@ -55,8 +71,14 @@ fn parse_inner(text: &str, origin: &Path, mode: Option<u32>) -> Result<Config, C
         None => None,
         Some(p) => {
             let path = resolve_relative(origin, p.get_ref());
-            let (stext, smode) = read_file(&path)?;
-            check_secrets_mode(&path, smode)?;
+            let stext = match secrets_text {
+                Some(t) => t.to_owned(),
+                None => {
+                    let (stext, smode) = read_file(&path)?;
+                    check_secrets_mode(&path, smode)?;
+                    stext
+                }
+            };
             let s: raw::RawSecrets = from_toml(&stext, &path)?;
             Some(validate::SecretsFile {
                 path,

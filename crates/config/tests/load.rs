@@ -452,3 +452,25 @@ fn dataplane_table_defaults_values_and_errors() {
     let bad = format!("{BASE}\n[dataplane]\naead = \"openssl\"\n");
     assert_err(&bad, "aead = \"openssl\"", "dataplane.aead", "auto");
 }
+
+#[test]
+fn secrets_given_as_text_are_checked_like_a_file() {
+    let text = BASE
+        .replace("psk = \"inline-psk\"\n", "")
+        .replace("authentication = \"k8bytes!\"\n", "");
+    let text = format!("secrets = \"secrets.toml\"\n{text}");
+    let origin = Path::new("/nonexistent/dmvpnd.toml");
+    let good = "[psk]\nANY = \"from-text\"\n[nhrp]\nauthentication = \"NHRPKEY1\"\n";
+    let c = dmvpn_config::parse_str_with_secrets(&text, origin, good).unwrap();
+    assert_eq!(c.ike.keyring[0].psk.expose(), b"from-text");
+    assert_eq!(c.nhrp.authentication.unwrap().expose(), b"NHRPKEY1");
+    // The same content rules as a secrets file: a 9-byte NHRP key is refused, located in it.
+    let bad = "[psk]\nANY = \"x\"\n[nhrp]\nauthentication = \"NINEBYTES\"\n";
+    let e = dmvpn_config::parse_str_with_secrets(&text, origin, bad).unwrap_err();
+    assert_eq!(e.key(), Some("nhrp.authentication"));
+    assert_eq!(
+        e.location().unwrap().path,
+        Path::new("/nonexistent/secrets.toml")
+    );
+    assert_eq!(e.location().unwrap().line, 4);
+}
