@@ -79,6 +79,7 @@ fn main() {
                 e,
                 Event::AuthFailed { .. }
                     | Event::EstablishFailed { .. }
+                    | Event::EstablishTimedOut { .. }
                     | Event::PeerDead { .. }
                     | Event::ChildSaFailed { .. }
             ) {

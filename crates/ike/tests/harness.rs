@@ -167,7 +167,7 @@ fn unanswered_initiator_gives_up_with_exponential_backoff() {
     n.initiate();
     n.run_for(Duration::from_secs(600));
     assert_eq!(
-        count(&n.ev_a, |e| matches!(e, Event::EstablishFailed { .. })),
+        count(&n.ev_a, |e| matches!(e, Event::EstablishTimedOut { .. })),
         1
     );
     assert_eq!(n.sent_a.len(), Retransmit::default().max_tries as usize);

@@ -14,6 +14,10 @@ impl Node {
     /// `clear sa PEER`: deletes the IKE SA with `peer` (and its Child SAs) and forgets the
     /// peer's NHRP state.
     pub fn clear_sa(&mut self, now: Instant, peer: IpAddr) -> Result<(), NodeError> {
+        // The operator clears a peer to start over: no back-off from earlier failures.
+        if let Some(p) = v4(peer) {
+            self.peers.reset(p);
+        }
         let result = match (self.ike.delete(now, peer), v4(peer)) {
             (Ok(()), Some(p)) => {
                 self.remove_peer_sas(p);
@@ -78,6 +82,14 @@ impl Node {
         }
         self.keepalives.set_interval(new.ike.nat_keepalive);
         self.config = Arc::new(new);
+        // The reload may have fixed what failed (a key, a proposal): no peer waits out its
+        // back-off, and those still wanted (an unregistered NHS) are tried at once.
+        for peer in self.peers.reset_all() {
+            if self.still_wanted(peer) {
+                tracing::info!(%peer, "reload: retrying IKE now");
+                self.ensure_sa(now, peer);
+            }
+        }
         self.drive(now);
         Ok(())
     }

@@ -68,6 +68,11 @@ impl Node {
         for peer in self.peers.take_due_deferred(now) {
             self.ensure_sa_inner(now, peer, false);
         }
+        for peer in self.peers.take_due_retries(now) {
+            if self.still_wanted(peer) {
+                self.ensure_sa_inner(now, peer, false);
+            }
+        }
         if now >= self.next_housekeeping {
             self.housekeeping(now);
         }
@@ -176,7 +181,13 @@ impl Node {
             self.nhrp.sa_up(now, IpAddr::V4(nbma));
             return;
         }
-        if self.peers.connecting_recently(now, nbma) || self.peers.held_down(now, nbma) {
+        if self.peers.connecting_recently(now, nbma) {
+            return;
+        }
+        if self.peers.held_down(now, nbma) {
+            // One retry discipline for every asker: what is asked for during the hold-down is
+            // tried once when it ends, if still wanted then.
+            self.peers.retry_later(nbma);
             return;
         }
         let peer_ip = IpAddr::V4(nbma);

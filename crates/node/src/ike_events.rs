@@ -10,7 +10,7 @@ use dmvpn_esp::{InboundSa, OutboundSa, Spi};
 use dmvpn_ike::{ChildSaInstalled, DownReason, Event as IkeEvent};
 
 use crate::drive::v4;
-use crate::peers::FIRST_HOLD_DOWN;
+use crate::peers::{FIRST_HOLD_DOWN, SetupFailure};
 use crate::shortcuts::Shortcut;
 use crate::{Event, InstalledChild, KeyExport, NATT_PORT, Node, RouteUpdate, SHORTCUT_METRIC};
 
@@ -84,13 +84,19 @@ impl Node {
             IkeEvent::AuthFailed { remote, reason } => {
                 tracing::error!(peer = %remote, "IKE authentication failed: {reason} (check the pre-shared key)");
                 if let Some(peer) = v4(remote.ip()) {
-                    self.setup_failed(now, peer);
+                    self.setup_failed(now, peer, SetupFailure::Authentication);
                 }
             }
             IkeEvent::EstablishFailed { remote, reason } => {
-                tracing::warn!(peer = %remote, ?reason, "IKE SA could not be established");
+                tracing::warn!(peer = %remote, reason = %reason, "IKE SA could not be established: refused");
                 if let Some(peer) = v4(remote.ip()) {
-                    self.setup_failed(now, peer);
+                    self.setup_failed(now, peer, SetupFailure::Refused);
+                }
+            }
+            IkeEvent::EstablishTimedOut { remote } => {
+                tracing::warn!(peer = %remote, "IKE SA could not be established: no answer (timeout)");
+                if let Some(peer) = v4(remote.ip()) {
+                    self.setup_failed(now, peer, SetupFailure::Timeout);
                 }
             }
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
@@ -248,28 +254,31 @@ impl Node {
 
     /// IKE toward `peer` failed: hold further attempts down (doubling up to a minute), drop
     /// what waited for it, and tell NHRP the peer is unreachable so its shortcuts go and
-    /// traffic keeps using the path via the hub. An NHS is left to NHRP's registration
-    /// retries, which pace themselves (docs/interop-notes.md, "NHS retry").
-    fn setup_failed(&mut self, now: Instant, peer: Ipv4Addr) {
+    /// traffic keeps using the path via the hub (the next Traffic Indication resolves again).
+    /// An NHS is held down like any peer (data toward it would otherwise start an exchange
+    /// per packet), and initiated again when the hold-down ends: its registration is always
+    /// wanted.
+    fn setup_failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) {
         self.shortcuts.drop_pending(peer);
         self.drop_pending(peer);
-        if self.is_nhs(peer) {
-            self.peers.forget_attempt(peer);
-            self.events.push_back(Event::SetupFailed {
-                peer,
-                hold_down: None,
-            });
-            return;
-        }
-        let wait = self.peers.failed(now, peer);
-        tracing::info!(%peer, hold_down_secs = wait.as_secs(), "no new IKE attempt toward this peer before the hold-down ends");
+        let wait = self.peers.failed(now, peer, why);
+        tracing::info!(%peer, reason = why.as_str(), next_attempt_secs = wait.as_secs(), "IKE toward this peer held down");
         self.events.push_back(Event::SetupFailed {
             peer,
             hold_down: Some(wait),
         });
-        if !self.master.paths.contains_key(&peer) {
+        if self.is_nhs(peer) {
+            self.peers.retry_later(peer);
+        } else if !self.master.paths.contains_key(&peer) {
             self.nhrp.peer_dead(now, IpAddr::V4(peer));
         }
+    }
+
+    /// Whether an initiation toward `peer` is still wanted when its hold-down ends: an NHS
+    /// always (until registered), another peer while a shortcut or packets wait for it.
+    pub(crate) fn still_wanted(&self, peer: Ipv4Addr) -> bool {
+        !self.master.paths.contains_key(&peer)
+            && (self.is_nhs(peer) || self.shortcuts.waits_for(peer) || self.sa_queue.has(peer))
     }
 
     /// No initiation toward `peer` for `wait` (it may still initiate toward us). NHSs are

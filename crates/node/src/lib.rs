@@ -153,7 +153,7 @@ impl Node {
             master,
             tables_changed: true,
             sa_queue: SaQueue::default(),
-            peers: Peers::default(),
+            peers: Peers::with_jitter_seed(u64::from(local_nbma.to_bits())),
             children: HashMap::new(),
             shortcuts: Shortcuts::default(),
             routes: Arc::new(RouteTable::new()),
@@ -192,6 +192,16 @@ impl Node {
     /// The NHRP engine, for status.
     pub fn nhrp(&self) -> &dmvpn_nhrp::Engine {
         &self.nhrp
+    }
+
+    /// The IKE back-off of `peer` (hold-down end, failures, last failure), if it has one.
+    pub fn backoff(&self, peer: Ipv4Addr) -> Option<crate::peers::Backoff> {
+        self.peers.backoff(peer)
+    }
+
+    /// Every peer with IKE back-off state.
+    pub fn backoffs(&self) -> impl Iterator<Item = (Ipv4Addr, crate::peers::Backoff)> + '_ {
+        self.peers.backoffs()
     }
 
     /// The master dataplane tables (what the last [`Node::poll_tables`] returned, or newer).

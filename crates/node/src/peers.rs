@@ -5,8 +5,16 @@
 //! IKE_SA_INIT; without the NAT grace both ends of a spoke-to-spoke shortcut initiate at once,
 //! and a masquerading NAT drops the unsolicited half (an EC2 Elastic IP's 1:1 NAT does not,
 //! and then our own initiation after the grace succeeds).
+//!
+//! The hold-down is the one retry discipline for every initiation, whoever asks (data,
+//! NHRP, a shortcut): exponential back-off with jitter and a cap. An NHS is not exempt — data
+//! toward the hub would otherwise start a full IKE exchange per packet while its PSK is wrong
+//! — but a request refused by the hold-down is remembered, and the initiation happens when the
+//! hold-down ends if it is still wanted. A reload or `clear` resets it (what failed may be
+//! fixed).
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -33,6 +41,39 @@ pub struct Connecting {
     pub ike_sa: IkeSaId,
 }
 
+/// Why the last IKE setup toward a peer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupFailure {
+    /// Authentication failed (a wrong pre-shared key, usually).
+    Authentication,
+    /// The peer refused the exchange (no proposal chosen, …).
+    Refused,
+    /// Nothing came back through every retransmission.
+    Timeout,
+}
+
+impl SetupFailure {
+    /// The name shown to the operator.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Authentication => "authentication_failed",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// The back-off state of a peer whose setups failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// No new initiation before this instant.
+    pub until: Instant,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// The last failure, if the hold-down follows one.
+    pub last: Option<SetupFailure>,
+}
+
 /// Per-peer initiation state, keyed by NBMA address.
 #[derive(Debug, Default)]
 pub struct Peers {
@@ -40,7 +81,11 @@ pub struct Peers {
     /// Initiations held back for NATed peers: when to initiate if still needed.
     deferred: Deadlines<Ipv4Addr>,
     /// No new initiation before the instant; failures so far.
-    held_down: HashMap<Ipv4Addr, (Instant, u32)>,
+    held_down: HashMap<Ipv4Addr, Backoff>,
+    /// Initiations asked for during a hold-down, due when it ends.
+    retries: Deadlines<Ipv4Addr>,
+    /// Spreads the hold-downs of routers that failed together (a hub restart).
+    jitter_seed: u64,
 }
 
 impl Peers {
@@ -51,11 +96,52 @@ impl Peers {
             .is_some_and(|c| now.duration_since(c.since) < CONNECT_RETRY)
     }
 
+    /// Peers whose jitter is derived from `seed` (e.g. our own address).
+    pub fn with_jitter_seed(seed: u64) -> Self {
+        Self {
+            jitter_seed: seed,
+            ..Self::default()
+        }
+    }
+
     /// Whether `peer` is held down at `now`.
     pub fn held_down(&self, now: Instant, peer: Ipv4Addr) -> bool {
-        self.held_down
-            .get(&peer)
-            .is_some_and(|(until, _)| now < *until)
+        self.held_down.get(&peer).is_some_and(|b| now < b.until)
+    }
+
+    /// The back-off state of `peer`, if it has one.
+    pub fn backoff(&self, peer: Ipv4Addr) -> Option<Backoff> {
+        self.held_down.get(&peer).copied()
+    }
+
+    /// Every peer with back-off state.
+    pub fn backoffs(&self) -> impl Iterator<Item = (Ipv4Addr, Backoff)> + '_ {
+        self.held_down.iter().map(|(p, b)| (*p, *b))
+    }
+
+    /// An initiation toward `peer` was refused by its hold-down: ask again when it ends.
+    pub fn retry_later(&mut self, peer: Ipv4Addr) {
+        if let Some(b) = self.held_down.get(&peer) {
+            self.retries.set_if_absent(peer, b.until);
+        }
+    }
+
+    /// Retries whose hold-down ended at `now`, forgotten as they are returned.
+    pub fn take_due_retries(&mut self, now: Instant) -> Vec<Ipv4Addr> {
+        self.retries.take_due(now)
+    }
+
+    /// Forgets `peer`'s back-off (an operator's `clear`); returns whether it had one.
+    pub fn reset(&mut self, peer: Ipv4Addr) -> bool {
+        self.retries.remove(peer);
+        self.held_down.remove(&peer).is_some()
+    }
+
+    /// Forgets every back-off (a reload may have fixed what failed); returns the peers that
+    /// had one.
+    pub fn reset_all(&mut self) -> Vec<Ipv4Addr> {
+        self.retries.clear();
+        self.held_down.drain().map(|(p, _)| p).collect()
     }
 
     /// Holds our initiation toward a NATed `peer` back once; returns false if it was held
@@ -69,9 +155,12 @@ impl Peers {
         self.deferred.take_due(now)
     }
 
-    /// The earliest deferred initiation.
+    /// The earliest deferred initiation or retry.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deferred.first()
+        [self.deferred.first(), self.retries.first()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Records our initiation toward `peer`.
@@ -84,6 +173,7 @@ impl Peers {
     /// own initiation, which is redundant now.
     pub fn sa_up(&mut self, peer: Ipv4Addr) -> Option<Connecting> {
         self.deferred.remove(peer);
+        self.retries.remove(peer);
         self.held_down.remove(&peer);
         self.connecting.remove(&peer)
     }
@@ -95,22 +185,43 @@ impl Peers {
     }
 
     /// A setup toward `peer` failed: the next hold-down, doubling per consecutive failure
-    /// from [`FIRST_HOLD_DOWN`] up to [`MAX_HOLD_DOWN`].
-    pub fn failed(&mut self, now: Instant, peer: Ipv4Addr) -> Duration {
+    /// from [`FIRST_HOLD_DOWN`] up to [`MAX_HOLD_DOWN`], less up to a fifth as jitter (many
+    /// spokes that lost the same hub must not come back in lockstep).
+    pub fn failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) -> Duration {
         self.forget_attempt(peer);
-        let failures = self.held_down.get(&peer).map_or(0, |(_, n)| *n) + 1;
-        let wait = FIRST_HOLD_DOWN
+        let failures = self.held_down.get(&peer).map_or(0, |b| b.failures) + 1;
+        let base = FIRST_HOLD_DOWN
             .saturating_mul(1 << (failures - 1).min(6))
             .min(MAX_HOLD_DOWN);
-        self.held_down.insert(peer, (now + wait, failures));
+        let mut h = DefaultHasher::new();
+        (self.jitter_seed, peer, failures).hash(&mut h);
+        let fifth = u64::try_from(base.as_millis() / 5)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let wait = base - Duration::from_millis(h.finish() % fifth);
+        self.held_down.insert(
+            peer,
+            Backoff {
+                until: now + wait,
+                failures,
+                last: Some(why),
+            },
+        );
         wait
     }
 
     /// No initiation toward `peer` for `wait` (it may still initiate toward us); the failure
-    /// count is kept.
+    /// count and last failure are kept.
     pub fn hold_down(&mut self, now: Instant, peer: Ipv4Addr, wait: Duration) {
-        let failures = self.held_down.get(&peer).map_or(0, |(_, n)| *n);
-        self.held_down.insert(peer, (now + wait, failures));
+        let old = self.held_down.get(&peer).copied();
+        self.held_down.insert(
+            peer,
+            Backoff {
+                until: now + wait,
+                failures: old.map_or(0, |b| b.failures),
+                last: old.and_then(|b| b.last),
+            },
+        );
     }
 }
 
@@ -123,12 +234,20 @@ mod tests {
         let t0 = Instant::now();
         let p = Ipv4Addr::new(198, 51, 100, 7);
         let mut peers = Peers::default();
-        let waits: Vec<u64> = (0..5).map(|_| peers.failed(t0, p).as_secs()).collect();
-        assert_eq!(waits, [10, 20, 40, 60, 60]);
-        assert!(peers.held_down(t0 + Duration::from_secs(59), p));
-        assert!(!peers.held_down(t0 + Duration::from_secs(60), p));
+        let waits: Vec<Duration> = (0..5)
+            .map(|_| peers.failed(t0, p, SetupFailure::Timeout))
+            .collect();
+        // Doubling to the cap, each less at most a fifth of jitter.
+        for (w, base) in waits.iter().zip([10, 20, 40, 60, 60]) {
+            let base = Duration::from_secs(base);
+            assert!(*w <= base && *w > base * 4 / 5, "{w:?} vs {base:?}");
+        }
+        let last = *waits.last().unwrap();
+        assert!(peers.held_down(t0 + last - Duration::from_millis(1), p));
+        assert!(!peers.held_down(t0 + last, p));
+        assert_eq!(peers.backoff(p).unwrap().last, Some(SetupFailure::Timeout));
         peers.sa_up(p);
-        assert_eq!(peers.failed(t0, p), FIRST_HOLD_DOWN);
+        assert!(peers.failed(t0, p, SetupFailure::Refused) <= FIRST_HOLD_DOWN);
     }
 
     #[test]
@@ -142,5 +261,32 @@ mod tests {
         assert!(peers.take_due_deferred(t0).is_empty());
         assert_eq!(peers.take_due_deferred(t0 + NATED_PEER_GRACE), vec![p]);
         assert_eq!(peers.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_refused_initiation_is_retried_when_the_hold_down_ends_and_reset_clears_it() {
+        let t0 = Instant::now();
+        let p = Ipv4Addr::new(198, 51, 100, 7);
+        let mut peers = Peers::with_jitter_seed(9);
+        let wait = peers.failed(t0, p, SetupFailure::Authentication);
+        peers.retry_later(p);
+        peers.retry_later(p);
+        assert_eq!(peers.poll_timeout(), Some(t0 + wait));
+        assert!(
+            peers
+                .take_due_retries(t0 + wait - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(peers.take_due_retries(t0 + wait), vec![p]);
+        peers.retry_later(p);
+        assert_eq!(peers.reset_all(), vec![p]);
+        assert!(!peers.held_down(t0, p) && peers.poll_timeout().is_none());
+        // Different routers spread their retries.
+        let mut other = Peers::with_jitter_seed(10);
+        let waits: std::collections::HashSet<Duration> = (0..4)
+            .map(|_| other.failed(t0, p, SetupFailure::Timeout))
+            .chain((0..3).map(|_| peers.failed(t0, p, SetupFailure::Timeout)))
+            .collect();
+        assert!(waits.len() >= 6, "{waits:?}");
     }
 }

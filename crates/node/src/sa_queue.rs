@@ -45,6 +45,11 @@ impl SaQueue {
         self.queues.remove(&nbma).unwrap_or_default()
     }
 
+    /// Whether packets wait for `nbma`.
+    pub fn has(&self, nbma: Ipv4Addr) -> bool {
+        self.queues.get(&nbma).is_some_and(|q| !q.is_empty())
+    }
+
     /// Packets waiting in all queues.
     pub fn len(&self) -> usize {
         self.queues.values().map(VecDeque::len).sum()

@@ -31,6 +31,11 @@ impl Shortcuts {
         self.pending.remove(&nbma).unwrap_or_default()
     }
 
+    /// Whether shortcuts wait for an SA to `nbma`.
+    pub fn waits_for(&self, nbma: Ipv4Addr) -> bool {
+        self.pending.get(&nbma).is_some_and(|v| !v.is_empty())
+    }
+
     /// IKE toward `nbma` failed: its waiting shortcuts are not installed (NHRP withdraws them).
     pub fn drop_pending(&mut self, nbma: Ipv4Addr) {
         self.pending.remove(&nbma);

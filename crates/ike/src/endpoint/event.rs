@@ -167,6 +167,12 @@ pub enum Event {
         /// The notify received or caused.
         reason: NotifyType,
     },
+    /// IKE SA setup went unanswered through every retransmission (§2.4):
+    /// the peer (or the path to it) is silent, it refused nothing.
+    EstablishTimedOut {
+        /// The peer.
+        remote: SocketAddr,
+    },
     /// A Child SA could not be created (IKE SA stays up).
     ChildSaFailed {
         /// Owning IKE SA.

@@ -82,19 +82,15 @@ impl Endpoint {
                     // §2.4: no answer after the retransmission limit means
                     // the peer is dead; the SA is deleted without notice.
                     let established = sa.remote_id.is_some();
-                    let was_dpd = matches!(p.req, Req::Dpd);
                     if established && !matches!(sa.state, State::Deleting(_)) {
                         self.events.push_back(Event::PeerDead {
                             sa: IkeSaId(sa.id),
                             remote: sa.remote,
                         });
                     } else if !established {
-                        self.events.push_back(Event::EstablishFailed {
-                            remote: sa.remote,
-                            reason: NotifyType::TEMPORARY_FAILURE,
-                        });
+                        self.events
+                            .push_back(Event::EstablishTimedOut { remote: sa.remote });
                     }
-                    let _ = was_dpd;
                     self.close(sa, DownReason::Timeout);
                     return;
                 }

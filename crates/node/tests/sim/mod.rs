@@ -475,6 +475,17 @@ impl Net {
         self.now = until;
     }
 
+    /// Reloads host `h` with configuration `text` (as SIGHUP does).
+    pub fn reload(&mut self, h: usize, text: &str) {
+        let now = self.now;
+        self.hosts[h]
+            .node
+            .reload(now, parse(text))
+            .expect("reload accepted");
+        self.outputs(h);
+        self.flush();
+    }
+
     /// Stops host `h` the way SIGTERM does: purge, deletes, then silence.
     pub fn shutdown(&mut self, h: usize) {
         let now = self.now;

@@ -1,0 +1,149 @@
+//! One retry discipline for every IKE initiation (issue: an IKE storm toward the hub while
+//! its PSK was wrong and data flowed; no retry after a corrected reload): a spoke whose
+//! hub refuses authentication backs off exponentially whoever asks for the SA, and a reload
+//! retries at once.
+
+mod sim;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use dmvpn_node::Event;
+use dmvpn_node::peers::SetupFailure;
+use sim::{Kind, Net, PSK, hub_config, spoke_config, udp_packet};
+
+const HUB_NBMA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const A_NBMA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
+const HUB: usize = 0;
+const A: usize = 1;
+const WRONG: &str = "a wrong in-memory PSK of 32 byte";
+
+/// IKE_SA_INIT requests host `h` sent (IKE datagrams with message id 0, exchange 34,
+/// initiator flag and no response flag).
+fn sa_inits(net: &Net, h: usize) -> usize {
+    net.hosts[h]
+        .sent
+        .iter()
+        .filter(|(_, k)| *k == Kind::Ike)
+        .count()
+}
+
+fn registered(net: &Net) -> bool {
+    net.hosts[HUB].events.iter().any(|e| {
+        matches!(e, Event::PeerRegistered { protocol_addr, .. } if *protocol_addr == IpAddr::V4(A_TUNNEL))
+    })
+}
+
+#[test]
+fn data_toward_a_hub_that_refuses_us_backs_off_and_a_reload_retries_at_once() {
+    let mut net = Net::new();
+    net.add(
+        "hub",
+        &hub_config(HUB_NBMA),
+        HUB_NBMA,
+        HUB_NBMA,
+        (Ipv4Addr::new(10, 0, 0, 0), 24),
+        &[],
+        1,
+    );
+    let good = spoke_config("10.250.0.11", HUB_NBMA, "");
+    let bad = good.replace(PSK, WRONG);
+    assert_ne!(good, bad);
+    net.add(
+        "spoke-a",
+        &bad,
+        A_NBMA,
+        A_NBMA,
+        (Ipv4Addr::new(10, 0, 1, 0), 24),
+        &[],
+        2,
+    );
+    // 20 packets a second toward the hub's LAN for two minutes.
+    let mut id = 0u16;
+    net.run_for(Duration::from_secs(120), |net| {
+        for _ in 0..20 {
+            id = id.wrapping_add(1);
+            net.send_from_lan(
+                A,
+                udp_packet(
+                    Ipv4Addr::new(10, 0, 1, 5),
+                    Ipv4Addr::new(10, 0, 0, 5),
+                    id,
+                    64,
+                ),
+            );
+        }
+    });
+    assert!(!registered(&net));
+    let failures = net.hosts[A]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SetupFailed { .. }))
+        .count();
+    // Back-off 10, 20, 40, 60 s (less jitter) from the first failure: at most 5 attempts in
+    // 120 s, where one per packet (2,400) or one per second (120) was the bug.
+    println!(
+        "120 s at 20 packets/s with a wrong PSK: {failures} failed setups, {} IKE datagrams",
+        sa_inits(&net, A)
+    );
+    assert!((2..=5).contains(&failures), "{failures} setups failed");
+    let b = net.hosts[A].node.backoff(HUB_NBMA).expect("hub held down");
+    assert_eq!(b.last, Some(SetupFailure::Authentication));
+    assert!(b.until > net.now, "still held down");
+
+    // Fixing the key: the reload retries at once instead of waiting out the back-off.
+    let t_reload = net.now;
+    net.reload(A, &good);
+    let mut waited = Duration::ZERO;
+    while !registered(&net) && waited < Duration::from_secs(5) {
+        net.idle(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+    }
+    assert!(
+        registered(&net),
+        "registered within 5 s of the reload: {:?}",
+        net.hosts[A].events
+    );
+    println!(
+        "registered {} ms after the reload",
+        (net.now - t_reload).as_millis()
+    );
+    assert!(net.hosts[A].node.backoff(HUB_NBMA).is_none());
+}
+
+#[test]
+fn an_idle_spoke_retries_its_nhs_when_the_hold_down_ends() {
+    let mut net = Net::new();
+    net.add(
+        "hub",
+        &hub_config(HUB_NBMA).replace(PSK, WRONG),
+        HUB_NBMA,
+        HUB_NBMA,
+        (Ipv4Addr::new(10, 0, 0, 0), 24),
+        &[],
+        1,
+    );
+    net.add(
+        "spoke-a",
+        &spoke_config("10.250.0.11", HUB_NBMA, ""),
+        A_NBMA,
+        A_NBMA,
+        (Ipv4Addr::new(10, 0, 1, 0), 24),
+        &[],
+        2,
+    );
+    net.idle(Duration::from_secs(2));
+    let first = net.hosts[A].node.backoff(HUB_NBMA).expect("held down");
+    // The hub operator fixes the hub's key; nobody touches the spoke, and no traffic flows.
+    net.reload(HUB, &hub_config(HUB_NBMA));
+    let deadline = first.until + Duration::from_secs(5);
+    while !registered(&net) && net.now < deadline {
+        net.idle(Duration::from_millis(500));
+    }
+    assert!(
+        registered(&net),
+        "the spoke retried its NHS after the hold-down: {:?}",
+        net.hosts[A].events
+    );
+}
