@@ -214,6 +214,12 @@ impl ControlPlane {
         let cache = nhrp.cache_entries(now);
         let nhs = nhrp.nhs_status(now);
         let ike = ike.ike_sas(now);
+        let mut backoff: Vec<(std::net::IpAddr, dmvpn_node::peers::Backoff)> = self
+            .node
+            .backoffs()
+            .map(|(p, b)| (std::net::IpAddr::V4(p), b))
+            .collect();
+        backoff.sort_by_key(|(p, _)| *p);
         let addr = config.tunnel.address.to_string();
         let snap = Snapshot {
             now,
@@ -226,6 +232,7 @@ impl ControlPlane {
             cache: &cache,
             nhs: &nhs,
             ike: &ike,
+            backoff: &backoff,
         };
         match what {
             Show::Sa => {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use dmvpn_api::{
-    ChildSa, DmvpnPeer, DmvpnReport, IkeReport, IkeSa, IkeState, InterfaceReport,
+    ChildSa, DmvpnPeer, DmvpnReport, IkeBackoff, IkeReport, IkeSa, IkeState, InterfaceReport,
     NHRP_PACKET_TYPES, NhrpCounters, NhrpEntry, NhrpKind, NhrpPeerState, NhrpReport, NhsEntry,
     PeerState, SCHEMA_VERSION, SaPeer, SaReport,
 };
@@ -17,6 +17,7 @@ use dmvpn_crypto::PrfAlg;
 use dmvpn_esp::SaCounters;
 use dmvpn_ike::{ChildSaInfo, IkeSaInfo, Mode};
 use dmvpn_nhrp::{CacheEntry, EntryKind, NhsState, NhsStatus};
+use dmvpn_node::peers::Backoff;
 
 /// The answer to `clear …`/`reload`, and the role a [`Snapshot`] names: re-exported for the
 /// control loop, which uses them with the builders here.
@@ -161,6 +162,8 @@ pub fn nhs_entry(s: &NhsStatus, now: Instant) -> NhsEntry {
         state: nhs_state(s.state),
         expires_in_secs: s.expires.map(|x| secs(x.saturating_duration_since(now))),
         retry_wait_secs: secs(s.retry_wait),
+        ike_retry_in_secs: None,
+        ike_last_failure: None,
     }
 }
 
@@ -288,6 +291,8 @@ pub struct Snapshot<'a> {
     pub cache: &'a [CacheEntry],
     pub nhs: &'a [NhsStatus],
     pub ike: &'a [IkeSaInfo],
+    /// Peers held down after failed IKE setups: `dmvpn_node::Node::backoffs()`.
+    pub backoff: &'a [(IpAddr, Backoff)],
 }
 
 /// What is known about one NBMA peer across NHRP and IKE.
@@ -495,7 +500,20 @@ impl<'a> Snapshot<'a> {
             schema_version: SCHEMA_VERSION,
             interface: self.interface.to_owned(),
             entries: self.cache.iter().map(|e| nhrp_entry(e, self.now)).collect(),
-            nhs: self.nhs.iter().map(|n| nhs_entry(n, self.now)).collect(),
+            nhs: self
+                .nhs
+                .iter()
+                .map(|n| {
+                    let mut e = nhs_entry(n, self.now);
+                    if let Some((_, b)) = self.backoff.iter().find(|(p, _)| *p == n.nbma_addr)
+                        && b.until > self.now
+                    {
+                        e.ike_retry_in_secs = Some(secs(b.until - self.now));
+                        e.ike_last_failure = b.last.map(|l| l.as_str().to_owned());
+                    }
+                    e
+                })
+                .collect(),
             counters: nhrp_counters(counters),
         }
     }
@@ -505,6 +523,17 @@ impl<'a> Snapshot<'a> {
         IkeReport {
             schema_version: SCHEMA_VERSION,
             sas: self.ike.iter().map(ike_sa).collect(),
+            backoff: self
+                .backoff
+                .iter()
+                .filter(|(_, b)| b.last.is_some() || b.until > self.now)
+                .map(|(peer, b)| IkeBackoff {
+                    peer: *peer,
+                    failures: b.failures,
+                    next_attempt_in_secs: secs(b.until.saturating_duration_since(self.now)),
+                    last_failure: b.last.map(|l| l.as_str().to_owned()),
+                })
+                .collect(),
         }
     }
 }
@@ -595,6 +624,7 @@ mod tests {
             cache: &[],
             nhs: &nhs_list,
             ike: &ike,
+            backoff: &[],
         };
         let mut updown = UpDown::new();
         let d = snap.dmvpn_report(&mut updown);

@@ -155,6 +155,8 @@ pub fn nhrp() -> NhrpReport {
             state: NhrpPeerState::Up,
             expires_in_secs: Some(5946),
             retry_wait_secs: 0,
+            ike_retry_in_secs: None,
+            ike_last_failure: None,
         }],
         counters: NhrpCounters {
             rx,
@@ -169,6 +171,12 @@ pub fn ike_report() -> IkeReport {
     IkeReport {
         schema_version: SCHEMA_VERSION,
         sas: vec![ike()],
+        backoff: vec![IkeBackoff {
+            peer: addr("198.51.100.77"),
+            failures: 3,
+            next_attempt_in_secs: 31,
+            last_failure: Some("authentication_failed".to_owned()),
+        }],
     }
 }
 

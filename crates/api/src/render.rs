@@ -397,6 +397,13 @@ impl fmt::Display for NhrpReport {
                     n.expires_in_secs.map_or_else(|| "-".to_owned(), ios_time),
                     if n.multicast { ", multicast" } else { "" }
                 )?;
+                if let Some(s) = n.ike_retry_in_secs {
+                    writeln!(
+                        f,
+                        "                   IKE held down: next attempt in {s} sec (last failure: {})",
+                        n.ike_last_failure.as_deref().unwrap_or("-")
+                    )?;
+                }
             }
         }
         writeln!(f)?;
@@ -477,6 +484,27 @@ impl fmt::Display for IkeReport {
             writeln!(f, "      NAT-T: {nat}")?;
             writeln!(f, "      Child sa: {}", s.child_count)?;
             writeln!(f)?;
+        }
+        if !self.backoff.is_empty() {
+            writeln!(
+                f,
+                " Held down (no new IKE attempt before the back-off ends):"
+            )?;
+            writeln!(
+                f,
+                "{:<22}{:<10}{:<18}Last failure",
+                "Peer", "Failures", "Next attempt"
+            )?;
+            for b in &self.backoff {
+                writeln!(
+                    f,
+                    "{:<22}{:<10}{:<18}{}",
+                    b.peer.to_string(),
+                    b.failures,
+                    format!("in {} sec", b.next_attempt_in_secs),
+                    b.last_failure.as_deref().unwrap_or("-")
+                )?;
+            }
         }
         Ok(())
     }

@@ -320,6 +320,29 @@ pub struct NhsEntry {
     pub expires_in_secs: Option<u64>,
     /// Current registration retransmission wait; 0 when none.
     pub retry_wait_secs: u64,
+    /// IKE toward this NHS is held down after failed setups: the next attempt is in this
+    /// many seconds; `null` when not held down.
+    #[serde(default)]
+    pub ike_retry_in_secs: Option<u64>,
+    /// Why the last IKE setup toward it failed (`authentication_failed`, `refused`,
+    /// `timeout`); `null` when none failed since the last success or reset.
+    #[serde(default)]
+    pub ike_last_failure: Option<String>,
+}
+
+/// A peer whose IKE setups failed and that is held down (`show ike`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct IkeBackoff {
+    /// Peer NBMA address.
+    pub peer: IpAddr,
+    /// Consecutive failed setups.
+    pub failures: u32,
+    /// Seconds until the next attempt is allowed (0 when the hold-down ended).
+    pub next_attempt_in_secs: u64,
+    /// `authentication_failed`, `refused` or `timeout`; `null` for a hold-down that follows
+    /// a peer's DELETE or death rather than a failed setup.
+    pub last_failure: Option<String>,
 }
 
 /// NHRP packet counters.
@@ -342,6 +365,9 @@ pub struct IkeReport {
     #[serde(default = "schema_version")]
     pub schema_version: u32,
     pub sas: Vec<IkeSa>,
+    /// Peers held down after failed setups (one retry discipline for every initiation).
+    #[serde(default)]
+    pub backoff: Vec<IkeBackoff>,
 }
 
 /// `show interface`.

@@ -165,6 +165,16 @@ fn show_ike_and_interface() {
     );
     assert!(l.contains(&"      Active Time: 1234 sec, rekey in: 85166 sec"));
     assert!(l.contains(&"      NAT-T: inside (we are behind NAT)"));
+    assert!(
+        l.contains(&"198.51.100.77         3         in 31 sec         authentication_failed"),
+        "{text}"
+    );
+    let v = serde_json::to_value(fixtures::ike_report()).unwrap();
+    assert_eq!(v["backoff"][0]["next_attempt_in_secs"], 31);
+    assert_eq!(v["backoff"][0]["last_failure"], "authentication_failed");
+    // Reports from a daemon without the field still decode.
+    let old: IkeReport = serde_json::from_str(r#"{"schema_version":1,"sas":[]}"#).unwrap();
+    assert!(old.backoff.is_empty());
 
     let text = fixtures::interface().to_string();
     let l = lines(&text);

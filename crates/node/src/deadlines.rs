@@ -70,6 +70,11 @@ impl<K: Ord + Hash + Copy> Deadlines<K> {
         out
     }
 
+    /// Whether `k` has a deadline.
+    pub fn contains(&self, k: K) -> bool {
+        self.at.contains_key(&k)
+    }
+
     /// Number of keys with a deadline.
     pub fn len(&self) -> usize {
         self.at.len()

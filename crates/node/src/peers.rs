@@ -86,7 +86,15 @@ pub struct Peers {
     retries: Deadlines<Ipv4Addr>,
     /// Spreads the hold-downs of routers that failed together (a hub restart).
     jitter_seed: u64,
+    /// Size of `held_down` after its last pruning: entries whose hold-down ended long ago
+    /// are dropped when the map doubles past it (peers come and go on a hub; a hostile one
+    /// can fail setups from many addresses), so the map stays proportional to recent peers.
+    pruned_at: usize,
 }
+
+/// Back-off state outlives its hold-down by this much (the failure count keeps doubling the
+/// next one), then may be pruned.
+const BACKOFF_MEMORY: Duration = Duration::from_secs(600);
 
 impl Peers {
     /// Whether an initiation of ours toward `peer` is in flight and not yet stale.
@@ -102,6 +110,23 @@ impl Peers {
             jitter_seed: seed,
             ..Self::default()
         }
+    }
+
+    /// Drops back-off state that ended [`BACKOFF_MEMORY`] ago, once the map has doubled
+    /// since the last pruning (amortised O(1) per insertion).
+    fn prune(&mut self, now: Instant) {
+        if self.held_down.len() < (2 * self.pruned_at).max(1024) {
+            return;
+        }
+        let retries = &self.retries;
+        self.held_down
+            .retain(|p, b| now < b.until + BACKOFF_MEMORY || retries.contains(*p));
+        self.pruned_at = self.held_down.len();
+    }
+
+    /// Number of peers with back-off state.
+    pub fn backoff_len(&self) -> usize {
+        self.held_down.len()
     }
 
     /// Whether `peer` is held down at `now`.
@@ -189,6 +214,7 @@ impl Peers {
     /// spokes that lost the same hub must not come back in lockstep).
     pub fn failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) -> Duration {
         self.forget_attempt(peer);
+        self.prune(now);
         let failures = self.held_down.get(&peer).map_or(0, |b| b.failures) + 1;
         let base = FIRST_HOLD_DOWN
             .saturating_mul(1 << (failures - 1).min(6))
@@ -213,6 +239,7 @@ impl Peers {
     /// No initiation toward `peer` for `wait` (it may still initiate toward us); the failure
     /// count and last failure are kept.
     pub fn hold_down(&mut self, now: Instant, peer: Ipv4Addr, wait: Duration) {
+        self.prune(now);
         let old = self.held_down.get(&peer).copied();
         self.held_down.insert(
             peer,
@@ -288,5 +315,29 @@ mod tests {
             .chain((0..3).map(|_| peers.failed(t0, p, SetupFailure::Timeout)))
             .collect();
         assert!(waits.len() >= 6, "{waits:?}");
+    }
+
+    #[test]
+    fn old_back_off_state_is_pruned() {
+        let t0 = Instant::now();
+        let mut peers = Peers::default();
+        for i in 0..5000u32 {
+            peers.failed(
+                t0,
+                Ipv4Addr::from_bits(0x0a00_0000 + i),
+                SetupFailure::Timeout,
+            );
+        }
+        let later = t0 + MAX_HOLD_DOWN + BACKOFF_MEMORY;
+        for i in 0..4000u32 {
+            peers.failed(
+                later,
+                Ipv4Addr::from_bits(0x0b00_0000 + i),
+                SetupFailure::Timeout,
+            );
+        }
+        // The 5,000 stale entries went when the map doubled; the recent ones stay.
+        assert_eq!(peers.backoff_len(), 4000);
+        assert!(peers.backoff(Ipv4Addr::from_bits(0x0b00_0000)).is_some());
     }
 }

@@ -81,6 +81,8 @@ const NHS_ENTRY: &[&str] = &[
     "state",
     "expires_in_secs",
     "retry_wait_secs",
+    "ike_retry_in_secs",
+    "ike_last_failure",
 ];
 const NHRP_COUNTERS: &[&str] = &["rx", "tx", "auth_failures", "drops"];
 const NHRP_TYPES: &[&str] = &[
@@ -94,7 +96,8 @@ const NHRP_TYPES: &[&str] = &[
     "traffic_indication",
     "unknown",
 ];
-const IKE_REPORT: &[&str] = &["schema_version", "sas"];
+const IKE_REPORT: &[&str] = &["schema_version", "sas", "backoff"];
+const IKE_BACKOFF: &[&str] = &["peer", "failures", "next_attempt_in_secs", "last_failure"];
 const INTERFACE_REPORT: &[&str] = &[
     "schema_version",
     "interface",
@@ -180,6 +183,9 @@ pub fn schema_violations(what: &str, v: &Value) -> Vec<String> {
             m.extend(missing("IkeReport", v, IKE_REPORT));
             for s in array(v, "sas") {
                 m.extend(missing("IkeSa", s, IKE_SA));
+            }
+            for b in array(v, "backoff") {
+                m.extend(missing("IkeBackoff", b, IKE_BACKOFF));
             }
         }
         "interface" => {
