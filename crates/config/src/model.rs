@@ -186,6 +186,11 @@ pub struct Ipsec {
     pub replay_window: u32,
     /// Child SA lifetime before rekey (Cisco default 3600 s).
     pub lifetime: Duration,
+    /// Volume lifetime: a Child SA is rekeyed once it sent this many kilobytes
+    /// (`set security-association lifetime kilobytes`); `None`: time only. Without ESN a
+    /// Child SA is rekeyed before its 32-bit sequence number runs out (RFC 4303 §3.3.3)
+    /// either way.
+    pub lifetime_kilobytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

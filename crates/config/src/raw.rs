@@ -76,6 +76,7 @@ pub(crate) struct RawIpsec {
     pub mode: Option<Spanned<String>>,
     pub replay_window: Option<Spanned<u32>>,
     pub lifetime: Option<Spanned<u32>>,
+    pub lifetime_kilobytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

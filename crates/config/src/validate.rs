@@ -53,11 +53,11 @@ fn secs<T: Copy + Into<u64>>(v: &Option<Spanned<T>>, default: u64) -> Duration {
     Duration::from_secs(v.as_ref().map_or(default, |s| (*s.get_ref()).into()))
 }
 
-fn in_range(
+fn in_range<T: PartialOrd + std::fmt::Display>(
     cx: &Ctx<'_>,
-    v: &Option<Spanned<u32>>,
+    v: &Option<Spanned<T>>,
     key: &str,
-    range: std::ops::RangeInclusive<u32>,
+    range: std::ops::RangeInclusive<T>,
     unit: &str,
 ) -> Result<(), ConfigError> {
     if let Some(v) = v {
@@ -236,11 +236,20 @@ pub(crate) fn validate(
         " packets",
     )?;
     in_range(&cx, &ipsec.lifetime, "ipsec.lifetime", 120..=86400, " s")?;
+    // Cisco's range for `lifetime kilobytes` (2560 KB = 2.5 MB at least).
+    in_range(
+        &cx,
+        &ipsec.lifetime_kilobytes,
+        "ipsec.lifetime-kilobytes",
+        2560..=4_294_967_295,
+        " KB",
+    )?;
     let ipsec_out = Ipsec {
         transform: ipsec.transform.unwrap_or(Encryption::AesGcm256),
         mode: IpsecMode::Transport,
         replay_window: ipsec.replay_window.as_ref().map_or(1024, |w| *w.get_ref()),
         lifetime: secs(&ipsec.lifetime, 3600),
+        lifetime_kilobytes: ipsec.lifetime_kilobytes.as_ref().map(|k| *k.get_ref()),
     };
 
     // Tunnel

@@ -474,3 +474,20 @@ fn secrets_given_as_text_are_checked_like_a_file() {
     );
     assert_eq!(e.location().unwrap().line, 4);
 }
+
+#[test]
+fn volume_lifetime_is_optional_and_range_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = format!("{BASE}\n[ipsec]\nlifetime-kilobytes = 4608000\n");
+    let p = write(dir.path(), "dmvpnd.toml", &ok, 0o600);
+    assert_eq!(load(&p).unwrap().ipsec.lifetime_kilobytes, Some(4_608_000));
+    let p = write(dir.path(), "plain.toml", BASE, 0o600);
+    assert_eq!(load(&p).unwrap().ipsec.lifetime_kilobytes, None);
+    let small = format!("{BASE}\n[ipsec]\nlifetime-kilobytes = 100\n");
+    assert_err(
+        &small,
+        "lifetime-kilobytes = 100",
+        "ipsec.lifetime-kilobytes",
+        "out of range",
+    );
+}

@@ -84,13 +84,43 @@ impl Node {
     /// routing table.
     pub(crate) fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
+        let volume = self
+            .config
+            .ipsec
+            .lifetime_kilobytes
+            .map(|k| k.saturating_mul(1024));
+        let mut worn_out = Vec::new();
         for (nbma, path) in self.master.paths.iter() {
             let spi = path.out_sa.spi().0;
-            let n = path.out_sa.stats().snapshot().packets;
-            if self.sa_packets.insert(spi, n) != Some(n) && n > 0 {
+            let s = path.out_sa.stats().snapshot();
+            if self.sa_packets.insert(spi, s.packets) != Some(s.packets) && s.packets > 0 {
                 self.ike.note_outbound(now, IpAddr::V4(*nbma));
             }
+            // RFC 4303 §3.3.3: without ESN the sequence number must not cycle, so the SA is
+            // replaced before it runs out (the soft limit leaves 1/64 of the space); and the
+            // configured volume lifetime.
+            if (path.out_sa.rekey_soon() || volume.is_some_and(|v| s.bytes >= v))
+                && !self.rekeys_asked.contains_key(&spi)
+            {
+                worn_out.push((*nbma, spi));
+            }
         }
+        for (nbma, spi_out) in worn_out {
+            let spi_in = self.children.get(&nbma).and_then(|list| {
+                list.iter()
+                    .find(|c| c.path.out_sa.spi().0 == spi_out)
+                    .map(|c| c.spi_in)
+            });
+            if let Some(spi_in) = spi_in {
+                tracing::info!(peer = %nbma, spi_out = format_args!("{spi_out:#010x}"), "child SA worn out (volume or sequence limit): rekeying");
+                self.rekeys_asked.insert(spi_out, nbma);
+                let _ = self.ike.rekey_child(now, spi_in);
+            }
+        }
+        // Forget the requests whose SA is no longer the peer's current one.
+        let paths = &self.master.paths;
+        self.rekeys_asked
+            .retain(|spi, nbma| paths.get(nbma).is_some_and(|p| p.out_sa.spi().0 == *spi));
         for sa in self.master.inbound.iter() {
             let spi = sa.spi();
             let n = sa.stats().snapshot().packets;

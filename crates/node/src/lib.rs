@@ -93,6 +93,8 @@ pub struct Node {
     local_prefixes: Vec<(Ipv4Addr, u8)>,
     /// Last seen packet count per SA (by SPI), to tell IKE about traffic for DPD.
     sa_packets: HashMap<u32, u64>,
+    /// Outbound SAs (SPI → peer) whose volume or sequence limit asked for a rekey already.
+    rekeys_asked: HashMap<u32, Ipv4Addr>,
     keepalives: NatKeepalives,
     next_housekeeping: Instant,
     transmits: VecDeque<Transmit>,
@@ -159,6 +161,7 @@ impl Node {
             routes: Arc::new(RouteTable::new()),
             local_prefixes: Vec::new(),
             sa_packets: HashMap::new(),
+            rekeys_asked: HashMap::new(),
             next_housekeeping: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
