@@ -33,15 +33,11 @@ impl Engine {
         if self.config.role != Role::Spoke || self.shut_down || !target.is_ipv4() {
             return;
         }
-        if let Some(e) = self.cache.values_mut().find(|e| {
-            e.kind == EntryKind::Shortcut
-                && e.is_live(now)
-                && covers(e.protocol_addr, e.prefix_len, target)
-        }) {
-            e.flags.used = true;
+        if let Some(key) = self.live_shortcuts_covering(now, target).into_iter().min() {
+            self.cache.modify(now, &key, |e| e.flags.used = true);
             return;
         }
-        if self.pending.contains_key(&target) {
+        if self.pending.contains(&target) {
             return;
         }
         let Some(nhs_nbma) = self
@@ -59,26 +55,36 @@ impl Engine {
     /// Spoke: the data plane used a route towards `target`; a shortcut
     /// covering it will be refreshed rather than left to expire.
     pub fn shortcut_used(&mut self, now: Instant, target: IpAddr) {
-        for e in self.cache.values_mut() {
-            if e.kind == EntryKind::Shortcut
-                && e.is_live(now)
-                && covers(e.protocol_addr, e.prefix_len, target)
-            {
-                e.flags.used = true;
-            }
+        for key in self.live_shortcuts_covering(now, target) {
+            self.cache.modify(now, &key, |e| e.flags.used = true);
         }
+    }
+
+    /// Keys of the live shortcuts whose prefix covers `target`. Cache keys are masked
+    /// prefixes, so for IPv4 these are among the 33 keys (`target` masked to 0..=32 bits),
+    /// looked up directly: O(log N), not a walk of the cache. An IPv6 "prefix" covers only
+    /// itself (see `covers`), at any length.
+    fn live_shortcuts_covering(&self, now: Instant, target: IpAddr) -> Vec<(IpAddr, u8)> {
+        let candidates: Vec<(IpAddr, u8)> = match target {
+            IpAddr::V4(_) => (0..=32).map(|len| (mask(target, len), len)).collect(),
+            IpAddr::V6(_) => self.cache.keys_for_address(target).collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|k| {
+                self.cache.get(k).is_some_and(|e| {
+                    e.kind == EntryKind::Shortcut
+                        && e.is_live(now)
+                        && covers(e.protocol_addr, e.prefix_len, target)
+                })
+            })
+            .collect()
     }
 
     /// Retransmits unanswered Resolution Requests with the same request id and a doubled wait;
     /// after `RESOLUTION_ATTEMPTS` reports `Event::ResolutionFailed`.
     pub(super) fn resolution_timeouts(&mut self, now: Instant) {
-        let due: Vec<IpAddr> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.retry_at <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for target in due {
+        for target in self.pending.due(now) {
             let Some(mut p) = self.pending.remove(&target) else {
                 continue;
             };
@@ -349,6 +355,7 @@ impl Engine {
             // once the SA is up.
             let created = now;
             self.cache.insert(
+                now,
                 (src_proto, 32),
                 CacheEntry {
                     kind: EntryKind::Dynamic,
@@ -455,12 +462,7 @@ impl Engine {
             self.forward_reply(now, from_nbma, p, raw, src_proto);
             return;
         }
-        let id = p.request_id();
-        let Some((&pending_target, _)) = self
-            .pending
-            .iter()
-            .find(|(_, pr)| Some(pr.request_id) == id)
-        else {
+        let Some(pending_target) = p.request_id().and_then(|id| self.pending.target_of(id)) else {
             self.counters.drop(DropReason::UnexpectedReply);
             return;
         };
@@ -517,6 +519,7 @@ impl Engine {
         let key = (prefix, prefix_len);
         let created = self.cache.get(&key).map_or(now, |e| e.created);
         self.cache.insert(
+            now,
             key,
             CacheEntry {
                 kind: EntryKind::Shortcut,
