@@ -33,7 +33,7 @@ mod redirect;
 mod resolution;
 mod sa_gate;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ use cache_table::CacheTable;
 use nhc::{Nhs, NhsPhase};
 use pending_table::PendingTable;
 use queue_table::QueueTable;
-use redirect::RedirectBucket;
+use redirect::RedirectBuckets;
 
 /// Hop count for registrations, purges and traffic indications, which go
 /// to a directly connected peer: FRR uses 1, and Cisco rejects 0 (docs/interop-notes.md
@@ -98,6 +98,12 @@ pub const REDIRECT_REFILL: Duration = Duration::from_secs(15);
 
 /// Minimum spacing of traffic indications for one pair (OpenNHRP: 5 s).
 pub const REDIRECT_SPACING: Duration = Duration::from_secs(5);
+
+/// (source, destination) pairs with a traffic indication bucket. The pairs come from data
+/// packets a spoke sends (their inner addresses are the spoke's to choose), so the table is
+/// capped: past the cap idle buckets are pruned, and a new pair finding no room gets no
+/// indication (counted as [`DropReason::RateLimited`]); its traffic still flows via the hub.
+pub const MAX_REDIRECT_PAIRS: usize = 4096;
 
 /// Narrowest shortcut prefix accepted (FRR refuses wider than /8, docs/interop-notes.md §9).
 pub const MIN_SHORTCUT_PREFIX_LEN: u8 = 8;
@@ -239,7 +245,7 @@ pub struct Engine {
     nhs_marks: Vec<NhsMark>,
     /// Spoke: whether `take_multicast_changes` reported the NHSs' multicast set yet.
     multicast_nhs_reported: bool,
-    redirects: HashMap<(IpAddr, IpAddr), RedirectBucket>,
+    redirects: RedirectBuckets,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -320,7 +326,7 @@ impl Engine {
             sa_ready: BTreeSet::new(),
             queues: QueueTable::default(),
             multicast_nhs_reported: false,
-            redirects: HashMap::new(),
+            redirects: RedirectBuckets::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
