@@ -686,6 +686,17 @@ impl Engine {
         }
     }
 
+    /// Whether a new entry at `key` must be refused: the cache is full and `key` would not
+    /// replace an entry (counted).
+    fn cache_full_for(&mut self, key: &(IpAddr, u8)) -> bool {
+        let full =
+            self.cache.len() >= self.config.max_cache_entries && self.cache.get(key).is_none();
+        if full {
+            self.counters.cache_full += 1;
+        }
+        full
+    }
+
     /// Removes a cache entry and tells the daemon: a shortcut's route is withdrawn, a registration
     /// reported gone.
     fn remove_entry(&mut self, key: (IpAddr, u8)) {

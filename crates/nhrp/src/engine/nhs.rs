@@ -104,6 +104,11 @@ impl Engine {
                 return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
             }
         }
+        // RFC 2332 §5.2.4: a registration the server cannot hold is answered with CIE code 5,
+        // Insufficient Resources.
+        if self.cache_full_for(&key) {
+            return CieCode::INSUFFICIENT_RESOURCES;
+        }
         let hold = Duration::from_secs(u64::from(cie.holding_time));
         let previous = self
             .cache

@@ -350,7 +350,11 @@ impl Engine {
                     self.config.prefix_len,
                     src_proto,
                 ));
-        if self.config.role == Role::Spoke && to != from_nbma && learnable {
+        if self.config.role == Role::Spoke
+            && to != from_nbma
+            && learnable
+            && !self.cache_full_for(&(src_proto, 32))
+        {
             // Remember the requester, so return traffic can use the shortcut
             // once the SA is up.
             let created = now;
@@ -517,6 +521,9 @@ impl Engine {
         let prefix = mask(target, prefix_len);
         let hold = Duration::from_secs(u64::from(cie.holding_time));
         let key = (prefix, prefix_len);
+        if self.cache_full_for(&key) {
+            return;
+        }
         let created = self.cache.get(&key).map_or(now, |e| e.created);
         self.cache.insert(
             now,
