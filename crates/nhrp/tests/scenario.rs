@@ -1123,3 +1123,24 @@ fn mapping_and_multicast_changes_on_spokes_and_hub() {
     assert_eq!(hub.take_mapping_changes(), vec![b_tun()]);
     assert_eq!(hub.multicast_nbmas(now), vec![a_nbma()]);
 }
+
+/// Outstanding resolutions are capped (`MAX_PENDING_RESOLUTIONS`): one past the cap is not
+/// started and counts as rate limited.
+#[test]
+fn resolutions_past_the_cap_are_not_started() {
+    use dmvpn_nhrp::engine::MAX_PENDING_RESOLUTIONS;
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let now = net.now;
+    let a = &mut net.nodes[A].engine;
+    let before = a.counters().sent(PacketType::RESOLUTION_REQUEST);
+    for i in 0..=MAX_PENDING_RESOLUTIONS {
+        let t = Ipv4Addr::from(0x0a05_0000 + u32::try_from(i).unwrap());
+        a.resolve(now, IpAddr::V4(t));
+    }
+    assert_eq!(
+        a.counters().sent(PacketType::RESOLUTION_REQUEST) - before,
+        MAX_PENDING_RESOLUTIONS as u64
+    );
+    assert_eq!(a.counters().dropped(DropReason::RateLimited), 1);
+}

@@ -14,7 +14,7 @@ use super::pending_table::PendingTable;
 use super::queue_table::{Pushed, QueueTable};
 use super::resolution::PendingResolution;
 use super::sa_gate::Queued;
-use super::{Engine, MappingInfo, SA_QUEUE_LEN};
+use super::{Engine, MAX_SA_QUEUES, MappingInfo, SA_QUEUE_LEN};
 use crate::cache::EntryKind;
 use crate::codes::{Flags, PacketType};
 use crate::config::{Config, NhsConfig, SequentialRequestIds};
@@ -322,6 +322,33 @@ fn table_op() -> impl Strategy<Value = TableOp> {
         1 => (0u8..8).prop_map(TableOp::Remove),
         1 => (0u8..20).prop_map(TableOp::Expire),
     ]
+}
+
+#[test]
+fn sa_queues_are_capped() {
+    let now = Instant::now();
+    let mut t = QueueTable::default();
+    let q = || Queued {
+        deadline: now,
+        packet_type: PacketType::RESOLUTION_REPLY,
+        bytes: Vec::new(),
+    };
+    for i in 0..MAX_SA_QUEUES {
+        let dst = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + u32::try_from(i).unwrap()));
+        assert_eq!(t.push(dst, q()), Pushed::Started);
+    }
+    assert_eq!(
+        t.push(v4(192, 0, 2, 1), q()),
+        Pushed::Full,
+        "a new address past the cap"
+    );
+    assert_eq!(
+        t.push(v4(10, 0, 0, 0), q()),
+        Pushed::Queued,
+        "a known one still queues"
+    );
+    assert_eq!(t.expire(now), MAX_SA_QUEUES + 1);
+    assert_eq!(t.push(v4(192, 0, 2, 1), q()), Pushed::Started, "room again");
 }
 
 proptest! {

@@ -86,6 +86,15 @@ pub const RESOLUTION_ATTEMPTS: u8 = 4;
 /// Packets held per NBMA address while its SA comes up.
 pub const SA_QUEUE_LEN: usize = 8;
 
+/// NBMA addresses with packets waiting for an SA. A spoke answers a resolution at the
+/// requester's NBMA address as the request names it, so peers choose these addresses: past
+/// the cap a packet for a new address is dropped (counted as [`DropReason::QueueFull`]).
+pub const MAX_SA_QUEUES: usize = 4096;
+
+/// Resolutions outstanding at once (a spoke starts one per redirected destination); past the
+/// cap a new one is not started (counted as [`DropReason::RateLimited`]).
+pub const MAX_PENDING_RESOLUTIONS: usize = 4096;
+
 /// How long a packet may wait for an SA.
 pub const SA_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::SA_QUEUE_LEN;
 use super::sa_gate::Queued;
+use super::{MAX_SA_QUEUES, SA_QUEUE_LEN};
 
 /// What [`QueueTable::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +17,8 @@ pub(super) enum Pushed {
     Started,
     /// Queued behind others.
     Queued,
-    /// The queue holds `SA_QUEUE_LEN` packets already: dropped.
+    /// The queue holds `SA_QUEUE_LEN` packets already, or it would be a new queue past
+    /// `MAX_SA_QUEUES`: dropped.
     Full,
 }
 
@@ -32,8 +33,12 @@ impl QueueTable {
         self.queues.len()
     }
 
-    /// Appends `p` to `dst`'s queue, at most `SA_QUEUE_LEN` packets.
+    /// Appends `p` to `dst`'s queue, at most `SA_QUEUE_LEN` packets, in at most
+    /// `MAX_SA_QUEUES` queues.
     pub(super) fn push(&mut self, dst: IpAddr, p: Queued) -> Pushed {
+        if self.queues.len() >= MAX_SA_QUEUES && !self.queues.contains_key(&dst) {
+            return Pushed::Full;
+        }
         let q = self.queues.entry(dst).or_default();
         if q.len() >= SA_QUEUE_LEN {
             return Pushed::Full;

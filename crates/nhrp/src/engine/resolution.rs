@@ -12,8 +12,8 @@ use crate::counters::DropReason;
 use crate::packet::{Body, Cie, Packet, ip_bytes};
 
 use super::{
-    DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MIN_SHORTCUT_PREFIX_LEN,
-    RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
+    DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MAX_PENDING_RESOLUTIONS,
+    MIN_SHORTCUT_PREFIX_LEN, RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
 };
 
 #[derive(Debug, Clone)]
@@ -124,6 +124,10 @@ impl Engine {
     /// Sends a Resolution Request for `target` through the NHS at `nhs_nbma` and tracks it
     /// for retransmission with the same request id (docs/interop-notes.md §9).
     fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
+        if self.pending.len() >= MAX_PENDING_RESOLUTIONS && !self.pending.contains(&target) {
+            self.counters.drop(DropReason::RateLimited);
+            return;
+        }
         let request_id = self.ids.next_request_id();
         let pkt = self.resolution_request(target, request_id);
         let Some(bytes) = self.encode(&pkt) else {
