@@ -31,6 +31,7 @@ mod pending_table;
 mod queue_table;
 mod redirect;
 mod resolution;
+mod route_table;
 mod sa_gate;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -52,6 +53,7 @@ use nhc::{Nhs, NhsPhase};
 use pending_table::PendingTable;
 use queue_table::QueueTable;
 use redirect::RedirectBuckets;
+use route_table::RouteTable;
 
 /// Hop count for registrations, purges and traffic indications, which go
 /// to a directly connected peer: FRR uses 1, and Cisco rejects 0 (docs/interop-notes.md
@@ -247,7 +249,7 @@ pub struct Engine {
     /// network-id, so this table is the network-id's cache scope.
     cache: CacheTable,
     pending: PendingTable,
-    routes: Vec<Route>,
+    routes: RouteTable,
     sa_ready: BTreeSet<IpAddr>,
     queues: QueueTable,
     /// Per NHS (same order as `nhs`), its entry as `take_mapping_changes` last reported it.
@@ -331,7 +333,7 @@ impl Engine {
             nhs,
             cache: CacheTable::default(),
             pending: PendingTable::default(),
-            routes: Vec::new(),
+            routes: RouteTable::default(),
             sa_ready: BTreeSet::new(),
             queues: QueueTable::default(),
             multicast_nhs_reported: false,
@@ -649,9 +651,10 @@ impl Engine {
     }
 
     /// The routing table the engine answers resolutions from: routes with no
-    /// next hop are this router's own prefixes.
+    /// next hop are this router's own prefixes. Indexed here in O(R); lookups are then one
+    /// hash probe per prefix length present.
     pub fn set_routes(&mut self, routes: Vec<Route>) {
-        self.routes = routes;
+        self.routes = RouteTable::new(routes);
     }
 
     /// Runs every timer that is due at `now`.

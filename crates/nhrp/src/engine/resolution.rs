@@ -178,10 +178,8 @@ impl Engine {
             return Some(32);
         }
         self.routes
-            .iter()
-            .filter(|r| r.next_hop.is_none() && covers(r.prefix, r.prefix_len, target))
+            .longest_covering(target, |r| r.next_hop.is_none())
             .map(|r| r.prefix_len)
-            .max()
     }
 
     /// Hub: the registered spoke that owns `target`, directly or as the
@@ -198,9 +196,7 @@ impl Engine {
         }
         let nh = self
             .routes
-            .iter()
-            .filter(|r| covers(r.prefix, r.prefix_len, target))
-            .max_by_key(|r| r.prefix_len)
+            .longest_covering(target, |_| true)
             .and_then(|r| r.next_hop)?;
         live(nh)
     }
