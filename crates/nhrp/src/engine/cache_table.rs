@@ -124,13 +124,10 @@ impl CacheTable {
         let new = Indexed::of(&entry);
         let old = self.entries.insert(key, entry);
         let before = old.as_ref().map(Indexed::of);
-        if let Some(b) = before {
-            if b == new {
-                return old;
-            }
-            self.unindex(key, &b);
+        if before == Some(new) {
+            return old;
         }
-        self.index(key, &new);
+        self.reindex(key, before.as_ref(), Some(&new));
         match before {
             Some(b) if b.same_mapping(&new, now) => {}
             Some(b) => {
@@ -166,8 +163,7 @@ impl CacheTable {
         let r = f(e);
         let after = Indexed::of(e);
         if before != after {
-            self.unindex(*key, &before);
-            self.index(*key, &after);
+            self.reindex(*key, Some(&before), Some(&after));
             if !before.same_mapping(&after, now) {
                 self.changed.insert(before.next_hop);
                 self.changed.insert(after.next_hop);
@@ -176,40 +172,68 @@ impl CacheTable {
         Some(r)
     }
 
-    fn index(&mut self, key: Key, i: &Indexed) {
-        if let Some(d) = i.deadline {
-            self.by_deadline.insert((d, key));
-        }
-        self.by_next_hop.insert((i.next_hop, key));
-        self.by_nbma.insert((i.effective_nbma(), key));
-        if let Some(p) = i.nated() {
-            self.nated.insert((p, key));
-        }
-        if i.member {
-            let n = self.multicast.entry(i.effective_nbma()).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                Self::note_membership(&mut self.multicast_changes, i.effective_nbma(), true);
-            }
-        }
+    fn unindex(&mut self, key: Key, i: &Indexed) {
+        self.reindex(key, Some(i), None);
     }
 
-    fn unindex(&mut self, key: Key, i: &Indexed) {
-        if let Some(d) = i.deadline {
-            self.by_deadline.remove(&(d, key));
+    /// Moves `key` in each index from what `old` puts it under to what `new` does, touching
+    /// only the indexes whose field differs (a registration refresh moves only its deadline).
+    fn reindex(&mut self, key: Key, old: Option<&Indexed>, new: Option<&Indexed>) {
+        fn moved<T: PartialEq + Copy>(
+            old: Option<&Indexed>,
+            new: Option<&Indexed>,
+            f: impl Fn(&Indexed) -> Option<T>,
+        ) -> Option<(Option<T>, Option<T>)> {
+            let (a, b) = (old.and_then(&f), new.and_then(&f));
+            (a != b).then_some((a, b))
         }
-        self.by_next_hop.remove(&(i.next_hop, key));
-        self.by_nbma.remove(&(i.effective_nbma(), key));
-        if let Some(p) = i.nated() {
-            self.nated.remove(&(p, key));
+        if let Some((a, b)) = moved(old, new, |i| i.deadline) {
+            if let Some(d) = a {
+                self.by_deadline.remove(&(d, key));
+            }
+            if let Some(d) = b {
+                self.by_deadline.insert((d, key));
+            }
         }
-        if i.member {
-            let nbma = i.effective_nbma();
-            if let Some(n) = self.multicast.get_mut(&nbma) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.multicast.remove(&nbma);
-                    Self::note_membership(&mut self.multicast_changes, nbma, false);
+        if let Some((a, b)) = moved(old, new, |i| Some(i.next_hop)) {
+            if let Some(n) = a {
+                self.by_next_hop.remove(&(n, key));
+            }
+            if let Some(n) = b {
+                self.by_next_hop.insert((n, key));
+            }
+        }
+        if let Some((a, b)) = moved(old, new, |i| Some(i.effective_nbma())) {
+            if let Some(n) = a {
+                self.by_nbma.remove(&(n, key));
+            }
+            if let Some(n) = b {
+                self.by_nbma.insert((n, key));
+            }
+        }
+        if let Some((a, b)) = moved(old, new, Indexed::nated) {
+            if let Some(n) = a {
+                self.nated.remove(&(n, key));
+            }
+            if let Some(n) = b {
+                self.nated.insert((n, key));
+            }
+        }
+        if let Some((a, b)) = moved(old, new, |i| i.member.then(|| i.effective_nbma())) {
+            if let Some(nbma) = a {
+                if let Some(n) = self.multicast.get_mut(&nbma) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.multicast.remove(&nbma);
+                        Self::note_membership(&mut self.multicast_changes, nbma, false);
+                    }
+                }
+            }
+            if let Some(nbma) = b {
+                let n = self.multicast.entry(nbma).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    Self::note_membership(&mut self.multicast_changes, nbma, true);
                 }
             }
         }
@@ -318,7 +342,7 @@ impl CacheTable {
     pub(super) fn assert_consistent(&self) {
         let mut t = CacheTable::default();
         for (k, e) in &self.entries {
-            t.index(*k, &Indexed::of(e));
+            t.reindex(*k, None, Some(&Indexed::of(e)));
         }
         assert_eq!(t.by_deadline, self.by_deadline, "deadline index");
         assert_eq!(t.by_next_hop, self.by_next_hop, "next hop index");
