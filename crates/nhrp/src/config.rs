@@ -8,6 +8,9 @@ use thiserror::Error;
 
 /// Default registration holding time in Cisco, FRR and OpenNHRP (docs/interop-notes.md §16).
 pub const DEFAULT_HOLDING_TIME: Duration = Duration::from_secs(7200);
+/// Default cap on learned cache entries: beyond the 50,000 spokes a hub is measured with
+/// (issue 12), at about 5 kB of node state per spoke.
+pub const DEFAULT_MAX_CACHE_ENTRIES: usize = 262_144;
 /// Longest Cisco cleartext key (docs/interop-notes.md §11).
 pub const MAX_AUTH_KEY_LEN: usize = 8;
 
@@ -72,6 +75,10 @@ pub struct Config {
     pub redirect: bool,
     /// Spoke: act on traffic indications (`ip nhrp shortcut`).
     pub shortcut: bool,
+    /// Most learned cache entries (registrations, shortcuts, requesters): peers grow the
+    /// cache, so it is capped; past the cap a new registration is refused with Insufficient
+    /// Resources and nothing new is learned, each counted in `Counters::cache_full`.
+    pub max_cache_entries: usize,
 }
 
 impl Config {
@@ -95,6 +102,7 @@ impl Config {
             mtu: 0,
             redirect: false,
             shortcut: true,
+            max_cache_entries: DEFAULT_MAX_CACHE_ENTRIES,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct Counters {
     pub tx: [u64; 9],
     /// Authentication failures.
     pub auth_failures: u64,
+    /// Registrations refused and entries not learned because the cache held
+    /// `Config::max_cache_entries` entries.
+    pub cache_full: u64,
     /// Drops by reason.
     pub drops: BTreeMap<DropReason, u64>,
 }

@@ -1021,3 +1021,126 @@ fn wire_note_7_sa_retry_after_hub_loss_is_capped_at_two_minutes() {
     assert_eq!(regs(&net), 2, "registered again within two retry periods");
     assert!(registered(&net, a_tun()).is_some());
 }
+
+/// The incremental views the node builds its tables from (issue 12): `take_mapping_changes`,
+/// `mapping`, `next_hops_at`, `is_nated_peer` and `take_multicast_changes`, on a spoke (NHS,
+/// shortcut, Local entry behind NAT) and on the hub (registrations, multicast set).
+#[test]
+fn mapping_and_multicast_changes_on_spokes_and_hub() {
+    use dmvpn_nhrp::MappingInfo;
+    let mut net = Net::hub_and_two_spokes();
+    // Before the first call every mapping counts as absent: a spoke reports its NHS.
+    assert_eq!(
+        net.nodes[HUB].engine.take_mapping_changes(),
+        Vec::<IpAddr>::new()
+    );
+    for i in [A, B] {
+        assert_eq!(net.nodes[i].engine.take_mapping_changes(), vec![hub_tun()]);
+        assert_eq!(
+            net.nodes[i].engine.take_mapping_changes(),
+            Vec::<IpAddr>::new()
+        );
+    }
+    // A spoke's multicast set (its multicast NHSs) is reported once, as joins from empty.
+    assert_eq!(
+        net.nodes[A].engine.take_multicast_changes(),
+        vec![(hub_nbma(), true)]
+    );
+    assert_eq!(net.nodes[A].engine.take_multicast_changes(), vec![]);
+    net.register_all();
+    let now = net.now;
+    let a = &mut net.nodes[A].engine;
+    assert_eq!(
+        a.take_mapping_changes(),
+        vec![hub_tun()],
+        "NHS registered (expiry moved)"
+    );
+    assert_eq!(a.take_mapping_changes(), Vec::<IpAddr>::new());
+    assert_eq!(
+        a.mapping(hub_tun(), now),
+        Some(MappingInfo {
+            nbma: hub_nbma(),
+            kind: EntryKind::Nhs
+        })
+    );
+    assert_eq!(
+        a.mapping(a_tun(), now),
+        None,
+        "the Local entry never counts"
+    );
+    assert_eq!(a.next_hops_at(hub_nbma()), vec![hub_tun()]);
+    // B is behind NAT: its own (Local) entry has the post-NAT address.
+    assert!(net.nodes[B].engine.is_nated_peer(b_public(), now));
+    assert!(!net.nodes[A].engine.is_nated_peer(a_nbma(), now));
+
+    let hub = &mut net.nodes[HUB].engine;
+    let mut changes = hub.take_mapping_changes();
+    changes.sort();
+    assert_eq!(changes, vec![a_tun(), b_tun()]);
+    assert_eq!(
+        hub.take_multicast_changes(),
+        vec![(a_nbma(), true), (b_public(), true)]
+    );
+    assert_eq!(
+        hub.mapping(b_tun(), now),
+        Some(MappingInfo {
+            nbma: b_public(),
+            kind: EntryKind::Dynamic
+        })
+    );
+    assert_eq!(hub.next_hops_at(b_public()), vec![b_tun()]);
+    assert!(hub.is_nated_peer(b_public(), now));
+    assert!(!hub.is_nated_peer(b_private(), now));
+    assert!(!hub.is_nated_peer(a_nbma(), now));
+
+    // A shortcut to B on A: the mapping of B's address appears, and goes with B's SA.
+    redirect_a_to_b(&mut net);
+    let now = net.now;
+    let a = &mut net.nodes[A].engine;
+    assert!(a.take_mapping_changes().contains(&b_tun()));
+    assert_eq!(
+        a.mapping(b_tun(), now),
+        Some(MappingInfo {
+            nbma: b_public(),
+            kind: EntryKind::Shortcut
+        })
+    );
+    assert!(
+        a.is_nated_peer(b_public(), now),
+        "learned B's post-NAT address"
+    );
+    assert_eq!(a.next_hops_at(b_public()), vec![b_tun()]);
+    a.peer_dead(now, b_public());
+    assert_eq!(a.take_mapping_changes(), vec![b_tun()]);
+    assert_eq!(a.mapping(b_tun(), now), None);
+    assert_eq!(a.next_hops_at(b_public()), Vec::<IpAddr>::new());
+
+    // The hub: a purge and an expiry leave the multicast set, each reported once.
+    let hub = &mut net.nodes[HUB].engine;
+    hub.take_mapping_changes();
+    hub.peer_dead(now, b_public());
+    assert_eq!(hub.take_multicast_changes(), vec![(b_public(), false)]);
+    assert_eq!(hub.take_mapping_changes(), vec![b_tun()]);
+    assert_eq!(hub.multicast_nbmas(now), vec![a_nbma()]);
+}
+
+/// Outstanding resolutions are capped (`MAX_PENDING_RESOLUTIONS`): one past the cap is not
+/// started and counts as rate limited.
+#[test]
+fn resolutions_past_the_cap_are_not_started() {
+    use dmvpn_nhrp::engine::MAX_PENDING_RESOLUTIONS;
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let now = net.now;
+    let a = &mut net.nodes[A].engine;
+    let before = a.counters().sent(PacketType::RESOLUTION_REQUEST);
+    for i in 0..=MAX_PENDING_RESOLUTIONS {
+        let t = Ipv4Addr::from(0x0a05_0000 + u32::try_from(i).unwrap());
+        a.resolve(now, IpAddr::V4(t));
+    }
+    assert_eq!(
+        a.counters().sent(PacketType::RESOLUTION_REQUEST) - before,
+        MAX_PENDING_RESOLUTIONS as u64
+    );
+    assert_eq!(a.counters().dropped(DropReason::RateLimited), 1);
+}

@@ -137,3 +137,44 @@ fn a_registration_outside_the_tunnel_prefix_is_refused() {
         .2;
     assert_eq!(refused.cies()[0].code, CieCode::ADMINISTRATIVELY_PROHIBITED);
 }
+
+/// Registrations grow the hub's cache; it is capped (`Config::max_cache_entries`): past the
+/// cap a new registration is refused with Insufficient Resources (RFC 2332 §5.2.4) and
+/// counted, while a registered spoke still refreshes.
+#[test]
+fn registrations_past_the_cache_cap_are_refused_and_counted() {
+    use dmvpn_nhrp::Event;
+    let mut net = Net::hub_and_two_spokes();
+    let mut c = net.nodes[HUB].engine.config().clone();
+    c.max_cache_entries = 1;
+    net.nodes[HUB].engine.reconfigure(c).unwrap();
+    net.register_all();
+    let now = net.now;
+    let learned: Vec<_> = net.nodes[HUB]
+        .engine
+        .cache_entries(now)
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Dynamic)
+        .collect();
+    assert_eq!(learned.len(), 1, "{learned:?}");
+    assert!(net.nodes[HUB].engine.counters().cache_full >= 1);
+    let refused = [A, B].into_iter().find(|&i| {
+        net.take_events(i).iter().any(|e| {
+            matches!(e, Event::RegistrationRefused { code, .. } if *code == CieCode::INSUFFICIENT_RESOURCES)
+        })
+    });
+    assert!(
+        refused.is_some(),
+        "one spoke was told Insufficient Resources"
+    );
+    // The registered spoke refreshes (a third of the holding time later) and stays.
+    net.advance(std::time::Duration::from_secs(7200 / 3 + 1));
+    let now = net.now;
+    let still = net.nodes[HUB]
+        .engine
+        .cache_entries(now)
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Dynamic)
+        .count();
+    assert_eq!(still, 1);
+}

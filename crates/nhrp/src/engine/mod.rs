@@ -14,18 +14,27 @@
 //! - `sa_gate`: the per-NBMA queue that holds packets until an IPsec SA is
 //!   up (see there for the rule);
 //! - `auth`: the check of received authentication extensions (§5.3.4);
-//! - `build`: the packets, extensions and Error Indications we send (§5.1, §5.3, §5.2.7).
+//! - `build`: the packets, extensions and Error Indications we send (§5.1, §5.3, §5.2.7);
+//! - `cache_table`, `pending_table`, `queue_table`: the cache, the outstanding resolutions and
+//!   the SA gate's queues, each with the indexes that keep every per-event path O(log N) in
+//!   the number of entries (issue 12: a hub holding 10,000 spokes).
 
 mod auth;
 mod build;
+mod cache_table;
 mod forward;
+#[cfg(test)]
+mod index_props;
 mod nhc;
 mod nhs;
+mod pending_table;
+mod queue_table;
 mod redirect;
 mod resolution;
+mod route_table;
 mod sa_gate;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -39,10 +48,12 @@ use crate::packet::{Body, Packet};
 use crate::status::{NhsState, NhsStatus};
 use dmvpn_wire::Ipv4Cidr;
 
+use cache_table::CacheTable;
 use nhc::{Nhs, NhsPhase};
-use redirect::RedirectBucket;
-use resolution::PendingResolution;
-use sa_gate::Queued;
+use pending_table::PendingTable;
+use queue_table::QueueTable;
+use redirect::RedirectBuckets;
+use route_table::RouteTable;
 
 /// Hop count for registrations, purges and traffic indications, which go
 /// to a directly connected peer: FRR uses 1, and Cisco rejects 0 (docs/interop-notes.md
@@ -77,6 +88,15 @@ pub const RESOLUTION_ATTEMPTS: u8 = 4;
 /// Packets held per NBMA address while its SA comes up.
 pub const SA_QUEUE_LEN: usize = 8;
 
+/// NBMA addresses with packets waiting for an SA. A spoke answers a resolution at the
+/// requester's NBMA address as the request names it, so peers choose these addresses: past
+/// the cap a packet for a new address is dropped (counted as [`DropReason::QueueFull`]).
+pub const MAX_SA_QUEUES: usize = 4096;
+
+/// Resolutions outstanding at once (a spoke starts one per redirected destination); past the
+/// cap a new one is not started (counted as [`DropReason::RateLimited`]).
+pub const MAX_PENDING_RESOLUTIONS: usize = 4096;
+
 /// How long a packet may wait for an SA.
 pub const SA_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -89,6 +109,12 @@ pub const REDIRECT_REFILL: Duration = Duration::from_secs(15);
 
 /// Minimum spacing of traffic indications for one pair (OpenNHRP: 5 s).
 pub const REDIRECT_SPACING: Duration = Duration::from_secs(5);
+
+/// (source, destination) pairs with a traffic indication bucket. The pairs come from data
+/// packets a spoke sends (their inner addresses are the spoke's to choose), so the table is
+/// capped: past the cap idle buckets are pruned, and a new pair finding no room gets no
+/// indication (counted as [`DropReason::RateLimited`]); its traffic still flows via the hub.
+pub const MAX_REDIRECT_PAIRS: usize = 4096;
 
 /// Narrowest shortcut prefix accepted (FRR refuses wider than /8, docs/interop-notes.md §9).
 pub const MIN_SHORTCUT_PREFIX_LEN: u8 = 8;
@@ -198,6 +224,20 @@ pub enum Event {
     },
 }
 
+/// The tunnel-to-NBMA binding of one next hop, as [`Engine::mapping`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappingInfo {
+    /// The NBMA address packets to the next hop go to: the post-NAT address when known
+    /// ([`CacheEntry::effective_nbma`]).
+    pub nbma: IpAddr,
+    /// The kind of entry the binding comes from.
+    pub kind: EntryKind,
+}
+
+/// What [`Engine::take_mapping_changes`] last saw of an NHS's cache entry: its tunnel address
+/// (no entry while unknown) and its registration's expiry.
+type NhsMark = Option<(IpAddr, Option<Instant>)>;
+
 /// One NHRP interface (one network-id): its cache, NHS client state and
 /// server state. See the module documentation for the SA gating rule.
 pub struct Engine {
@@ -206,13 +246,17 @@ pub struct Engine {
     public_nbma: Option<IpAddr>,
     nhs: Vec<Nhs>,
     /// Keyed by (network prefix, prefix length). One engine serves one
-    /// network-id, so this map is the network-id's cache scope.
-    cache: BTreeMap<(IpAddr, u8), CacheEntry>,
-    pending: BTreeMap<IpAddr, PendingResolution>,
-    routes: Vec<Route>,
+    /// network-id, so this table is the network-id's cache scope.
+    cache: CacheTable,
+    pending: PendingTable,
+    routes: RouteTable,
     sa_ready: BTreeSet<IpAddr>,
-    queues: BTreeMap<IpAddr, VecDeque<Queued>>,
-    redirects: HashMap<(IpAddr, IpAddr), RedirectBucket>,
+    queues: QueueTable,
+    /// Per NHS (same order as `nhs`), its entry as `take_mapping_changes` last reported it.
+    nhs_marks: Vec<NhsMark>,
+    /// Spoke: whether `take_multicast_changes` reported the NHSs' multicast set yet.
+    multicast_nhs_reported: bool,
+    redirects: RedirectBuckets,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -226,6 +270,8 @@ impl std::fmt::Debug for Engine {
             .field("protocol_addr", &self.config.protocol_addr)
             .field("network_id", &self.config.network_id)
             .field("cache_entries", &self.cache.len())
+            .field("pending_resolutions", &self.pending.len())
+            .field("sa_queues", &self.queues.len())
             .finish_non_exhaustive()
     }
 }
@@ -269,7 +315,7 @@ impl Engine {
     /// Builds an engine. Nothing is sent until [`Engine::register`] (spoke).
     pub fn new(config: Config, ids: impl RequestIdSource + 'static) -> Result<Self, ConfigError> {
         config.validate()?;
-        let nhs = config
+        let nhs: Vec<Nhs> = config
             .nhs
             .iter()
             .map(|c| Nhs {
@@ -283,13 +329,15 @@ impl Engine {
             config,
             ids: Box::new(ids),
             public_nbma: None,
+            nhs_marks: vec![None; nhs.len()],
             nhs,
-            cache: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            routes: Vec::new(),
+            cache: CacheTable::default(),
+            pending: PendingTable::default(),
+            routes: RouteTable::default(),
             sa_ready: BTreeSet::new(),
-            queues: BTreeMap::new(),
-            redirects: HashMap::new(),
+            queues: QueueTable::default(),
+            multicast_nhs_reported: false,
+            redirects: RedirectBuckets::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -307,21 +355,15 @@ impl Engine {
         self.events.pop_front()
     }
 
-    /// The earliest deadline at which [`Engine::handle_timeout`] has work.
+    /// The earliest deadline at which [`Engine::handle_timeout`] has work: O(log N) in the
+    /// number of cache entries, resolutions and queues (each keeps a deadline index), plus
+    /// the configured NHSs.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let nhs = self.nhs.iter().filter_map(Nhs::deadline);
-        let pending = self.pending.values().map(|p| p.retry_at);
-        let cache = self.cache.values().flat_map(|e| {
-            [e.expires, e.refresh_at]
-                .into_iter()
-                .flatten()
-                .filter(|_| e.kind == EntryKind::Dynamic || e.kind == EntryKind::Shortcut)
-        });
-        let queues = self
-            .queues
-            .values()
-            .filter_map(|q| q.front().map(|p| p.deadline));
-        nhs.chain(pending).chain(cache).chain(queues).min()
+        nhs.chain(self.pending.first_deadline())
+            .chain(self.cache.first_deadline())
+            .chain(self.queues.first_deadline())
+            .min()
     }
 
     /// The configuration.
@@ -420,7 +462,8 @@ impl Engine {
     }
 
     /// NBMA addresses that get a copy of multicast (OSPF hellos): on a spoke
-    /// the NHSs configured with `multicast`, on a hub every registered spoke.
+    /// the NHSs configured with `multicast`, on a hub every registered spoke. O(N): for the
+    /// operator's views; per event, [`Engine::take_multicast_changes`] tells what changed.
     pub fn multicast_nbmas(&self, now: Instant) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = match self.config.role {
             Role::Spoke => self
@@ -441,7 +484,8 @@ impl Engine {
         out
     }
 
-    /// The NBMA address for a tunnel address, from the NHSs and the cache.
+    /// The NBMA address for a tunnel address, from the NHSs and the cache (the lowest-key
+    /// live entry with that next hop; O(log N) through the next-hop index).
     pub fn lookup_nbma(&self, protocol_addr: IpAddr, now: Instant) -> Option<IpAddr> {
         if let Some(n) = self
             .nhs
@@ -451,21 +495,131 @@ impl Engine {
             return Some(n.config.nbma_addr);
         }
         self.cache
-            .values()
-            .find(|e| e.next_hop == protocol_addr && e.is_live(now))
+            .first_live_by_next_hop(protocol_addr, now)
             .map(CacheEntry::effective_nbma)
+    }
+
+    /// The NHS entry [`Engine::cache_entries`] lists for NHS `n`, as a mark: its tunnel
+    /// address (none while unknown) and its registration's expiry.
+    fn nhs_mark(n: &Nhs) -> NhsMark {
+        let expires = match n.phase {
+            NhsPhase::Registered { expires, .. } => Some(expires),
+            _ => None,
+        };
+        n.protocol_addr.map(|p| (p, expires))
+    }
+
+    /// The binding of tunnel next hop `next_hop` at `now`: the first live entry with that
+    /// next hop in [`Engine::cache_entries`] order (the NHSs in configuration order, then the
+    /// learned entries by lowest key); the Local entry never counts. O(log N) in the number
+    /// of cache entries (plus the configured NHSs).
+    pub fn mapping(&self, next_hop: IpAddr, now: Instant) -> Option<MappingInfo> {
+        let nhs = self.nhs.iter().find(|n| {
+            Self::nhs_mark(n).is_some_and(|(p, exp)| p == next_hop && exp.is_none_or(|e| now < e))
+        });
+        if let Some(n) = nhs {
+            return Some(MappingInfo {
+                nbma: n.config.nbma_addr,
+                kind: EntryKind::Nhs,
+            });
+        }
+        self.cache
+            .first_live_by_next_hop(next_hop, now)
+            .map(|e| MappingInfo {
+                nbma: e.effective_nbma(),
+                kind: e.kind,
+            })
+    }
+
+    /// The tunnel next hops whose binding ([`Engine::mapping`]) may have changed since the
+    /// last call: an entry added, replaced, removed or expired, its NBMA or post-NAT NBMA
+    /// changed, its liveness changed; NHS entries (their tunnel address learned, their
+    /// registration's expiry moved) too. Deduplicated, in address order. An expiry is
+    /// reported by the [`Engine::handle_timeout`] that removes the entry, which
+    /// [`Engine::poll_timeout`] schedules for it. Before the first call every mapping counts
+    /// as absent, so the first call reports each known NHS. O(k log k) for k changes (plus the
+    /// configured NHSs); an empty result does not allocate.
+    pub fn take_mapping_changes(&mut self) -> Vec<IpAddr> {
+        for (n, mark) in self.nhs.iter().zip(self.nhs_marks.iter_mut()) {
+            let now_mark = Self::nhs_mark(n);
+            if now_mark != *mark {
+                for (p, _) in [*mark, now_mark].into_iter().flatten() {
+                    self.cache.note_changed(p);
+                }
+                *mark = now_mark;
+            }
+        }
+        self.cache.take_changed()
+    }
+
+    /// The tunnel next hops of the entries whose effective (post-NAT when known) NBMA address
+    /// is `nbma` — what an SA to `nbma` coming up or going down affects — NHSs included, the
+    /// Local entry not. Entries past their expiry count until the [`Engine::handle_timeout`]
+    /// that removes them. Deduplicated, in address order; O(log N + k) for k entries there.
+    pub fn next_hops_at(&self, nbma: IpAddr) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self
+            .nhs
+            .iter()
+            .filter(|n| n.config.nbma_addr == nbma)
+            .filter_map(|n| n.protocol_addr)
+            .collect();
+        out.extend(
+            self.cache
+                .keys_by_nbma(nbma)
+                .filter_map(|k| self.cache.get(&k))
+                .map(|e| e.next_hop),
+        );
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether NHRP learned `nbma` as the post-NAT address of a peer behind NAT: some live
+    /// entry of [`Engine::cache_entries`] has `post_nat_nbma == Some(nbma)` and a different
+    /// claimed `nbma` (the Local entry included: a spoke behind the same NAT as we are).
+    /// O(log N) through the NAT index.
+    pub fn is_nated_peer(&self, nbma: IpAddr, now: Instant) -> bool {
+        let local = self.public_nbma == Some(nbma) && self.config.nbma_addr != nbma;
+        local || self.cache.nated_live(nbma, now)
+    }
+
+    /// The NBMA addresses that joined (`true`) or left (`false`) the set
+    /// [`Engine::multicast_nbmas`] returns since the last call: net changes, each address at
+    /// most once, in address order. Before the first call the set counts as empty, so a
+    /// spoke's first call reports its multicast NHSs. On a hub the set is the registered
+    /// spokes' effective NBMA addresses; an expired registration leaves it at the
+    /// [`Engine::handle_timeout`] that removes it. O(k log k) for k changes.
+    pub fn take_multicast_changes(&mut self) -> Vec<(IpAddr, bool)> {
+        let table = self.cache.take_multicast_changes();
+        match self.config.role {
+            Role::Hub => table,
+            Role::Spoke => {
+                if std::mem::replace(&mut self.multicast_nhs_reported, true) {
+                    return Vec::new();
+                }
+                let mut out: Vec<(IpAddr, bool)> = self
+                    .nhs
+                    .iter()
+                    .filter(|n| n.config.multicast)
+                    .map(|n| (n.config.nbma_addr, true))
+                    .collect();
+                out.sort_unstable();
+                out.dedup();
+                out
+            }
+        }
     }
 
     /// `clear ip nhrp`: forgets every dynamic and shortcut entry (withdrawing shortcut routes
     /// and reporting removed registrations as events); static, NHS and local entries stay.
     /// Spokes whose registration was removed re-register at their next refresh, as with Cisco.
-    /// Returns how many entries were removed.
+    /// Returns how many entries were removed. O(N): an operator command.
     pub fn clear_dynamic(&mut self) -> usize {
         let keys: Vec<(IpAddr, u8)> = self
             .cache
-            .iter()
-            .filter(|(_, e)| matches!(e.kind, EntryKind::Dynamic | EntryKind::Shortcut))
-            .map(|(k, _)| *k)
+            .values()
+            .filter(|e| matches!(e.kind, EntryKind::Dynamic | EntryKind::Shortcut))
+            .map(|e| (e.protocol_addr, e.prefix_len))
             .collect();
         for k in &keys {
             self.remove_entry(*k);
@@ -497,9 +651,10 @@ impl Engine {
     }
 
     /// The routing table the engine answers resolutions from: routes with no
-    /// next hop are this router's own prefixes.
+    /// next hop are this router's own prefixes. Indexed here in O(R); lookups are then one
+    /// hash probe per prefix length present.
     pub fn set_routes(&mut self, routes: Vec<Route>) {
-        self.routes = routes;
+        self.routes = RouteTable::new(routes);
     }
 
     /// Runs every timer that is due at `now`.
@@ -513,34 +668,45 @@ impl Engine {
     }
 
     /// Removes expired entries and re-resolves the used shortcuts whose refresh time came.
+    /// Only the entries the deadline index names as due are visited (O(k log N)), first the
+    /// expiries, then the refreshes, each in key order.
     fn cache_timeouts(&mut self, now: Instant) {
-        let expired: Vec<_> = self
-            .cache
-            .iter()
-            .filter(|(_, e)| !e.is_live(now))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in expired {
-            self.remove_entry(k);
+        let due = self.cache.due(now);
+        if due.is_empty() {
+            return;
         }
-        let refresh: Vec<_> = self
-            .cache
-            .iter()
-            .filter(|(_, e)| e.refresh_at.is_some_and(|r| r <= now))
-            .map(|(k, e)| (*k, e.flags.used))
-            .collect();
-        for ((prefix, len), used) in refresh {
-            if let Some(e) = self.cache.get_mut(&(prefix, len)) {
-                e.refresh_at = None;
-                e.flags.used = false;
+        let mut refresh = Vec::new();
+        for k in due {
+            match self.cache.get(&k) {
+                Some(e) if !e.is_live(now) => self.remove_entry(k),
+                Some(e) if e.refresh_at.is_some_and(|r| r <= now) => refresh.push(k),
+                _ => {}
             }
-            if used {
+        }
+        for key in refresh {
+            let (prefix, _) = key;
+            let used = self.cache.modify(now, &key, |e| {
+                e.refresh_at = None;
+                std::mem::take(&mut e.flags.used)
+            });
+            if used == Some(true) {
                 // A used shortcut is re-resolved before it expires; an unused
                 // one is left to expire.
                 self.pending.remove(&prefix);
                 self.resolve_uncached(now, prefix);
             }
         }
+    }
+
+    /// Whether a new entry at `key` must be refused: the cache is full and `key` would not
+    /// replace an entry (counted).
+    fn cache_full_for(&mut self, key: &(IpAddr, u8)) -> bool {
+        let full =
+            self.cache.len() >= self.config.max_cache_entries && self.cache.get(key).is_none();
+        if full {
+            self.counters.cache_full += 1;
+        }
+        full
     }
 
     /// Removes a cache entry and tells the daemon: a shortcut's route is withdrawn, a registration

@@ -110,7 +110,7 @@ impl Engine {
             }
             n.phase = NhsPhase::Idle;
         }
-        let keys: Vec<_> = self.cache.keys().copied().collect();
+        let keys: Vec<_> = self.cache.keys().copied().collect(); // O(N): once, at shutdown
         for k in keys {
             self.remove_entry(k);
         }

@@ -2,6 +2,7 @@
 //! `unique` flag and NAT address extension (docs/interop-notes.md §6 and §8), and
 //! Purge Requests (§5.2.5).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,11 @@ impl Engine {
                 return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
             }
         }
+        // RFC 2332 §5.2.4: a registration the server cannot hold is answered with CIE code 5,
+        // Insufficient Resources.
+        if self.cache_full_for(&key) {
+            return CieCode::INSUFFICIENT_RESOURCES;
+        }
         let hold = Duration::from_secs(u64::from(cie.holding_time));
         let previous = self
             .cache
@@ -115,6 +121,7 @@ impl Engine {
             .filter(|e| e.is_live(now))
             .map_or(now, |e| e.created);
         self.cache.insert(
+            now,
             key,
             CacheEntry {
                 kind: EntryKind::Dynamic,
@@ -154,12 +161,18 @@ impl Engine {
         };
         for cie in req.cies() {
             let client = cie.client_protocol_ip().unwrap_or(src_proto);
-            let keys: Vec<_> = self
+            // The entries with this next hop and those for this address itself, from the
+            // indexes (O(log N + k)), removed in key order.
+            let keys: BTreeSet<_> = self
                 .cache
-                .iter()
-                .filter(|(_, e)| e.next_hop == client || e.protocol_addr == client)
-                .filter(|(_, e)| e.kind == EntryKind::Dynamic || e.kind == EntryKind::Shortcut)
-                .map(|(k, _)| *k)
+                .keys_by_next_hop(client)
+                .chain(self.cache.keys_for_address(client))
+                .filter(|k| {
+                    self.cache.get(k).is_some_and(|e| {
+                        (e.next_hop == client || e.protocol_addr == client)
+                            && (e.kind == EntryKind::Dynamic || e.kind == EntryKind::Shortcut)
+                    })
+                })
                 .collect();
             for k in keys {
                 self.remove_entry(k);

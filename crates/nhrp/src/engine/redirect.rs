@@ -2,6 +2,7 @@
 //! §10): the hub's rate-limited indication and the spoke's resolution of
 //! the quoted packet's destination.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -12,13 +13,80 @@ use crate::packet::{Body, Packet, ip_bytes};
 
 use dmvpn_wire::{Ipv4Packet, ipv4};
 
-use super::{DIRECT_HOP_COUNT, Engine, REDIRECT_BURST, REDIRECT_REFILL, REDIRECT_SPACING};
+use super::{
+    DIRECT_HOP_COUNT, Engine, MAX_REDIRECT_PAIRS, REDIRECT_BURST, REDIRECT_REFILL, REDIRECT_SPACING,
+};
 
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RedirectBucket {
-    pub(super) tokens: u32,
-    pub(super) last_refill: Instant,
-    pub(super) last_sent: Option<Instant>,
+struct RedirectBucket {
+    tokens: u32,
+    last_refill: Instant,
+    last_sent: Option<Instant>,
+}
+
+type Pair = (IpAddr, IpAddr);
+
+/// The token buckets per (source, destination) pair, with an index by last refill so idle
+/// buckets are pruned from the oldest without walking the table (issue 12). Private fields:
+/// `last_refill` changes only in [`RedirectBuckets::allow`], which reindexes it.
+#[derive(Debug, Default)]
+pub(super) struct RedirectBuckets {
+    buckets: HashMap<Pair, RedirectBucket>,
+    by_refill: BTreeSet<(Instant, Pair)>,
+}
+
+impl RedirectBuckets {
+    /// Token bucket per (source, destination) pair: `REDIRECT_BURST` tokens, one back per
+    /// `REDIRECT_REFILL`, sends at least `REDIRECT_SPACING` apart. At most
+    /// `MAX_REDIRECT_PAIRS` pairs: a new pair past that first prunes the buckets idle for six
+    /// full refills (they would be full again anyway), oldest first, and is refused when none
+    /// is.
+    fn allow(&mut self, now: Instant, pair: Pair) -> bool {
+        if !self.buckets.contains_key(&pair) && self.buckets.len() >= MAX_REDIRECT_PAIRS {
+            let idle = REDIRECT_REFILL * REDIRECT_BURST * 6;
+            while let Some(&(t, p)) = self.by_refill.first() {
+                if now.saturating_duration_since(t) < idle {
+                    break;
+                }
+                self.by_refill.remove(&(t, p));
+                self.buckets.remove(&p);
+            }
+            if self.buckets.len() >= MAX_REDIRECT_PAIRS {
+                return false;
+            }
+        }
+        let b = self.buckets.entry(pair).or_insert_with(|| {
+            self.by_refill.insert((now, pair));
+            RedirectBucket {
+                tokens: REDIRECT_BURST,
+                last_refill: now,
+                last_sent: None,
+            }
+        });
+        let elapsed = now.saturating_duration_since(b.last_refill);
+        let refills =
+            u32::try_from(elapsed.as_secs() / REDIRECT_REFILL.as_secs()).unwrap_or(u32::MAX);
+        if refills > 0 {
+            b.tokens = b.tokens.saturating_add(refills).min(REDIRECT_BURST);
+            self.by_refill.remove(&(b.last_refill, pair));
+            b.last_refill = now;
+            self.by_refill.insert((now, pair));
+        }
+        let spaced = b
+            .last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= REDIRECT_SPACING);
+        if b.tokens == 0 || !spaced {
+            return false;
+        }
+        b.tokens -= 1;
+        b.last_sent = Some(now);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
 }
 
 /// Source and destination of the IPv4 packet quoted in a traffic
@@ -48,7 +116,7 @@ impl Engine {
             self.counters.drop(DropReason::BadInnerPacket);
             return;
         };
-        if !self.redirect_allowed(now, src, dst) {
+        if !self.redirects.allow(now, (src, dst)) {
             self.counters.drop(DropReason::RateLimited);
             return;
         }
@@ -67,38 +135,6 @@ impl Engine {
         pkt.dst_protocol = ip_bytes(src);
         pkt.extensions = self.auth_only_extensions();
         self.send(now, src_nbma, &pkt);
-    }
-
-    /// Token bucket per (source, destination) pair: `REDIRECT_BURST` tokens, one back per
-    /// `REDIRECT_REFILL`, sends at least `REDIRECT_SPACING` apart; idle buckets are pruned past
-    /// 4096 pairs.
-    fn redirect_allowed(&mut self, now: Instant, src: IpAddr, dst: IpAddr) -> bool {
-        if self.redirects.len() > 4096 {
-            let idle = REDIRECT_REFILL * REDIRECT_BURST * 6;
-            self.redirects
-                .retain(|_, b| now.saturating_duration_since(b.last_refill) < idle);
-        }
-        let b = self.redirects.entry((src, dst)).or_insert(RedirectBucket {
-            tokens: REDIRECT_BURST,
-            last_refill: now,
-            last_sent: None,
-        });
-        let elapsed = now.saturating_duration_since(b.last_refill);
-        let refills =
-            u32::try_from(elapsed.as_secs() / REDIRECT_REFILL.as_secs()).unwrap_or(u32::MAX);
-        if refills > 0 {
-            b.tokens = b.tokens.saturating_add(refills).min(REDIRECT_BURST);
-            b.last_refill = now;
-        }
-        let spaced = b
-            .last_sent
-            .is_none_or(|t| now.saturating_duration_since(t) >= REDIRECT_SPACING);
-        if b.tokens == 0 || !spaced {
-            return false;
-        }
-        b.tokens -= 1;
-        b.last_sent = Some(now);
-        true
     }
 
     /// Spoke: a traffic indication (redirect) from the hub; with shortcuts on, resolves the quoted
@@ -126,6 +162,33 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+
+    #[test]
+    fn redirect_pairs_are_capped_and_idle_ones_pruned() {
+        let t0 = Instant::now();
+        let mut r = RedirectBuckets::default();
+        let pair = |i: usize| {
+            let [_, _, a, b] = u32::try_from(i).unwrap().to_be_bytes();
+            (
+                IpAddr::V4(Ipv4Addr::new(10, 0, a, b)),
+                IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
+            )
+        };
+        for i in 0..MAX_REDIRECT_PAIRS {
+            assert!(r.allow(t0, pair(i)));
+        }
+        // Full and nothing idle: a new pair is refused, a known one still served.
+        let later = t0 + REDIRECT_SPACING;
+        assert!(!r.allow(later, pair(MAX_REDIRECT_PAIRS)));
+        assert!(r.allow(later, pair(0)));
+        assert_eq!(r.len(), MAX_REDIRECT_PAIRS);
+        // Six refills later every bucket is idle (pair 0 was used within one refill period,
+        // so it kept its refill time): the pruning makes room, each pair removed once.
+        let idle = t0 + REDIRECT_REFILL * REDIRECT_BURST * 6;
+        assert!(r.allow(idle, pair(MAX_REDIRECT_PAIRS)));
+        assert!(r.len() <= MAX_REDIRECT_PAIRS);
+        assert_eq!(r.by_refill.len(), r.len(), "index and table agree");
+    }
 
     #[test]
     fn inner_ipv4_reads_a_cut_short_quote() {

@@ -12,8 +12,8 @@ use crate::counters::DropReason;
 use crate::packet::{Body, Cie, Packet, ip_bytes};
 
 use super::{
-    DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MIN_SHORTCUT_PREFIX_LEN,
-    RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
+    DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MAX_PENDING_RESOLUTIONS,
+    MIN_SHORTCUT_PREFIX_LEN, RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
 };
 
 #[derive(Debug, Clone)]
@@ -33,15 +33,11 @@ impl Engine {
         if self.config.role != Role::Spoke || self.shut_down || !target.is_ipv4() {
             return;
         }
-        if let Some(e) = self.cache.values_mut().find(|e| {
-            e.kind == EntryKind::Shortcut
-                && e.is_live(now)
-                && covers(e.protocol_addr, e.prefix_len, target)
-        }) {
-            e.flags.used = true;
+        if let Some(key) = self.live_shortcuts_covering(now, target).into_iter().min() {
+            self.cache.modify(now, &key, |e| e.flags.used = true);
             return;
         }
-        if self.pending.contains_key(&target) {
+        if self.pending.contains(&target) {
             return;
         }
         let Some(nhs_nbma) = self
@@ -59,26 +55,36 @@ impl Engine {
     /// Spoke: the data plane used a route towards `target`; a shortcut
     /// covering it will be refreshed rather than left to expire.
     pub fn shortcut_used(&mut self, now: Instant, target: IpAddr) {
-        for e in self.cache.values_mut() {
-            if e.kind == EntryKind::Shortcut
-                && e.is_live(now)
-                && covers(e.protocol_addr, e.prefix_len, target)
-            {
-                e.flags.used = true;
-            }
+        for key in self.live_shortcuts_covering(now, target) {
+            self.cache.modify(now, &key, |e| e.flags.used = true);
         }
+    }
+
+    /// Keys of the live shortcuts whose prefix covers `target`. Cache keys are masked
+    /// prefixes, so for IPv4 these are among the 33 keys (`target` masked to 0..=32 bits),
+    /// looked up directly: O(log N), not a walk of the cache. An IPv6 "prefix" covers only
+    /// itself (see `covers`), at any length.
+    fn live_shortcuts_covering(&self, now: Instant, target: IpAddr) -> Vec<(IpAddr, u8)> {
+        let candidates: Vec<(IpAddr, u8)> = match target {
+            IpAddr::V4(_) => (0..=32).map(|len| (mask(target, len), len)).collect(),
+            IpAddr::V6(_) => self.cache.keys_for_address(target).collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|k| {
+                self.cache.get(k).is_some_and(|e| {
+                    e.kind == EntryKind::Shortcut
+                        && e.is_live(now)
+                        && covers(e.protocol_addr, e.prefix_len, target)
+                })
+            })
+            .collect()
     }
 
     /// Retransmits unanswered Resolution Requests with the same request id and a doubled wait;
     /// after `RESOLUTION_ATTEMPTS` reports `Event::ResolutionFailed`.
     pub(super) fn resolution_timeouts(&mut self, now: Instant) {
-        let due: Vec<IpAddr> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.retry_at <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for target in due {
+        for target in self.pending.due(now) {
             let Some(mut p) = self.pending.remove(&target) else {
                 continue;
             };
@@ -118,6 +124,10 @@ impl Engine {
     /// Sends a Resolution Request for `target` through the NHS at `nhs_nbma` and tracks it
     /// for retransmission with the same request id (docs/interop-notes.md §9).
     fn start_resolution(&mut self, now: Instant, target: IpAddr, nhs_nbma: IpAddr) {
+        if self.pending.len() >= MAX_PENDING_RESOLUTIONS && !self.pending.contains(&target) {
+            self.counters.drop(DropReason::RateLimited);
+            return;
+        }
         let request_id = self.ids.next_request_id();
         let pkt = self.resolution_request(target, request_id);
         let Some(bytes) = self.encode(&pkt) else {
@@ -168,10 +178,8 @@ impl Engine {
             return Some(32);
         }
         self.routes
-            .iter()
-            .filter(|r| r.next_hop.is_none() && covers(r.prefix, r.prefix_len, target))
+            .longest_covering(target, |r| r.next_hop.is_none())
             .map(|r| r.prefix_len)
-            .max()
     }
 
     /// Hub: the registered spoke that owns `target`, directly or as the
@@ -188,9 +196,7 @@ impl Engine {
         }
         let nh = self
             .routes
-            .iter()
-            .filter(|r| covers(r.prefix, r.prefix_len, target))
-            .max_by_key(|r| r.prefix_len)
+            .longest_covering(target, |_| true)
             .and_then(|r| r.next_hop)?;
         live(nh)
     }
@@ -344,11 +350,16 @@ impl Engine {
                     self.config.prefix_len,
                     src_proto,
                 ));
-        if self.config.role == Role::Spoke && to != from_nbma && learnable {
+        if self.config.role == Role::Spoke
+            && to != from_nbma
+            && learnable
+            && !self.cache_full_for(&(src_proto, 32))
+        {
             // Remember the requester, so return traffic can use the shortcut
             // once the SA is up.
             let created = now;
             self.cache.insert(
+                now,
                 (src_proto, 32),
                 CacheEntry {
                     kind: EntryKind::Dynamic,
@@ -455,12 +466,7 @@ impl Engine {
             self.forward_reply(now, from_nbma, p, raw, src_proto);
             return;
         }
-        let id = p.request_id();
-        let Some((&pending_target, _)) = self
-            .pending
-            .iter()
-            .find(|(_, pr)| Some(pr.request_id) == id)
-        else {
+        let Some(pending_target) = p.request_id().and_then(|id| self.pending.target_of(id)) else {
             self.counters.drop(DropReason::UnexpectedReply);
             return;
         };
@@ -515,8 +521,12 @@ impl Engine {
         let prefix = mask(target, prefix_len);
         let hold = Duration::from_secs(u64::from(cie.holding_time));
         let key = (prefix, prefix_len);
+        if self.cache_full_for(&key) {
+            return;
+        }
         let created = self.cache.get(&key).map_or(now, |e| e.created);
         self.cache.insert(
+            now,
             key,
             CacheEntry {
                 kind: EntryKind::Shortcut,

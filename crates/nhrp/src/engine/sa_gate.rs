@@ -20,9 +20,8 @@ use crate::codes::PacketType;
 use crate::counters::DropReason;
 use crate::packet::Packet;
 
-use super::{
-    Engine, Event, INITIAL_REGISTRATION_WAIT, NhsPhase, SA_QUEUE_LEN, SA_QUEUE_TIMEOUT, Transmit,
-};
+use super::queue_table::Pushed;
+use super::{Engine, Event, INITIAL_REGISTRATION_WAIT, NhsPhase, SA_QUEUE_TIMEOUT, Transmit};
 
 #[derive(Debug)]
 pub(super) struct Queued {
@@ -52,17 +51,13 @@ impl Engine {
     /// The SA to `nbma` is gone (DPD, delete): drop what depends on it.
     pub fn peer_dead(&mut self, now: Instant, nbma: IpAddr) {
         self.sa_ready.remove(&nbma);
-        if let Some(q) = self.queues.remove(&nbma) {
+        if let Some(q) = self.queues.take(&nbma) {
             for _ in q {
                 self.counters.drop(DropReason::QueueExpired);
             }
         }
-        let keys: Vec<_> = self
-            .cache
-            .iter()
-            .filter(|(_, e)| e.effective_nbma() == nbma)
-            .map(|(k, _)| *k)
-            .collect();
+        // The entries reached at `nbma`, from the NBMA index: O(log N + k).
+        let keys: Vec<_> = self.cache.keys_by_nbma(nbma).collect();
         for k in keys {
             self.remove_entry(k);
         }
@@ -113,24 +108,24 @@ impl Engine {
             });
             return;
         }
-        let q = self.queues.entry(dst).or_default();
-        if q.is_empty() {
-            self.events.push_back(Event::NeedSa { nbma: dst });
+        let pushed = self.queues.push(
+            dst,
+            Queued {
+                deadline: now + SA_QUEUE_TIMEOUT,
+                packet_type: t,
+                bytes,
+            },
+        );
+        match pushed {
+            Pushed::Started => self.events.push_back(Event::NeedSa { nbma: dst }),
+            Pushed::Queued => {}
+            Pushed::Full => self.counters.drop(DropReason::QueueFull),
         }
-        if q.len() >= SA_QUEUE_LEN {
-            self.counters.drop(DropReason::QueueFull);
-            return;
-        }
-        q.push_back(Queued {
-            deadline: now + SA_QUEUE_TIMEOUT,
-            packet_type: t,
-            bytes,
-        });
     }
 
     /// Releases what waited for `nbma`'s SA, dropping what outlived its wait.
     pub(super) fn flush_queue(&mut self, now: Instant, nbma: IpAddr) {
-        let Some(q) = self.queues.remove(&nbma) else {
+        let Some(q) = self.queues.take(&nbma) else {
             return;
         };
         for p in q {
@@ -148,14 +143,8 @@ impl Engine {
 
     /// Drops queued packets that waited longer than [`super::SA_QUEUE_TIMEOUT`].
     pub(super) fn queue_timeouts(&mut self, now: Instant) {
-        let mut expired = 0;
-        for q in self.queues.values_mut() {
-            while q.front().is_some_and(|p| p.deadline <= now) {
-                q.pop_front();
-                expired += 1;
-            }
-        }
-        self.queues.retain(|_, q| !q.is_empty());
+        // Only the queues whose oldest packet is due: O(k log N).
+        let expired = self.queues.expire(now);
         for _ in 0..expired {
             self.counters.drop(DropReason::QueueExpired);
         }
