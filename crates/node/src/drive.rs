@@ -243,10 +243,7 @@ impl Node {
 
     /// Whether NHRP learned `nbma` as the post-NAT address of a peer behind NAT.
     fn peer_is_nated(&self, now: Instant, nbma: Ipv4Addr) -> bool {
-        self.nhrp
-            .cache_entries(now)
-            .iter()
-            .any(|e| e.post_nat_nbma == Some(IpAddr::V4(nbma)) && e.nbma != IpAddr::V4(nbma))
+        self.nhrp.is_nated_peer(IpAddr::V4(nbma), now)
     }
 
     /// Drains the engines' outputs after every input or timeout, until nothing moves.
@@ -257,10 +254,8 @@ impl Node {
             // `poll_tables`) before its IKE_AUTH response leaves, or the initiator's first
             // ESP packet (its NHRP registration, sent the moment the response arrives) would
             // meet no inbound SA here.
-            let mut sa_changed = false;
             while let Some(ev) = self.ike.poll_event() {
                 moved = true;
-                sa_changed = true;
                 self.handle_ike_event(now, ev);
             }
             while let Some(t) = self.ike.poll_transmit() {
@@ -280,10 +275,10 @@ impl Node {
                 nhrp_moved = true;
                 self.handle_nhrp_event(now, ev);
             }
-            if nhrp_moved || sa_changed {
-                moved |= nhrp_moved;
-                self.sync_nhrp_tables(now);
-            }
+            moved |= nhrp_moved;
+            // Every turn: NHRP records what changed (expiries too, which raise no event), and
+            // an unchanged engine costs nothing here.
+            self.sync_nhrp_tables(now);
             while let Some(t) = self.nhrp.poll_transmit() {
                 moved = true;
                 let Some(nbma) = v4(t.dst_nbma) else { continue };

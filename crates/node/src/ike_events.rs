@@ -146,6 +146,7 @@ impl Node {
             udp_encap: c.udp_encap,
         };
         self.master.paths.insert(peer, path.clone());
+        self.paths_changed.push(peer);
         self.children.entry(peer).or_default().push(InstalledChild {
             spi_in: c.spi_in,
             path,
@@ -222,6 +223,7 @@ impl Node {
                 None => {
                     self.children.remove(&peer);
                     self.master.paths.remove(&peer);
+                    self.paths_changed.push(peer);
                 }
             }
             self.events
@@ -241,6 +243,7 @@ impl Node {
     /// Forgets every SA to `peer` (DPD death, IKE SA gone, operator's clear).
     pub(crate) fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
         self.master.paths.remove(&peer);
+        self.paths_changed.push(peer);
         // Every inbound SA of the peer is one of its installed children (install_child adds
         // both, child_deleted removes both), so there is no need to scan all SPIs.
         for c in self.children.remove(&peer).unwrap_or_default() {

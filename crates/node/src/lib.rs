@@ -95,6 +95,8 @@ pub struct Node {
     sa_packets: HashMap<u32, u64>,
     /// Outbound SAs (SPI → peer) whose volume or sequence limit asked for a rekey already.
     rekeys_asked: HashMap<u32, Ipv4Addr>,
+    /// Peers whose path (SA) appeared or went since the NHRP mappings were last synced.
+    paths_changed: Vec<Ipv4Addr>,
     keepalives: NatKeepalives,
     next_housekeeping: Instant,
     transmits: VecDeque<Transmit>,
@@ -145,7 +147,7 @@ impl Node {
                 metric: STATIC_METRIC,
             })
             .collect();
-        Ok(Node {
+        let mut node = Node {
             keepalives: NatKeepalives::new(config.ike.nat_keepalive),
             config,
             local_nbma,
@@ -162,11 +164,15 @@ impl Node {
             local_prefixes: Vec::new(),
             sa_packets: HashMap::new(),
             rekeys_asked: HashMap::new(),
+            paths_changed: Vec::new(),
             next_housekeeping: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             route_updates,
-        })
+        };
+        // The NHRP-derived tables (an NHS's multicast flag) are right from the first snapshot.
+        node.sync_nhrp_tables(now);
+        Ok(node)
     }
 
     /// Starts the node: feeds NHRP the routes known so far and, on a spoke, registers with

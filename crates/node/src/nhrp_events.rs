@@ -1,13 +1,10 @@
 //! What the node does with NHRP's events, and the NHRP mappings the dataplane reads.
 
-use std::collections::HashMap;
-use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use dmvpn_dataplane::Mapping;
 use dmvpn_nhrp::{EntryKind, Event as NhrpEvent};
-use dmvpn_snapmap::SnapMap;
 
 use crate::drive::v4;
 use crate::{Event, Node, RouteUpdate, SHORTCUT_METRIC};
@@ -119,79 +116,58 @@ impl Node {
         }
     }
 
-    /// Rebuilds the NHRP-derived parts of the tables (mappings, multicast list); marks them
-    /// changed when they differ. `Mapping`s that did not change are kept, with their "used"
-    /// marks.
+    /// Brings the NHRP-derived parts of the tables (mappings, multicast list) up to date with
+    /// what changed since the last call: the next hops NHRP reports changed, those whose
+    /// peer's path (SA) came or went, and the multicast joins and leaves. O(changes), not
+    /// O(cache): a hub with 10,000 registrations pays per registration what it pays with ten.
+    /// `Mapping`s that did not change are kept, with their "used" marks.
     pub(crate) fn sync_nhrp_tables(&mut self, now: Instant) {
-        let mut mappings: HashMap<Ipv4Addr, Arc<Mapping>> = HashMap::new();
-        let mut put = |proto: Ipv4Addr, nbma: Ipv4Addr, old: &SnapMap<Ipv4Addr, Arc<Mapping>>| {
-            let m = match old.get(&proto) {
-                Some(m) if m.nbma == nbma => m.clone(),
-                _ => Mapping::new(nbma),
+        let mut dirty = self.nhrp.take_mapping_changes();
+        for nbma in std::mem::take(&mut self.paths_changed) {
+            dirty.extend(self.nhrp.next_hops_at(IpAddr::V4(nbma)));
+        }
+        for nh in dirty {
+            if let Some(nh) = v4(nh) {
+                self.sync_mapping(now, nh);
+            }
+        }
+        for (nbma, joined) in self.nhrp.take_multicast_changes() {
+            let Some(nbma) = v4(nbma) else { continue };
+            let changed = if joined {
+                self.master.multicast.insert(nbma)
+            } else {
+                self.master.multicast.remove(&nbma)
             };
-            mappings.insert(proto, m);
-        };
-        for n in &self.config.nhrp.nhs {
-            put(n.address, n.nbma, &self.master.mappings);
+            self.tables_changed |= changed;
         }
-        for e in self.nhrp.cache_entries(now) {
-            if e.kind == EntryKind::Local || !e.is_live(now) {
-                continue;
-            }
-            // Only peers with an SA: without one the packet would wait for IKE (or, toward a
-            // peer that refuses it, be lost) where the path via the NHS works. And a learned
-            // entry never replaces an NHS's mapping: one hostile spoke must not be able to
-            // take over the path to the hub (and everything routed via it).
-            if let (Some(nh), Some(nbma)) = (v4(e.next_hop), v4(e.effective_nbma()))
-                && self.master.paths.contains_key(&nbma)
-                && !self.config.nhrp.nhs.iter().any(|n| n.address == nh)
-            {
-                put(nh, nbma, &self.master.mappings);
-            }
+    }
+
+    /// The mapping of tunnel next hop `nh`, from its live NHRP entry. Only peers with an SA
+    /// get one: without it the packet would wait for IKE (or, toward a peer that refuses it,
+    /// be lost) where the path via the NHS works. An NHS's mapping comes from the
+    /// configuration and is never replaced by a learned entry: one hostile spoke must not be
+    /// able to take over the path to the hub (and everything routed via it).
+    fn sync_mapping(&mut self, now: Instant, nh: Ipv4Addr) {
+        if self.config.nhrp.nhs.iter().any(|n| n.address == nh) {
+            return;
         }
-        let multicast: Vec<Ipv4Addr> = self
+        let want = self
             .nhrp
-            .multicast_nbmas(now)
-            .into_iter()
-            .filter_map(v4)
-            .collect();
-        // Apply the difference only: the master tables share their shards with the last
-        // published snapshot, and an edit copies only the shards it touches.
-        let stale: Vec<Ipv4Addr> = self
-            .master
-            .mappings
-            .keys()
-            .filter(|k| !mappings.contains_key(*k))
-            .copied()
-            .collect();
-        for k in stale {
-            self.master.mappings.remove(&k);
-            self.tables_changed = true;
-        }
-        for (k, v) in mappings {
-            if !self
-                .master
-                .mappings
-                .get(&k)
-                .is_some_and(|o| Arc::ptr_eq(o, &v))
-            {
-                self.master.mappings.insert(k, v);
+            .mapping(IpAddr::V4(nh), now)
+            .filter(|m| m.kind != EntryKind::Local)
+            .and_then(|m| v4(m.nbma))
+            .filter(|nbma| self.master.paths.contains_key(nbma));
+        match (want, self.master.mappings.get(&nh)) {
+            (Some(n), Some(m)) if m.nbma == n => {}
+            (Some(n), _) => {
+                self.master.mappings.insert(nh, Mapping::new(n));
                 self.tables_changed = true;
             }
-        }
-        let left: Vec<Ipv4Addr> = self
-            .master
-            .multicast
-            .iter()
-            .filter(|n| !multicast.contains(n))
-            .copied()
-            .collect();
-        for n in left {
-            self.master.multicast.remove(&n);
-            self.tables_changed = true;
-        }
-        for n in multicast {
-            self.tables_changed |= self.master.multicast.insert(n);
+            (None, Some(_)) => {
+                self.master.mappings.remove(&nh);
+                self.tables_changed = true;
+            }
+            (None, None) => {}
         }
     }
 }

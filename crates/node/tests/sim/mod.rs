@@ -5,14 +5,15 @@
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmvpn_crypto::TestRng;
 use dmvpn_dataplane::{Inbound, Outbound, Route, RouteProto, RouteTable, Tables};
+use dmvpn_nhrp::EntryKind;
 use dmvpn_node::{Event, Node, RouteUpdate, SlowPath, Transmit};
 use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
@@ -102,6 +103,50 @@ local-address = "{nbma}"
 
 pub fn parse(text: &str) -> dmvpn_config::Config {
     dmvpn_config::parse_str(text, Path::new("/nonexistent/dmvpnd.toml")).expect("valid config")
+}
+
+/// The node keeps its NHRP mappings and multicast list up to date incrementally; they must
+/// equal a recomputation from the whole NHRP cache: the NHSs' configured mappings, then, per
+/// tunnel next hop, the first live learned entry (in `cache_entries` order) whose peer has a
+/// path, never replacing an NHS.
+pub fn check_mappings(node: &Node, now: Instant) {
+    let t = node.tables();
+    let mut want: HashMap<Ipv4Addr, Ipv4Addr> = HashMap::new();
+    let nhs: Vec<Ipv4Addr> = node.config().nhrp.nhs.iter().map(|n| n.address).collect();
+    for n in &node.config().nhrp.nhs {
+        want.insert(n.address, n.nbma);
+    }
+    for e in node.nhrp().cache_entries(now) {
+        let (IpAddr::V4(nh), IpAddr::V4(nbma)) = (e.next_hop, e.effective_nbma()) else {
+            continue;
+        };
+        if e.kind == EntryKind::Local
+            || !e.is_live(now)
+            || nhs.contains(&nh)
+            || want.contains_key(&nh)
+            || !t.paths.contains_key(&nbma)
+        {
+            continue;
+        }
+        want.insert(nh, nbma);
+    }
+    let got: HashMap<Ipv4Addr, Ipv4Addr> = t.mappings.iter().map(|(k, m)| (*k, m.nbma)).collect();
+    assert_eq!(
+        got, want,
+        "incremental NHRP mappings differ from a recomputation"
+    );
+    let mut mc: Vec<Ipv4Addr> = t.multicast.iter().copied().collect();
+    mc.sort();
+    let want_mc: Vec<Ipv4Addr> = node
+        .nhrp()
+        .multicast_nbmas(now)
+        .into_iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    assert_eq!(mc, want_mc, "incremental multicast list differs");
 }
 
 /// One router: the node, what it published, its kernel routes and what reached its LAN.
@@ -263,7 +308,9 @@ impl Net {
 
     /// Carries out what host `h`'s node polled out, in the daemon's order.
     fn outputs(&mut self, h: usize) {
+        let now = self.now;
         let host = &mut self.hosts[h];
+        check_mappings(&host.node, now);
         if let Some(t) = host.node.poll_tables() {
             host.tables = Arc::new(t);
         }
