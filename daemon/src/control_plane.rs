@@ -21,7 +21,7 @@ use dmvpn_esp::Spi;
 use dmvpn_node::{Event, KeyExport, Node, RouteUpdate, SlowPath, Transmit};
 use tokio::sync::mpsc;
 
-use crate::ctl::{self, Request, Response, Show};
+use crate::ctl::{self, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
 use crate::keylog::KeyLog;
 use crate::netlink::{Netlink, spawn_route_mirror};
@@ -185,7 +185,7 @@ impl ControlPlane {
     /// Answers one `dmvpnctl` request from the node's state at `now`.
     async fn answer(&mut self, now: Instant, req: Request) -> Response {
         match req {
-            Request::Show { what } => self.show(now, what),
+            Request::Show { what, filter } => self.show(now, what, filter),
             Request::ClearSa { peer } => match self.node.clear_sa(now, peer) {
                 Ok(()) => Response::ok(&Ack::new(format!("IKE SA with {peer} deleted"))),
                 Err(e) => Response::error(e.to_string()),
@@ -204,16 +204,30 @@ impl ControlPlane {
         }
     }
 
-    fn show(&mut self, now: Instant, what: Show) -> Response {
+    fn show(&mut self, now: Instant, what: Show, filter: ShowFilter) -> Response {
         let (ike, nhrp, master, config) = (
             self.node.ike(),
             self.node.nhrp(),
             self.node.tables(),
             self.node.config(),
         );
-        let cache = nhrp.cache_entries(now);
-        let nhs = nhrp.nhs_status(now);
-        let ike = ike.ike_sas(now);
+        let mut cache = nhrp.cache_entries(now);
+        let mut nhs = nhrp.nhs_status(now);
+        let mut ike = ike.ike_sas(now);
+        // `show … --peer` / `show nhrp PREFIX`: a hub answers for one peer or prefix
+        // without listing the other 10,000.
+        if let Some(p) = filter.peer {
+            cache.retain(|e| e.nbma == p || e.effective_nbma() == p);
+            nhs.retain(|n| n.nbma_addr == p);
+            ike.retain(|s| s.remote.ip() == p);
+        }
+        if let Some(pf) = filter.prefix {
+            cache.retain(|e| pf.contains(e.protocol_addr) || pf.contains(e.next_hop));
+            nhs.retain(|n| n.protocol_addr.is_some_and(|a| pf.contains(a)));
+            let peers: std::collections::HashSet<std::net::IpAddr> =
+                cache.iter().map(|e| e.effective_nbma()).collect();
+            ike.retain(|s| peers.contains(&s.remote.ip()));
+        }
         let mut backoff: Vec<(std::net::IpAddr, dmvpn_node::peers::Backoff)> = self
             .node
             .backoffs()

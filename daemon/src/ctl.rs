@@ -23,7 +23,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use dmvpn_api::ctl::{
-    DEFAULT_SOCKET, MAX_REQUEST, MAX_RESPONSE, Request, Response, Show, group_id, group_name,
+    DEFAULT_SOCKET, MAX_REQUEST, MAX_RESPONSE, Request, Response, Show, ShowFilter, group_id,
+    group_name,
 };
 
 /// A client that sends nothing for this long is disconnected.

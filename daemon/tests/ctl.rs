@@ -24,7 +24,7 @@ fn dmvpnctl_bin() -> std::path::PathBuf {
 fn answer(req: Request) -> Response {
     let hub: IpAddr = "198.51.100.1".parse().unwrap();
     match req {
-        Request::Show { what } => match what {
+        Request::Show { what, .. } => match what {
             Show::Sa => Response::ok(&examples::sa()),
             Show::Dmvpn => Response::ok(&examples::dmvpn()),
             Show::Nhrp => Response::ok(&examples::nhrp()),

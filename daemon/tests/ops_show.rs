@@ -96,6 +96,34 @@ fn show_dmvpn_lists_both_spokes_on_the_hub_and_the_nhs_on_a_spoke() {
         check_hub_dmvpn_peer(&text, &json, SPOKE_B_TUNNEL, NAT_OUTSIDE, &["D", "N"])
     });
 
+    s.step("show dmvpn --peer / show nhrp PREFIX on the hub: only what was asked for");
+    s.eventually("filtered shows on the hub", SETTLE_TIMEOUT, |s| {
+        let out = s.ctl_ok(
+            Node::Hub,
+            &["show", "dmvpn", "--peer", SPOKE_A_NBMA, "--json"],
+        );
+        let json: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+        let peers: Vec<&Value> = array(&json, "peers")
+            .iter()
+            .map(|p| &p["peer_tunnel"])
+            .collect();
+        if peers != [&Value::from(SPOKE_A_TUNNEL)] {
+            return Err(format!(
+                "--peer {SPOKE_A_NBMA}: want only spoke A, got {json:#}"
+            ));
+        }
+        let prefix = format!("{SPOKE_B_TUNNEL}/32");
+        let out = s.ctl_ok(Node::Hub, &["show", "nhrp", &prefix, "--json"]);
+        let json: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+        let entries = array(&json, "entries");
+        if entries.is_empty() || entries.iter().any(|e| e["protocol_addr"] != SPOKE_B_TUNNEL) {
+            return Err(format!(
+                "show nhrp {prefix}: want only spoke B, got {json:#}"
+            ));
+        }
+        Ok(())
+    });
+
     s.step("show dmvpn on spoke A: the NHS 10.250.0.1, UP, S");
     s.eventually("show dmvpn on spoke A", SETTLE_TIMEOUT, |s| {
         let text = s.show(Node::SpokeA, "dmvpn");

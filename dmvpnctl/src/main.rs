@@ -43,6 +43,13 @@ enum Cmd {
     /// ike (`show crypto ikev2 sa`), interface (`show interfaces`).
     Show {
         what: What,
+        /// Only entries whose tunnel address lies in this prefix (`show nhrp 10.250.0.0/24`,
+        /// like `show ip nhrp 10.250.0.0 255.255.255.0`); a bare address means /32.
+        #[arg(value_name = "PREFIX")]
+        prefix: Option<ctl::Prefix>,
+        /// Only this peer (NBMA address, pre- or post-NAT), like `show dmvpn peer nbma X`.
+        #[arg(long, value_name = "NBMA")]
+        peer: Option<IpAddr>,
         /// Print the documented JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -111,13 +118,19 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let req = match &args.cmd {
-        Cmd::Show { what, .. } => Request::Show {
+        Cmd::Show {
+            what, prefix, peer, ..
+        } => Request::Show {
             what: match what {
                 What::Sa => Show::Sa,
                 What::Dmvpn => Show::Dmvpn,
                 What::Nhrp => Show::Nhrp,
                 What::Ike => Show::Ike,
                 What::Interface => Show::Interface,
+            },
+            filter: ctl::ShowFilter {
+                peer: *peer,
+                prefix: *prefix,
             },
         },
         Cmd::Clear {

@@ -16,7 +16,7 @@ const DMVPNCTL: &str = env!("CARGO_BIN_EXE_dmvpnctl");
 /// The answers the daemon would give, from the examples.
 fn answer(req: &Request) -> Response {
     match req {
-        Request::Show { what } => match what {
+        Request::Show { what, .. } => match what {
             Show::Sa => Response::ok(&fixtures::sa()),
             Show::Dmvpn => Response::ok(&fixtures::dmvpn()),
             Show::Nhrp => Response::ok(&fixtures::nhrp()),
@@ -255,4 +255,32 @@ fn usage_errors_exit_1_help_exits_0() {
     let help = text(&out.stdout);
     assert!(help.contains("Show and control a running dmvpnd"), "{help}");
     assert!(help.contains("/run/dmvpnd/dmvpnd.sock"), "{help}");
+}
+
+#[test]
+fn show_filters_go_into_the_request() {
+    let s = Scratch::new("filter");
+    let requests = serve_examples(&s.sock);
+    let out = run(&[
+        "--socket",
+        s.sock(),
+        "show",
+        "nhrp",
+        "10.250.3.7/16",
+        "--peer",
+        "198.51.100.7",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        requests.recv().unwrap().trim_end(),
+        r#"{"cmd":"show","what":"nhrp","peer":"198.51.100.7","prefix":"10.250.0.0/16"}"#
+    );
+    let bad = run(&["--socket", s.sock(), "show", "nhrp", "10.250.0.0/40"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("prefix length"),
+        "{}",
+        text(&bad.stderr)
+    );
 }

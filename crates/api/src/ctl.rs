@@ -2,7 +2,7 @@
 //! stream socket speaking line-delimited JSON, one [`Request`] line in, one [`Response`] line
 //! out, as many pairs per connection as the client likes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,13 +33,76 @@ pub enum Show {
     Interface,
 }
 
+/// An IPv4 prefix a `show` is narrowed to (`10.250.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    /// Network address (host bits cleared).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub len: u8,
+}
+
+impl Prefix {
+    fn mask(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    }
+
+    /// Whether `ip` lies in the prefix (IPv6 never does).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => a.to_bits() & Self::mask(self.len) == self.addr.to_bits(),
+            IpAddr::V6(_) => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{s:?}: not an IPv4 prefix"))?;
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0..=32"))?;
+        Ok(Self {
+            addr: Ipv4Addr::from_bits(addr.to_bits() & Self::mask(len)),
+            len,
+        })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// What a `show` is narrowed to; empty: everything. A hub with 10,000 peers answers for one
+/// peer or one prefix without listing the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShowFilter {
+    /// Only this peer (NBMA address, pre- or post-NAT).
+    pub peer: Option<IpAddr>,
+    /// Only entries whose tunnel (protocol) address lies in this prefix.
+    pub prefix: Option<Prefix>,
+}
+
 /// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
 /// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRequest", into = "RawRequest")]
 pub enum Request {
-    /// Answer with the report for `what`.
-    Show { what: Show },
+    /// Answer with the report for `what`, narrowed by `filter` (`"peer"`, `"prefix"` on the
+    /// wire).
+    Show { what: Show, filter: ShowFilter },
     /// Delete the IKE SA (and so its Child SAs) with the peer at this NBMA address; answer
     /// with [`Ack`](crate::Ack).
     ClearSa { peer: IpAddr },
@@ -60,6 +123,8 @@ struct RawRequest {
     what: Option<Show>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peer: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
 }
 
 impl TryFrom<RawRequest> for Request {
@@ -69,6 +134,10 @@ impl TryFrom<RawRequest> for Request {
         let req = match r.cmd.as_str() {
             "show" => Request::Show {
                 what: r.what.ok_or("show needs \"what\"")?,
+                filter: ShowFilter {
+                    peer: r.peer,
+                    prefix: r.prefix.as_deref().map(str::parse).transpose()?,
+                },
             },
             "clear_sa" => Request::ClearSa {
                 peer: r.peer.ok_or("clear_sa needs \"peer\"")?,
@@ -82,8 +151,11 @@ impl TryFrom<RawRequest> for Request {
             }
         };
         let expects_what = matches!(req, Request::Show { .. });
-        let expects_peer = matches!(req, Request::ClearSa { .. });
-        if r.what.is_some() && !expects_what || r.peer.is_some() && !expects_peer {
+        let expects_peer = matches!(req, Request::ClearSa { .. } | Request::Show { .. });
+        if r.what.is_some() && !expects_what
+            || r.peer.is_some() && !expects_peer
+            || r.prefix.is_some() && !expects_what
+        {
             return Err(format!("unexpected field for cmd {:?}", r.cmd));
         }
         Ok(req)
@@ -92,16 +164,22 @@ impl TryFrom<RawRequest> for Request {
 
 impl From<Request> for RawRequest {
     fn from(r: Request) -> Self {
-        let (cmd, what, peer) = match r {
-            Request::Show { what } => ("show", Some(what), None),
-            Request::ClearSa { peer } => ("clear_sa", None, Some(peer)),
-            Request::ClearNhrp => ("clear_nhrp", None, None),
-            Request::Reload => ("reload", None, None),
+        let (cmd, what, peer, prefix) = match r {
+            Request::Show { what, filter } => (
+                "show",
+                Some(what),
+                filter.peer,
+                filter.prefix.map(|p| p.to_string()),
+            ),
+            Request::ClearSa { peer } => ("clear_sa", None, Some(peer), None),
+            Request::ClearNhrp => ("clear_nhrp", None, None, None),
+            Request::Reload => ("reload", None, None, None),
         };
         Self {
             cmd: cmd.to_owned(),
             what,
             peer,
+            prefix,
         }
     }
 }

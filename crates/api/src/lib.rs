@@ -14,7 +14,7 @@ pub mod fixtures;
 pub mod render;
 pub mod schema;
 
-pub use ctl::{Request, Response, Show};
+pub use ctl::{Prefix, Request, Response, Show, ShowFilter};
 pub use render::ios_time;
 pub use schema::*;
 

@@ -18,7 +18,7 @@ use crate::schema::{
 /// report (or [`Ack`]) that request is answered with, as text.
 pub fn text(request: &Request, data: serde_json::Value) -> Result<String, DecodeError> {
     match request {
-        Request::Show { what } => match what {
+        Request::Show { what, .. } => match what {
             Show::Sa => decode::<SaReport>(data),
             Show::Dmvpn => decode::<DmvpnReport>(data),
             Show::Nhrp => decode::<NhrpReport>(data),

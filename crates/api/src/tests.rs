@@ -1,7 +1,7 @@
 //! The renderers against the IOS layouts, the JSON field names of schema v1, and the control
 //! socket's wire format, all on the example reports.
 
-use crate::ctl::{Request, Response, Show, group_id, group_name};
+use crate::ctl::{Prefix, Request, Response, Show, ShowFilter, group_id, group_name};
 use crate::fixtures;
 use crate::render::ios_time;
 use crate::schema::*;
@@ -242,12 +242,26 @@ fn request_wire_format() {
     let cases = [
         (
             r#"{"cmd":"show","what":"sa"}"#,
-            Request::Show { what: Show::Sa },
+            Request::Show {
+                what: Show::Sa,
+                filter: ShowFilter::default(),
+            },
         ),
         (
             r#"{"cmd":"show","what":"interface"}"#,
             Request::Show {
                 what: Show::Interface,
+                filter: ShowFilter::default(),
+            },
+        ),
+        (
+            r#"{"cmd":"show","what":"dmvpn","peer":"198.51.100.7","prefix":"10.250.0.0/16"}"#,
+            Request::Show {
+                what: Show::Dmvpn,
+                filter: ShowFilter {
+                    peer: Some("198.51.100.7".parse().unwrap()),
+                    prefix: Some("10.250.9.9/16".parse().unwrap()),
+                },
             },
         ),
         (
@@ -272,6 +286,8 @@ fn request_wire_format() {
         r#"{"cmd":"clear_sa","peer":"not-an-ip"}"#,
         r#"{"cmd":"reload","extra":1}"#,
         r#"{"cmd":"clear_nhrp","peer":"198.51.100.1"}"#,
+        r#"{"cmd":"show","what":"nhrp","prefix":"10.250.0.0/33"}"#,
+        r#"{"cmd":"reload","prefix":"10.0.0.0/8"}"#,
         r#"{"cmd":"show"}"#,
         r#"{"what":"sa"}"#,
         r#"{"cmd":"format_disk"}"#,
@@ -313,7 +329,10 @@ fn etc_group_lines() {
 
 #[test]
 fn answers_decode_by_request() {
-    let show = |what| Request::Show { what };
+    let show = |what| Request::Show {
+        what,
+        filter: ShowFilter::default(),
+    };
     let v = |r: serde_json::Result<serde_json::Value>| r.unwrap();
     let cases = [
         (
@@ -396,4 +415,21 @@ fn schema_v1_golden() {
             r#""auth_failures":2,"age_secs":1200,"rekey_in_secs":2400}]}]}"#,
         )
     );
+}
+
+#[test]
+fn show_prefixes_parse_mask_and_match() {
+    let p: Prefix = "10.250.9.9/16".parse().unwrap();
+    assert_eq!(p.to_string(), "10.250.0.0/16");
+    assert!(p.contains("10.250.200.1".parse().unwrap()));
+    assert!(!p.contains("10.251.0.1".parse().unwrap()));
+    assert!(!p.contains("2001:db8::1".parse().unwrap()));
+    let host: Prefix = "10.250.0.9".parse().unwrap();
+    assert_eq!(host.len, 32);
+    assert!(host.contains("10.250.0.9".parse().unwrap()));
+    let all: Prefix = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains("192.0.2.1".parse().unwrap()));
+    for bad in ["10.0.0.0/33", "10.0.0/8", "x/8", "10.0.0.0/-1"] {
+        assert!(bad.parse::<Prefix>().is_err(), "{bad}");
+    }
 }
