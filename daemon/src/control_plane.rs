@@ -281,6 +281,10 @@ impl ControlPlane {
                         ("underlay_queue_full", load(&u.queue_full)),
                         ("underlay_malformed", load(&u.malformed)),
                         ("underlay_socket_drops", load(&u.socket_drops)),
+                        (
+                            "ike_half_open_refused",
+                            self.node.ike().counters().half_open_refused,
+                        ),
                     ],
                 ))
             }

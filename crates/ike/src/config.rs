@@ -241,6 +241,13 @@ pub struct Config {
     pub cookie_threshold: usize,
     /// How long a responder keeps a half-open SA.
     pub half_open_timeout: Duration,
+    /// Most half-open responder SAs at once (each holds a D-H key, ≈ 9 KiB, for up to
+    /// `half_open_timeout`); further IKE_SA_INIT requests are dropped unanswered and
+    /// counted, and their senders retransmit (§2.1).
+    pub max_half_open: usize,
+    /// Most half-open responder SAs from one IP address (a NAT with many peers behind it
+    /// still fits; one flooding host cannot take the whole budget).
+    pub max_half_open_per_peer: usize,
     /// UDP port IKE floats to when a NAT is detected (§2.23).
     pub natt_port: u16,
     /// Pretend to be behind a NAT (a bogus NAT_DETECTION_SOURCE_IP) so ESP is
@@ -262,6 +269,8 @@ impl Default for Config {
             dpd: Some(Dpd::default()),
             cookie_threshold: 64,
             half_open_timeout: Duration::from_secs(30),
+            max_half_open: 4096,
+            max_half_open_per_peer: 64,
             natt_port: 4500,
             force_encap: false,
             initial_contact: true,

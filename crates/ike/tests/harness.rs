@@ -1,6 +1,6 @@
 //! Deterministic in-memory initiator ↔ responder runs of the whole engine.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use dmvpn_crypto::{DhAlg, TestRng};
@@ -410,6 +410,33 @@ fn initial_contact_clears_old_sas_of_the_same_identity() {
         1
     );
     assert_eq!(n.b.ike_sas(n.now).len(), 1);
+}
+
+#[test]
+fn initial_contact_from_another_address_claiming_the_identity_clears_nothing() {
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    n.initiate();
+    let victim = n.a_priv;
+    // Another holder of the wildcard PSK, at another address, claims the first peer's
+    // identity (its ID_IPV4_ADDR) and sends INITIAL_CONTACT.
+    let mut c = config(b"k");
+    c.local_id = Some(Identification::from_ip(victim));
+    n.a = Endpoint::new(c, Box::new(TestRng::new(98)));
+    n.a_priv = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 6));
+    n.a_pub = n.a_priv;
+    n.ev_b.clear();
+    n.initiate();
+    assert_eq!(
+        count(&n.ev_b, |e| matches!(e, Event::IkeSaDown { .. })),
+        0,
+        "{:?}",
+        n.ev_b
+    );
+    let remotes: Vec<IpAddr> = n.b.ike_sas(n.now).iter().map(|s| s.remote.ip()).collect();
+    assert!(
+        remotes.contains(&victim) && remotes.contains(&n.a_priv),
+        "{remotes:?}"
+    );
 }
 
 #[test]
@@ -901,4 +928,31 @@ fn higher_major_version_sa_init_gets_invalid_major_version() {
     info[18] = ExchangeType::INFORMATIONAL.0;
     n.b.handle_datagram(n.now, n.b_local(), n.a_local(), &info);
     assert!(n.b.poll_transmit().is_none());
+}
+
+#[test]
+fn half_open_sas_are_capped_globally_and_per_source() {
+    for (global, per_peer, kept) in [(100, 2, 2), (3, 100, 3)] {
+        let mut cb = config(b"k");
+        cb.max_half_open = global;
+        cb.max_half_open_per_peer = per_peer;
+        cb.cookie_threshold = 1000;
+        let mut n = Net::new(config(b"k"), cb, false);
+        // B's answers never arrive: every SA B creates stays half open.
+        n.filter = Box::new(|to_b, _| to_b);
+        for _ in 0..5 {
+            n.a.initiate(n.now, n.a_local(), n.b_local()).unwrap();
+            n.flush();
+        }
+        let half_open =
+            n.b.ike_sas(n.now)
+                .iter()
+                .filter(|s| s.state == IkeSaState::ExpectAuthRequest)
+                .count();
+        assert_eq!(half_open, kept, "global {global}, per peer {per_peer}");
+        assert_eq!(n.b.counters().half_open_refused, (5 - kept) as u64);
+        // They expire and make room again.
+        n.run_for(Duration::from_secs(60));
+        assert!(n.b.ike_sas(n.now).is_empty());
+    }
 }

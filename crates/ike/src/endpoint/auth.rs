@@ -158,7 +158,7 @@ impl Endpoint {
             Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
         self.established(now, sa, idi.clone());
         if find_notify(p, NotifyType::INITIAL_CONTACT).is_some() {
-            self.initial_contact(sa.id, &idi);
+            self.initial_contact(sa.id, &idi, sa.remote, sa.nat_remote);
         }
         let mut reply = vec![Payload::IdR(idr), my_auth];
         // The first Child SA; failures here leave the IKE SA up (§1.2).
@@ -197,14 +197,27 @@ impl Endpoint {
     }
 
     /// §2.4: INITIAL_CONTACT means the peer has no other SAs with us; drop
-    /// every other IKE SA authenticated to the same identity.
-    pub(super) fn initial_contact(&mut self, keep: u64, id: &Identification) {
+    /// every other IKE SA authenticated to the same identity *from the same
+    /// address* (and port, behind a NAT). With one wildcard PSK every spoke
+    /// can claim any identity, so the identity alone would let one spoke
+    /// knock another off, and two honest spokes behind different NATs with
+    /// the same private address (their default ID_IPV4_ADDR) would knock each
+    /// other off in a loop.
+    pub(super) fn initial_contact(
+        &mut self,
+        keep: u64,
+        id: &Identification,
+        from: SocketAddr,
+        natted: bool,
+    ) {
+        let same_peer =
+            |s: &IkeSa| s.remote.ip() == from.ip() && (!natted || s.remote.port() == from.port());
         let stale: Vec<u64> = self
             .sas
             .with_identity(id)
             .iter()
             .copied()
-            .filter(|&s| s != keep)
+            .filter(|&s| s != keep && self.sas.get(s).is_some_and(same_peer))
             .collect();
         for sid in stale {
             if let Some(mut s) = self.sas.remove(sid) {

@@ -101,6 +101,16 @@ pub struct Endpoint {
     /// Start of the current one-second window and unprotected notifies sent
     /// in it.
     unprotected_budget: (Option<Instant>, u32),
+    counters: Counters,
+}
+
+/// What the endpoint refused without state (for the operator's counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// IKE_SA_INIT requests dropped because the half-open caps were reached
+    /// ([`Config::max_half_open`], [`Config::max_half_open_per_peer`]).
+    pub half_open_refused: u64,
 }
 
 impl core::fmt::Debug for Endpoint {
@@ -123,7 +133,13 @@ impl Endpoint {
             events: VecDeque::new(),
             cookies,
             unprotected_budget: (None, 0),
+            counters: Counters::default(),
         }
+    }
+
+    /// What the endpoint refused without state.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The configuration.

@@ -88,6 +88,14 @@ impl Endpoint {
         if h.spi_r != 0 {
             return;
         }
+        // §2.6 flood resistance past the cookie check: a hard cap on half-open SAs, and one
+        // per source so a single host cannot take them all. Dropped before any D-H work.
+        if self.sas.half_open_count() >= self.config.max_half_open
+            || self.sas.half_open_from(remote.ip()) >= self.config.max_half_open_per_peer
+        {
+            self.counters.half_open_refused += 1;
+            return;
+        }
         if let Err(e) = self.accept_sa_init(now, local, remote, h, bytes) {
             self.plain_reply(local, remote, h, 0, e.reply());
         }

@@ -41,6 +41,8 @@ pub(super) struct SaTable {
     /// retransmitted IKE_SA_INIT (§2.1) and counts toward the cookie
     /// threshold (§2.6).
     half_open: HashMap<(SocketAddr, u64), u64>,
+    /// Half-open responder SAs per peer IP (§2.6 flood accounting).
+    half_open_by_ip: HashMap<IpAddr, usize>,
 }
 
 /// Every inbound SPI an SA holds: its children's, and the ones it offered
@@ -101,8 +103,10 @@ impl SaTable {
         }
         let half_open =
             matches!(sa.state, State::ExpectAuthRequest(_)).then_some((sa.remote, sa.spi_i));
-        if let Some(k) = half_open {
-            self.half_open.insert(k, id);
+        if let Some(k) = half_open
+            && self.half_open.insert(k, id).is_none()
+        {
+            *self.half_open_by_ip.entry(k.0.ip()).or_default() += 1;
         }
         self.indexed.insert(
             id,
@@ -133,6 +137,12 @@ impl SaTable {
                 && self.half_open.get(&k) == Some(&id)
             {
                 self.half_open.remove(&k);
+                if let Some(n) = self.half_open_by_ip.get_mut(&k.0.ip()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.half_open_by_ip.remove(&k.0.ip());
+                    }
+                }
             }
         }
         Some(sa)
@@ -205,6 +215,11 @@ impl SaTable {
         self.half_open.len()
     }
 
+    /// Number of half-open responder SAs from `ip`.
+    pub(super) fn half_open_from(&self, ip: IpAddr) -> usize {
+        self.half_open_by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
     /// The earliest deadline of any SA in the table.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|&(d, _)| d)
@@ -244,6 +259,11 @@ impl SaTable {
         }
         assert_eq!(deadlines, self.deadlines);
         assert_eq!(half_open, self.half_open);
+        let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+        for k in half_open.keys() {
+            *by_ip.entry(k.0.ip()).or_default() += 1;
+        }
+        assert_eq!(by_ip, self.half_open_by_ip);
         assert_eq!(n_ip, self.by_ip.values().map(Vec::len).sum::<usize>());
         let live: usize = self.sas.values().map(|s| spis_of(s).len()).sum();
         assert_eq!(live, self.spis.len(), "stale SPI reservations");
