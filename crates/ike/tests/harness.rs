@@ -956,3 +956,57 @@ fn half_open_sas_are_capped_globally_and_per_source() {
         assert!(n.b.ike_sas(n.now).is_empty());
     }
 }
+
+/// RFC 7296 §2.21.1: an unprotected error in an IKE_SA_INIT response may be forged; the
+/// initiator keeps waiting for a valid response, and reports the refusal only at the timeout.
+#[test]
+fn a_forged_sa_init_refusal_does_not_abort_the_exchange() {
+    let mut refusing = config(b"k");
+    refusing.ike_proposals = vec![IkeProposal {
+        prf: dmvpn_crypto::PrfAlg::HmacSha256,
+        ..IkeProposal::default()
+    }];
+    let mut forger = Endpoint::new(refusing.clone(), Box::new(TestRng::new(7)));
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let (la, lb) = (n.a_local(), n.b_local());
+    n.a.initiate(n.now, la, lb).unwrap();
+    let init = n.a.poll_transmit().expect("IKE_SA_INIT");
+    forger.handle_datagram(n.now, lb, la, &init.bytes);
+    let forged = forger.poll_transmit().expect("a refusal");
+    n.a.handle_datagram(n.now, la, lb, &forged.bytes);
+    while let Some(e) = n.a.poll_event() {
+        assert!(
+            !matches!(e, Event::EstablishFailed { .. }),
+            "aborted by a forged refusal: {e:?}"
+        );
+    }
+    // The genuine response still completes the exchange.
+    n.b.handle_datagram(n.now, lb, la, &init.bytes);
+    n.flush();
+    assert_eq!(Net::children(&n.ev_a).len(), 1, "{:?}", n.ev_a);
+
+    // A responder that really refuses: the failure (with its reason) comes at the timeout.
+    let mut n = Net::new(config(b"k"), refusing, false);
+    let t0 = n.now;
+    n.initiate();
+    assert!(
+        !n.ev_a
+            .iter()
+            .any(|e| matches!(e, Event::EstablishFailed { .. })),
+        "failed before the timeout"
+    );
+    n.run_for(Duration::from_secs(600));
+    assert_eq!(
+        count(&n.ev_a, |e| matches!(
+            e,
+            Event::EstablishFailed {
+                reason: NotifyType::NO_PROPOSAL_CHOSEN,
+                ..
+            }
+        )),
+        1,
+        "{:?} after {:?}",
+        n.ev_a,
+        n.now - t0
+    );
+}

@@ -237,6 +237,7 @@ impl Endpoint {
                 nonce_i,
                 cookie: None,
                 retries: 0,
+                refused: None,
             }),
         );
         self.send_sa_init(now, &mut sa)?;

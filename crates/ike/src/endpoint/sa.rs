@@ -13,6 +13,9 @@ pub(super) struct ExpectSaInitResponse {
     pub(super) nonce_i: Vec<u8>,
     pub(super) cookie: Option<Vec<u8>>,
     pub(super) retries: u8,
+    /// The last error the (unauthenticated) responses carried, reported if
+    /// no valid response comes before the timeout (§2.21.1).
+    pub(super) refused: Option<NotifyType>,
 }
 
 /// What IKE_AUTH needs of the IKE_SA_INIT keys (§2.15): the PRF and

@@ -248,6 +248,13 @@ impl Endpoint {
         Some(st)
     }
 
+    /// Initiator: an IKE_SA_INIT response we cannot act on. The request stays
+    /// pending (and is retransmitted); `reason` is what the timeout reports.
+    fn keep_waiting(sa: &mut IkeSa, mut st: ExpectSaInitResponse, reason: NotifyType) {
+        st.refused = Some(reason);
+        sa.state = State::ExpectSaInitResponse(st);
+    }
+
     /// Initiator: the IKE_SA_INIT response (§1.2): the chosen proposal, KE and
     /// Nr give the keys (§2.14), NAT detection (§2.23) runs, then IKE_AUTH.
     pub(super) fn initiator_sa_init_response(
@@ -263,41 +270,32 @@ impl Endpoint {
         let Some(st) = self.sa_init_retry(now, sa, st, p) else {
             return;
         };
+        // §2.21.1: an IKE_SA_INIT response is unauthenticated, so an error notify in it (or
+        // an answer we cannot use) may be forged by anyone on the path. The exchange keeps
+        // waiting for a valid response until it times out, and only then reports what the
+        // last refusal said.
         if let Some(e) = first_error(p) {
-            self.events.push_back(Event::EstablishFailed {
-                remote: sa.remote,
-                reason: e,
-            });
-            return;
+            return Self::keep_waiting(sa, st, e);
         }
-        // Message 1 for AUTH (§2.15) is the request we last sent, cookie
-        // and corrected KE included.
-        let msg1 = sa.pending.take().map(|p| p.bytes).unwrap_or_default();
-        let fail = |me: &mut Self, sa: &IkeSa| {
-            me.events.push_back(Event::EstablishFailed {
-                remote: sa.remote,
-                reason: NotifyType::INVALID_SYNTAX,
-            });
-        };
         let (Some(props), Some(ke), Some(nonce_r)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
-            return fail(self, sa);
+            return Self::keep_waiting(sa, st, NotifyType::INVALID_SYNTAX);
         };
         let Some(suite) = proposal::accept_ike_reply(&self.config.ike_proposals, props) else {
-            return self.events.push_back(Event::EstablishFailed {
-                remote: sa.remote,
-                reason: NotifyType::NO_PROPOSAL_CHOSEN,
-            });
+            return Self::keep_waiting(sa, st, NotifyType::NO_PROPOSAL_CHOSEN);
         };
         if suite.dh != st.dh.alg()
             || ke.dh_group != DhId::from(suite.dh)
             || h.spi_r == 0
             || !(16..=256).contains(&nonce_r.len())
         {
-            return fail(self, sa);
+            return Self::keep_waiting(sa, st, NotifyType::INVALID_SYNTAX);
         }
         let Ok(gir) = st.dh.agree(&ke.data) else {
-            return fail(self, sa);
+            return Self::keep_waiting(sa, st, NotifyType::INVALID_SYNTAX);
         };
+        // Message 1 for AUTH (§2.15) is the request we last sent, cookie
+        // and corrected KE included.
+        let msg1 = sa.pending.take().map(|p| p.bytes).unwrap_or_default();
         sa.spi_r = h.spi_r;
         let Ok(keys) = IkeKeys::derive(
             suite.prf,

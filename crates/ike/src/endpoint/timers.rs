@@ -88,8 +88,18 @@ impl Endpoint {
                             remote: sa.remote,
                         });
                     } else if !established {
-                        self.events
-                            .push_back(Event::EstablishTimedOut { remote: sa.remote });
+                        let refused = match &sa.state {
+                            State::ExpectSaInitResponse(s) => s.refused,
+                            _ => None,
+                        };
+                        self.events.push_back(match refused {
+                            // The peer kept refusing and nothing better came (§2.21.1).
+                            Some(reason) => Event::EstablishFailed {
+                                remote: sa.remote,
+                                reason,
+                            },
+                            None => Event::EstablishTimedOut { remote: sa.remote },
+                        });
                     }
                     self.close(sa, DownReason::Timeout);
                     return;
