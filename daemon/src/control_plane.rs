@@ -469,7 +469,14 @@ impl Daemon {
                 "a hub needs underlay.local-address (its own NBMA address) in the configuration"
             ),
         };
-        tracing::info!(%local_nbma, role = ?config.nhrp.role, "underlay sockets open");
+        tracing::info!(
+            %local_nbma,
+            role = match config.nhrp.role {
+                Role::Spoke { .. } => "spoke",
+                Role::Hub { .. } => "hub",
+            },
+            "underlay sockets open"
+        );
 
         let key_log = match &config.key_export {
             Some(p) => {

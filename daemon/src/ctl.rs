@@ -203,7 +203,12 @@ async fn client(stream: UnixStream, access: &Access, tx: mpsc::Sender<Command>) 
         // The /proc read happens only for non-root clients that need the group check.
         let groups = supplementary_groups(cred.pid());
         if !authorized(access, uid, gid, &groups) {
-            tracing::warn!(uid, gid, pid = ?cred.pid(), "control socket: access denied");
+            tracing::warn!(
+                uid,
+                gid,
+                pid = cred.pid().unwrap_or(0),
+                "control socket: access denied"
+            );
             let msg = match access.group {
                 Some(g) => format!("permission denied: uid {uid} is not root and not in group {g}"),
                 None => format!("permission denied: uid {uid} is not root"),

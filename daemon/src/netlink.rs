@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -56,6 +57,32 @@ impl Netlink {
         prefix_len: u8,
         mtu: u16,
     ) -> Result<()> {
+        // No IPv6 link-local address on the tunnel (addr_gen_mode none, set while the link is
+        // still down): the tunnel carries IPv4 only, and the kernel's router solicitations
+        // and MLD reports would otherwise show up as `not_ipv4` drops on an idle tunnel.
+        // Best effort: a kernel without IPv6 refuses the attribute, which is fine. The link
+        // goes down first: an address generated while it was up would stay.
+        let _ = self
+            .handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await;
+        if let Err(e) = self
+            .handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                        vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+                    )]))
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            tracing::info!("IPv6 address generation left on for interface {index}: {e}");
+        }
         self.handle
             .link()
             .set(

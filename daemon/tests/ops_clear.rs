@@ -65,11 +65,12 @@ fn clear_sa_brings_the_spoke_back_with_new_spis() {
     }
     s.wait_line(
         Node::SpokeA,
-        "IKE SA down … DeletedByPeer",
+        "IKE SA down … deleted_by_peer",
         spoke_from,
         Duration::from_secs(5),
         &|l| {
-            expect::ike_sa_down(l, HUB_NBMA) && expect::field(l, "reason") == Some("DeletedByPeer")
+            expect::ike_sa_down(l, HUB_NBMA)
+                && expect::field(l, "reason") == Some("deleted_by_peer")
         },
     );
     let new_in = s.poll(

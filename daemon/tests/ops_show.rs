@@ -515,5 +515,19 @@ fn show_interface_counters_grow_with_traffic() {
             Ok(())
         },
     );
+
+    s.step("the tunnel has no IPv6 link-local address and counts no not_ipv4 drops");
+    let out = t
+        .hub
+        .exec("ip", &["-6", "addr", "show", "dev", TUNNEL_IF])
+        .expect("ip -6 addr");
+    let addrs = String::from_utf8_lossy(&out.stdout).into_owned();
+    if addrs.contains("fe80") {
+        s.fail(format!("IPv6 address generation is on: {addrs}"));
+    }
+    let json = s.show_json(Node::Hub, "interface");
+    if json["drops"]["not_ipv4"] != 0 {
+        s.fail(format!("IPv6 noise counted as drops: {json:#}"));
+    }
     s.check_alive();
 }

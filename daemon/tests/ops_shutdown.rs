@@ -68,7 +68,7 @@ fn sigterm_purges_the_registration_deletes_the_sa_and_leaves_nothing_behind() {
     );
     let down = s.wait_line(
         Node::Hub,
-        "IKE SA down peer=198.51.100.3 … reason=DeletedByPeer",
+        "IKE SA down peer=198.51.100.3 … reason=deleted_by_peer",
         from,
         within.saturating_sub(sent.elapsed()),
         &|l| expect::ike_sa_down(l, SPOKE_A_NBMA),
@@ -81,7 +81,7 @@ fn sigterm_purges_the_registration_deletes_the_sa_and_leaves_nothing_behind() {
         &|l| expect::child_sa_deleted(l, SPOKE_A_NBMA),
     );
     let seen = sent.elapsed();
-    if expect::field(&down, "reason") != Some("DeletedByPeer") {
+    if expect::field(&down, "reason") != Some("deleted_by_peer") {
         s.fail(format!(
             "the hub's IKE SA with spoke A went down for another reason: {down}"
         ));

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dmvpn_crypto::PrfAlg;
 use dmvpn_dataplane::{DropReason, PeerPath};
 use dmvpn_esp::{InboundSa, OutboundSa, Spi};
 use dmvpn_ike::{ChildSaInstalled, DownReason, Event as IkeEvent};
@@ -26,6 +27,16 @@ impl Node {
                 nat_remote,
                 ..
             } => {
+                let (prf, group) = self.ike.suite_of(sa).map_or(("?", 0), |s| {
+                    (
+                        match s.prf {
+                            PrfAlg::HmacSha256 => "PRF-HMAC-SHA2-256",
+                            PrfAlg::HmacSha384 => "PRF-HMAC-SHA2-384",
+                            PrfAlg::HmacSha512 => "PRF-HMAC-SHA2-512",
+                        },
+                        s.dh.ike_group(),
+                    )
+                });
                 tracing::info!(
                     peer = %remote,
                     ike_sa = %sa,
@@ -33,7 +44,10 @@ impl Node {
                     initiator,
                     nat_local,
                     nat_remote,
-                    "IKE SA up (AES-GCM-256/PRF-HMAC-SHA2/ECDH)"
+                    encryption = "AES-GCM-256",
+                    prf,
+                    dh_group = group,
+                    "IKE SA up"
                 );
                 if nat_local && let SocketAddr::V4(r) = remote {
                     self.keepalives.add(r, now);
@@ -45,7 +59,7 @@ impl Node {
                 self.export_ike_keys(new);
             }
             IkeEvent::IkeSaDown { sa, remote, reason } => {
-                tracing::info!(peer = %remote, ike_sa = %sa, ?reason, "IKE SA down");
+                tracing::info!(peer = %remote, ike_sa = %sa, reason = %reason, "IKE SA down");
                 // Its Child SAs were reported deleted one by one just before. The peer is gone
                 // for NHRP only if no other IKE SA with it is still up.
                 let other_up = self
@@ -100,7 +114,7 @@ impl Node {
                 }
             }
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
-                tracing::warn!(peer = %remote, ?reason, "child SA refused");
+                tracing::warn!(peer = %remote, reason = %reason, "child SA refused");
             }
             // Events added to the IKE engine later are logged until the node handles them.
             other => tracing::debug!(?other, "IKE event not handled"),

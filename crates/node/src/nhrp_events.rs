@@ -9,6 +9,11 @@ use dmvpn_nhrp::{EntryKind, Event as NhrpEvent};
 use crate::drive::v4;
 use crate::{Event, Node, RouteUpdate, SHORTCUT_METRIC};
 
+/// A log value for an address that may be unknown.
+fn opt(a: Option<IpAddr>) -> String {
+    a.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
 impl Node {
     pub(crate) fn handle_nhrp_event(&mut self, now: Instant, ev: NhrpEvent) {
         match ev {
@@ -71,18 +76,18 @@ impl Node {
                 protocol_addr,
                 nbma,
             } => {
-                tracing::info!(nhs = ?protocol_addr, %nbma, "NHRP registered with NHS");
+                tracing::info!(nhs = %opt(protocol_addr), %nbma, "NHRP registered with NHS");
                 self.events.push_back(Event::NhsUp { nbma });
             }
             NhrpEvent::NhsDown {
                 protocol_addr,
                 nbma,
             } => {
-                tracing::warn!(nhs = ?protocol_addr, %nbma, "NHRP registration with NHS lost");
+                tracing::warn!(nhs = %opt(protocol_addr), %nbma, "NHRP registration with NHS lost");
                 self.events.push_back(Event::NhsDown { nbma });
             }
             NhrpEvent::RegistrationRefused { nbma, code } => {
-                tracing::error!(%nbma, ?code, "NHS refused our NHRP registration");
+                tracing::error!(%nbma, code = %code, "NHS refused our NHRP registration");
             }
             NhrpEvent::PeerRegistered {
                 protocol_addr,
@@ -108,10 +113,10 @@ impl Node {
                 tracing::info!(%nbma, "public NBMA address learned from the NHS (behind NAT)");
             }
             NhrpEvent::ResolutionFailed { target, code } => {
-                tracing::debug!(%target, ?code, "NHRP resolution failed");
+                tracing::debug!(%target, code = %code.map_or("timeout".to_owned(), |c| c.to_string()), "NHRP resolution failed");
             }
             NhrpEvent::ErrorIndication { from_nbma, code } => {
-                tracing::warn!(from = %from_nbma, ?code, "NHRP error indication received");
+                tracing::warn!(from = %from_nbma, code = %code, "NHRP error indication received");
             }
         }
     }

@@ -117,9 +117,9 @@ mod tests {
         let l = "INFO dmvpnd: NHRP registration removed peer=10.250.0.9 nbma=198.51.100.3";
         assert!(super::registration_removed(l, "10.250.0.9"));
         assert!(!super::registration_removed(l, "10.250.0.1"));
-        let l = "INFO dmvpnd: IKE SA down peer=198.51.100.3:500 reason=DeletedByPeer";
+        let l = "INFO dmvpnd: IKE SA down peer=198.51.100.3:500 reason=deleted_by_peer";
         assert!(super::ike_sa_down(l, "198.51.100.3"));
         assert!(!super::ike_sa_down(l, "198.51.100.30"));
-        assert_eq!(super::field(l, "reason"), Some("DeletedByPeer"));
+        assert_eq!(super::field(l, "reason"), Some("deleted_by_peer"));
     }
 }

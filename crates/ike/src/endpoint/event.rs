@@ -80,6 +80,25 @@ impl ChildSaInstalled {
     }
 }
 
+impl DownReason {
+    /// The name in logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DeletedByPeer => "deleted_by_peer",
+            Self::DeletedLocally => "deleted_locally",
+            Self::Timeout => "timeout",
+            Self::Replaced => "replaced_by_initial_contact",
+            Self::Rekeyed => "rekeyed",
+        }
+    }
+}
+
+impl core::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why an IKE SA went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -381,6 +381,11 @@ impl Endpoint {
             .map(|s| (IkeSaId(s.id), s.state.public()))
     }
 
+    /// The negotiated algorithms of an IKE SA (after IKE_SA_INIT). O(1).
+    pub fn suite_of(&self, sa: IkeSaId) -> Option<IkeSuite> {
+        self.sas.get(sa.0)?.suite
+    }
+
     /// Number of IKE SAs, in any state.
     #[must_use]
     pub fn sa_count(&self) -> usize {
