@@ -4,42 +4,7 @@
 //! round-trip unchanged and print as hex, so a peer's extension never makes
 //! the codec lose information.
 
-use core::fmt;
-
-macro_rules! code_point {
-    ($(#[$m:meta])* $name:ident($ty:ty) { $($(#[$cm:meta])* $c:ident = $v:expr),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-        pub struct $name(pub $ty);
-
-        impl $name {
-            $($(#[$cm])* pub const $c: Self = Self($v);)*
-
-            /// The IANA name, if this crate knows the value.
-            pub fn name(self) -> Option<&'static str> {
-                match self.0 {
-                    $($v => Some(stringify!($c)),)*
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(n) => f.write_str(n),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(self, f)
-            }
-        }
-    };
-}
+use dmvpn_wire::code_point;
 
 code_point! {
     /// Payload types (RFC 7296 §3.2, RFC 7383 §2.5).

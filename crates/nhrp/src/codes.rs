@@ -7,47 +7,9 @@
 //! breaks the codec (docs/interop-notes.md §14: implementations disagree on tables,
 //! so the names here follow RFC 2332).
 
-use core::fmt;
+use dmvpn_wire::code_point;
 
-macro_rules! open_code {
-    ($(#[$m:meta])* $name:ident($inner:ty) { $($(#[$cm:meta])* $c:ident = $v:expr => $s:literal,)* }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(pub $inner);
-
-        impl $name {
-            $($(#[$cm])* pub const $c: Self = Self($v);)*
-
-            /// The RFC name of a known value.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $(Self::$c => Some($s),)*
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(n) => write!(f, "{}({})", stringify!($name), n),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(n) => f.write_str(n),
-                    None => write!(f, "{:#x}", self.0),
-                }
-            }
-        }
-    };
-}
-
-open_code! {
+code_point! {
     /// `ar$op.type` (RFC 2332 §5.2.0.1).
     PacketType(u8) {
         /// §5.2.1
@@ -87,7 +49,7 @@ impl PacketType {
     }
 }
 
-open_code! {
+code_point! {
     /// Error Indication `Error Code` (RFC 2332 §5.2.7; docs/interop-notes.md §14).
     ErrorCode(u16) {
         /// 1
@@ -111,7 +73,7 @@ open_code! {
     }
 }
 
-open_code! {
+code_point! {
     /// CIE `Code` (RFC 2332 §5.2.0.1 and the per-type sections; docs/interop-notes.md §14).
     CieCode(u8) {
         /// 0
@@ -129,7 +91,7 @@ open_code! {
     }
 }
 
-open_code! {
+code_point! {
     /// Extension `Type`, the 15 bits below the compulsory bit (RFC 2332 §5.3).
     ExtensionType(u16) {
         /// §5.3.0

@@ -17,6 +17,7 @@
 mod buf;
 pub mod checksum;
 pub mod cidr;
+pub mod code;
 mod error;
 pub mod esp;
 mod field;
