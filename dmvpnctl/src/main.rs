@@ -8,72 +8,18 @@
 //! Plain blocking std I/O: one request and one response need no async runtime.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use dmvpn_api::ctl::{self, Request, Response, Show};
 use dmvpn_api::{SCHEMA_VERSION, render};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "dmvpnctl",
-    version,
-    about = "Show and control a running dmvpnd",
-    after_help = "Talks to dmvpnd over its control socket: root, or a member of the group \
-                  dmvpnd was configured with, may use it."
-)]
-struct Args {
-    /// Control socket of dmvpnd.
-    #[arg(long, value_name = "PATH", default_value = ctl::DEFAULT_SOCKET, global = true)]
-    socket: PathBuf,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Show state: sa (like `show crypto ipsec sa`), dmvpn (`show dmvpn`), nhrp (`show ip nhrp`),
-    /// ike (`show crypto ikev2 sa`), interface (`show interfaces`).
-    Show {
-        what: What,
-        /// Print the documented JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Clear state.
-    Clear {
-        #[command(subcommand)]
-        what: ClearWhat,
-    },
-    /// Re-read the configuration (as `systemctl reload dmvpnd` does).
-    Reload,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum What {
-    Sa,
-    Dmvpn,
-    Nhrp,
-    Ike,
-    Interface,
-}
-
-#[derive(Debug, Subcommand)]
-enum ClearWhat {
-    /// Delete the IKE SA and its Child SAs with a peer (by NBMA address); traffic brings them
-    /// back up.
-    Sa {
-        /// Peer NBMA address.
-        peer: IpAddr,
-    },
-    /// Purge dynamic NHRP entries (static mappings and NHS registrations stay).
-    Nhrp,
-}
+mod cli;
+use cli::{Args, ClearWhat, Cmd, What};
 
 /// How long to wait for dmvpnd; its own answer timeout is shorter, so this only fires when the
 /// daemon is wedged.
