@@ -4,7 +4,6 @@
 //! lines: under journald (`JOURNAL_STREAM` set) without timestamps, since the journal adds its
 //! own; with `--foreground` or on a terminal with them.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -12,23 +11,8 @@ use clap::Parser;
 use dmvpn_config::{Config, Role};
 use tokio::signal::unix::{SignalKind, signal};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "dmvpnd",
-    version,
-    about = "Userspace DMVPN router (IKEv2, ESP, mGRE, NHRP)"
-)]
-struct Args {
-    /// Configuration file.
-    #[arg(long, value_name = "FILE", default_value = dmvpn_config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Validate FILE (and its secrets file) and exit: 0 if valid, 1 with the error on stderr.
-    #[arg(long, value_name = "FILE")]
-    check_config: Option<PathBuf>,
-    /// Run attached to the terminal with timestamped logs (dmvpnd never daemonizes itself).
-    #[arg(long)]
-    foreground: bool,
-}
+mod cli;
+use cli::Args;
 
 fn init_logging(foreground: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DMVPND_LOG")

@@ -10,81 +10,18 @@
 mod import_ios;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use dmvpn_api::ctl::{self, Request, Response, Show};
 use dmvpn_api::{SCHEMA_VERSION, render};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "dmvpnctl",
-    version,
-    about = "Show and control a running dmvpnd",
-    after_help = "Talks to dmvpnd over its control socket: root, or a member of the group \
-                  dmvpnd was configured with, may use it."
-)]
-struct Args {
-    /// Control socket of dmvpnd.
-    #[arg(long, value_name = "PATH", default_value = ctl::DEFAULT_SOCKET, global = true)]
-    socket: PathBuf,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Show state: sa (like `show crypto ipsec sa`), dmvpn (`show dmvpn`), nhrp (`show ip nhrp`),
-    /// ike (`show crypto ikev2 sa`), interface (`show interfaces`).
-    Show {
-        what: What,
-        /// Only entries whose tunnel address lies in this prefix (`show nhrp 10.250.0.0/24`,
-        /// like `show ip nhrp 10.250.0.0 255.255.255.0`); a bare address means /32.
-        #[arg(value_name = "PREFIX")]
-        prefix: Option<ctl::Prefix>,
-        /// Only this peer (NBMA address, pre- or post-NAT), like `show dmvpn peer nbma X`.
-        #[arg(long, value_name = "NBMA")]
-        peer: Option<IpAddr>,
-        /// Print the documented JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Clear state.
-    Clear {
-        #[command(subcommand)]
-        what: ClearWhat,
-    },
-    /// Re-read the configuration (as `systemctl reload dmvpnd` does).
-    Reload,
-    /// Translate an IOS-XE DMVPN configuration into dmvpnd's and lint it (no daemon needed).
-    ImportIos(import_ios::Args),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum What {
-    Sa,
-    Dmvpn,
-    Nhrp,
-    Ike,
-    Interface,
-}
-
-#[derive(Debug, Subcommand)]
-enum ClearWhat {
-    /// Delete the IKE SA and its Child SAs with a peer (by NBMA address); traffic brings them
-    /// back up.
-    Sa {
-        /// Peer NBMA address.
-        peer: IpAddr,
-    },
-    /// Purge dynamic NHRP entries (static mappings and NHS registrations stay).
-    Nhrp,
-}
+mod cli;
+use cli::{Args, ClearWhat, Cmd, What};
 
 /// How long to wait for dmvpnd; its own answer timeout is shorter, so this only fires when the
 /// daemon is wedged.

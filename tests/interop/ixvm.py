@@ -28,8 +28,8 @@ def vmdir(name):
     return os.path.join(VMS, name)
 
 
-def image_dir():
-    r = subprocess.run([os.path.join(HERE, "build-image.sh")], stdout=subprocess.PIPE, text=True)
+def image_dir(script=None):
+    r = subprocess.run([script or os.path.join(HERE, "build-image.sh")], stdout=subprocess.PIPE, text=True)
     if r.returncode != 0:
         die("image build failed")
     return r.stdout.strip().splitlines()[-1]
@@ -117,7 +117,7 @@ def cmd_up(a):
     d = vmdir(a.name)
     if qemu_pid(a.name):
         die("%s already running (vm.sh down %s first)" % (a.name, a.name))
-    img = image_dir()
+    img = image_dir(a.image_script)
     sh(["rm", "-rf", d])
     os.makedirs(d)
     overlay = os.path.join(d, "overlay.qcow2")
@@ -130,7 +130,8 @@ def cmd_up(a):
     sh(ns + ["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
     sh(ns + ["ip", "link", "set", tap, "master", a.bridge, "up"])
     mac = a.mac or "52:54:00:%02x:%02x:%02x" % tuple(os.urandom(3))
-    cmdline = "console=ttyS0 root=/dev/vda rw init=/sbin/ix-init net.ifnames=0 quiet loglevel=4 panic=-1 ix.name=%s" % a.name
+    cmdline = "console=ttyS0 root=/dev/vda rw init=%s net.ifnames=0 quiet loglevel=4 panic=-1 ix.name=%s" % (
+        a.init, a.name)
     if a.ip:
         cmdline += " ix.ip=" + a.ip
     if a.gw:
@@ -228,7 +229,8 @@ def configure(a):
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     t1 = time.monotonic()
-    rc, out, err = agent.exec(["/etc/ix/start.sh"], timeout=180)
+    netns = getattr(a, "guest_netns", None)
+    rc, out, err = agent.exec((["ip", "netns", "exec", netns] if netns else []) + ["/etc/ix/start.sh"], timeout=180)
     sys.stderr.write(out.decode(errors="replace") + err.decode(errors="replace"))
     if rc != 0:
         die("%s: role %s start script failed (%d)" % (a.name, a.role, rc))
@@ -367,12 +369,16 @@ def main():
     q.add_argument("--mac")
     q.add_argument("--mem", type=int, default=int(os.environ.get("IX_MEM", "512")))
     q.add_argument("--boot-timeout", type=int, default=int(os.environ.get("IX_BOOT_TIMEOUT", "240")))
+    q.add_argument("--image-script", help="image builder to use (default build-image.sh; systemd/build-image.sh)")
+    q.add_argument("--init", default="/sbin/ix-init", help="PID 1 (e.g. /usr/lib/systemd/systemd)")
     role_args(q)
     q.set_defaults(f=cmd_up)
 
     q = sub.add_parser("configure", help="(re)configure a running VM for a role")
     q.add_argument("name")
     q.add_argument("--ip", required=True, help="the VM's eth0 address with prefix")
+    q.add_argument("--guest-netns", help="run the role's daemons in this network namespace of the VM "
+                   "(its NBMA interface must be called eth0 there)")
     role_args(q)
     q.set_defaults(f=cmd_configure)
 

@@ -35,33 +35,7 @@ pub const SECRETS_FILE: &str = "secrets.toml";
 /// Exit status with `--strict` when there were lints or untranslated lines.
 pub const EXIT_STRICT: u8 = 2;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// IOS-XE running configuration (`show running-config`).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// Write DIR/dmvpnd.toml and DIR/secrets.toml (mode 0600) instead of printing the
-    /// configuration; refuses to overwrite either unless --force.
-    #[arg(long, value_name = "DIR")]
-    pub output: Option<PathBuf>,
-    /// Overwrite existing files in --output DIR.
-    #[arg(long)]
-    pub force: bool,
-    /// Exit 2 if there are lints or lines that could not be translated.
-    #[arg(long)]
-    pub strict: bool,
-    /// Replace the template placeholder `<NAME>` with VALUE (repeatable), e.g.
-    /// --placeholder PUBLIC_IP_ADDRESS_OF_HUB_1_HERE=198.51.100.1.
-    #[arg(long = "placeholder", value_name = "NAME=VALUE")]
-    pub placeholders: Vec<String>,
-    /// Linux name for an IOS interface (repeatable), e.g. --interface GigabitEthernet1=eth0;
-    /// Tunnel0 becomes dmvpn0 unless mapped.
-    #[arg(long = "interface", value_name = "IOS=LINUX")]
-    pub interfaces: Vec<String>,
-    /// Which `interface Tunnel…` to translate (default: the first multipoint GRE one).
-    #[arg(long, value_name = "NAME")]
-    pub tunnel: Option<String>,
-}
+pub use crate::cli::ImportIosArgs as Args;
 
 /// What a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
