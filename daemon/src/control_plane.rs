@@ -342,7 +342,17 @@ impl ControlPlane {
                 },
                 _ = tokio::time::sleep_until(deadline) => self.handle_timeout(Self::now()).await,
                 Some((req, reply)) = async { match ctl_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
-                    let resp = self.answer(Self::now(), req).await;
+                    let started = Self::now();
+                    let what = format!("{req:?}");
+                    let resp = self.answer(started, req).await;
+                    // The control loop also runs IKE, NHRP and DPD: say when a request held
+                    // it up (a `show` on a very large hub).
+                    let held = started.elapsed();
+                    if held > CONTROL_REQUEST_BUDGET {
+                        tracing::warn!(request = %what, held_ms = held.as_millis(), "control request held the control loop");
+                    } else {
+                        tracing::debug!(request = %what, held_us = held.as_micros(), "control request answered");
+                    }
                     let _ = reply.send(resp);
                 }
                 Some(_) = async { match watchdog.as_mut() { Some(w) => Some(w.tick().await), None => None } } => {
@@ -367,6 +377,9 @@ impl ControlPlane {
         tracing::info!("control plane stopped");
     }
 }
+
+/// A control request that keeps the control loop longer than this is logged as a warning.
+const CONTROL_REQUEST_BUDGET: Duration = Duration::from_millis(50);
 
 /// Chooses the AES-GCM implementation of the ESP path before any SA exists: as configured, or
 /// (`auto`) the faster of ring and aws-lc-rs sealing packets of the tunnel MTU on this CPU,
