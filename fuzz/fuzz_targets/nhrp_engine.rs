@@ -39,12 +39,18 @@ fuzz_target!(|data: &[u8]| {
 
     // Fix up the packet size and checksum (RFC 2332 §5.2.0.1) so most inputs
     // reach the engine's handlers rather than the checksum check.
+    // Fixed header: ar$afn 0..2, ar$pro.type 2..4, ar$pktsz 10..12, ar$chksum 12..14,
+    // ar$op.version 16. The address family, protocol and version are set too: the
+    // engine drops anything but IPv4 over NHRP version 1 before its handlers.
     let mut body = data.get(1..).unwrap_or_default().to_vec();
     if let (true, Ok(len)) = (body.len() >= 20, u16::try_from(body.len())) {
-        body[4..6].copy_from_slice(&len.to_be_bytes());
-        body[6..8].copy_from_slice(&[0, 0]);
+        body[0..2].copy_from_slice(&1u16.to_be_bytes());
+        body[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+        body[16] = 1;
+        body[10..12].copy_from_slice(&len.to_be_bytes());
+        body[12..14].copy_from_slice(&[0, 0]);
         let sum = dmvpn_nhrp::packet::checksum(&body);
-        body[6..8].copy_from_slice(&sum.to_be_bytes());
+        body[12..14].copy_from_slice(&sum.to_be_bytes());
     }
     let body = body.as_slice();
     hub.handle_packet(now, peer, body);

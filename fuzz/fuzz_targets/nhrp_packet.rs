@@ -14,11 +14,13 @@ fn fixed_up(data: &[u8]) -> Option<Vec<u8>> {
     if data.len() < 20 {
         return None;
     }
+    // ar$pktsz is at 10..12, ar$chksum at 12..14, ar$op.version at 16.
     let mut v = data.to_vec();
-    v[4..6].copy_from_slice(&len.to_be_bytes());
-    v[6..8].copy_from_slice(&[0, 0]);
+    v[16] = 1;
+    v[10..12].copy_from_slice(&len.to_be_bytes());
+    v[12..14].copy_from_slice(&[0, 0]);
     let sum = checksum(&v);
-    v[6..8].copy_from_slice(&sum.to_be_bytes());
+    v[12..14].copy_from_slice(&sum.to_be_bytes());
     Some(v)
 }
 
