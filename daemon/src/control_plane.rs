@@ -219,19 +219,30 @@ impl ControlPlane {
         if let Some(p) = filter.peer {
             cache.retain(|e| e.nbma == p || e.effective_nbma() == p);
             nhs.retain(|n| n.nbma_addr == p);
-            ike.retain(|s| s.remote.ip() == p);
         }
         if let Some(pf) = filter.prefix {
             cache.retain(|e| pf.contains(e.protocol_addr) || pf.contains(e.next_hop));
             nhs.retain(|n| n.protocol_addr.is_some_and(|a| pf.contains(a)));
-            let peers: std::collections::HashSet<std::net::IpAddr> =
-                cache.iter().map(|e| e.effective_nbma()).collect();
+        }
+        if filter.peer.is_some() || filter.prefix.is_some() {
+            // IKE knows a peer by its post-NAT address: keep the SAs of every peer the
+            // filtered entries name (and the asked-for address itself).
+            let peers: std::collections::HashSet<std::net::IpAddr> = cache
+                .iter()
+                .map(|e| e.effective_nbma())
+                .chain(nhs.iter().map(|n| n.nbma_addr))
+                .chain(filter.peer.filter(|_| filter.prefix.is_none()))
+                .collect();
             ike.retain(|s| peers.contains(&s.remote.ip()));
         }
         let mut backoff: Vec<(std::net::IpAddr, dmvpn_node::peers::Backoff)> = self
             .node
             .backoffs()
             .map(|(p, b)| (std::net::IpAddr::V4(p), b))
+            .filter(|(p, _)| {
+                filter.peer.is_none_or(|f| f == *p)
+                    && (filter.prefix.is_none() || ike.iter().any(|s| s.remote.ip() == *p))
+            })
             .collect();
         backoff.sort_by_key(|(p, _)| *p);
         let addr = config.tunnel.address.to_string();
@@ -265,7 +276,10 @@ impl ControlPlane {
                     (inbound, outbound)
                 }))
             }
-            Show::Dmvpn => Response::ok(&snap.dmvpn_report(&mut self.updown)),
+            Show::Dmvpn => Response::ok(&snap.dmvpn_report_of(
+                &mut self.updown,
+                filter.peer.is_some() || filter.prefix.is_some(),
+            )),
             Show::Nhrp => Response::ok(&snap.nhrp_report(nhrp.counters())),
             Show::Ike => Response::ok(&snap.ike_report()),
             Show::Interface => {

@@ -439,8 +439,18 @@ impl<'a> Snapshot<'a> {
         }
     }
 
-    /// `show dmvpn`; updates `updown` and forgets peers that are gone.
+    /// `show dmvpn`; updates `updown` and, unless the snapshot was filtered (`partial`),
+    /// forgets peers that are gone.
+    pub fn dmvpn_report_of(&self, updown: &mut UpDown, partial: bool) -> DmvpnReport {
+        self.dmvpn_report_inner(updown, !partial)
+    }
+
+    /// `show dmvpn` of the whole table; forgets peers that are gone.
     pub fn dmvpn_report(&self, updown: &mut UpDown) -> DmvpnReport {
+        self.dmvpn_report_inner(updown, true)
+    }
+
+    fn dmvpn_report_inner(&self, updown: &mut UpDown, prune: bool) -> DmvpnReport {
         let joined = self.peers();
         let peers = joined
             .iter()
@@ -484,7 +494,9 @@ impl<'a> Snapshot<'a> {
             .iter()
             .map(|p| p.post_nat.unwrap_or(p.nbma))
             .collect();
-        updown.retain(|k| present.contains(k));
+        if prune {
+            updown.retain(|k| present.contains(k));
+        }
         DmvpnReport {
             schema_version: SCHEMA_VERSION,
             interface: self.interface.to_owned(),

@@ -64,6 +64,9 @@ impl std::str::FromStr for Prefix {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        if !l.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{s:?}: prefix length must be 0..=32"));
+        }
         let addr: Ipv4Addr = a
             .parse()
             .map_err(|_| format!("{s:?}: not an IPv4 prefix"))?;

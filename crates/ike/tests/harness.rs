@@ -967,12 +967,22 @@ fn a_forged_sa_init_refusal_does_not_abort_the_exchange() {
         ..IkeProposal::default()
     }];
     let mut forger = Endpoint::new(refusing.clone(), Box::new(TestRng::new(7)));
+    // And one that asks for a group we never offered (INVALID_KE_PAYLOAD, §1.2).
+    let mut other_group = config(b"k");
+    other_group.ike_proposals = vec![IkeProposal {
+        dh: DhAlg::Ecp384,
+        ..IkeProposal::default()
+    }];
+    let mut ke_forger = Endpoint::new(other_group, Box::new(TestRng::new(8)));
     let mut n = Net::new(config(b"k"), config(b"k"), false);
     let (la, lb) = (n.a_local(), n.b_local());
     n.a.initiate(n.now, la, lb).unwrap();
     let init = n.a.poll_transmit().expect("IKE_SA_INIT");
     forger.handle_datagram(n.now, lb, la, &init.bytes);
     let forged = forger.poll_transmit().expect("a refusal");
+    n.a.handle_datagram(n.now, la, lb, &forged.bytes);
+    ke_forger.handle_datagram(n.now, lb, la, &init.bytes);
+    let forged = ke_forger.poll_transmit().expect("an INVALID_KE_PAYLOAD");
     n.a.handle_datagram(n.now, la, lb, &forged.bytes);
     while let Some(e) = n.a.poll_event() {
         assert!(

@@ -14,9 +14,14 @@ impl Node {
     /// `clear sa PEER`: deletes the IKE SA with `peer` (and its Child SAs) and forgets the
     /// peer's NHRP state.
     pub fn clear_sa(&mut self, now: Instant, peer: IpAddr) -> Result<(), NodeError> {
-        // The operator clears a peer to start over: no back-off from earlier failures.
-        if let Some(p) = v4(peer) {
-            self.peers.reset(p);
+        // The operator clears a peer to start over: no back-off from earlier failures, and
+        // a peer still wanted (an NHS) is tried again at once if it has no SA to delete.
+        if let Some(p) = v4(peer)
+            && self.peers.reset(p)
+            && !self.ike.has_sa_with(peer)
+            && self.still_wanted(p)
+        {
+            self.ensure_sa(now, p);
         }
         let result = match (self.ike.delete(now, peer), v4(peer)) {
             (Ok(()), Some(p)) => {

@@ -12,6 +12,9 @@ use dmvpn_wire::gre::EtherType;
 use crate::config::{IKE_PORT, NATT_PORT};
 use crate::{HOUSEKEEPING, Node, SlowPath, Transmit};
 
+/// A worn-out Child SA whose rekey did not happen is asked again after this long.
+const REKEY_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(crate) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(a) => Some(a),
@@ -99,8 +102,13 @@ impl Node {
             // RFC 4303 §3.3.3: without ESN the sequence number must not cycle, so the SA is
             // replaced before it runs out (the soft limit leaves 1/64 of the space); and the
             // configured volume lifetime.
-            if (path.out_sa.rekey_soon() || volume.is_some_and(|v| s.bytes >= v))
-                && !self.rekeys_asked.contains_key(&spi)
+            // Asked already: again after REKEY_RETRY if that rekey did not happen (refused,
+            // collided), so a worn-out SA is not left to run out.
+            let asked_recently = self
+                .rekeys_asked
+                .get(&spi)
+                .is_some_and(|(_, at)| now < *at + REKEY_RETRY);
+            if (path.out_sa.rekey_soon() || volume.is_some_and(|v| s.bytes >= v)) && !asked_recently
             {
                 worn_out.push((*nbma, spi));
             }
@@ -113,14 +121,16 @@ impl Node {
             });
             if let Some(spi_in) = spi_in {
                 tracing::info!(peer = %nbma, spi_out = format_args!("{spi_out:#010x}"), "child SA worn out (volume or sequence limit): rekeying");
-                self.rekeys_asked.insert(spi_out, nbma);
-                let _ = self.ike.rekey_child(now, spi_in);
+                self.rekeys_asked.insert(spi_out, (nbma, now));
+                if let Err(e) = self.ike.rekey_child(now, spi_in) {
+                    tracing::warn!(peer = %nbma, "cannot rekey a worn-out child SA: {e}");
+                }
             }
         }
         // Forget the requests whose SA is no longer the peer's current one.
         let paths = &self.master.paths;
         self.rekeys_asked
-            .retain(|spi, nbma| paths.get(nbma).is_some_and(|p| p.out_sa.spi().0 == *spi));
+            .retain(|spi, (nbma, _)| paths.get(nbma).is_some_and(|p| p.out_sa.spi().0 == *spi));
         for sa in self.master.inbound.iter() {
             let spi = sa.spi();
             let n = sa.stats().snapshot().packets;

@@ -87,6 +87,17 @@ impl Node {
                 ..
             } => self.child_deleted(spi_in, spi_out, remote),
             IkeEvent::PeerDead { sa, remote } => {
+                // Another IKE SA with the same address that is up (a NATed peer that came back
+                // through a new mapping, whose INITIAL_CONTACT did not clear the old SA): the
+                // peer is alive; only the dead SA's children went (reported one by one).
+                let other_up = self
+                    .ike
+                    .sas_with(remote.ip())
+                    .any(|(id, st)| id != sa && st == dmvpn_ike::IkeSaState::Established);
+                if other_up {
+                    tracing::info!(peer = %remote, ike_sa = %sa, "stale IKE SA dead (DPD); the peer's newer SA stays");
+                    return;
+                }
                 tracing::warn!(peer = %remote, ike_sa = %sa, "peer dead (DPD): clearing its SAs and NHRP state");
                 if let Some(peer) = v4(remote.ip()) {
                     self.remove_peer_sas(peer);

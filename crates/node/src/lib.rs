@@ -94,7 +94,7 @@ pub struct Node {
     /// Last seen packet count per SA (by SPI), to tell IKE about traffic for DPD.
     sa_packets: HashMap<u32, u64>,
     /// Outbound SAs (SPI → peer) whose volume or sequence limit asked for a rekey already.
-    rekeys_asked: HashMap<u32, Ipv4Addr>,
+    rekeys_asked: HashMap<u32, (Ipv4Addr, Instant)>,
     /// Peers whose path (SA) appeared or went since the NHRP mappings were last synced.
     paths_changed: Vec<Ipv4Addr>,
     keepalives: NatKeepalives,

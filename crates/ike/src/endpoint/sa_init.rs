@@ -211,10 +211,9 @@ impl Endpoint {
                 sa.state = State::ExpectSaInitResponse(st);
                 let _ = self.send_sa_init(now, sa);
             } else {
-                self.events.push_back(Event::EstablishFailed {
-                    remote: sa.remote,
-                    reason: NotifyType::COOKIE,
-                });
+                // Unauthenticated (§2.21.1): a bad or endless cookie may be forged; keep
+                // waiting for a usable response.
+                Self::keep_waiting(sa, st, NotifyType::COOKIE);
             }
             return None;
         }
@@ -229,19 +228,22 @@ impl Endpoint {
                 self.config.ike_proposals.iter().any(|pr| pr.dh == *g) && *g != st.dh.alg()
             });
             match (offered, st.retries < MAX_INIT_RETRIES) {
-                (Some(g), true) => {
-                    let Ok(dh) = DhPrivate::generate(g, self.rng.as_mut()) else {
-                        return None;
-                    };
-                    st.dh = dh;
-                    st.retries += 1;
-                    sa.state = State::ExpectSaInitResponse(st);
-                    let _ = self.send_sa_init(now, sa);
-                }
-                _ => self.events.push_back(Event::EstablishFailed {
-                    remote: sa.remote,
-                    reason: NotifyType::INVALID_KE_PAYLOAD,
-                }),
+                (Some(g), true) => match DhPrivate::generate(g, self.rng.as_mut()) {
+                    Ok(dh) => {
+                        st.dh = dh;
+                        st.retries += 1;
+                        sa.state = State::ExpectSaInitResponse(st);
+                        let _ = self.send_sa_init(now, sa);
+                    }
+                    // Our own crypto provider failed: say so (the node backs off).
+                    Err(_) => self.events.push_back(Event::EstablishFailed {
+                        remote: sa.remote,
+                        reason: NotifyType::INVALID_KE_PAYLOAD,
+                    }),
+                },
+                // A group we never offered, or one retry too many: unauthenticated, so maybe
+                // forged (§2.21.1); keep waiting.
+                _ => Self::keep_waiting(sa, st, NotifyType::INVALID_KE_PAYLOAD),
             }
             return None;
         }
@@ -305,7 +307,10 @@ impl Endpoint {
             sa.spi_i,
             sa.spi_r,
         ) else {
-            return;
+            return self.events.push_back(Event::EstablishFailed {
+                remote: sa.remote,
+                reason: NotifyType::INVALID_SYNTAX,
+            });
         };
         sa.suite = Some(suite);
         let auth_keys = AuthKeys::of(&keys);

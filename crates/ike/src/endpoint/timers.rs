@@ -121,8 +121,15 @@ impl Endpoint {
             }
             State::Established(e) => {
                 if e.expire_at <= now {
-                    // Hard lifetime: delete (the peer is told, §1.4.1).
-                    sa.queue.push_front(Queued::DeleteIke);
+                    // Hard lifetime: delete (the peer is told, §1.4.1). Re-armed past the
+                    // DELETE's own retransmissions so the deadline does not stay in the past
+                    // while another exchange is still pending.
+                    if !sa.queue.contains(&Queued::DeleteIke) {
+                        sa.queue.push_front(Queued::DeleteIke);
+                    }
+                    e.expire_at = now
+                        + self.config.retransmit.max_interval
+                            * self.config.retransmit.max_tries.max(1);
                     return;
                 }
                 if e.rekey_at <= now {
