@@ -169,6 +169,18 @@ impl Gen {
             s.handle_timeout(now, &self.shared, &mut self.io, &mut self.counters);
             self.reschedule(i);
         }
+        // Entries superseded by a later deadline stay in the heap until they surface: drop
+        // them here, or they would wake the loop for nothing.
+        while let Some(Reverse((t, i))) = self.timers.peek().copied() {
+            if self
+                .spokes
+                .get(i as usize)
+                .is_some_and(|s| s.deadline == Some(t))
+            {
+                break;
+            }
+            self.timers.pop();
+        }
         let wait = self
             .timers
             .peek()

@@ -167,7 +167,8 @@ impl Underlay {
 
     /// Waits up to `timeout` for any socket to become readable; returns which are.
     pub fn wait(&self, timeout: Duration) -> Result<[bool; 3]> {
-        let ms = u16::try_from(timeout.as_millis().min(1000)).unwrap_or(1000);
+        // Rounded up: a deadline 0.3 ms away must not become a busy poll with timeout 0.
+        let ms = u16::try_from(timeout.as_micros().div_ceil(1000).min(1000)).unwrap_or(1000);
         let mut fds = [
             PollFd::new(self.ike.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.natt.as_fd(), PollFlags::POLLIN),
