@@ -31,7 +31,7 @@ use dmvpn_wire::udp::{UdpEncap, classify};
 use crate::net::{Underlay, Via};
 use crate::plan::Pool;
 use crate::report::{Report, ShowResult, SoakSample};
-use crate::spoke::{Counters, Shared, Spoke};
+use crate::spoke::{Counters, Ctx, Shared, Spoke};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -145,7 +145,15 @@ impl Gen {
 
     fn start(&mut self, i: u32, now: Instant) {
         if let Some(s) = self.spokes.get_mut(i as usize) {
-            s.start(now, &self.shared, &mut self.io, &mut self.counters);
+            s.start(
+                now,
+                &mut Ctx {
+                    sh: &self.shared,
+                    io: &mut self.io,
+                    c: &mut self.counters,
+                    pkt: &mut self.pkt,
+                },
+            );
         }
         self.reschedule(i);
     }
@@ -166,7 +174,15 @@ impl Gen {
                 continue; // superseded
             }
             s.deadline = None;
-            s.handle_timeout(now, &self.shared, &mut self.io, &mut self.counters);
+            s.handle_timeout(
+                now,
+                &mut Ctx {
+                    sh: &self.shared,
+                    io: &mut self.io,
+                    c: &mut self.counters,
+                    pkt: &mut self.pkt,
+                },
+            );
             self.reschedule(i);
         }
         // Entries superseded by a later deadline stay in the heap until they surface: drop
@@ -213,17 +229,20 @@ impl Gen {
             let Some(s) = self.spokes.get_mut(i as usize) else {
                 continue;
             };
-            let (sh, io, c) = (&self.shared, &mut self.io, &mut self.counters);
+            let cx = &mut Ctx {
+                sh: &self.shared,
+                io: &mut self.io,
+                c: &mut self.counters,
+                pkt: &mut self.pkt,
+            };
             match via {
-                Via::Ike => s.handle_ike(now, rx.dst, rx.src, bytes, sh, io, c),
-                Via::Esp => s.handle_esp(now, *rx.src.ip(), bytes, &mut self.pkt, sh, io, c),
+                Via::Ike => s.handle_ike(now, rx.dst, rx.src, bytes, cx),
+                Via::Esp => s.handle_esp(now, *rx.src.ip(), bytes, cx),
                 Via::NatT => match classify(bytes) {
-                    Ok(UdpEncap::Ike(ike)) => s.handle_ike(now, rx.dst, rx.src, ike, sh, io, c),
-                    Ok(UdpEncap::Esp(esp)) => {
-                        s.handle_esp(now, *rx.src.ip(), esp, &mut self.pkt, sh, io, c)
-                    }
+                    Ok(UdpEncap::Ike(ike)) => s.handle_ike(now, rx.dst, rx.src, ike, cx),
+                    Ok(UdpEncap::Esp(esp)) => s.handle_esp(now, *rx.src.ip(), esp, cx),
                     Ok(UdpEncap::NatKeepalive) => {}
-                    Err(_) => c.other_errors += 1,
+                    Err(_) => cx.c.other_errors += 1,
                 },
             }
             self.reschedule(i);

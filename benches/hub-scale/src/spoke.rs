@@ -91,6 +91,19 @@ counters!(
     other_errors,
 );
 
+/// What a spoke's handlers work with besides the spoke itself.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Settings every spoke shares.
+    pub sh: &'a Shared,
+    /// The sockets.
+    pub io: &'a mut Underlay,
+    /// Counters.
+    pub c: &'a mut Counters,
+    /// The receive buffer ESP is opened in.
+    pub pkt: &'a mut PacketBuf,
+}
+
 struct Child {
     spi_in: u32,
     out: OutboundSa,
@@ -159,9 +172,9 @@ impl Spoke {
     }
 
     /// Starts registering (the NHRP engine asks for an SA first).
-    pub fn start(&mut self, now: Instant, sh: &Shared, io: &mut Underlay, c: &mut Counters) {
+    pub fn start(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         self.nhrp.register(now);
-        self.drain(now, sh, io, c);
+        self.drain(now, cx);
     }
 
     /// The next deadline of either engine or of our own setup retry.
@@ -177,22 +190,16 @@ impl Spoke {
     }
 
     /// Runs the timers due at `now`.
-    pub fn handle_timeout(
-        &mut self,
-        now: Instant,
-        sh: &Shared,
-        io: &mut Underlay,
-        c: &mut Counters,
-    ) {
+    pub fn handle_timeout(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
             if !self.connecting && self.children.is_empty() {
-                self.initiate(now, sh, io, c);
+                self.initiate(now, cx);
             }
         }
         self.ike.handle_timeout(now);
         self.nhrp.handle_timeout(now);
-        self.drain(now, sh, io, c);
+        self.drain(now, cx);
     }
 
     /// An IKE message (without the non-ESP marker) that arrived at `local` from `remote`.
@@ -202,38 +209,28 @@ impl Spoke {
         local: SocketAddrV4,
         remote: SocketAddrV4,
         bytes: &[u8],
-        sh: &Shared,
-        io: &mut Underlay,
-        c: &mut Counters,
+        cx: &mut Ctx<'_>,
     ) {
-        c.ike_rx += 1;
+        cx.c.ike_rx += 1;
         self.ike
             .handle_datagram(now, SocketAddr::V4(local), SocketAddr::V4(remote), bytes);
-        self.drain(now, sh, io, c);
+        self.drain(now, cx);
     }
 
     /// An ESP packet from `from`.
-    pub fn handle_esp(
-        &mut self,
-        now: Instant,
-        from: Ipv4Addr,
-        esp: &[u8],
-        buf: &mut PacketBuf,
-        sh: &Shared,
-        io: &mut Underlay,
-        c: &mut Counters,
-    ) {
+    pub fn handle_esp(&mut self, now: Instant, from: Ipv4Addr, esp: &[u8], cx: &mut Ctx<'_>) {
         let Some(spi) = esp
             .get(..4)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         else {
-            c.esp_rx_bad += 1;
+            cx.c.esp_rx_bad += 1;
             return;
         };
         let Some(child) = self.children.iter().find(|ch| ch.spi_in == spi) else {
-            c.esp_rx_bad += 1;
+            cx.c.esp_rx_bad += 1;
             return;
         };
+        let buf = &mut *cx.pkt;
         let opened = buf
             .reset(PacketBuf::DEFAULT_HEADROOM)
             .ok()
@@ -244,60 +241,60 @@ impl Spoke {
             })
             .and_then(|()| child.inb.open(buf).ok());
         if opened != Some(IpProtocol::GRE) {
-            c.esp_rx_bad += 1;
+            cx.c.esp_rx_bad += 1;
             return;
         }
-        if gre::decap(buf, sh.gre_key) != Ok(EtherType::NHRP) {
-            c.esp_rx_bad += 1;
+        if gre::decap(buf, cx.sh.gre_key) != Ok(EtherType::NHRP) {
+            cx.c.esp_rx_bad += 1;
             return;
         }
-        c.esp_rx += 1;
-        c.nhrp_rx += 1;
+        cx.c.esp_rx += 1;
+        cx.c.nhrp_rx += 1;
         self.nhrp
             .handle_packet(now, IpAddr::V4(from), buf.as_slice());
-        self.drain(now, sh, io, c);
+        self.drain(now, cx);
     }
 
-    fn initiate(&mut self, now: Instant, sh: &Shared, io: &mut Underlay, c: &mut Counters) {
-        let local = SocketAddr::V4(SocketAddrV4::new(self.nbma, sh.ike_port));
-        let remote = SocketAddr::V4(SocketAddrV4::new(sh.hub, sh.ike_port));
+    fn initiate(&mut self, now: Instant, cx: &mut Ctx<'_>) {
+        let local = SocketAddr::V4(SocketAddrV4::new(self.nbma, cx.sh.ike_port));
+        let remote = SocketAddr::V4(SocketAddrV4::new(cx.sh.hub, cx.sh.ike_port));
         match self.ike.initiate(now, local, remote) {
             Ok(_) => {
-                c.ike_initiated += 1;
+                cx.c.ike_initiated += 1;
                 self.connecting = true;
                 self.started.get_or_insert(now);
             }
             Err(_) => {
-                c.other_errors += 1;
+                cx.c.other_errors += 1;
                 self.retry_at = Some(now + SETUP_RETRY);
             }
         }
-        self.send_ike(io, c);
+        self.send_ike(cx);
     }
 
-    fn send_ike(&mut self, io: &mut Underlay, c: &mut Counters) {
+    fn send_ike(&mut self, cx: &mut Ctx<'_>) {
         while let Some(t) = self.ike.poll_transmit() {
-            send_ike(io, c, &t);
+            send_ike(cx, &t);
         }
     }
 
     /// Carries out what the engines want until neither has more.
-    fn drain(&mut self, now: Instant, sh: &Shared, io: &mut Underlay, c: &mut Counters) {
+    fn drain(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         loop {
             let mut progress = false;
-            self.send_ike(io, c);
+            self.send_ike(cx);
             while let Some(ev) = self.ike.poll_event() {
                 progress = true;
-                self.on_ike_event(now, sh, c, ev);
+                self.on_ike_event(now, cx, ev);
             }
-            self.send_ike(io, c);
+            self.send_ike(cx);
             while let Some(ev) = self.nhrp.poll_event() {
                 progress = true;
-                self.on_nhrp_event(now, sh, io, c, ev);
+                self.on_nhrp_event(now, cx, ev);
             }
             while let Some(t) = self.nhrp.poll_transmit() {
                 progress = true;
-                self.send_nhrp(io, c, sh, &t.bytes);
+                self.send_nhrp(cx, &t.bytes);
             }
             if !progress {
                 break;
@@ -305,15 +302,15 @@ impl Spoke {
         }
     }
 
-    fn on_ike_event(&mut self, now: Instant, sh: &Shared, c: &mut Counters, ev: IkeEvent) {
+    fn on_ike_event(&mut self, now: Instant, cx: &mut Ctx<'_>, ev: IkeEvent) {
         match ev {
-            IkeEvent::IkeSaUp { .. } => c.ike_up += 1,
-            IkeEvent::ChildSaInstalled(ch) => self.install(now, sh, c, ch),
+            IkeEvent::IkeSaUp { .. } => cx.c.ike_up += 1,
+            IkeEvent::ChildSaInstalled(ch) => self.install(now, cx, ch),
             IkeEvent::ChildSaDeleted { spi_in, .. } => {
                 self.children.retain(|ch| ch.spi_in != spi_in)
             }
             IkeEvent::IkeSaDown { reason, .. } => {
-                c.ike_down += 1;
+                cx.c.ike_down += 1;
                 self.connecting = false;
                 if !matches!(
                     reason,
@@ -323,18 +320,18 @@ impl Spoke {
                 }
             }
             IkeEvent::PeerDead { .. } => {
-                c.peer_dead += 1;
+                cx.c.peer_dead += 1;
                 self.lost(now);
             }
             IkeEvent::EstablishFailed { .. } => {
-                c.establish_failed += 1;
+                cx.c.establish_failed += 1;
                 self.setup_failed(now);
             }
             IkeEvent::AuthFailed { .. } => {
-                c.auth_failed += 1;
+                cx.c.auth_failed += 1;
                 self.setup_failed(now);
             }
-            IkeEvent::ChildSaFailed { .. } => c.child_failed += 1,
+            IkeEvent::ChildSaFailed { .. } => cx.c.child_failed += 1,
             _ => {}
         }
     }
@@ -361,20 +358,25 @@ impl Spoke {
         }
     }
 
-    fn install(&mut self, now: Instant, sh: &Shared, c: &mut Counters, ch: ChildSaInstalled) {
+    fn install(&mut self, now: Instant, cx: &mut Ctx<'_>, ch: ChildSaInstalled) {
         let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (ch.local, ch.remote) else {
-            c.other_errors += 1;
+            cx.c.other_errors += 1;
             return;
         };
         let sas = OutboundSa::new(Spi(ch.spi_out), ch.key_out.expose(), ch.esn).and_then(|o| {
-            InboundSa::new(Spi(ch.spi_in), ch.key_in.expose(), ch.esn, sh.replay_window)
-                .map(|i| (o, i))
+            InboundSa::new(
+                Spi(ch.spi_in),
+                ch.key_in.expose(),
+                ch.esn,
+                cx.sh.replay_window,
+            )
+            .map(|i| (o, i))
         });
         let Ok((out, inb)) = sas else {
-            c.other_errors += 1;
+            cx.c.other_errors += 1;
             return;
         };
-        c.child_installed += 1;
+        cx.c.child_installed += 1;
         self.connecting = false;
         self.retry_at = None;
         if self.handshake.is_none()
@@ -393,36 +395,27 @@ impl Spoke {
         self.nhrp.sa_up(now, IpAddr::V4(*remote.ip()));
     }
 
-    fn on_nhrp_event(
-        &mut self,
-        now: Instant,
-        sh: &Shared,
-        io: &mut Underlay,
-        c: &mut Counters,
-        ev: NhrpEvent,
-    ) {
+    fn on_nhrp_event(&mut self, now: Instant, cx: &mut Ctx<'_>, ev: NhrpEvent) {
         match ev {
-            NhrpEvent::NeedSa { .. } => {
-                if !self.connecting && self.children.is_empty() {
-                    self.initiate(now, sh, io, c);
-                }
+            NhrpEvent::NeedSa { .. } if !self.connecting && self.children.is_empty() => {
+                self.initiate(now, cx);
             }
             NhrpEvent::NhsUp { .. } => {
-                c.nhs_up += 1;
+                cx.c.nhs_up += 1;
                 self.up = true;
                 if self.registered_at.is_none() {
                     self.registered_at = Some(now);
-                    c.first_registrations += 1;
+                    cx.c.first_registrations += 1;
                 }
             }
             NhrpEvent::NhsDown { .. } => {
-                c.nhs_down += 1;
+                cx.c.nhs_down += 1;
                 self.up = false;
             }
-            NhrpEvent::RegistrationRefused { .. } => c.refused += 1,
+            NhrpEvent::RegistrationRefused { .. } => cx.c.refused += 1,
             NhrpEvent::ResetSa { .. } => {
-                c.reset_sa += 1;
-                let _ = self.ike.delete(now, IpAddr::V4(sh.hub));
+                cx.c.reset_sa += 1;
+                let _ = self.ike.delete(now, IpAddr::V4(cx.sh.hub));
                 self.lost(now);
             }
             _ => {}
@@ -431,37 +424,38 @@ impl Spoke {
 
     /// Wraps an NHRP packet in GRE (protocol 0x2001, the tunnel key) and ESP on the newest
     /// Child SA, as a dmvpnd spoke's dataplane does.
-    fn send_nhrp(&mut self, io: &mut Underlay, c: &mut Counters, sh: &Shared, nhrp: &[u8]) {
+    fn send_nhrp(&mut self, cx: &mut Ctx<'_>, nhrp: &[u8]) {
         let Some(ch) = self.children.last() else {
-            c.nhrp_no_sa += 1;
+            cx.c.nhrp_no_sa += 1;
             return;
         };
         let Ok(mut buf) = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, nhrp) else {
-            c.other_errors += 1;
+            cx.c.other_errors += 1;
             return;
         };
-        if gre::encap(&mut buf, EtherType::NHRP, sh.gre_key).is_err()
+        if gre::encap(&mut buf, EtherType::NHRP, cx.sh.gre_key).is_err()
             || ch.out.seal(&mut buf, IpProtocol::GRE).is_err()
         {
-            c.other_errors += 1;
+            cx.c.other_errors += 1;
             return;
         }
-        c.nhrp_tx += 1;
-        c.esp_tx += 1;
+        cx.c.nhrp_tx += 1;
+        cx.c.esp_tx += 1;
         if ch.udp_encap {
-            io.send_udp(ch.local, ch.remote, false, buf.as_slice());
+            cx.io.send_udp(ch.local, ch.remote, false, buf.as_slice());
         } else {
-            io.send_esp(*ch.local.ip(), *ch.remote.ip(), buf.as_slice());
+            cx.io
+                .send_esp(*ch.local.ip(), *ch.remote.ip(), buf.as_slice());
         }
     }
 }
 
-fn send_ike(io: &mut Underlay, c: &mut Counters, t: &IkeTransmit) {
+fn send_ike(cx: &mut Ctx<'_>, t: &IkeTransmit) {
     let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (t.local, t.remote) else {
-        c.other_errors += 1;
+        cx.c.other_errors += 1;
         return;
     };
-    c.ike_tx += 1;
-    let marker = t.needs_non_esp_marker(io.natt_port());
-    io.send_udp(local, remote, marker, &t.bytes);
+    cx.c.ike_tx += 1;
+    let marker = t.needs_non_esp_marker(cx.io.natt_port());
+    cx.io.send_udp(local, remote, marker, &t.bytes);
 }
