@@ -111,6 +111,7 @@ fn load_shared(args: &Args) -> Result<(Shared, Pool, Vec<Ipv4Addr>)> {
                 .gre_key
                 .context("the configuration has no tunnel.gre-key")?,
             replay_window: cfg.ipsec.replay_window,
+            nat_keepalive: cfg.ike.nat_keepalive,
         },
         tunnel,
         skip,

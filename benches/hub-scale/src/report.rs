@@ -270,13 +270,14 @@ impl Report {
             let c = &self.counters_soak;
             let _ = writeln!(
                 s,
-                "| soak: spokes up at the end; IKE rx/tx; NHRP rx/tx; SAs lost | {} of {}; {}/{}; {}/{}; {} |",
+                "| soak: spokes up at the end; IKE rx/tx (DPD); NHRP rx/tx (refreshes); NAT keepalives; SAs lost | {} of {}; {}/{}; {}/{}; {}; {} |",
                 self.spokes_up_at_end,
                 self.spokes,
                 c.ike_rx,
                 c.ike_tx,
                 c.nhrp_rx,
                 c.nhrp_tx,
+                c.keepalives_tx,
                 c.ike_down + c.peer_dead
             );
         }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub gre_key: u32,
     /// Anti-replay window of inbound SAs.
     pub replay_window: u32,
+    /// NAT keepalive interval while we are "behind a NAT" (RFC 3948 §2.3), if any.
+    pub nat_keepalive: Option<Duration>,
 }
 
 macro_rules! counters {
@@ -88,6 +90,7 @@ counters!(
     nhrp_tx,
     nhrp_rx,
     nhrp_no_sa,
+    keepalives_tx,
     other_errors,
 );
 
@@ -125,6 +128,8 @@ pub struct Spoke {
     /// An IKE setup of ours is in flight.
     connecting: bool,
     retry_at: Option<Instant>,
+    /// Next NAT keepalive, and where it goes from (our NAT-T address) and to.
+    keepalive: Option<(Instant, SocketAddrV4, SocketAddrV4)>,
     /// First IKE_SA_INIT sent.
     pub started: Option<Instant>,
     /// IKE_SA_INIT + IKE_AUTH with the Child SA: from the first IKE_SA_INIT to the Child SA.
@@ -163,6 +168,7 @@ impl Spoke {
             children: Vec::new(),
             connecting: false,
             retry_at: None,
+            keepalive: None,
             started: None,
             handshake: None,
             registered_at: None,
@@ -183,6 +189,7 @@ impl Spoke {
             self.ike.poll_timeout(),
             self.nhrp.poll_timeout(),
             self.retry_at,
+            self.keepalive.map(|k| k.0),
         ]
         .into_iter()
         .flatten()
@@ -196,6 +203,15 @@ impl Spoke {
             if !self.connecting && self.children.is_empty() {
                 self.initiate(now, cx);
             }
+        }
+        if let Some((at, from, to)) = self.keepalive
+            && at <= now
+        {
+            // A single 0xFF byte to the peer's NAT-T port (RFC 3948 §2.3).
+            cx.io.send_udp(from, to, false, &[0xFF]);
+            cx.c.keepalives_tx += 1;
+            let every = cx.sh.nat_keepalive.unwrap_or(Duration::from_secs(20));
+            self.keepalive = Some((now + every, from, to));
         }
         self.ike.handle_timeout(now);
         self.nhrp.handle_timeout(now);
@@ -304,7 +320,19 @@ impl Spoke {
 
     fn on_ike_event(&mut self, now: Instant, cx: &mut Ctx<'_>, ev: IkeEvent) {
         match ev {
-            IkeEvent::IkeSaUp { .. } => cx.c.ike_up += 1,
+            IkeEvent::IkeSaUp {
+                local,
+                remote,
+                nat_local,
+                ..
+            } => {
+                cx.c.ike_up += 1;
+                if let (true, Some(every), SocketAddr::V4(l), SocketAddr::V4(r)) =
+                    (nat_local, cx.sh.nat_keepalive, local, remote)
+                {
+                    self.keepalive = Some((now + every, l, r));
+                }
+            }
             IkeEvent::ChildSaInstalled(ch) => self.install(now, cx, ch),
             IkeEvent::ChildSaDeleted { spi_in, .. } => {
                 self.children.retain(|ch| ch.spi_in != spi_in)
@@ -345,6 +373,7 @@ impl Spoke {
 
     fn lost(&mut self, now: Instant) {
         self.children.clear();
+        self.keepalive = None;
         self.connecting = false;
         self.up = false;
         self.nhrp.peer_dead(now, IpAddr::V4(self.hub_addr()));
