@@ -3,7 +3,7 @@
 # against a real dmvpnd hub, each in its own network namespace on this machine.
 #
 #   sudo benches/hub-scale/run.sh [--spokes 1000,5000,10000] [--cores 1|2|1,2] [--in-flight 32]
-#                                 [--natt] [--soak SECS] [--soak-sample SECS] [--timeout SECS]
+#                                 [--natt | --one-address [--same-id]] [--soak SECS] [--soak-sample SECS] [--timeout SECS]
 #                                 [--holding-time SECS] [--json FILE] [--keep] [--set KEY=VALUE]...
 #
 # For each N of --spokes and each mode of --cores, a fresh hub: dmvpnd (release build) from
@@ -14,7 +14,10 @@
 # neither (the hub and generator share both). Each spoke: IKE_SA_INIT + IKE_AUTH (PSK) with a
 # transport-mode Child SA, an NHRP Registration Request in GRE (key 100) inside ESP, the
 # Registration Reply; at most --in-flight setups at once. --natt forces UDP encapsulation
-# (ESP in UDP 4500) by faking NAT detection. --soak keeps the spokes up that long afterwards
+# (ESP in UDP 4500) by faking NAT detection. --one-address puts every spoke on 198.18.0.1 with a
+# UDP port of its own (20000, 20001, ...), as behind one masquerading NAT, with an FQDN
+# identity each (--same-id: all the address's ID_IPV4_ADDR); one socket per spoke, so keep N
+# to a few hundred there. --soak keeps the spokes up that long afterwards
 # (registration refreshes at a third of --holding-time, the hub's DPD answered) and samples
 # the hub's RSS every --soak-sample seconds.
 #
@@ -39,6 +42,7 @@ SPOKES=1000,5000,10000
 CORES=1
 IN_FLIGHT=32
 NATT=0
+ONE_ADDR=()
 SOAK=0
 SOAK_SAMPLE=10
 TIMEOUT=900
@@ -54,6 +58,8 @@ while (($#)); do
         --cores) CORES=$2; shift 2 ;;
         --in-flight) IN_FLIGHT=$2; shift 2 ;;
         --natt) NATT=1; shift ;;
+        --one-address) ONE_ADDR+=(--one-address); NATT=1; shift ;;
+        --same-id) ONE_ADDR+=(--same-id); shift ;;
         --soak) SOAK=$2; shift 2 ;;
         --soak-sample) SOAK_SAMPLE=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
@@ -68,6 +74,9 @@ done
 [[ $SPOKES =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--spokes: comma-separated counts"
 [[ $CORES =~ ^[12](,[12])?$ ]] || die "--cores: 1, 2 or 1,2"
 [[ $IN_FLIGHT =~ ^[1-9][0-9]*$ ]] || die "--in-flight: a positive count"
+if [[ " ${ONE_ADDR[*]} " == *" --same-id "* && " ${ONE_ADDR[*]} " != *" --one-address "* ]]; then
+    die "--same-id goes with --one-address"
+fi
 [[ $SOAK =~ ^[0-9]+$ ]] || die "--soak: seconds"
 [[ $SOAK_SAMPLE =~ ^[1-9][0-9]*$ ]] || die "--soak-sample: seconds"
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout: seconds"
@@ -176,6 +185,7 @@ run_case() {
     done
     if ((cores == 1)); then hub_pin=(taskset -c 0); gen_pin=(taskset -c 1); fi
     if ((NATT)); then natt=(--natt); fi
+    if ((${#ONE_ADDR[@]})); then natt=("${ONE_ADDR[@]}"); fi
     start_bg "$CASE" dmvpnd-hub "$d/hub.log" \
         ${hub_pin[@]+"${hub_pin[@]}"} ip netns exec "$(ns_name H)" "$DMVPND" --foreground --config "$d/hub.toml"
     HUB_PID=$LAST_PID

@@ -55,6 +55,10 @@ pub struct Underlay {
     ike: Socket,
     natt: Socket,
     esp: Socket,
+    /// `--one-address`: one UDP socket per spoke, all on one address, a port each (what a
+    /// masquerading NAT in front of N spokes makes of them). Polled with the others each
+    /// turn, so this mode is for a few hundred spokes, not for scale.
+    per_spoke: Vec<Socket>,
     ike_port: u16,
     natt_port: u16,
     /// Sends that failed (after waiting for room) and were dropped.
@@ -107,10 +111,78 @@ impl Underlay {
             ike: udp_socket(ike_port)?,
             natt: udp_socket(natt_port)?,
             esp,
+            per_spoke: Vec::new(),
             ike_port,
             natt_port,
             send_errors: 0,
         })
+    }
+
+    /// Opens one UDP socket per spoke at `addr`, ports `first_port`, `first_port + 1`, ...
+    pub fn open_per_spoke(&mut self, addr: Ipv4Addr, first_port: u16, n: u32) -> Result<()> {
+        for i in 0..n {
+            let port = u16::try_from(u32::from(first_port) + i).context("port range exhausted")?;
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_nonblocking(true)?;
+            setsockopt(&s, sockopt::IpFreebind, &true)?;
+            s.bind(&SocketAddr::from((addr, port)).into())
+                .with_context(|| format!("bind UDP {addr}:{port}"))?;
+            self.per_spoke.push(s);
+        }
+        Ok(())
+    }
+
+    /// Sends `bytes` (with the non-ESP marker if `marker`) on spoke `i`'s own socket.
+    pub fn send_own(&mut self, i: u32, dst: SocketAddrV4, marker: bool, bytes: &[u8]) {
+        let Some(sock) = self.per_spoke.get(i as usize) else {
+            self.send_errors += 1;
+            return;
+        };
+        let zero = [0u8; 4];
+        let iov_m = [IoSlice::new(&zero), IoSlice::new(bytes)];
+        let iov_p = [IoSlice::new(bytes)];
+        let iov: &[IoSlice<'_>] = if marker { &iov_m } else { &iov_p };
+        let to = SockaddrIn::from(dst);
+        let ok = send_retrying(sock, |fd| {
+            sendmsg(fd, iov, &[], MsgFlags::MSG_DONTWAIT, Some(&to))
+        });
+        if !ok {
+            self.send_errors += 1;
+        }
+    }
+
+    /// Spoke sockets with a datagram queued (checked with a zero-timeout poll).
+    pub fn ready_own(&self) -> Result<Vec<u32>> {
+        if self.per_spoke.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fds: Vec<PollFd<'_>> = self
+            .per_spoke
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.revents().is_some_and(|e| !e.is_empty()))
+            .map(|(i, _)| i as u32)
+            .collect())
+    }
+
+    /// Receives one datagram on spoke `i`'s socket: (source, length).
+    pub fn recv_own(&self, i: u32, buf: &mut [u8]) -> Result<Option<(SocketAddrV4, usize)>> {
+        let Some(sock) = self.per_spoke.get(i as usize) else {
+            return Ok(None);
+        };
+        match nix::sys::socket::recvfrom::<SockaddrIn>(sock.as_raw_fd(), buf) {
+            Ok((n, Some(from))) => Ok(Some((SocketAddrV4::new(from.ip(), from.port()), n))),
+            Ok((_, None)) | Err(Errno::EAGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The NAT-T port.

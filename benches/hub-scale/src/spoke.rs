@@ -122,6 +122,9 @@ pub struct Spoke {
     pub nbma: Ipv4Addr,
     /// Own tunnel address.
     pub tunnel: Ipv4Addr,
+    /// `--one-address`: this spoke's index among the per-spoke sockets; everything it sends
+    /// leaves from that socket, whatever address and port its IKE engine believes it has.
+    pub own_socket: Option<u32>,
     ike: Endpoint,
     nhrp: dmvpn_nhrp::Engine,
     children: Vec<Child>,
@@ -154,7 +157,17 @@ impl std::fmt::Debug for Spoke {
 
 impl Spoke {
     /// A spoke at `nbma` with tunnel address `tunnel`; nothing is sent before [`Spoke::start`].
-    pub fn new(shared: &Shared, nbma: Ipv4Addr, tunnel: Ipv4Addr, seed: u64) -> Self {
+    pub fn new(
+        shared: &Shared,
+        nbma: Ipv4Addr,
+        tunnel: Ipv4Addr,
+        seed: u64,
+        id: Option<dmvpn_ike::Identification>,
+    ) -> Self {
+        let mut ike = shared.ike.clone();
+        if id.is_some() {
+            ike.local_id = id;
+        }
         let mut nc = shared.nhrp.clone();
         nc.protocol_addr = IpAddr::V4(tunnel);
         nc.nbma_addr = IpAddr::V4(nbma);
@@ -163,7 +176,8 @@ impl Spoke {
         Self {
             nbma,
             tunnel,
-            ike: Endpoint::new(shared.ike.clone(), Box::new(SystemRng::new())),
+            own_socket: None,
+            ike: Endpoint::new(ike, Box::new(SystemRng::new())),
             nhrp,
             children: Vec::new(),
             connecting: false,
@@ -208,7 +222,10 @@ impl Spoke {
             && at <= now
         {
             // A single 0xFF byte to the peer's NAT-T port (RFC 3948 §2.3).
-            cx.io.send_udp(from, to, false, &[0xFF]);
+            match self.own_socket {
+                Some(i) => cx.io.send_own(i, to, false, &[0xFF]),
+                None => cx.io.send_udp(from, to, false, &[0xFF]),
+            }
             cx.c.keepalives_tx += 1;
             let every = cx.sh.nat_keepalive.unwrap_or(Duration::from_secs(20));
             self.keepalive = Some((now + every, from, to));
@@ -290,7 +307,7 @@ impl Spoke {
 
     fn send_ike(&mut self, cx: &mut Ctx<'_>) {
         while let Some(t) = self.ike.poll_transmit() {
-            send_ike(cx, &t);
+            send_ike(cx, self.own_socket, &t);
         }
     }
 
@@ -470,7 +487,9 @@ impl Spoke {
         }
         cx.c.nhrp_tx += 1;
         cx.c.esp_tx += 1;
-        if ch.udp_encap {
+        if let Some(i) = self.own_socket {
+            cx.io.send_own(i, ch.remote, false, buf.as_slice());
+        } else if ch.udp_encap {
             cx.io.send_udp(ch.local, ch.remote, false, buf.as_slice());
         } else {
             cx.io
@@ -479,12 +498,15 @@ impl Spoke {
     }
 }
 
-fn send_ike(cx: &mut Ctx<'_>, t: &IkeTransmit) {
+fn send_ike(cx: &mut Ctx<'_>, own: Option<u32>, t: &IkeTransmit) {
     let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (t.local, t.remote) else {
         cx.c.other_errors += 1;
         return;
     };
     cx.c.ike_tx += 1;
     let marker = t.needs_non_esp_marker(cx.io.natt_port());
-    cx.io.send_udp(local, remote, marker, &t.bytes);
+    match own {
+        Some(i) => cx.io.send_own(i, remote, marker, &t.bytes),
+        None => cx.io.send_udp(local, remote, marker, &t.bytes),
+    }
 }
