@@ -34,24 +34,11 @@ fn rekeys(net: &Net, h: usize) -> usize {
 
 #[test]
 fn a_child_sa_is_rekeyed_after_its_volume_lifetime_without_loss() {
-    let mut net = Net::new();
-    net.add(
-        "hub",
+    let mut net = Net::hub_and_spoke(
+        HUB_NBMA,
         &with_volume(hub_config(HUB_NBMA)),
-        HUB_NBMA,
-        HUB_NBMA,
-        (Ipv4Addr::new(10, 0, 0, 0), 24),
-        &[],
-        1,
-    );
-    net.add(
-        "spoke-a",
+        A_NBMA,
         &with_volume(spoke_config("10.250.0.11", HUB_NBMA, "")),
-        A_NBMA,
-        A_NBMA,
-        (Ipv4Addr::new(10, 0, 1, 0), 24),
-        &[],
-        2,
     );
     net.idle(Duration::from_secs(5));
     assert!(net.hosts[HUB].events.iter().any(|e| matches!(

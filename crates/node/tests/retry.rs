@@ -37,28 +37,10 @@ fn registered(net: &Net) -> bool {
 
 #[test]
 fn data_toward_a_hub_that_refuses_us_backs_off_and_a_reload_retries_at_once() {
-    let mut net = Net::new();
-    net.add(
-        "hub",
-        &hub_config(HUB_NBMA),
-        HUB_NBMA,
-        HUB_NBMA,
-        (Ipv4Addr::new(10, 0, 0, 0), 24),
-        &[],
-        1,
-    );
     let good = spoke_config("10.250.0.11", HUB_NBMA, "");
     let bad = good.replace(PSK, WRONG);
     assert_ne!(good, bad);
-    net.add(
-        "spoke-a",
-        &bad,
-        A_NBMA,
-        A_NBMA,
-        (Ipv4Addr::new(10, 0, 1, 0), 24),
-        &[],
-        2,
-    );
+    let mut net = Net::hub_and_spoke(HUB_NBMA, &hub_config(HUB_NBMA), A_NBMA, &bad);
     // 20 packets a second toward the hub's LAN for two minutes.
     let mut id = 0u16;
     net.run_for(Duration::from_secs(120), |net| {
@@ -114,24 +96,11 @@ fn data_toward_a_hub_that_refuses_us_backs_off_and_a_reload_retries_at_once() {
 
 #[test]
 fn an_idle_spoke_retries_its_nhs_when_the_hold_down_ends() {
-    let mut net = Net::new();
-    net.add(
-        "hub",
+    let mut net = Net::hub_and_spoke(
+        HUB_NBMA,
         &hub_config(HUB_NBMA).replace(PSK, WRONG),
-        HUB_NBMA,
-        HUB_NBMA,
-        (Ipv4Addr::new(10, 0, 0, 0), 24),
-        &[],
-        1,
-    );
-    net.add(
-        "spoke-a",
+        A_NBMA,
         &spoke_config("10.250.0.11", HUB_NBMA, ""),
-        A_NBMA,
-        A_NBMA,
-        (Ipv4Addr::new(10, 0, 1, 0), 24),
-        &[],
-        2,
     );
     net.idle(Duration::from_secs(2));
     let first = net.hosts[A].node.backoff(HUB_NBMA).expect("held down");

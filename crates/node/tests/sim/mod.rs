@@ -522,6 +522,31 @@ impl Net {
         self.now = until;
     }
 
+    /// A hub at `hub_nbma` (10.250.0.1, LAN 10.0.0.0/24) and one spoke at `spoke_nbma`
+    /// (10.250.0.11, LAN 10.0.1.0/24), with the configurations given; hosts 0 and 1.
+    pub fn hub_and_spoke(hub_nbma: Ipv4Addr, hub: &str, spoke_nbma: Ipv4Addr, spoke: &str) -> Self {
+        let mut net = Self::new();
+        net.add(
+            "hub",
+            hub,
+            hub_nbma,
+            hub_nbma,
+            (Ipv4Addr::new(10, 0, 0, 0), 24),
+            &[],
+            1,
+        );
+        net.add(
+            "spoke-a",
+            spoke,
+            spoke_nbma,
+            spoke_nbma,
+            (Ipv4Addr::new(10, 0, 1, 0), 24),
+            &[],
+            2,
+        );
+        net
+    }
+
     /// Reloads host `h` with configuration `text` (as SIGHUP does).
     pub fn reload(&mut self, h: usize, text: &str) {
         let now = self.now;
