@@ -932,7 +932,10 @@ fn higher_major_version_sa_init_gets_invalid_major_version() {
 
 #[test]
 fn half_open_sas_are_capped_globally_and_per_source() {
-    for (global, per_peer, kept) in [(100, 2, 2), (3, 100, 3)] {
+    // (global cap, per-source cap, kept, refused outright): past the per-source cap the
+    // requests get a cookie challenge instead (never answered here), past the global cap
+    // they are dropped.
+    for (global, per_peer, kept, refused) in [(100, 2, 2, 0), (3, 100, 3, 2)] {
         let mut cb = config(b"k");
         cb.max_half_open = global;
         cb.max_half_open_per_peer = per_peer;
@@ -950,7 +953,13 @@ fn half_open_sas_are_capped_globally_and_per_source() {
                 .filter(|s| s.state == IkeSaState::ExpectAuthRequest)
                 .count();
         assert_eq!(half_open, kept, "global {global}, per peer {per_peer}");
-        assert_eq!(n.b.counters().half_open_refused, (5 - kept) as u64);
+        assert_eq!(n.b.counters().half_open_refused, refused);
+        // Every request was answered (response or cookie) except the refused ones.
+        assert_eq!(
+            n.sent_b.len() as u64,
+            5 - refused,
+            "global {global}, per peer {per_peer}"
+        );
         // They expire and make room again.
         n.run_for(Duration::from_secs(60));
         assert!(n.b.ike_sas(n.now).is_empty());
@@ -1019,4 +1028,23 @@ fn a_forged_sa_init_refusal_does_not_abort_the_exchange() {
         n.ev_a,
         n.now - t0
     );
+}
+
+/// A blind attacker spoofing a peer's address fills that address's half-open quota; the real
+/// peer still gets in, because past the quota a cookie is demanded, and the peer, unlike the
+/// spoofer, receives it and retries with it (§2.6).
+#[test]
+fn a_spoofed_flood_does_not_lock_the_real_peer_out() {
+    let mut cb = config(b"k");
+    cb.max_half_open_per_peer = 2;
+    let mut n = Net::new(config(b"k"), cb, false);
+    n.filter = Box::new(|to_b, _| to_b);
+    for _ in 0..4 {
+        n.a.initiate(n.now, n.a_local(), n.b_local()).unwrap();
+        n.flush();
+    }
+    n.filter = Box::new(|_, _| true);
+    n.ev_a.clear();
+    n.initiate();
+    assert_eq!(Net::children(&n.ev_a).len(), 1, "{:?}", n.ev_a);
 }

@@ -117,9 +117,10 @@ impl Endpoint {
             })
     }
 
-    /// §2.6: once `cookie_threshold` SAs are half open, an IKE_SA_INIT
-    /// request is accepted only if its first payload is a cookie we issued;
-    /// otherwise the answer is a fresh cookie and no state is kept.
+    /// §2.6: once `cookie_threshold` SAs are half open (or, with `force`,
+    /// its source holds its share already), an IKE_SA_INIT request is
+    /// accepted only if its first payload is a cookie we issued; otherwise
+    /// the answer is a fresh cookie and no state is kept.
     pub(super) fn check_cookie(
         &mut self,
         now: Instant,
@@ -127,9 +128,10 @@ impl Endpoint {
         h: &Header,
         p: &[Payload],
         nonce_i: &[u8],
+        force: bool,
     ) -> Result<(), ExchangeError> {
         let half_open = self.sas.half_open_count();
-        if half_open < self.config.cookie_threshold {
+        if !force && half_open < self.config.cookie_threshold {
             return Ok(());
         }
         self.cookies.rotate(now, self.rng.as_mut());

@@ -88,15 +88,21 @@ impl Endpoint {
         if h.spi_r != 0 {
             return;
         }
-        // §2.6 flood resistance past the cookie check: a hard cap on half-open SAs, and one
-        // per source so a single host cannot take them all. Dropped before any D-H work.
+        // §2.6 flood resistance: a hard cap on half-open SAs, dropped before any D-H work.
+        // Past the per-source cap a cookie is demanded rather than the request dropped: a
+        // blind attacker spoofing a victim's address could otherwise fill the victim's quota
+        // and lock it out, but cannot return the cookie (it goes to the victim, whose own
+        // retry carries it). With cookies a source may hold twice the cap, no more.
+        let from_source = self.sas.half_open_from(remote.ip());
+        let per_source = self.config.max_half_open_per_peer;
         if self.sas.half_open_count() >= self.config.max_half_open
-            || self.sas.half_open_from(remote.ip()) >= self.config.max_half_open_per_peer
+            || from_source >= per_source.saturating_mul(2)
         {
             self.counters.half_open_refused += 1;
             return;
         }
-        if let Err(e) = self.accept_sa_init(now, local, remote, h, bytes) {
+        let busy_source = from_source >= per_source;
+        if let Err(e) = self.accept_sa_init(now, local, remote, h, bytes, busy_source) {
             self.plain_reply(local, remote, h, 0, e.reply());
         }
     }
@@ -111,6 +117,7 @@ impl Endpoint {
         remote: SocketAddr,
         h: &Header,
         bytes: &[u8],
+        busy_source: bool,
     ) -> Result<(), ExchangeError> {
         let msg = Message::parse(bytes).map_err(ExchangeError::Malformed)?;
         let p = &msg.payloads;
@@ -121,7 +128,7 @@ impl Endpoint {
         if !(16..=256).contains(&nonce_i.len()) {
             return Err(ExchangeError::InvalidSyntax);
         }
-        self.check_cookie(now, remote, h, p, nonce_i)?;
+        self.check_cookie(now, remote, h, p, nonce_i, busy_source)?;
         let (suite, chosen) = proposal::select_ike(&self.config.ike_proposals, proposals)
             .ok_or(ExchangeError::NoProposalChosen)?;
         if ke.dh_group != DhId::from(suite.dh) {
