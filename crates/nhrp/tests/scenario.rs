@@ -110,16 +110,24 @@ fn wire_note_7_reregister_at_a_third_and_backoff_when_unanswered() {
             .count()
     };
     assert_eq!(regs(&net), 1);
-    net.advance(Duration::from_secs(2399));
+    // At a third of the holding time (2400 s), less at most a tenth of that as jitter.
+    net.advance(Duration::from_secs(2400 - 240 - 1));
     assert_eq!(regs(&net), 1);
-    net.advance(Duration::from_secs(1));
+    net.advance(Duration::from_secs(241));
     assert_eq!(regs(&net), 2, "re-registration at holding time / 3");
     // Now the hub stops answering: 2, 4, 8, 16, 32, 64 s, then the SA is reset.
     net.blackhole.push(hub_nbma());
     net.take_events(A);
-    // Next refresh at 4800 s, then retransmissions 2, 4, 8, 16, 32 s apart;
-    // when the 64 s wait also passes unanswered the SA is reset.
-    net.advance(Duration::from_secs(2400 + 2 + 4 + 8 + 16 + 32 + 63));
+    // The next refresh, within a third of the holding time (found to the second)...
+    let mut waited = 0;
+    while regs(&net) < 3 && waited <= 2400 {
+        net.advance(Duration::from_secs(1));
+        waited += 1;
+    }
+    assert_eq!(regs(&net), 3, "the second refresh within 2400 s");
+    // ...then retransmissions 2, 4, 8, 16, 32 s apart; when the 64 s wait also passes
+    // unanswered the SA is reset.
+    net.advance(Duration::from_secs(2 + 4 + 8 + 16 + 32 + 63));
     assert_eq!(
         regs(&net),
         3 + 5,
@@ -1143,4 +1151,31 @@ fn resolutions_past_the_cap_are_not_started() {
         MAX_PENDING_RESOLUTIONS as u64
     );
     assert_eq!(a.counters().dropped(DropReason::RateLimited), 1);
+}
+
+/// Spokes that registered together do not refresh together: the refresh is a third of the
+/// holding time less a jitter taken from the request id, so a hub's registration waves
+/// (after its restart) spread out instead of recurring forever.
+#[test]
+fn spokes_registered_together_refresh_apart() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let now = net.now;
+    let due: Vec<Instant> = [A, B]
+        .iter()
+        .map(|&i| {
+            net.nodes[i]
+                .engine
+                .poll_timeout()
+                .expect("a refresh deadline")
+        })
+        .collect();
+    for d in &due {
+        let ahead = *d - now;
+        assert!(
+            ahead <= Duration::from_secs(2400) && ahead > Duration::from_secs(2160),
+            "{ahead:?}"
+        );
+    }
+    assert_ne!(due[0], due[1], "both spokes refresh at the same instant");
 }

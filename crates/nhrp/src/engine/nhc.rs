@@ -318,8 +318,15 @@ impl Engine {
             0 => self.config.holding_time,
             s => Duration::from_secs(u64::from(s)),
         };
+        // Refresh at a third of the holding time, less up to a tenth of that as jitter
+        // (from the request id, so runs stay deterministic): spokes that registered together
+        // (a hub restart) would otherwise refresh in the same waves forever, and a hub with
+        // thousands of them answers part of each wave late.
+        let third = hold / 3;
+        let spread = u64::try_from(third.as_millis() / 10).unwrap_or(0);
+        let jitter = Duration::from_millis(u64::from(id) % spread.max(1));
         n.phase = NhsPhase::Registered {
-            refresh_at: now + hold / 3,
+            refresh_at: now + third - jitter,
             expires: now + hold,
         };
         n.registered_id = Some(id);
