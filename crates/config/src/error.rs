@@ -51,6 +51,17 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// The secrets file the configuration names does not exist: say which and how to make it.
+    #[error(
+        "{}: no such secrets file (named by `secrets` in {}); create it from the example and \
+         put your keys in it: `install -m 0600 conf/secrets.example.toml {}` (from the \
+         repository, or /usr/share/doc/dmvpnd/examples when installed), owned by the user \
+         dmvpnd runs as; it holds [psk] <keyring name> = \"...\" and [nhrp] authentication = \"...\"",
+        path.display(),
+        config.display(),
+        path.display()
+    )]
+    MissingSecrets { path: PathBuf, config: PathBuf },
     #[error(
         "{}: refusing to use: mode {mode:04o} {reason}; fix with `chmod {fix:o} {}`",
         path.display(),

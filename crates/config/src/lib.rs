@@ -74,7 +74,17 @@ fn parse_inner(
             let stext = match secrets_text {
                 Some(t) => t.to_owned(),
                 None => {
-                    let (stext, smode) = read_file(&path)?;
+                    let (stext, smode) = match read_file(&path) {
+                        Err(ConfigError::Read { error, .. })
+                            if error.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            return Err(ConfigError::MissingSecrets {
+                                path,
+                                config: origin.to_path_buf(),
+                            });
+                        }
+                        r => r?,
+                    };
                     check_secrets_mode(&path, smode)?;
                     stext
                 }

@@ -491,3 +491,27 @@ fn volume_lifetime_is_optional_and_range_checked() {
         "out of range",
     );
 }
+
+#[test]
+fn a_missing_secrets_file_is_named_with_how_to_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = BASE
+        .replace("psk = \"inline-psk\"\n", "")
+        .replace("authentication = \"k8bytes!\"\n", "");
+    let main = format!("secrets = \"s.toml\"\n{main}");
+    let p = write(dir.path(), "m.toml", &main, 0o644);
+    let msg = load(&p).expect_err("no secrets file").to_string();
+    let s = dir.path().join("s.toml");
+    assert!(
+        msg.starts_with(&format!("{}: no such secrets file", s.display())),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("in {}", p.display())), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "install -m 0600 conf/secrets.example.toml {}",
+            s.display()
+        )),
+        "{msg}"
+    );
+}
