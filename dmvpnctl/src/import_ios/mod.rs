@@ -11,6 +11,8 @@
 //! a file that exists without `--force`), 2 with `--strict` when there were lints or lines it
 //! could not translate (the files are still written).
 
+mod crypto;
+mod emit;
 pub mod ios;
 pub mod lint;
 pub mod reader;

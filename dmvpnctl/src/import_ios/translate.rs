@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use super::ios::{At, Dpd, Ios, Replay, mask_len};
-use super::reader::{Line, is_placeholder};
+use super::reader::Line;
 use super::{Finding, Kind};
 
 /// Caller's choices that the IOS text cannot supply.
@@ -54,29 +54,29 @@ pub struct Translation {
     pub facts: Facts,
 }
 
-struct Tx {
-    findings: Vec<Finding>,
+pub(super) struct Tx {
+    pub(super) findings: Vec<Finding>,
 }
 
 impl Tx {
-    fn push(&mut self, line: usize, kind: Kind, message: impl Into<String>) {
+    pub(super) fn push(&mut self, line: usize, kind: Kind, message: impl Into<String>) {
         self.findings.push(Finding {
             line,
             kind,
             message: message.into(),
         });
     }
-    fn error(&mut self, line: usize, message: impl Into<String>) {
+    pub(super) fn error(&mut self, line: usize, message: impl Into<String>) {
         self.push(line, Kind::Error, message);
     }
-    fn untranslated(&mut self, l: &Line, why: &str) {
+    pub(super) fn untranslated(&mut self, l: &Line, why: &str) {
         self.push(
             l.num,
             Kind::NotTranslated,
             format!("`{}`: {why}", redacted(l)),
         );
     }
-    fn note(&mut self, line: usize, message: impl Into<String>) {
+    pub(super) fn note(&mut self, line: usize, message: impl Into<String>) {
         self.push(line, Kind::Note, message);
     }
 }
@@ -101,7 +101,7 @@ pub fn redacted(l: &Line) -> String {
 }
 
 /// TOML basic string.
-fn q(s: &str) -> String {
+pub(super) fn q(s: &str) -> String {
     let mut o = String::from("\"");
     for c in s.chars() {
         match c {
@@ -117,7 +117,7 @@ fn q(s: &str) -> String {
     o
 }
 
-fn net(a: Ipv4Addr, len: u8) -> String {
+pub(super) fn net(a: Ipv4Addr, len: u8) -> String {
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     format!("{}/{len}", Ipv4Addr::from(u32::from(a) & mask))
 }
@@ -149,12 +149,12 @@ pub fn cisco_nhrp_key(k: &str) -> String {
     out
 }
 
-struct Proposal {
-    encryption: &'static str,
-    prf: &'static str,
-    group: u16,
-    line: usize,
-    name: String,
+pub(super) struct Proposal {
+    pub(super) encryption: &'static str,
+    pub(super) prf: &'static str,
+    pub(super) group: u16,
+    pub(super) line: usize,
+    pub(super) name: String,
 }
 
 /// Translates `ios`; the caller validates the text with dmvpn-config.
@@ -585,295 +585,19 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
         }
     }
 
-    // --- crypto chain -------------------------------------------------------------------
-    let mut transform = "aes-gcm-256";
-    let mut replay_window: (u32, String) =
-        (64, "IOS default (no replay window-size configured)".into());
-    let mut ipsec_lifetime: (u32, String) = (3600, "IOS default".into());
-    let mut ike_lifetime: (u32, String) = (86400, "IOS default".into());
-    let mut dpd_out: Option<(Dpd, String)> = None;
-    let mut keyring_out: Vec<(String, String, String, usize)> = Vec::new(); // name, peer, psk, line
-    let mut used_ipsec_profile = None;
-    let mut used_tset = BTreeSet::new();
-    let mut used_ike_profile = None;
-    let mut used_keyring = None;
-    if let Some(r) = &ios.replay {
-        replay_window = replay_from(tx, r, "global");
-    }
-    if let Some(l) = &ios.ipsec_lifetime {
-        ipsec_lifetime = (l.value, format!("line {}", l.line));
-    }
-    match protection {
-        None => tx.error(
-            tunnel.num,
-            format!(
-                "`{}` has no `tunnel protection ipsec profile`: dmvpnd always protects the tunnel \
-                 with IPsec, so its peers would need it too",
-                tunnel.text
-            ),
-        ),
-        Some(p) => {
-            let pname = p.word(4).to_owned();
-            match ios.ipsec_profile(&pname) {
-                None => tx.error(
-                    p.num,
-                    format!("no `crypto ipsec profile {pname}` in the file"),
-                ),
-                Some(prof) => {
-                    used_ipsec_profile = Some(prof.name.clone());
-                    facts.ipsec_profile_line = Some(prof.line);
-                    for l in &prof.unhandled {
-                        tx.untranslated(l, "no dmvpnd equivalent");
-                    }
-                    if let Some(pfs) = &prof.pfs {
-                        tx.push(
-                            pfs.line,
-                            Kind::NotTranslated,
-                            format!("`set pfs {}`: no dmvpnd setting", pfs.value),
-                        );
-                    }
-                    if let Some(r) = &prof.replay {
-                        facts.profile_replay = Some(r.clone());
-                        replay_window = replay_from(tx, r, "IPsec profile");
-                    }
-                    if let Some(l) = &prof.lifetime {
-                        ipsec_lifetime = (l.value, format!("line {}", l.line));
-                    }
-                    // Transform set.
-                    match prof.transform_sets.first() {
-                        None => tx.error(
-                            prof.line,
-                            format!(
-                                "`crypto ipsec profile {}` has no `set transform-set`",
-                                prof.name
-                            ),
-                        ),
-                        Some(ts) => {
-                            for other in &prof.transform_sets[1..] {
-                                tx.push(other.line, Kind::NotTranslated, format!("transform set `{}`: dmvpnd offers one ESP transform; only `{}` is translated", other.value, ts.value));
-                            }
-                            match ios.transform_set(&ts.value) {
-                                None => tx.error(
-                                    ts.line,
-                                    format!(
-                                        "no `crypto ipsec transform-set {}` in the file",
-                                        ts.value
-                                    ),
-                                ),
-                                Some(t) => {
-                                    used_tset.insert(t.name.clone());
-                                    facts.transform_set = Some(t.clone());
-                                    for l in &t.unhandled {
-                                        tx.untranslated(l, "no dmvpnd equivalent");
-                                    }
-                                    match esp_gcm(&t.transforms) {
-                                        Some(e) => transform = e,
-                                        None => tx.error(t.line, format!("transform set `{}` ({}): dmvpnd does ESP with AES-GCM only (esp-gcm 128 or esp-gcm 256, RFC 4106)", t.name, t.transforms.join(" "))),
-                                    }
-                                    match &t.mode {
-                                        Some(m) if m.value.0 == "transport" => {}
-                                        Some(m) => tx.push(m.line, Kind::NotTranslated, format!("`mode {}`: dmvpnd runs ESP in transport mode only (GRE carries the inner packet, RFC 4303 §3.1.1); translated as transport, so the peers must offer transport mode", m.value.0)),
-                                        None => tx.push(t.line, Kind::NotTranslated, "no `mode` line: IOS defaults to tunnel mode; dmvpnd runs transport mode only (translated as transport, so the peers must offer it)"),
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    // IKEv2 profile.
-                    match &prof.ikev2_profile {
-                        None => tx.error(prof.line, format!("`crypto ipsec profile {}` has no `set ikev2-profile` (IKEv1 is not supported)", prof.name)),
-                        Some(ip) => match ios.ike_profile(&ip.value) {
-                            None => tx.error(ip.line, format!("no `crypto ikev2 profile {}` in the file", ip.value)),
-                            Some(ikp) => {
-                                used_ike_profile = Some(ikp.name.clone());
-                                facts.ike_profile_line = Some(ikp.line);
-                                for l in &ikp.unhandled {
-                                    tx.untranslated(l, "no dmvpnd equivalent");
-                                }
-                                for (what, a) in [("local", &ikp.auth_local), ("remote", &ikp.auth_remote)] {
-                                    if let Some(a) = a {
-                                        if !a.value.eq_ignore_ascii_case("pre-share") {
-                                            tx.error(a.line, format!("`authentication {what} {}`: dmvpnd authenticates with pre-shared keys only", a.value));
-                                        }
-                                    }
-                                }
-                                if let Some(l) = &ikp.lifetime {
-                                    ike_lifetime = (l.value, format!("line {}", l.line));
-                                }
-                                let dpd = ikp.dpd.clone().or(ios.ikev2_dpd.clone());
-                                facts.dpd = dpd.clone();
-                                if let Some(d) = dpd {
-                                    dpd_out = Some((d.value, format!("line {}", d.line)));
-                                }
-                                match &ikp.keyring {
-                                    None => tx.error(ikp.line, format!("`crypto ikev2 profile {}` has no `keyring local`", ikp.name)),
-                                    Some(kr) => match ios.keyring(&kr.value) {
-                                        None => tx.error(kr.line, format!("no `crypto ikev2 keyring {}` in the file", kr.value)),
-                                        Some(k) => {
-                                            used_keyring = Some(k.name.clone());
-                                            for l in &k.unhandled {
-                                                tx.untranslated(l, "no dmvpnd equivalent");
-                                            }
-                                            for p in &k.peers {
-                                                for l in &p.unhandled {
-                                                    tx.untranslated(l, "no dmvpnd equivalent (type 6 keys cannot be read without the router's master key)");
-                                                }
-                                                let Some(a) = &p.address else {
-                                                    tx.untranslated(&Line { num: p.line, indent: 1, text: format!("peer {}", p.name), words: vec![], children: vec![] }, "no `address`: dmvpnd matches keyring peers by address only");
-                                                    continue;
-                                                };
-                                                let psk = match (&p.psk, &p.psk_local, &p.psk_remote) {
-                                                    (Some(k), _, _) => Some(k.clone()),
-                                                    (None, Some(l), Some(r)) if l.value == r.value => Some(l.clone()),
-                                                    (None, Some(l), Some(_)) => {
-                                                        tx.error(l.line, format!("peer {}: different local and remote pre-shared keys; dmvpnd uses one key both ways", p.name));
-                                                        None
-                                                    }
-                                                    _ => {
-                                                        tx.error(p.line, format!("peer {}: no pre-shared key", p.name));
-                                                        None
-                                                    }
-                                                };
-                                                let Some(psk) = psk else { continue };
-                                                if is_placeholder(&psk.value) {
-                                                    tx.push(psk.line, Kind::NotTranslated, format!("peer {}: the pre-shared key is the unresolved placeholder {}; written to the secrets file as is (give the key with --placeholder)", p.name, psk.value));
-                                                }
-                                                keyring_out.push((p.name.clone(), net(a.value.0, a.value.1), psk.value.clone(), p.line));
-                                            }
-                                        }
-                                    },
-                                }
-                            }
-                        },
-                    }
-                }
-            }
-        }
-    }
-    if keyring_out.is_empty() && !tx.findings.iter().any(|f| f.kind == Kind::Error) {
-        tx.error(tunnel.num, "no usable IKEv2 keyring peer for the tunnel");
-    }
-
-    // Proposals: those referenced by a policy; IOS ignores the rest.
-    let referenced: Vec<&At<String>> = ios.policies.iter().flat_map(|p| &p.proposals).collect();
-    for p in &ios.policies {
-        for l in &p.unhandled {
-            tx.untranslated(l, "no dmvpnd equivalent");
-        }
-    }
-    let mut chosen: Vec<&super::ios::Proposal> = Vec::new();
-    for r in &referenced {
-        match ios.proposals.iter().find(|p| p.name == r.value) {
-            Some(p) if !chosen.iter().any(|c| c.name == p.name) => chosen.push(p),
-            Some(_) => {}
-            None => tx.push(
-                r.line,
-                Kind::NotTranslated,
-                format!("`proposal {}`: no such `crypto ikev2 proposal`", r.value),
-            ),
-        }
-    }
-    if chosen.is_empty() && !ios.proposals.is_empty() {
-        // Lint `proposal-unused` says why; translate what was written so the output is usable.
-        chosen = ios.proposals.iter().collect();
-        tx.note(chosen[0].line, "no `crypto ikev2 policy` references a proposal: translating the proposals as written, though IOS negotiates its default proposal instead");
-    }
-    let mut proposals: Vec<Proposal> = Vec::new();
-    for p in &chosen {
-        for l in &p.unhandled {
-            tx.untranslated(l, "no dmvpnd equivalent");
-        }
-        for i in &p.integrity {
-            tx.push(
-                i.line,
-                Kind::NotTranslated,
-                format!(
-                    "`integrity {}`: AES-GCM has no separate integrity algorithm",
-                    i.value
-                ),
-            );
-        }
-        let encs: Vec<&'static str> = p.encryption.iter().filter_map(|e| match e.value.to_ascii_lowercase().as_str() {
-            "aes-gcm-256" => Some("aes-gcm-256"),
-            "aes-gcm-128" => Some("aes-gcm-128"),
-            other => {
-                tx.push(e.line, Kind::NotTranslated, format!("proposal {}: encryption `{other}` is not supported (AES-GCM 128/256 only)", p.name));
-                None
-            }
-        }).collect();
-        let prfs: Vec<&'static str> = p
-            .prf
-            .iter()
-            .filter_map(|e| match e.value.to_ascii_lowercase().as_str() {
-                "sha256" => Some("sha256"),
-                "sha384" => Some("sha384"),
-                "sha512" => Some("sha512"),
-                other => {
-                    tx.push(
-                        e.line,
-                        Kind::NotTranslated,
-                        format!(
-                            "proposal {}: prf `{other}` is not supported (sha256, sha384, sha512)",
-                            p.name
-                        ),
-                    );
-                    None
-                }
-            })
-            .collect();
-        let groups: Vec<u16> = p
-            .group
-            .iter()
-            .filter_map(|e| match e.value.parse::<u16>() {
-                Ok(g) if dmvpn_config::DhGroup::SUPPORTED.contains(&g) => Some(g),
-                _ => {
-                    tx.push(
-                        e.line,
-                        Kind::NotTranslated,
-                        format!(
-                            "proposal {}: group {} is not supported (19, 20, 31)",
-                            p.name, e.value
-                        ),
-                    );
-                    None
-                }
-            })
-            .collect();
-        if p.prf.is_empty() {
-            tx.error(
-                p.line,
-                format!(
-                    "proposal {}: no `prf` (AES-GCM needs one, RFC 5282)",
-                    p.name
-                ),
-            );
-        }
-        for e in &encs {
-            for f in &prfs {
-                for g in &groups {
-                    if !proposals
-                        .iter()
-                        .any(|x| x.encryption == *e && x.prf == *f && x.group == *g)
-                    {
-                        proposals.push(Proposal {
-                            encryption: e,
-                            prf: f,
-                            group: *g,
-                            line: p.line,
-                            name: p.name.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    if proposals.is_empty() {
-        tx.error(
-            0,
-            "no IKEv2 proposal dmvpnd can use (AES-GCM with sha256/384/512 and group 19, 20 or 31)",
-        );
-    }
-
+    let super::crypto::Crypto {
+        transform,
+        replay_window,
+        ipsec_lifetime,
+        ike_lifetime,
+        dpd_out,
+        keyring_out,
+        used_ipsec_profile,
+        used_tset,
+        used_ike_profile,
+        used_keyring,
+        proposals,
+    } = super::crypto::crypto_chain(ios, tx, facts, tunnel, protection);
     // Blocks not on the tunnel's chain.
     for p in &ios.ipsec_profiles {
         if used_ipsec_profile.as_deref() != Some(p.name.as_str()) {
@@ -1008,276 +732,38 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
         }
     }
 
-    // --- emit ---------------------------------------------------------------------------
-    let mut c = String::new();
-    let mut s = String::new();
-    let _ = writeln!(
-        c,
-        "# dmvpnd {} translated from an IOS-XE configuration by `dmvpnctl import-ios`.",
-        if hub { "hub" } else { "spoke" }
+    let (c, s) = super::emit::emit(
+        ios,
+        opts,
+        tx,
+        facts,
+        super::emit::Gathered {
+            tunnel,
+            tunnel_name,
+            description,
+            hub,
+            addr,
+            plen,
+            addr_line,
+            network_id,
+            redirect,
+            shortcut,
+            gre_key,
+            mcast_dynamic,
+            nhs_out,
+            underlay_if,
+            local_address,
+            transform,
+            replay_window,
+            ipsec_lifetime,
+            ike_lifetime,
+            dpd_out,
+            keyring_out,
+            used_keyring,
+            proposals,
+            routes,
+        },
     );
-    let _ = writeln!(
-        c,
-        "# Each key cites the IOS line it comes from; durations are seconds."
-    );
-    if let Some(d) = &description {
-        let _ = writeln!(c, "# {tunnel_name}: {d}");
-    }
-    let _ = writeln!(c, "\nsecrets = \"secrets.toml\"\n");
-    let _ = writeln!(c, "[ike]");
-    match &ios.nat_keepalive {
-        Some(k) => {
-            let _ = writeln!(
-                c,
-                "nat-keepalive = {}  # line {}: crypto ikev2 nat keepalive",
-                k.value, k.line
-            );
-        }
-        None => {
-            let _ = writeln!(
-                c,
-                "nat-keepalive = 20  # not configured on IOS (its default: off); dmvpnd's default"
-            );
-        }
-    }
-    let _ = writeln!(c, "lifetime = {}  # {}", ike_lifetime.0, ike_lifetime.1);
-    for p in &proposals {
-        let _ = writeln!(c, "\n# line {}: crypto ikev2 proposal {}", p.line, p.name);
-        let _ = writeln!(
-            c,
-            "[[ike.proposal]]\nencryption = {}\nprf = {}\ngroup = {}",
-            q(p.encryption),
-            q(p.prf),
-            p.group
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# dmvpnd secrets translated by `dmvpnctl import-ios`: keep this file mode 0600.\n\n[psk]"
-    );
-    for (name, peer, psk, line) in &keyring_out {
-        let _ = writeln!(
-            c,
-            "\n# line {line}: keyring {} peer {name}",
-            used_keyring.as_deref().unwrap_or("")
-        );
-        let _ = writeln!(c, "[[ike.keyring]]\nname = {}\npeer = {}", q(name), q(peer));
-        let _ = writeln!(s, "{} = {}", q(name), q(psk));
-    }
-    match &dpd_out {
-        Some((d, src)) => {
-            let _ = writeln!(
-                c,
-                "\n# {src}: dpd {} {} {}",
-                d.interval,
-                d.retry,
-                if d.periodic { "periodic" } else { "on-demand" }
-            );
-            let _ = writeln!(
-                c,
-                "[ike.dpd]\ndelay = {}\nretry = {}\nmode = {}",
-                d.interval,
-                d.retry,
-                q(if d.periodic { "periodic" } else { "on-demand" })
-            );
-        }
-        None => {
-            let _ = writeln!(
-                c,
-                "\n# no dpd on IOS: dmvpnd's default on-demand DPD (40 s, retry 5 s) applies"
-            );
-        }
-    }
-    if let Some(t) = &facts.transform_set {
-        let mode = t.mode.as_ref().map_or(String::new(), |m| {
-            format!(
-                " / line {}: mode {}{}",
-                m.line,
-                m.value.0,
-                if m.value.1 { " require" } else { "" }
-            )
-        });
-        let _ = writeln!(
-            c,
-            "\n# line {}: crypto ipsec transform-set {} {}{mode}",
-            t.line,
-            t.name,
-            t.transforms.join(" ")
-        );
-    }
-    let _ = writeln!(c, "[ipsec]\ntransform = {}", q(transform));
-    let _ = writeln!(c, "mode = \"transport\"");
-    let _ = writeln!(
-        c,
-        "replay-window = {}  # {}",
-        replay_window.0, replay_window.1
-    );
-    let _ = writeln!(c, "lifetime = {}  # {}", ipsec_lifetime.0, ipsec_lifetime.1);
-
-    let linux_tunnel = opts
-        .interfaces
-        .get(&tunnel_name)
-        .cloned()
-        .unwrap_or_else(|| {
-            let n = tunnel_name.trim_start_matches(|ch: char| ch.is_ascii_alphabetic());
-            format!("dmvpn{n}")
-        });
-    let _ = writeln!(c, "\n# line {}: {}", tunnel.num, tunnel.text);
-    let _ = writeln!(c, "[tunnel]\ninterface = {}", q(&linux_tunnel));
-    let _ = writeln!(
-        c,
-        "address = {}  # line {addr_line}: ip address",
-        q(&format!("{addr}/{plen}"))
-    );
-    let mtu = match &facts.ip_mtu {
-        Some(m) => {
-            let _ = writeln!(c, "mtu = {}  # line {}: ip mtu", m.value, m.line);
-            m.value
-        }
-        None => {
-            let _ = writeln!(c, "mtu = 1400  # no ip mtu on IOS: dmvpnd's default");
-            1400
-        }
-    };
-    if let Some(m) = &facts.mss {
-        let max = mtu.saturating_sub(40);
-        let v = m.value.clamp(500, max.max(500));
-        if v != m.value {
-            let _ = writeln!(
-                c,
-                "adjust-mss = {v}  # line {}: ip tcp adjust-mss {} (clamped to dmvpnd's 500..=mtu-40)",
-                m.line, m.value
-            );
-            tx.push(m.line, Kind::NotTranslated, format!("ip tcp adjust-mss {}: dmvpnd accepts 500..={max} with this MTU; translated as {v}", m.value));
-        } else {
-            let _ = writeln!(c, "adjust-mss = {v}  # line {}: ip tcp adjust-mss", m.line);
-        }
-    }
-    if let Some(k) = &gre_key {
-        let _ = writeln!(c, "gre-key = {}  # line {}: tunnel key", k.value, k.line);
-    }
-
-    let _ = writeln!(
-        c,
-        "\n[nhrp]\nrole = {}",
-        q(if hub { "hub" } else { "spoke" })
-    );
-    let _ = writeln!(
-        c,
-        "network-id = {}  # line {}: ip nhrp network-id",
-        network_id.value, network_id.line
-    );
-    match &facts.holdtime {
-        Some(h) => {
-            let _ = writeln!(
-                c,
-                "holding-time = {}  # line {}: ip nhrp holdtime",
-                h.value, h.line
-            );
-        }
-        None => {
-            let _ = writeln!(c, "holding-time = 7200  # IOS default");
-        }
-    }
-    if hub {
-        if let Some(l) = redirect {
-            let _ = writeln!(c, "redirect = true  # line {l}: ip nhrp redirect");
-        }
-        if let Some((true, l)) = shortcut {
-            tx.push(l, Kind::NotTranslated, "ip nhrp shortcut on a hub: dmvpnd's hub forwards and redirects, it installs no shortcuts");
-        }
-        if let Some(l) = mcast_dynamic {
-            let _ = writeln!(
-                c,
-                "# line {}: ip nhrp map multicast dynamic (a dmvpnd hub replicates multicast to registered spokes)",
-                l.num
-            );
-        }
-    } else {
-        match shortcut {
-            Some((v, l)) => {
-                let _ = writeln!(c, "shortcut = {v}  # line {l}");
-            }
-            None => {
-                let _ = writeln!(
-                    c,
-                    "shortcut = true  # no ip nhrp shortcut line: dmvpnd's default (phase 3)"
-                );
-                tx.note(tunnel.num, "no `ip nhrp shortcut` line: translated as dmvpnd's default shortcut = true (write `no ip nhrp shortcut` to turn it off)");
-            }
-        }
-        if let Some(l) = redirect {
-            tx.push(
-                l,
-                Kind::NotTranslated,
-                "ip nhrp redirect on a spoke: dmvpnd sends traffic indications only as hub",
-            );
-        }
-        if let Some(l) = mcast_dynamic {
-            tx.untranslated(
-                l,
-                "multicast to dynamic peers is a hub's; a dmvpnd spoke sends multicast to its NHSs",
-            );
-        }
-    }
-    if let Some(a) = &facts.nhrp_auth {
-        let key = cisco_nhrp_key(&a.value);
-        let _ = writeln!(
-            c,
-            "# line {}: ip nhrp authentication (key in the secrets file)",
-            a.line
-        );
-        let _ = writeln!(s, "\n[nhrp]\nauthentication = {}", q(&key));
-        if is_placeholder(&a.value) {
-            tx.push(a.line, Kind::NotTranslated, format!("the NHRP key is the unresolved placeholder {}; written as Cisco would send it (its first 8 bytes) — give the key with --placeholder", a.value));
-        }
-    }
-    for (a, nbma, mc, lines) in &nhs_out {
-        let _ = writeln!(
-            c,
-            "\n# {lines}: ip nhrp nhs {a} nbma {nbma}{}",
-            if *mc { " multicast" } else { "" }
-        );
-        let _ = writeln!(
-            c,
-            "[[nhrp.nhs]]\naddress = {}\nnbma = {}\nmulticast = {mc}",
-            q(&a.to_string()),
-            q(&nbma.to_string())
-        );
-    }
-
-    let _ = writeln!(c, "\n[underlay]");
-    match &underlay_if {
-        Some((n, src)) => {
-            let _ = writeln!(c, "interface = {}  # {src}", q(n));
-        }
-        None => {
-            let _ = writeln!(
-                c,
-                "# interface: not set (binds to any); see the import report"
-            );
-        }
-    }
-    match &local_address {
-        Some((a, src)) => {
-            let _ = writeln!(c, "local-address = {}  # {src}", q(&a.to_string()));
-        }
-        None => {
-            let _ = writeln!(
-                c,
-                "# local-address: the source address of the route to each peer"
-            );
-        }
-    }
-    for (p, via, line) in &routes {
-        let _ = writeln!(
-            c,
-            "\n# line {line}: ip route\n[[route]]\nprefix = {}\nvia = {}",
-            q(p),
-            q(&via.to_string())
-        );
-    }
-
     if tx.findings.iter().any(|f| f.kind == Kind::Error) {
         return None;
     }
@@ -1285,7 +771,7 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
 }
 
 /// `esp-gcm [128|192|256]` → the dmvpnd transform name.
-fn esp_gcm(t: &[String]) -> Option<&'static str> {
+pub(super) fn esp_gcm(t: &[String]) -> Option<&'static str> {
     let i = t.iter().position(|w| w.eq_ignore_ascii_case("esp-gcm"))?;
     if t.len() > i + 2 || (t.len() == i + 2 && t[i + 1].parse::<u32>().is_err()) {
         return None; // a second transform (integrity) next to GCM
@@ -1297,7 +783,7 @@ fn esp_gcm(t: &[String]) -> Option<&'static str> {
     }
 }
 
-fn replay_from(tx: &mut Tx, r: &At<Replay>, scope: &str) -> (u32, String) {
+pub(super) fn replay_from(tx: &mut Tx, r: &At<Replay>, scope: &str) -> (u32, String) {
     match r.value {
         Replay::Window(n) if (32..=4096).contains(&n) => (
             n,
