@@ -13,6 +13,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod batch;
 mod counters;
 pub mod routes;
 mod tables;
@@ -23,7 +24,7 @@ pub use tables::{Mapping, PeerPath, Role, Tables, TunnelParams};
 
 use std::net::Ipv4Addr;
 
-use dmvpn_esp::Error as EspError;
+use dmvpn_esp::{Error as EspError, SeqBlock};
 use dmvpn_wire::gre::{self, EtherType};
 use dmvpn_wire::{IpProtocol, Ipv4Packet, PacketBuf, clamp_mss};
 
@@ -88,21 +89,30 @@ impl Tables {
     }
 
     fn outbound_inner(&self, routes: &RouteTable, buf: &mut PacketBuf) -> Outbound {
+        match self.route(routes, buf) {
+            Ok(nbma) => self.seal_inner(nbma, EtherType::IPV4, buf),
+            Err(verdict) => verdict,
+        }
+    }
+
+    /// The first half of [`Self::outbound`]: the NBMA address the inner packet in `buf` goes
+    /// to (its MSS clamped on the way), or the verdict when it goes nowhere unicast.
+    fn route(&self, routes: &RouteTable, buf: &mut PacketBuf) -> Result<Ipv4Addr, Outbound> {
         let dst = match Ipv4Packet::new_checked(buf.as_slice()) {
             Ok(p) => p.dst_addr(),
-            Err(_) => return Outbound::Drop(DropReason::NotIpv4),
+            Err(_) => return Err(Outbound::Drop(DropReason::NotIpv4)),
         };
         if is_multicast_or_broadcast(dst, &self.tunnel) {
-            return Outbound::Multicast;
+            return Err(Outbound::Multicast);
         }
         let Some(nbma) = self.nbma_for(routes, dst) else {
-            return Outbound::Drop(DropReason::NoMapping);
+            return Err(Outbound::Drop(DropReason::NoMapping));
         };
         if let Some(mss) = self.tunnel.adjust_mss {
             // A malformed TCP header is passed through; the IPv4 header parsed above.
             let _ = clamp_mss(buf.as_mut_slice(), mss);
         }
-        self.seal_inner(nbma, EtherType::IPV4, buf)
+        Ok(nbma)
     }
 
     /// The NBMA address a packet to `dst` goes to: the tunnel route's gateway (or `dst`
@@ -137,7 +147,36 @@ impl Tables {
         if gre::encap(buf, protocol, self.tunnel.gre_key).is_err() {
             return Outbound::Drop(DropReason::NoRoom);
         }
-        match path.out_sa.seal(buf, IpProtocol::GRE) {
+        // `seal` checks the room before it claims a sequence number.
+        let sealed = path.out_sa.seal(buf, IpProtocol::GRE);
+        Self::sealed(nbma, path, sealed, buf)
+    }
+
+    /// `seal_inner` with the next number of `seqs`, a block taken from `path`'s outbound SA
+    /// for a batch.
+    fn seal_from(
+        nbma: Ipv4Addr,
+        path: &PeerPath,
+        seqs: &mut SeqBlock<'_>,
+        protocol: EtherType,
+        buf: &mut PacketBuf,
+        gre_key: u32,
+    ) -> Outbound {
+        if gre::encap(buf, protocol, gre_key).is_err() {
+            return Outbound::Drop(DropReason::NoRoom);
+        }
+        let sealed = seqs.seal(buf, IpProtocol::GRE);
+        Self::sealed(nbma, path, sealed, buf)
+    }
+
+    /// The verdict on a GRE packet that ESP sealed, or refused to.
+    fn sealed(
+        nbma: Ipv4Addr,
+        path: &PeerPath,
+        sealed: Result<u64, EspError>,
+        buf: &mut PacketBuf,
+    ) -> Outbound {
+        match sealed {
             Ok(_) => Outbound::Send {
                 nbma,
                 port: path.port,

@@ -146,16 +146,30 @@ impl OutboundSa {
         self.last_seq() >= self.soft_limit
     }
 
-    /// Claims the next sequence number. RFC 4303 §3.3.3: the counter MUST NOT cycle;
-    /// without ESN the SA is unusable after 2^32 - 1 and a new one must be negotiated.
-    fn next_seq(&self) -> Result<u64, Error> {
+    /// Claims up to `n` consecutive sequence numbers with one atomic operation, for a batch
+    /// of packets to this SA: fewer when the space is nearly used up, at least one, or
+    /// `SequenceExhausted`. RFC 4303 §3.3.3: the counter MUST NOT cycle; without ESN the SA
+    /// is unusable after 2^32 - 1 and a new one must be negotiated. Numbers a batch leaves
+    /// unused are skipped: the receiver needs them unique and rising, not contiguous
+    /// (RFC 4303 §3.4.3).
+    pub fn reserve(&self, n: usize) -> Result<SeqBlock<'_>, Error> {
         let max = Self::max_seq_for(self.esn);
-        self.seq
+        let want = u64::try_from(n.max(1)).unwrap_or(u64::MAX);
+        let prev = self
+            .seq
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                s.checked_add(1).filter(|n| *n <= max)
+                (s < max).then(|| s.saturating_add(want).min(max))
             })
-            .map(|prev| prev + 1)
-            .map_err(|_| Error::SequenceExhausted)
+            .map_err(|_| Error::SequenceExhausted)?;
+        Ok(SeqBlock {
+            sa: self,
+            next: prev + 1,
+            remaining: want.min(max - prev),
+        })
+    }
+
+    fn has_room(buf: &PacketBuf) -> bool {
+        buf.headroom() >= PREFIX_LEN && buf.tailroom() >= pad_len(buf.len()) + 2 + ICV_LEN
     }
 
     /// Encrypts the packet in `buf` (the payload, e.g. GRE) in place into an ESP packet
@@ -163,12 +177,10 @@ impl OutboundSa {
     /// as RFC 4106 §3.1 requires, without a second counter. Returns the sequence number.
     /// On `NoRoom` or `SequenceExhausted` the buffer is unchanged.
     pub fn seal(&self, buf: &mut PacketBuf, next_header: IpProtocol) -> Result<u64, Error> {
-        if buf.headroom() < PREFIX_LEN || buf.tailroom() < pad_len(buf.len()) + 2 + ICV_LEN {
+        if !Self::has_room(buf) {
             return Err(Error::NoRoom);
         }
-        let seq = self.next_seq()?;
-        self.seal_with_iv(buf, next_header, seq, seq.to_be_bytes())?;
-        Ok(seq)
+        self.reserve(1)?.seal(buf, next_header)
     }
 
     /// `seal` with a caller-chosen IV: only for the published test vectors, whose IVs are
@@ -209,6 +221,42 @@ impl OutboundSa {
             .copy_from_slice(&icv);
         self.stats.count(payload_len);
         Ok(())
+    }
+}
+
+/// Sequence numbers claimed by [`OutboundSa::reserve`], each usable once: the number is
+/// also the AES-GCM IV, and an IV used twice under one key gives away the plaintexts' XOR
+/// and the authentication key (RFC 4106 §3.1), so a block borrows the SA it was taken from
+/// and is neither `Clone` nor `Copy`.
+#[derive(Debug)]
+pub struct SeqBlock<'a> {
+    sa: &'a OutboundSa,
+    next: u64,
+    remaining: u64,
+}
+
+impl SeqBlock<'_> {
+    /// Numbers left in the block.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// [`OutboundSa::seal`] with the block's next number. On `NoRoom` the number stays in
+    /// the block; `SequenceExhausted` once the block is used up.
+    pub fn seal(&mut self, buf: &mut PacketBuf, next_header: IpProtocol) -> Result<u64, Error> {
+        if !OutboundSa::has_room(buf) {
+            return Err(Error::NoRoom);
+        }
+        if self.remaining == 0 {
+            return Err(Error::SequenceExhausted);
+        }
+        let seq = self.next;
+        self.remaining -= 1;
+        // Wraps only once nothing remains (the last number of the ESN space).
+        self.next = seq.wrapping_add(1);
+        self.sa
+            .seal_with_iv(buf, next_header, seq, seq.to_be_bytes())?;
+        Ok(seq)
     }
 }
 
@@ -366,6 +414,53 @@ mod tests {
             esn.seal(&mut buf, IpProtocol::GRE),
             Err(Error::SequenceExhausted)
         );
+    }
+
+    #[test]
+    fn reserve_hands_out_blocks_and_stops_at_the_end_of_the_space() {
+        let sa = OutboundSa::new(Spi(0x1000), &KEY, false).unwrap();
+        let mut a = sa.reserve(3).unwrap();
+        let b = sa.reserve(2).unwrap();
+        assert_eq!((a.remaining(), b.remaining()), (3, 2));
+        assert_eq!(sa.last_seq(), 5, "one reservation claims the whole block");
+        let mut buf = PacketBuf::from_slice(64, b"x").unwrap();
+        assert_eq!(a.seal(&mut buf, IpProtocol::GRE), Ok(1));
+        // No room: the number stays in the block for the next packet.
+        let mut full = PacketBuf::from_slice(0, b"x").unwrap();
+        assert_eq!(a.seal(&mut full, IpProtocol::GRE), Err(Error::NoRoom));
+        for expect in [2, 3] {
+            let mut buf = PacketBuf::from_slice(64, b"x").unwrap();
+            assert_eq!(a.seal(&mut buf, IpProtocol::GRE), Ok(expect));
+        }
+        let mut buf = PacketBuf::from_slice(64, b"x").unwrap();
+        assert_eq!(
+            a.seal(&mut buf, IpProtocol::GRE),
+            Err(Error::SequenceExhausted)
+        );
+        assert_eq!(buf.as_slice(), b"x", "buffer untouched");
+        assert_eq!(b.remaining(), 2, "a block is not used up by others");
+        // Near the end of a 32-bit space a block is cut short, then nothing is left.
+        sa.seq.store(u64::from(u32::MAX) - 2, Ordering::Relaxed);
+        let mut c = sa.reserve(10).unwrap();
+        assert_eq!(c.remaining(), 2);
+        for expect in [u64::from(u32::MAX) - 1, u64::from(u32::MAX)] {
+            let mut buf = PacketBuf::from_slice(64, b"x").unwrap();
+            assert_eq!(c.seal(&mut buf, IpProtocol::GRE), Ok(expect));
+        }
+        assert_eq!(sa.reserve(1).err(), Some(Error::SequenceExhausted));
+        // The last number of the ESN space is handed out once.
+        let esn = OutboundSa::new(Spi(0x1000), &KEY, true).unwrap();
+        esn.seq.store(u64::MAX - 1, Ordering::Relaxed);
+        let mut d = esn.reserve(4).unwrap();
+        assert_eq!(d.remaining(), 1);
+        let mut buf = PacketBuf::from_slice(64, b"x").unwrap();
+        assert_eq!(d.seal(&mut buf, IpProtocol::GRE), Ok(u64::MAX));
+        let mut buf = PacketBuf::from_slice(64, b"x").unwrap();
+        assert_eq!(
+            d.seal(&mut buf, IpProtocol::GRE),
+            Err(Error::SequenceExhausted)
+        );
+        assert_eq!(esn.reserve(1).err(), Some(Error::SequenceExhausted));
     }
 
     #[test]

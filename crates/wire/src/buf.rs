@@ -134,6 +134,13 @@ impl PacketBuf {
     }
 }
 
+/// So batch APIs can take `[PacketBuf]` and callers' wrappers alike.
+impl AsMut<PacketBuf> for PacketBuf {
+    fn as_mut(&mut self) -> &mut PacketBuf {
+        self
+    }
+}
+
 impl Default for PacketBuf {
     fn default() -> Self {
         Self::new()

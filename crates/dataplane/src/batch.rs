@@ -1,0 +1,79 @@
+//! The outbound path for a batch of packets read from the TUN device at once (a GSO
+//! super-packet split into segments, or several reads in a row): every packet is routed first,
+//! then each run of consecutive packets to one peer is sealed from one block of sequence
+//! numbers, claimed with one atomic operation on the SA ([`dmvpn_esp::OutboundSa::reserve`]),
+//! instead of one per packet. The verdicts are the ones [`Tables::outbound`] gives one packet
+//! at a time; only the atomics differ.
+
+use dmvpn_wire::PacketBuf;
+use dmvpn_wire::gre::EtherType;
+
+use crate::{DropReason, Outbound, RouteTable, Tables};
+
+impl Tables {
+    /// [`Self::outbound`] for each buffer of `bufs`, the verdicts in `verdicts` (as many as
+    /// both slices hold). Packets to one peer keep their order, and their sequence numbers
+    /// rise in that order, so the batch may be sent as it lies.
+    pub fn outbound_batch<B: AsMut<PacketBuf>>(
+        &self,
+        routes: &RouteTable,
+        bufs: &mut [B],
+        verdicts: &mut [Outbound],
+    ) {
+        let n = bufs.len().min(verdicts.len());
+        let (Some(bufs), Some(verdicts)) = (bufs.get_mut(..n), verdicts.get_mut(..n)) else {
+            return;
+        };
+        // Route everything; a routed packet is marked `NeedSa` until its run is sealed (and
+        // stays so when its peer has no SA, which is then the verdict).
+        for (buf, verdict) in bufs.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = match self.route(routes, buf.as_mut()) {
+                Ok(nbma) => Outbound::NeedSa { nbma },
+                Err(v) => v,
+            };
+        }
+        let (mut rest_b, mut rest_v) = (bufs, verdicts);
+        while let Some(&first) = rest_v.first() {
+            let len = rest_v.iter().take_while(|v| **v == first).count();
+            let (Some((run_b, tail_b)), Some((run_v, tail_v))) = (
+                std::mem::take(&mut rest_b).split_at_mut_checked(len),
+                std::mem::take(&mut rest_v).split_at_mut_checked(len),
+            ) else {
+                break;
+            };
+            if let Outbound::NeedSa { nbma } = first {
+                self.seal_run(nbma, run_b, run_v);
+            }
+            for (buf, verdict) in run_b.iter_mut().zip(run_v.iter()) {
+                self.count_out(buf.as_mut(), *verdict);
+            }
+            (rest_b, rest_v) = (tail_b, tail_v);
+        }
+    }
+
+    /// Seals a run of packets to `nbma` from one reservation.
+    fn seal_run<B: AsMut<PacketBuf>>(
+        &self,
+        nbma: std::net::Ipv4Addr,
+        bufs: &mut [B],
+        verdicts: &mut [Outbound],
+    ) {
+        let Some(path) = self.paths.get(&nbma) else {
+            return;
+        };
+        let mut seqs = path.out_sa.reserve(bufs.len()).ok();
+        for (buf, verdict) in bufs.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = match seqs.as_mut() {
+                Some(seqs) => Self::seal_from(
+                    nbma,
+                    path,
+                    seqs,
+                    EtherType::IPV4,
+                    buf.as_mut(),
+                    self.tunnel.gre_key,
+                ),
+                None => Outbound::Drop(DropReason::SequenceExhausted),
+            };
+        }
+    }
+}
