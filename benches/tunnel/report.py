@@ -15,7 +15,7 @@ import re
 import statistics
 import sys
 
-TUNNELS = ["veth", "dmvpnd-esp", "dmvpnd-natt", "boringtun", "libipsec"]
+TUNNELS = ["veth", "dmvpnd-esp", "dmvpnd-natt", "boringtun", "libipsec", "base-esp", "base-natt"]
 # key, label, unit, decimals
 METRICS = [
     ("tcp1", "TCP 1 stream", "Mbit/s", 0),
@@ -28,7 +28,15 @@ METRICS = [
     ("ping_p99", "ping p99 (idle)", "ms", 3),
     ("cpu_per_gbit", "daemon CPU, TCP 1", "s/Gbit", 2),
 ]
-RATIOS = [("dmvpnd-esp", "boringtun"), ("dmvpnd-esp", "libipsec")]
+RATIOS = [
+    ("dmvpnd-esp", "boringtun"),
+    ("dmvpnd-natt", "boringtun"),
+    ("dmvpnd-esp", "libipsec"),
+    ("dmvpnd-natt", "libipsec"),
+    # With run.sh --baseline: the change against what it replaces.
+    ("dmvpnd-esp", "base-esp"),
+    ("dmvpnd-natt", "base-natt"),
+]
 
 
 def load_json(path):

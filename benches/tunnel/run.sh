@@ -4,6 +4,7 @@
 #
 #   sudo benches/tunnel/run.sh [--rounds N] [--seconds S] [--only NAME,NAME] [--udp-rate R]
 #                              [--pings N] [--json FILE] [--keep] [--set KEY=VALUE]...
+#                              [--baseline DIR]
 #
 # Tunnels (NAME): veth, dmvpnd-esp, dmvpnd-natt, boringtun, libipsec. Rounds are interleaved
 # (round 1 runs every tunnel, then round 2, ...); each tunnel is set up afresh in new namespaces
@@ -12,6 +13,10 @@
 # fixed offered rate, and the tunnel daemons' CPU time (utime+stime of both ends) during the
 # TCP 1-stream test per Gbit delivered. Prints medians with min-max over the rounds and writes
 # them as JSON (default benches/tunnel/last-run.json).
+#
+# --baseline DIR adds the tunnels base-esp and base-natt: the same two dmvpnd cases run with
+# DIR/dmvpnd and DIR/dmvpnctl (e.g. a release build of an earlier commit), interleaved with the
+# others, so a change is measured side by side against what it replaces.
 #
 # --set section.key=VALUE (a TOML value, e.g. --set dataplane.workers=1) changes a key in both
 # dmvpnd configurations, to compare settings. --keep keeps the scratch directory (logs, configs).
@@ -36,6 +41,7 @@ PINGS=200
 JSON_OUT="$HERE/last-run.json"
 KEEP_WORK=0
 DMVPND_SET=()
+BASELINE=""
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit "${1:-0}"; }
 while (($#)); do
@@ -48,6 +54,7 @@ while (($#)); do
         --json) JSON_OUT=$2; shift 2 ;;
         --keep) KEEP_WORK=1; shift ;;
         --set) DMVPND_SET+=("$2"); shift 2 ;;
+        --baseline) BASELINE=$2; shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
     esac
@@ -57,6 +64,11 @@ done
 [[ $PINGS =~ ^[1-9][0-9]{0,3}$ ]] || die "--pings: 1..9999"
 [[ $EUID -eq 0 ]] || die "run as root (namespaces, TUN devices): sudo $0"
 
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE/dmvpnd && -x $BASELINE/dmvpnctl ]] || die "--baseline: no dmvpnd and dmvpnctl in $BASELINE"
+    BASELINE=$(cd "$BASELINE" && pwd)
+    ALL_TUNNELS+=(base-esp base-natt)
+fi
 TUNNELS=()
 if [[ -n $ONLY ]]; then
     IFS=, read -r -a want <<<"$ONLY"
@@ -136,7 +148,7 @@ install_deps() {
     for c in ip:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3 timeout:coreutils; do
         command -v "${c%%:*}" >/dev/null || pkgs+=("${c#*:}")
     done
-    if wants dmvpnd-natt; then command -v nft >/dev/null || pkgs+=(nftables); fi
+    if wants dmvpnd-natt || wants base-natt; then command -v nft >/dev/null || pkgs+=(nftables); fi
     if wants boringtun; then command -v wg >/dev/null || pkgs+=(wireguard-tools); fi
     if wants libipsec; then
         [[ -x $CHARON ]] || pkgs+=(strongswan-charon)
@@ -444,12 +456,15 @@ run_case() {
         veth) setup_veth ;;
         dmvpnd-esp) setup_dmvpnd 0 ;;
         dmvpnd-natt) setup_dmvpnd 1 ;;
+        base-esp) DMVPND=$BASELINE/dmvpnd DMVPNCTL=$BASELINE/dmvpnctl setup_dmvpnd 0 ;;
+        base-natt) DMVPND=$BASELINE/dmvpnd DMVPNCTL=$BASELINE/dmvpnctl setup_dmvpnd 1 ;;
         boringtun) setup_boringtun ;;
         libipsec) setup_libipsec ;;
     esac
     measure
     case $1 in
         dmvpnd-*) dmvpnd_drops ;;
+        base-*) DMVPNCTL=$BASELINE/dmvpnctl dmvpnd_drops ;;
         libipsec) libipsec_info ;;
     esac
 }

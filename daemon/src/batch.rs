@@ -9,6 +9,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg,
@@ -19,6 +20,11 @@ use nix::sys::socket::{
 pub const GRO_BUFFER: usize = 65536;
 /// Most segments one GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
 pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Most payload bytes one GSO send may carry: the UDP length field's 64 KiB less room for
+/// the headers.
+pub const GSO_MAX_BYTES: usize = 65000;
+/// Messages per `sendmmsg` call (the headers for them are allocated once per thread).
+const SEND_CHUNK: usize = 64;
 
 /// Requests `bytes` of receive and send buffer, forcing past `rmem_max`/`wmem_max` when the
 /// process has CAP_NET_ADMIN; returns what the kernel granted (it reports twice the request,
@@ -144,15 +150,26 @@ impl RecvBatch {
     }
 }
 
-/// Sends `data`, a run of datagrams of `segment` bytes each (the last may be shorter), to
-/// `to` with one GSO send (UDP_SEGMENT).
-pub fn send_gso(fd: &impl AsRawFd, to: SocketAddrV4, data: &[u8], segment: u16) -> io::Result<()> {
-    let iov = [IoSlice::new(data)];
+/// Sends `datagrams`, a run of `segment` bytes each (the last may be shorter), to `to` with
+/// one GSO send (UDP_SEGMENT): the kernel gathers them from their buffers and cuts the
+/// payload at `segment` bytes again, so no copy is made to lay them back to back.
+pub fn send_gso(
+    fd: &impl AsRawFd,
+    to: SocketAddrV4,
+    datagrams: &[IoSlice<'_>],
+    segment: u16,
+) -> io::Result<()> {
     let addr = SockaddrIn::from(to);
     let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
-    sendmsg(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&addr))
-        .map(drop)
-        .map_err(io::Error::from)
+    sendmsg(
+        fd.as_raw_fd(),
+        datagrams,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
 }
 
 /// Preallocated headers for `sendmmsg`.
@@ -166,36 +183,70 @@ impl std::fmt::Debug for SendBatch {
     }
 }
 
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SendBatch {
-    pub fn new(messages: usize) -> Self {
+    pub fn new() -> Self {
         SendBatch {
-            headers: MultiHeaders::preallocate(messages, None),
+            headers: MultiHeaders::preallocate(SEND_CHUNK, None),
         }
     }
 
-    /// Sends each packet to its address with one system call per batch; returns how many the
-    /// kernel took.
-    pub fn send(
+    /// Sends each packet to its address, up to 64 per system call, from arrays on the stack
+    /// (nothing allocated per batch); `calls` counts the system calls. Stops at the first
+    /// error, or when the kernel takes nothing.
+    pub fn send<'a>(
         &mut self,
         fd: &impl AsRawFd,
-        packets: &[(&[u8], SocketAddrV4)],
-    ) -> io::Result<usize> {
-        let slices: Vec<[IoSlice<'_>; 1]> =
-            packets.iter().map(|(p, _)| [IoSlice::new(p)]).collect();
-        let addrs: Vec<Option<SockaddrIn>> = packets
-            .iter()
-            .map(|(_, a)| Some(SockaddrIn::from(*a)))
-            .collect();
-        let cmsgs: [ControlMessage<'_>; 0] = [];
-        let sent = sendmmsg(
-            fd.as_raw_fd(),
-            &mut self.headers,
-            slices.iter(),
-            addrs,
-            cmsgs,
-            MsgFlags::empty(),
-        )
-        .map_err(io::Error::from)?;
-        Ok(sent.count())
+        packets: impl IntoIterator<Item = (&'a [u8], SocketAddrV4)>,
+        calls: &AtomicU64,
+    ) -> io::Result<()> {
+        let mut packets = packets.into_iter();
+        loop {
+            let mut slices = [[IoSlice::new(&[])]; SEND_CHUNK];
+            let mut addrs = [None::<SockaddrIn>; SEND_CHUNK];
+            let mut k = 0;
+            for ((slice, addr), (packet, to)) in slices
+                .iter_mut()
+                .zip(addrs.iter_mut())
+                .zip(packets.by_ref())
+            {
+                *slice = [IoSlice::new(packet)];
+                *addr = Some(SockaddrIn::from(to));
+                k += 1;
+            }
+            if k == 0 {
+                return Ok(());
+            }
+            let mut start = 0;
+            while start < k {
+                let (Some(s), Some(a)) = (slices.get(start..k), addrs.get(start..k)) else {
+                    break;
+                };
+                calls.fetch_add(1, Ordering::Relaxed);
+                let cmsgs: [ControlMessage<'_>; 0] = [];
+                let sent = sendmmsg(
+                    fd.as_raw_fd(),
+                    &mut self.headers,
+                    s.iter(),
+                    a,
+                    cmsgs,
+                    MsgFlags::empty(),
+                )
+                .map_err(io::Error::from)?
+                .count();
+                if sent == 0 {
+                    return Ok(());
+                }
+                start += sent;
+            }
+            if k < SEND_CHUNK {
+                return Ok(());
+            }
+        }
     }
 }

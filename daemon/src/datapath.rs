@@ -12,7 +12,9 @@
 //! when full. No allocation per packet: every buffer lives as long as its thread.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +23,11 @@ use dmvpn_dataplane::{DropReason, Inbound, Outbound, Tables};
 use dmvpn_node::SlowPath;
 use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tokio::sync::mpsc;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-use crate::batch::{GRO_BUFFER, MAX_GSO_SEGMENTS, SendBatch};
+use crate::batch::{GSO_MAX_BYTES, MAX_GSO_SEGMENTS, SendBatch};
 use crate::routes::SharedRoutes;
 use crate::tun::TunDevice;
 use crate::underlay::{EspHandler, Underlay};
@@ -32,6 +35,9 @@ use crate::underlay::{EspHandler, Underlay};
 /// How often at most one reader tells the control plane about one hairpinned
 /// (source, destination) pair; the NHRP engine applies the protocol's own rate limit on top.
 const REDIRECT_HINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Buffers per TUN reader: room for one more GSO super-packet's segments (tun-rs's ideal batch)
+/// after a full one, so a reader can drain several reads into one batch.
+const SLOTS: usize = 2 * IDEAL_BATCH_SIZE;
 /// Pairs one reader remembers for that rate limit; past it, old pairs are forgotten.
 const REDIRECT_HINTS: usize = 4096;
 /// Bytes of a redirected packet that go into the traffic indication (IP header + 8, as ICMP
@@ -70,6 +76,12 @@ impl AsRef<[u8]> for Slot {
 impl AsMut<[u8]> for Slot {
     fn as_mut(&mut self) -> &mut [u8] {
         self.0.spare_back_mut()
+    }
+}
+
+impl AsMut<PacketBuf> for Slot {
+    fn as_mut(&mut self) -> &mut PacketBuf {
+        &mut self.0
     }
 }
 
@@ -120,7 +132,6 @@ impl Datapath {
     /// batch out.
     fn run_tun(&self, worker: usize, queue: &SyncDevice) {
         let offload = self.tun.offload;
-        let batch = if offload { IDEAL_BATCH_SIZE } else { 1 };
         let mut original = vec![
             0u8;
             if offload {
@@ -129,44 +140,40 @@ impl Datapath {
                 0
             }
         ];
-        let mut slots: Vec<Slot> = (0..batch).map(|_| Slot(PacketBuf::new())).collect();
-        let mut sizes = vec![0usize; batch];
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch);
+        let mut slots: Vec<Slot> = (0..SLOTS).map(|_| Slot(PacketBuf::new())).collect();
+        let mut sizes = vec![0usize; SLOTS];
+        let mut verdicts = vec![Outbound::Multicast; SLOTS];
+        let mut pending: Vec<Pending> = Vec::with_capacity(SLOTS);
         let mut copy = PacketBuf::new();
-        let mut gso = vec![0u8; GRO_BUFFER];
-        let mut raw = SendBatch::new(batch);
+        let mut raw = SendBatch::new();
+        // Reads after the first of a batch take only what is queued already: the fd is
+        // non-blocking and an empty queue is waited for with poll(2).
+        if let Err(e) = queue.set_nonblocking(true) {
+            tracing::error!(
+                worker,
+                "{}: cannot make the queue non-blocking: {e}",
+                self.tun.name
+            );
+            return;
+        }
         loop {
             for s in &mut slots {
                 let _ = s.0.reset(PacketBuf::DEFAULT_HEADROOM);
             }
-            let n = if offload {
-                queue.recv_multiple(&mut original, &mut slots, &mut sizes, 0)
-            } else {
-                queue.recv(slots[0].0.spare_back_mut()).map(|n| {
-                    sizes[0] = n;
-                    1
-                })
-            };
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    if e.raw_os_error() == Some(libc::EBADFD) {
-                        tracing::error!(worker, "reading {}: {e}", self.tun.name);
-                        return;
-                    }
-                    tracing::debug!(worker, "reading {}: {e}", self.tun.name);
-                    continue;
-                }
+            let Some(n) = self.read_batch(worker, queue, &mut original, &mut slots, &mut sizes)
+            else {
+                return;
             };
             let tables = self.tables.load();
             let routes = self.routes.load();
+            let (Some(batch), Some(verdicts)) = (slots.get_mut(..n), verdicts.get_mut(..n)) else {
+                continue;
+            };
+            tables.outbound_batch(&routes, batch, verdicts);
             pending.clear();
-            for (i, slot) in slots.iter_mut().enumerate().take(n) {
+            for (i, (slot, verdict)) in batch.iter_mut().zip(verdicts.iter()).enumerate() {
                 let buf = &mut slot.0;
-                if buf.push_back(sizes[i]).is_err() {
-                    continue;
-                }
-                match tables.outbound(&routes, buf) {
+                match *verdict {
                     Outbound::Send {
                         nbma,
                         port,
@@ -191,7 +198,77 @@ impl Datapath {
                     Outbound::Drop(_) => {}
                 }
             }
-            self.send_batch(worker, &slots, &pending, &mut gso, &mut raw);
+            self.send_batch(worker, &slots, &pending, &mut raw);
+        }
+    }
+
+    /// Fills `slots` with what the queue holds: the first read waits, later ones take only
+    /// what is already queued, while a whole GSO super-packet's segments still fit. Returns
+    /// how many packets arrived, or `None` once the device is gone.
+    fn read_batch(
+        &self,
+        worker: usize,
+        queue: &SyncDevice,
+        original: &mut [u8],
+        slots: &mut [Slot],
+        sizes: &mut [usize],
+    ) -> Option<usize> {
+        let offload = self.tun.offload;
+        let mut n = 0;
+        loop {
+            let (Some(free), Some(free_sizes)) = (slots.get_mut(n..), sizes.get_mut(n..)) else {
+                return Some(n);
+            };
+            let r = if offload {
+                queue.recv_multiple(original, free, free_sizes, 0)
+            } else {
+                match (free.first_mut(), free_sizes.first_mut()) {
+                    (Some(slot), Some(size)) => queue.recv(slot.0.spare_back_mut()).map(|len| {
+                        *size = len;
+                        1
+                    }),
+                    _ => return Some(n),
+                }
+            };
+            match r {
+                Ok(k) => {
+                    for (slot, size) in free.iter_mut().zip(free_sizes.iter()).take(k) {
+                        if slot.0.push_back(*size).is_err() {
+                            // Cannot happen (the reader wrote that much); an empty buffer is
+                            // dropped as not IPv4.
+                            let _ = slot.0.reset(PacketBuf::DEFAULT_HEADROOM);
+                        }
+                    }
+                    n += k;
+                    // Another read must have room for a super-packet's segments.
+                    let room = if offload { IDEAL_BATCH_SIZE } else { 1 };
+                    if SLOTS - n < room {
+                        return Some(n);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if n > 0 {
+                        return Some(n);
+                    }
+                    let mut fds = [PollFd::new(queue.as_fd(), PollFlags::POLLIN)];
+                    if let Err(e) = poll(&mut fds, PollTimeout::NONE)
+                        && e != nix::errno::Errno::EINTR
+                    {
+                        tracing::error!(worker, "waiting for {}: {e}", self.tun.name);
+                        return None;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                    tracing::error!(worker, "reading {}: {e}", self.tun.name);
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(worker, "reading {}: {e}", self.tun.name);
+                    if n > 0 {
+                        return Some(n);
+                    }
+                }
+            }
         }
     }
 
@@ -226,40 +303,28 @@ impl Datapath {
     }
 
     /// Sends what a TUN batch sealed: raw ESP with sendmmsg; ESP-in-UDP in runs of equal-size
-    /// datagrams to one peer, each run one GSO send.
-    fn send_batch(
-        &self,
-        worker: usize,
-        slots: &[Slot],
-        pending: &[Pending],
-        gso: &mut [u8],
-        raw: &mut SendBatch,
-    ) {
-        let raws: Vec<(&[u8], SocketAddrV4)> = pending
-            .iter()
-            .filter(|p| !p.udp_encap)
-            .filter_map(|p| {
-                Some((
-                    slots.get(p.slot)?.0.as_slice(),
-                    SocketAddrV4::new(*p.to.ip(), 0),
-                ))
-            })
-            .collect();
-        if !raws.is_empty()
-            && let Err(e) = self.underlay.send_raw_batch(raw, &raws)
-        {
+    /// datagrams to one peer, each run one GSO send, the datagrams gathered from their
+    /// buffers (no copy).
+    fn send_batch(&self, worker: usize, slots: &[Slot], pending: &[Pending], raw: &mut SendBatch) {
+        let raws = pending.iter().filter(|p| !p.udp_encap).filter_map(|p| {
+            Some((
+                slots.get(p.slot)?.0.as_slice(),
+                SocketAddrV4::new(*p.to.ip(), 0),
+            ))
+        });
+        if let Err(e) = self.underlay.send_raw_batch(raw, raws) {
             tracing::debug!("raw ESP send: {e}");
         }
         let mut udp = pending.iter().filter(|p| p.udp_encap).peekable();
+        let mut run = [IoSlice::new(&[]); MAX_GSO_SEGMENTS];
         while let Some(first) = udp.next() {
             let Some(head) = slots.get(first.slot).map(|s| s.0.as_slice()) else {
                 continue;
             };
             let segment = head.len();
-            let mut len = 0;
-            let mut count = 0;
-            append(gso, head, &mut len);
-            count += 1;
+            let mut len = head.len();
+            let mut count = 1;
+            run[0] = IoSlice::new(head);
             // Extend the run while the next datagram goes to the same peer, is no longer than
             // the first (only the last of a GSO run may be shorter) and fits.
             while let Some(next) = udp.peek() {
@@ -271,27 +336,25 @@ impl Datapath {
                     || bytes.len() > segment
                     || last_was_short
                     || count >= MAX_GSO_SEGMENTS
-                    || len + bytes.len() > gso.len().min(65000)
+                    || len + bytes.len() > GSO_MAX_BYTES
                 {
                     break;
                 }
-                append(gso, bytes, &mut len);
+                if let Some(s) = run.get_mut(count) {
+                    *s = IoSlice::new(bytes);
+                }
+                len += bytes.len();
                 count += 1;
                 udp.next();
             }
-            let data = gso.get(..len).unwrap_or_default();
-            if let Err(e) = self.underlay.send_esp_run(worker, first.to, data, segment) {
+            let datagrams = run.get(..count).unwrap_or_default();
+            if let Err(e) = self
+                .underlay
+                .send_esp_run(worker, first.to, datagrams, segment)
+            {
                 tracing::debug!(peer = %first.to, "ESP send: {e}");
             }
         }
-    }
-}
-
-/// Appends `bytes` at `len` in the GSO buffer.
-fn append(gso: &mut [u8], bytes: &[u8], len: &mut usize) {
-    if let Some(dst) = gso.get_mut(*len..*len + bytes.len()) {
-        dst.copy_from_slice(bytes);
-        *len += bytes.len();
     }
 }
 

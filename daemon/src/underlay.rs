@@ -3,7 +3,7 @@
 //! (RFC 3948 §2.2, §2.3), ESP without NAT on a raw IP protocol 50 socket (raw(7), RFC 4303), and
 //! the local NBMA address from the route to a peer.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -233,21 +233,20 @@ impl Underlay {
         self.esp.send_to(packet, &to.into()).map(drop)
     }
 
-    /// Sends a run of equal-size ESP-in-UDP datagrams (the last may be shorter) laid out
-    /// back to back in `data` to one peer: one GSO send where the kernel allows it, else one
-    /// send per datagram.
+    /// Sends a run of equal-size ESP-in-UDP datagrams (the last may be shorter) to one peer:
+    /// one GSO send where the kernel allows it, else one send per datagram.
     pub fn send_esp_run(
         &self,
         worker: usize,
         to: SocketAddrV4,
-        data: &[u8],
+        datagrams: &[IoSlice<'_>],
         segment: usize,
     ) -> io::Result<()> {
         let sock = self.natt_socket(worker)?;
-        if data.len() > segment && self.gso.load(Ordering::Relaxed) {
+        if datagrams.len() > 1 && self.gso.load(Ordering::Relaxed) {
             let seg = u16::try_from(segment).map_err(|_| io::Error::other("segment too large"))?;
             self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
-            match crate::batch::send_gso(sock, to, data, seg) {
+            match crate::batch::send_gso(sock, to, datagrams, seg) {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if matches!(
@@ -263,29 +262,20 @@ impl Underlay {
                 Err(e) => return Err(e),
             }
         }
-        for d in data.chunks(segment.max(1)) {
+        for d in datagrams {
             self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
             sock.send_to(d, to)?;
         }
         Ok(())
     }
 
-    /// Sends raw ESP packets with one sendmmsg(2) per batch.
-    pub fn send_raw_batch(
+    /// Sends raw ESP packets with one sendmmsg(2) per 64.
+    pub fn send_raw_batch<'a>(
         &self,
         batch: &mut crate::batch::SendBatch,
-        packets: &[(&[u8], SocketAddrV4)],
+        packets: impl IntoIterator<Item = (&'a [u8], SocketAddrV4)>,
     ) -> io::Result<()> {
-        let mut rest = packets;
-        while !rest.is_empty() {
-            self.stats.send_calls.fetch_add(1, Ordering::Relaxed);
-            let n = batch.send(&self.esp, rest)?;
-            if n == 0 {
-                break;
-            }
-            rest = rest.get(n..).unwrap_or_default();
-        }
-        Ok(())
+        batch.send(&self.esp, packets, &self.stats.send_calls)
     }
 
     /// RFC 3948 §4: keeps the NAT mapping for port 4500 alive.
