@@ -309,6 +309,9 @@ impl ControlPlane {
     /// need a restart); then applies the static route changes.
     pub async fn reload(&mut self, now: Instant) -> Result<()> {
         let new = dmvpn_config::load(&self.config_path)?;
+        for w in new.warnings() {
+            tracing::warn!(config = %self.config_path.display(), "{w}");
+        }
         self.node.reload(now, new)?;
         self.carry_out().await.context("reload: static routes")?;
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");

@@ -46,6 +46,9 @@ fn main() -> ExitCode {
     if let Some(path) = &args.check_config {
         return match dmvpn_config::load(path) {
             Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("{}: warning: {w}", path.display());
+                }
                 eprintln!("{}: configuration OK ({})", path.display(), summary(&c));
                 ExitCode::SUCCESS
             }
@@ -69,6 +72,9 @@ fn run(args: &Args) -> Result<()> {
     // Config errors are reported before any device or socket is touched.
     let config = dmvpn_config::load(&args.config)?;
     tracing::info!(config = %args.config.display(), "{}", summary(&config));
+    for w in config.warnings() {
+        tracing::warn!(config = %args.config.display(), "{w}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dmvpnd")

@@ -15,6 +15,7 @@ mod model;
 mod net;
 mod raw;
 mod validate;
+mod warnings;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

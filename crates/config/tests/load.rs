@@ -515,3 +515,34 @@ fn a_missing_secrets_file_is_named_with_how_to_create_it() {
         "{msg}"
     );
 }
+
+#[test]
+fn lifetimes_go_down_to_sixty_seconds_with_a_warning_below_two_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "plain.toml", BASE, 0o600);
+    assert_eq!(load(&p).unwrap().warnings(), Vec::<String>::new());
+    let short = format!(
+        "{}\n[ipsec]\nlifetime = 60\n",
+        BASE.replacen("[ike]\n", "[ike]\nlifetime = 90\n", 1)
+    );
+    let p = write(dir.path(), "short.toml", &short, 0o600);
+    let c = load(&p).unwrap();
+    assert_eq!(
+        (c.ike.lifetime, c.ipsec.lifetime),
+        (Duration::from_secs(90), Duration::from_secs(60))
+    );
+    let w = c.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("ike.lifetime = 90 s is below 120 s"),
+        "{w:?}"
+    );
+    assert!(w[1].starts_with("ipsec.lifetime = 60 s"), "{w:?}");
+    let too_short = format!("{BASE}\n[ipsec]\nlifetime = 59\n");
+    assert_err(
+        &too_short,
+        "lifetime = 59",
+        "ipsec.lifetime",
+        "out of range",
+    );
+}

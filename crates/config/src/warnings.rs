@@ -1,0 +1,31 @@
+//! What a valid configuration may still get wrong: values the ranges allow for tests and labs
+//! but that cost something in production. `dmvpnd --check-config` prints them and the daemon
+//! logs them at start and on reload; none stops it.
+
+use std::time::Duration;
+
+use crate::Config;
+
+/// Lifetimes below this are for tests and labs (allowed down to 60 s).
+pub const SHORT_LIFETIME: Duration = Duration::from_secs(120);
+
+impl Config {
+    /// One line per questionable setting, naming its key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for (key, lifetime) in [
+            ("ike.lifetime", self.ike.lifetime),
+            ("ipsec.lifetime", self.ipsec.lifetime),
+        ] {
+            if lifetime < SHORT_LIFETIME {
+                w.push(format!(
+                    "{key} = {} s is below {} s: meant for tests and labs; every rekey costs a \
+                     Diffie-Hellman exchange on both ends and a moment with two SAs per peer",
+                    lifetime.as_secs(),
+                    SHORT_LIFETIME.as_secs()
+                ));
+            }
+        }
+        w
+    }
+}
