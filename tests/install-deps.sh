@@ -2,12 +2,12 @@
 # Host packages the namespace tests (tests/tests/*.rs, daemon/tests/*.rs) and tests/demo.sh need:
 # ip/ss (iproute2), nft (nftables) for the NAT router namespace, sysctl (procps), ping
 # (iputils-ping), tcpdump for the underlay capture and tshark to dissect it
-# (daemon/tests/e2e_capture.rs, e2e_selfcheck.rs).
+# (daemon/tests/e2e_capture.rs, e2e_selfcheck.rs), iperf3 for TCP load (daemon/tests/rekey_load.rs).
 # Debian/Ubuntu, run as root.
 # Idempotent: installs nothing when everything is present. /dev/net/tun must exist (tun module).
 set -euo pipefail
 
-PACKAGES=(iproute2 nftables procps iputils-ping tcpdump tshark frr)
+PACKAGES=(iproute2 nftables procps iputils-ping tcpdump tshark frr iperf3)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
