@@ -140,7 +140,11 @@ impl Engine {
     }
 
     /// Hub: a Resolution Reply for another station goes back towards the
-    /// requester, unless it already passed through us.
+    /// requester, unless it already passed through us (§5.3.3), and only when it answers a
+    /// request we forwarded (same requester, request id and target) and comes from the
+    /// station we forwarded it to: every spoke holds the NHRP key, so anything else is one
+    /// spoke offering another a binding nobody asked it for (counted as
+    /// [`DropReason::UnexpectedReply`]).
     pub(super) fn forward_reply(
         &mut self,
         now: Instant,
@@ -157,6 +161,17 @@ impl Engine {
                 raw,
                 ExtensionType::REVERSE_TRANSIT_RECORD,
             ) {
+                return;
+            }
+            let answered = p
+                .request_id()
+                .zip(p.dst_protocol_ip())
+                .is_some_and(|(id, t)| {
+                    self.forwarded
+                        .take_answered(now, requester, id, t, from_nbma)
+                });
+            if !answered {
+                self.counters.drop(DropReason::UnexpectedReply);
                 return;
             }
             if let Some(e) = self.registered_owner(now, requester) {
