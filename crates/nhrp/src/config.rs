@@ -19,6 +19,11 @@ pub const DEFAULT_MAX_REGISTRATIONS_PER_NBMA: usize = 8;
 /// Default widest shortcut a spoke accepts: a resolution reply for a prefix shorter than /24
 /// is refused, so one responder cannot pull a whole /8 (routed elsewhere) through itself.
 pub const DEFAULT_MIN_SHORTCUT_PREFIX_LEN: u8 = 24;
+/// The longest holding time a CIE can carry (16 bits of seconds, RFC 2332 §5.2.0.1), the
+/// default `Config::max_holding_time`: no clamp. Peers refresh at a third of their own holding
+/// time, so a maximum below a third of a peer's lets its entries lapse between refreshes;
+/// against the usual 7200 s anything from 2400 s up is safe.
+pub const MAX_HOLDING_TIME: Duration = Duration::from_secs(65_535);
 /// Default burst of new resolutions a spoke may start at once.
 pub const DEFAULT_RESOLUTION_BURST: u32 = 100;
 /// Default interval after which one more new resolution may start (10 per second sustained).
@@ -98,6 +103,9 @@ pub struct Config {
     /// Spoke: the shortest prefix length a resolution reply may install as a shortcut
     /// (shorter ones are refused and counted as [`crate::DropReason::ShortcutRefused`]).
     pub min_shortcut_prefix_len: u8,
+    /// Longest holding time a peer's registration, request or reply may give an entry here;
+    /// longer ones are clamped (and a registration reply says so).
+    pub max_holding_time: Duration,
     /// Spoke: new resolutions that may start in a burst (a token bucket; retransmissions and
     /// refreshes of used shortcuts take no token). Past it a resolution is not started,
     /// counted as [`crate::DropReason::RateLimited`].
@@ -130,6 +138,7 @@ impl Config {
             max_cache_entries: DEFAULT_MAX_CACHE_ENTRIES,
             max_registrations_per_nbma: DEFAULT_MAX_REGISTRATIONS_PER_NBMA,
             min_shortcut_prefix_len: DEFAULT_MIN_SHORTCUT_PREFIX_LEN,
+            max_holding_time: MAX_HOLDING_TIME,
             resolution_burst: DEFAULT_RESOLUTION_BURST,
             resolution_refill: DEFAULT_RESOLUTION_REFILL,
         }
@@ -155,6 +164,9 @@ impl Config {
             return Err(ConfigError::AuthKeyTooLong);
         }
         if self.holding_time.as_secs() > u64::from(u16::MAX) || self.holding_time.as_secs() < 3 {
+            return Err(ConfigError::HoldingTime);
+        }
+        if self.max_holding_time < Duration::from_secs(3) {
             return Err(ConfigError::HoldingTime);
         }
         let v4 = |a: &IpAddr| a.is_ipv4();

@@ -340,10 +340,10 @@ fn registrations_past_the_per_nbma_cap_are_refused() {
     let mut net = Net::hub_and_two_spokes();
     net.register_all();
     let cap = net.nodes[HUB].engine.config().max_registrations_per_nbma;
-    // A registers 20 more addresses of the tunnel prefix in one request.
+    // A registers 12 more addresses of the tunnel prefix in one request.
     let mut p = net.nodes[A].engine.registration_request(0, 0x4242).unwrap();
     if let Body::Common { cies, .. } = &mut p.body {
-        *cies = (100..120)
+        *cies = (100..112)
             .map(|d| cie(32, a_nbma(), ip(10, 250, 0, d)))
             .collect();
     }
@@ -371,7 +371,7 @@ fn registrations_past_the_per_nbma_cap_are_refused() {
         .iter()
         .filter(|c| c.code == CieCode::ADMINISTRATIVELY_PROHIBITED)
         .count();
-    assert_eq!(refused, 20 - (cap - 1));
+    assert_eq!(refused, 12 - (cap - 1));
     let hub = &net.nodes[HUB].engine;
     assert_eq!(
         hub.counters().dropped(DropReason::NbmaLimit),
@@ -425,4 +425,88 @@ fn a_non_unique_address_does_not_move_while_its_holder_is_alive() {
         .handle_packet(now, b_public(), &p.to_bytes().unwrap());
     net.pump();
     assert!(hub_registration(&net, a_tun()).is_some_and(|e| e.effective_nbma() == b_public()));
+}
+
+/// A registration whose CIEs `addrs` (A's NBMA, holding time `hold`) A sends to the hub.
+fn a_registers(net: &mut Net, addrs: impl Iterator<Item = IpAddr>, hold: u16) {
+    let mut p = net.nodes[A].engine.registration_request(0, 0x4244).unwrap();
+    if let Body::Common { cies, .. } = &mut p.body {
+        *cies = addrs
+            .map(|a| Cie {
+                holding_time: hold,
+                ..cie(32, a_nbma(), a)
+            })
+            .collect();
+    }
+    let now = net.now;
+    net.nodes[HUB]
+        .engine
+        .handle_packet(now, a_nbma(), &p.to_bytes().unwrap());
+    net.pump();
+}
+
+#[test]
+fn a_packet_with_too_many_cies_is_dropped_whole() {
+    use dmvpn_nhrp::engine::MAX_CIES_PER_PACKET;
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let mut c = net.nodes[HUB].engine.config().clone();
+    c.max_registrations_per_nbma = 1000;
+    net.nodes[HUB].engine.reconfigure(c).unwrap();
+    let replies = net.sent(PacketType::REGISTRATION_REPLY).len();
+    let n = u8::try_from(MAX_CIES_PER_PACKET + 1).unwrap();
+    a_registers(&mut net, (100..100 + n).map(|d| ip(10, 250, 0, d)), 600);
+    assert!(hub_registration(&net, ip(10, 250, 0, 100)).is_none());
+    assert_eq!(net.sent(PacketType::REGISTRATION_REPLY).len(), replies);
+    let hub = &net.nodes[HUB].engine;
+    assert_eq!(hub.counters().dropped(DropReason::TooManyCies), 1);
+    // At the cap, the packet is taken.
+    let n = u8::try_from(MAX_CIES_PER_PACKET).unwrap();
+    a_registers(&mut net, (100..100 + n).map(|d| ip(10, 250, 0, d)), 600);
+    assert!(hub_registration(&net, ip(10, 250, 0, 100)).is_some());
+}
+
+#[test]
+fn peer_holding_times_are_clamped_to_the_configured_maximum() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    let mut c = net.nodes[HUB].engine.config().clone();
+    c.max_holding_time = Duration::from_secs(600);
+    net.nodes[HUB].engine.reconfigure(c).unwrap();
+    // A asks the hub to hold an address for 18 hours.
+    a_registers(&mut net, std::iter::once(ip(10, 250, 0, 100)), u16::MAX);
+    let e = hub_registration(&net, ip(10, 250, 0, 100)).unwrap();
+    assert_eq!(e.holding_time, Duration::from_secs(600));
+    assert!(e.expires.unwrap() <= net.now + Duration::from_secs(600));
+    // The reply says so, so the registrant refreshes in time.
+    let answer = net
+        .sent(PacketType::REGISTRATION_REPLY)
+        .into_iter()
+        .rev()
+        .find(|(from, _, _)| *from == HUB)
+        .unwrap()
+        .2;
+    assert_eq!(answer.cies()[0].holding_time, 600);
+    // A spoke clamps a shortcut the same way.
+    let mut net = Net::hub_and_two_spokes();
+    let mut c = net.nodes[A].engine.config().clone();
+    c.max_holding_time = Duration::from_secs(600);
+    net.nodes[A].engine.reconfigure(c).unwrap();
+    let target = ip(10, 0, 103, 5);
+    let id = a_resolving(&mut net, target);
+    let mut p = Packet::parse(&reply(a_tun(), id, target, 24, (b_private(), b_tun()))).unwrap();
+    if let Body::Common { cies, .. } = &mut p.body {
+        cies[0].holding_time = u16::MAX;
+    }
+    let now = net.now;
+    net.nodes[A]
+        .engine
+        .handle_packet(now, b_public(), &p.to_bytes().unwrap());
+    let sc = net.nodes[A]
+        .engine
+        .cache_entries(now)
+        .into_iter()
+        .find(|e| e.kind == EntryKind::Shortcut)
+        .unwrap();
+    assert_eq!(sc.holding_time, Duration::from_secs(600));
 }

@@ -127,6 +127,11 @@ pub const MAX_REDIRECT_PAIRS: usize = 4096;
 /// §9): the floor of `Config::min_shortcut_prefix_len`, which is what is enforced.
 pub const MIN_SHORTCUT_PREFIX_LEN: u8 = 8;
 
+/// Most CIEs a received packet may carry. Cisco, FRR and we send one; each CIE of a
+/// registration or purge costs index lookups, so a packet with thousands (a 64 KiB datagram
+/// holds about 3,000) is dropped whole, counted as [`DropReason::TooManyCies`].
+pub const MAX_CIES_PER_PACKET: usize = 16;
+
 /// Bytes of an offending packet copied into an Error Indication.
 const MAX_ERROR_CONTENTS: usize = 512;
 
@@ -712,6 +717,13 @@ impl Engine {
         }
     }
 
+    /// A holding time a peer asked for (a registration, a resolution request or reply),
+    /// clamped to `Config::max_holding_time`: a peer cannot keep an entry of ours alive longer
+    /// than the operator allows.
+    fn peer_holding_time(&self, secs: u16) -> Duration {
+        Duration::from_secs(u64::from(secs)).min(self.config.max_holding_time)
+    }
+
     /// Whether a new entry at `key` must be refused: the cache is full and `key` would not
     /// replace an entry (counted).
     fn cache_full_for(&mut self, key: &(IpAddr, u8)) -> bool {
@@ -801,6 +813,10 @@ impl Engine {
                     bytes,
                 );
             }
+            return;
+        }
+        if pkt.cies().len() > MAX_CIES_PER_PACKET {
+            self.counters.drop(DropReason::TooManyCies);
             return;
         }
         // Only an NHS answers our registrations and tells us to go direct: from anyone else

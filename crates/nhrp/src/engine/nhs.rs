@@ -4,14 +4,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cache::{CacheEntry, EntryFlags, EntryKind};
 use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
 use crate::counters::DropReason;
 use crate::packet::{Body, Cie, Packet, ip_bytes};
 
-use super::{DEFAULT_HOP_COUNT, Engine, Event, covers, host_len, mask};
+use super::{DEFAULT_HOP_COUNT, Engine, Event, covers, host_len, mask, secs16};
 
 impl Engine {
     /// Hub: a Registration Request (RFC 2332 §5.2.3). Each CIE is registered or refused with its
@@ -34,8 +34,11 @@ impl Engine {
             let client = cie.client_protocol_ip().unwrap_or(src_proto);
             let claimed = cie.client_nbma_ip().unwrap_or(src_nbma);
             let code = self.register_client(now, client, claimed, from_nbma, cie, req);
+            // The reply carries the holding time we keep the entry for (clamped), so the
+            // registrant refreshes in time (RFC 2332 §5.2.4 copies the CIE into the reply).
             replies.push(Cie {
                 code,
+                holding_time: secs16(self.peer_holding_time(cie.holding_time)),
                 ..cie.clone()
             });
         }
@@ -124,7 +127,7 @@ impl Engine {
         if self.cache_full_for(&key) {
             return CieCode::INSUFFICIENT_RESOURCES;
         }
-        let hold = Duration::from_secs(u64::from(cie.holding_time));
+        let hold = self.peer_holding_time(cie.holding_time);
         let previous = self
             .cache
             .get(&key)

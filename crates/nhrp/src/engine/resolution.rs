@@ -343,7 +343,7 @@ impl Engine {
             .first()
             .map(|c| c.holding_time)
             .filter(|h| *h != 0)
-            .unwrap_or_else(|| secs16(self.config.holding_time));
+            .map_or(self.config.holding_time, |h| self.peer_holding_time(h));
         let mut reply = req.clone();
         reply.packet_type = PacketType::RESOLUTION_REPLY;
         reply.hop_count = DEFAULT_HOP_COUNT;
@@ -406,8 +406,8 @@ impl Engine {
                         ..EntryFlags::default()
                     },
                     created,
-                    expires: Some(now + Duration::from_secs(u64::from(hold))),
-                    holding_time: Duration::from_secs(u64::from(hold)),
+                    expires: Some(now + hold),
+                    holding_time: hold,
                     request_id: req.request_id().unwrap_or(0),
                     refresh_at: None,
                 },

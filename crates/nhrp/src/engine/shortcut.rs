@@ -7,7 +7,7 @@
 //! inside the tunnel prefix that is neither an NHS nor us. Refusals are counted.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cache::{CacheEntry, EntryFlags, EntryKind};
 use crate::codes::{CieCode, ExtensionType};
@@ -127,7 +127,7 @@ impl Engine {
         let effective = nat_nbma
             .or((!from_nhs).then_some(from_nbma))
             .unwrap_or(claimed);
-        let hold = Duration::from_secs(u64::from(cie.holding_time));
+        let hold = self.peer_holding_time(cie.holding_time);
         if self.cache_full_for(&key) {
             return;
         }
