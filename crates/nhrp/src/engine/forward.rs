@@ -91,6 +91,9 @@ impl Engine {
         let direct = p
             .extension_cies(ExtensionType::FORWARD_TRANSIT_RECORD)
             .is_none_or(<[Cie]>::is_empty);
+        // Whether we are the requester's first hop: it did not come from an NHS. Not read from
+        // the transit record, which the requester writes.
+        let first_hop = !self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
         let requester = p.src_protocol_ip();
         let requester_nat = requester.and_then(|r| {
             self.cache
@@ -117,8 +120,16 @@ impl Engine {
                         c.push(me.clone())
                     }
                     ExtensionBody::CiscoNatAddress(c)
-                        if c.is_empty() && transit == ExtensionType::FORWARD_TRANSIT_RECORD =>
+                        if transit == ExtensionType::FORWARD_TRANSIT_RECORD
+                            && (first_hop || c.is_empty()) =>
                     {
+                        // The first hop replaces what the requester says about its own
+                        // post-NAT address with what it knows (the registration, the outer
+                        // source): the responder answers and caches the requester there, so a
+                        // spoke could otherwise point it at any address.
+                        if first_hop {
+                            c.retain(|x| x.client_protocol_ip() != requester);
+                        }
                         if let (Some(nat), Some(r)) = (requester_nat, requester) {
                             c.push(Cie {
                                 prefix_len: 32,

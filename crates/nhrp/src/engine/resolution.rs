@@ -68,10 +68,15 @@ impl Engine {
             (tokens, Some(last)) => {
                 let earned =
                     now.saturating_duration_since(last).as_nanos() / refill.as_nanos().max(1);
-                match u32::try_from(earned) {
-                    Ok(0) => (tokens.min(burst), last),
-                    Ok(n) if n < burst.saturating_sub(tokens) => (tokens + n, last + refill * n),
-                    _ => (burst, now),
+                // The refill time moves by whole tokens only, so fractions carry over.
+                let moved = u32::try_from(earned)
+                    .ok()
+                    .filter(|n| *n < burst.saturating_sub(tokens))
+                    .and_then(|n| Some((n, last.checked_add(refill.checked_mul(n)?)?)));
+                match moved {
+                    Some((n, t)) => (tokens + n, t),
+                    None if earned == 0 => (tokens.min(burst), last),
+                    None => (burst, now),
                 }
             }
         };
@@ -259,7 +264,7 @@ impl Engine {
         ) {
             return;
         }
-        if !self.source_held_by_sender(now, from_nbma, src_proto) {
+        if !self.source_held_by_sender(now, from_nbma, src_proto, src_nbma) {
             self.counters.drop(DropReason::SourceMismatch);
             return;
         }
@@ -297,9 +302,16 @@ impl Engine {
     /// Whether the peer at `from_nbma` may speak for `src_proto`. Every spoke holds the same
     /// NHRP key, so authentication proves membership only: a hub takes a spoke's request only
     /// for the address that spoke registered (reached at the NBMA address the request came
-    /// from, post-NAT), and nobody speaks for an NHS's address or ours. Requests relayed by an
-    /// NHS were checked by it.
-    fn source_held_by_sender(&self, now: Instant, from_nbma: IpAddr, src_proto: IpAddr) -> bool {
+    /// from, post-NAT, and with the NBMA address it registered as its source NBMA: the
+    /// responder answers, and brings IKE up, there), and nobody speaks for an NHS's address or
+    /// ours. Requests relayed by an NHS were checked by it.
+    fn source_held_by_sender(
+        &self,
+        now: Instant,
+        from_nbma: IpAddr,
+        src_proto: IpAddr,
+        src_nbma: IpAddr,
+    ) -> bool {
         if src_proto == self.config.protocol_addr || self.is_nhs_protocol_addr(src_proto) {
             return false;
         }
@@ -312,6 +324,7 @@ impl Engine {
                 && e.flags.registered
                 && e.is_live(now)
                 && e.effective_nbma() == from_nbma
+                && (src_nbma == e.nbma || src_nbma == from_nbma)
         })
     }
 
