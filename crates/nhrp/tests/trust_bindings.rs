@@ -510,3 +510,34 @@ fn peer_holding_times_are_clamped_to_the_configured_maximum() {
         .unwrap();
     assert_eq!(sc.holding_time, Duration::from_secs(600));
 }
+
+#[test]
+fn a_responder_cannot_move_another_spokes_next_hop_to_itself() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    net.data_via_hub(A, ip(10, 0, 101, 2), ip(10, 0, 103, 2));
+    assert_eq!(
+        net.nodes[A].engine.lookup_nbma(b_tun(), net.now),
+        Some(b_public())
+    );
+    // C answers A for its own LAN, naming B's tunnel address as the next hop at C's NBMA.
+    let target = ip(10, 0, 104, 5);
+    let now = net.now;
+    net.nodes[A].engine.resolve(now, target);
+    let id = last_request_id_pending(&mut net);
+    let forged = reply(a_tun(), id, target, 24, (c_nbma(), b_tun()));
+    net.nodes[A].engine.handle_packet(now, c_nbma(), &forged);
+    net.pump();
+    assert_eq!(
+        shortcuts(&net, A),
+        vec![(ip(10, 0, 103, 0), 24, b_tun())],
+        "C bound B's tunnel address to itself"
+    );
+    assert_eq!(
+        net.nodes[A]
+            .engine
+            .counters()
+            .dropped(DropReason::ShortcutRefused),
+        1
+    );
+}

@@ -4,7 +4,8 @@
 //! traffic: a reply must answer an outstanding request by request id *and* target, and the
 //! shortcut it installs must be a prefix covering that target no wider than
 //! `Config::min_shortcut_prefix_len`, covering no NHS's address nor ours, through a next hop
-//! inside the tunnel prefix that is neither an NHS nor us. Refusals are counted.
+//! inside the tunnel prefix that is neither an NHS nor us nor bound to another NBMA address by
+//! a live entry. Refusals are counted.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -127,6 +128,20 @@ impl Engine {
         let effective = nat_nbma
             .or((!from_nhs).then_some(from_nbma))
             .unwrap_or(claimed);
+        // A next hop already bound, by a live entry other than this one, to another NBMA
+        // address stays where it is: a responder may answer for its own prefix, but not move
+        // another spoke's tunnel address to itself (every mapping lookup by next hop would
+        // follow it).
+        let held_elsewhere = self
+            .cache
+            .keys_by_next_hop(next_hop)
+            .filter(|k| *k != key)
+            .filter_map(|k| self.cache.get(&k))
+            .any(|e| e.is_live(now) && e.effective_nbma() != effective);
+        if held_elsewhere {
+            self.counters.drop(DropReason::ShortcutRefused);
+            return;
+        }
         let hold = self.peer_holding_time(cie.holding_time);
         if self.cache_full_for(&key) {
             return;
