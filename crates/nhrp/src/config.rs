@@ -231,7 +231,19 @@ pub trait RequestIdSource: Send {
     fn next_request_id(&mut self) -> u32;
 }
 
-/// Pseudo-random request ids from a seed (SplitMix64): unpredictable enough
+/// A boxed source is a source (the node hands the engine the daemon's system-RNG source or a
+/// test's seeded one behind one type).
+impl<T: RequestIdSource + ?Sized> RequestIdSource for Box<T> {
+    fn next_request_id(&mut self) -> u32 {
+        (**self).next_request_id()
+    }
+}
+
+/// Pseudo-random request ids from a seed (SplitMix64), for tests and tools: SplitMix64 is
+/// not a cryptographic generator, so a peer that sees a few ids can recover the state and
+/// predict the rest. A running router takes its ids from the system RNG (the node's
+/// `RngRequestIds`): the request id is what binds a reply to its request and a purge to its
+/// registration (RFC 2332 §5.2.0.1 Request ID, §5.2.5), so it must not be guessable.: unpredictable enough
 /// that a restarted spoke does not reuse its previous ids.
 #[derive(Debug, Clone)]
 pub struct SeededRequestIds {
