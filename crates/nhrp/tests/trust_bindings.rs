@@ -541,3 +541,34 @@ fn a_responder_cannot_move_another_spokes_next_hop_to_itself() {
         1
     );
 }
+
+#[test]
+fn a_spoke_filling_the_redirect_table_does_not_stop_other_spokes_redirects() {
+    use dmvpn_nhrp::engine::MAX_REDIRECT_PAIRS;
+    use dmvpn_nhrp::testing::ipv4_header;
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    // B sends data for as many (source, destination) pairs as the table holds, and keeps on.
+    let now = net.now;
+    for i in 0..MAX_REDIRECT_PAIRS + 10 {
+        let [_, _, x, y] = u32::try_from(i).unwrap().to_be_bytes();
+        let quote = ipv4_header(ip(10, 0, 103, 1), ip(10, 7, x, y));
+        net.nodes[HUB]
+            .engine
+            .traffic_indication_needed(now, b_public(), &quote);
+    }
+    net.pump();
+    let before = net.sent(PacketType::TRAFFIC_INDICATION).len();
+    // A's traffic towards B's LAN still earns A its redirect.
+    net.data_via_hub(A, ip(10, 0, 101, 2), ip(10, 0, 103, 2));
+    let to_a = net
+        .sent(PacketType::TRAFFIC_INDICATION)
+        .into_iter()
+        .skip(before)
+        .filter(|(_, to, _)| *to == a_nbma())
+        .count();
+    assert_eq!(
+        to_a, 1,
+        "A got no redirect while B's pairs filled the table"
+    );
+}

@@ -119,8 +119,8 @@ pub const REDIRECT_SPACING: Duration = Duration::from_secs(5);
 
 /// (source, destination) pairs with a traffic indication bucket. The pairs come from data
 /// packets a spoke sends (their inner addresses are the spoke's to choose), so the table is
-/// capped: past the cap idle buckets are pruned, and a new pair finding no room gets no
-/// indication (counted as [`DropReason::RateLimited`]); its traffic still flows via the hub.
+/// capped: past the cap a new pair evicts the least recently used bucket (see
+/// `RedirectBuckets::allow` for why eviction rather than refusal).
 pub const MAX_REDIRECT_PAIRS: usize = 4096;
 
 /// Narrowest shortcut prefix ever accepted (FRR refuses wider than /8, docs/interop-notes.md
