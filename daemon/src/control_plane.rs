@@ -516,15 +516,14 @@ impl Daemon {
             None => None,
         };
 
-        let mut rng = SystemRng::new();
-        let mut seed = [0u8; 8];
-        dmvpn_crypto::Rng::fill(&mut rng, &mut seed);
+        // NHRP request ids straight from the system RNG, not a generator seeded from it:
+        // they bind replies and purges to their requests, and spokes see some of them.
         let node = Node::new(
             config.clone(),
             local_nbma,
             local_address_resolver(&config, local_nbma),
-            Box::new(rng),
-            u64::from_le_bytes(seed),
+            Box::new(SystemRng::new()),
+            Box::new(dmvpn_node::RngRequestIds(Box::new(SystemRng::new()))),
             Instant::now(),
         )?;
 

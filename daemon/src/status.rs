@@ -185,6 +185,10 @@ fn nhrp_drop_name(r: dmvpn_nhrp::DropReason) -> &'static str {
         R::BadInnerPacket => "bad_inner_packet",
         R::EncodeFailed => "encode_failed",
         R::SourceMismatch => "source_mismatch",
+        R::NotRegistrant => "not_registrant",
+        R::ShortcutRefused => "shortcut_refused",
+        R::NbmaLimit => "nbma_limit",
+        R::TooManyCies => "too_many_cies",
     }
 }
 

@@ -222,7 +222,21 @@ pub struct Nhrp {
     pub holding_time: Duration,
     pub role: Role,
     pub nhs: Vec<Nhs>,
+    /// Spoke: the widest prefix a shortcut may cover, as a prefix length (default 24): a
+    /// resolution reply for a shorter prefix is refused (no IOS command; IOS installs what
+    /// the responder sends).
+    pub max_shortcut_prefix: u8,
+    /// Hub: most addresses one NBMA address may hold registered at once (default 8).
+    pub max_registrations_per_nbma: u32,
+    /// Longest holding time a peer may give an entry here; longer ones are clamped
+    /// (default 65535 s: no clamp).
+    pub max_holding_time: Duration,
 }
+
+/// Default `max-shortcut-prefix`.
+pub const DEFAULT_MAX_SHORTCUT_PREFIX: u8 = 24;
+/// Default `max-registrations-per-nbma`.
+pub const DEFAULT_MAX_REGISTRATIONS_PER_NBMA: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

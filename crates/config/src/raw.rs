@@ -98,6 +98,9 @@ pub(crate) struct RawNhrp {
     pub role: Spanned<RawRole>,
     pub redirect: Option<Spanned<bool>>,
     pub shortcut: Option<Spanned<bool>>,
+    pub max_shortcut_prefix: Option<Spanned<u8>>,
+    pub max_registrations_per_nbma: Option<Spanned<u32>>,
+    pub max_holding_time: Option<Spanned<u32>>,
     #[serde(default)]
     pub nhs: Vec<RawNhs>,
 }

@@ -335,10 +335,40 @@ pub(crate) fn validate(
         (None, Some((scx, v))) => Some(check_nhrp_key(&scx, v)?),
         (None, None) => None,
     };
+    // The shortest shortcut FRR accepts is a /8 (docs/interop-notes.md §9).
+    in_range(
+        &cx,
+        &n.max_shortcut_prefix,
+        "nhrp.max-shortcut-prefix",
+        8..=32,
+        "",
+    )?;
+    in_range(
+        &cx,
+        &n.max_registrations_per_nbma,
+        "nhrp.max-registrations-per-nbma",
+        1..=65535,
+        "",
+    )?;
+    // A holding time below 3 s would make a third of it zero (the refresh interval).
+    in_range(
+        &cx,
+        &n.max_holding_time,
+        "nhrp.max-holding-time",
+        3..=65535,
+        " s",
+    )?;
     let role = match n.role.get_ref() {
         RawRole::Spoke => {
             if let Some(r) = &n.redirect {
                 return cx.err(r.span(), "nhrp.redirect", "applies to role = \"hub\" only");
+            }
+            if let Some(r) = &n.max_registrations_per_nbma {
+                return cx.err(
+                    r.span(),
+                    "nhrp.max-registrations-per-nbma",
+                    "applies to role = \"hub\" only",
+                );
             }
             if n.nhs.is_empty() {
                 return cx.err(
@@ -356,6 +386,13 @@ pub(crate) fn validate(
                 return cx.err(
                     s.span(),
                     "nhrp.shortcut",
+                    "applies to role = \"spoke\" only",
+                );
+            }
+            if let Some(s) = &n.max_shortcut_prefix {
+                return cx.err(
+                    s.span(),
+                    "nhrp.max-shortcut-prefix",
                     "applies to role = \"spoke\" only",
                 );
             }
@@ -390,6 +427,15 @@ pub(crate) fn validate(
         holding_time: secs(&n.holding_time, 7200),
         role,
         nhs,
+        max_shortcut_prefix: n
+            .max_shortcut_prefix
+            .as_ref()
+            .map_or(DEFAULT_MAX_SHORTCUT_PREFIX, |v| *v.get_ref()),
+        max_registrations_per_nbma: n
+            .max_registrations_per_nbma
+            .as_ref()
+            .map_or(DEFAULT_MAX_REGISTRATIONS_PER_NBMA, |v| *v.get_ref()),
+        max_holding_time: secs(&n.max_holding_time, 65535),
     };
 
     // Underlay

@@ -258,6 +258,47 @@ fn redirect_on_spoke() {
 }
 
 #[test]
+fn nhrp_trust_limits_default_apply_to_their_role_and_are_range_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), "d.toml", BASE, 0o600)).unwrap();
+    assert_eq!(c.nhrp.max_shortcut_prefix, 24);
+    assert_eq!(c.nhrp.max_registrations_per_nbma, 8);
+    assert_eq!(c.nhrp.max_holding_time, Duration::from_secs(65535));
+    let set = "network-id = 100\nmax-shortcut-prefix = 16\nmax-holding-time = 3600";
+    let text = BASE.replace("network-id = 100", set);
+    let c = load(&write(dir.path(), "s.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.nhrp.max_shortcut_prefix, 16);
+    assert_eq!(c.nhrp.max_holding_time, Duration::from_secs(3600));
+    let text = BASE.replace(
+        "network-id = 100",
+        "network-id = 100\nmax-shortcut-prefix = 4",
+    );
+    assert_err(
+        &text,
+        "max-shortcut-prefix = 4",
+        "nhrp.max-shortcut-prefix",
+        "out of range",
+    );
+    let text = BASE.replace("network-id = 100", "network-id = 100\nmax-holding-time = 2");
+    assert_err(
+        &text,
+        "max-holding-time = 2",
+        "nhrp.max-holding-time",
+        "out of range",
+    );
+    let text = BASE.replace(
+        "network-id = 100",
+        "network-id = 100\nmax-registrations-per-nbma = 4",
+    );
+    assert_err(
+        &text,
+        "max-registrations-per-nbma = 4",
+        "nhrp.max-registrations-per-nbma",
+        "applies to role = \"hub\" only",
+    );
+}
+
+#[test]
 fn tunnel_mode_refused() {
     let text = format!("{BASE}\n[ipsec]\nmode = \"tunnel\"\n");
     assert_err(

@@ -11,6 +11,23 @@ pub const DEFAULT_HOLDING_TIME: Duration = Duration::from_secs(7200);
 /// Default cap on learned cache entries: beyond the 50,000 spokes a hub is measured with
 /// (issue 12), at about 5 kB of node state per spoke.
 pub const DEFAULT_MAX_CACHE_ENTRIES: usize = 262_144;
+/// Default cap on the addresses one NBMA address may hold registered at a hub. A Cisco, FRR or
+/// dmvpnd spoke registers its one tunnel address per NHS; the slack is for spokes that
+/// register a few more (a CIE per address), and the cap stops one authenticated spoke from
+/// registering the whole tunnel prefix in its name.
+pub const DEFAULT_MAX_REGISTRATIONS_PER_NBMA: usize = 8;
+/// Default widest shortcut a spoke accepts: a resolution reply for a prefix shorter than /24
+/// is refused, so one responder cannot pull a whole /8 (routed elsewhere) through itself.
+pub const DEFAULT_MIN_SHORTCUT_PREFIX_LEN: u8 = 24;
+/// The longest holding time a CIE can carry (16 bits of seconds, RFC 2332 §5.2.0.1), the
+/// default `Config::max_holding_time`: no clamp. Peers refresh at a third of their own holding
+/// time, so a maximum below a third of a peer's lets its entries lapse between refreshes;
+/// against the usual 7200 s anything from 2400 s up is safe.
+pub const MAX_HOLDING_TIME: Duration = Duration::from_secs(65_535);
+/// Default burst of new resolutions a spoke may start at once.
+pub const DEFAULT_RESOLUTION_BURST: u32 = 100;
+/// Default interval after which one more new resolution may start (10 per second sustained).
+pub const DEFAULT_RESOLUTION_REFILL: Duration = Duration::from_millis(100);
 /// Longest Cisco cleartext key (docs/interop-notes.md §11).
 pub const MAX_AUTH_KEY_LEN: usize = 8;
 
@@ -79,6 +96,22 @@ pub struct Config {
     /// cache, so it is capped; past the cap a new registration is refused with Insufficient
     /// Resources and nothing new is learned, each counted in `Counters::cache_full`.
     pub max_cache_entries: usize,
+    /// Hub: most live registrations one (post-NAT) NBMA address may hold; past it a further
+    /// address is refused with Administratively Prohibited (RFC 2332 §5.2.4) and counted as
+    /// [`crate::DropReason::NbmaLimit`].
+    pub max_registrations_per_nbma: usize,
+    /// Spoke: the shortest prefix length a resolution reply may install as a shortcut
+    /// (shorter ones are refused and counted as [`crate::DropReason::ShortcutRefused`]).
+    pub min_shortcut_prefix_len: u8,
+    /// Longest holding time a peer's registration, request or reply may give an entry here;
+    /// longer ones are clamped (and a registration reply says so).
+    pub max_holding_time: Duration,
+    /// Spoke: new resolutions that may start in a burst (a token bucket; retransmissions and
+    /// refreshes of used shortcuts take no token). Past it a resolution is not started,
+    /// counted as [`crate::DropReason::RateLimited`].
+    pub resolution_burst: u32,
+    /// Spoke: one token comes back per this interval.
+    pub resolution_refill: Duration,
 }
 
 impl Config {
@@ -103,6 +136,11 @@ impl Config {
             redirect: false,
             shortcut: true,
             max_cache_entries: DEFAULT_MAX_CACHE_ENTRIES,
+            max_registrations_per_nbma: DEFAULT_MAX_REGISTRATIONS_PER_NBMA,
+            min_shortcut_prefix_len: DEFAULT_MIN_SHORTCUT_PREFIX_LEN,
+            max_holding_time: MAX_HOLDING_TIME,
+            resolution_burst: DEFAULT_RESOLUTION_BURST,
+            resolution_refill: DEFAULT_RESOLUTION_REFILL,
         }
     }
 
@@ -128,6 +166,9 @@ impl Config {
         if self.holding_time.as_secs() > u64::from(u16::MAX) || self.holding_time.as_secs() < 3 {
             return Err(ConfigError::HoldingTime);
         }
+        if self.max_holding_time < Duration::from_secs(3) {
+            return Err(ConfigError::HoldingTime);
+        }
         let v4 = |a: &IpAddr| a.is_ipv4();
         if !v4(&self.protocol_addr)
             || !v4(&self.nbma_addr)
@@ -140,6 +181,16 @@ impl Config {
         }
         if self.prefix_len > 32 {
             return Err(ConfigError::PrefixLen);
+        }
+        // FRR refuses shortcuts wider than /8 (docs/interop-notes.md §9): no lower setting.
+        if !(crate::engine::MIN_SHORTCUT_PREFIX_LEN..=32).contains(&self.min_shortcut_prefix_len) {
+            return Err(ConfigError::ShortcutPrefixLen);
+        }
+        if self.max_registrations_per_nbma == 0
+            || self.resolution_burst == 0
+            || self.resolution_refill.is_zero()
+        {
+            return Err(ConfigError::ZeroLimit);
         }
         Ok(())
     }
@@ -161,6 +212,12 @@ pub enum ConfigError {
     /// Tunnel prefix length over 32.
     #[error("tunnel prefix length over 32")]
     PrefixLen,
+    /// The minimum shortcut prefix length is outside 8..=32.
+    #[error("minimum shortcut prefix length must be 8..=32")]
+    ShortcutPrefixLen,
+    /// A per-NBMA registration cap, resolution burst or refill interval of zero.
+    #[error("registration cap, resolution burst and refill interval must be above zero")]
+    ZeroLimit,
     /// A reload changed the role, addresses, network-id or NHS list: only a restart (with
     /// purges and re-registration) applies that.
     #[error("role, addresses, network-id or NHS list changed: restart to apply")]
@@ -174,7 +231,19 @@ pub trait RequestIdSource: Send {
     fn next_request_id(&mut self) -> u32;
 }
 
-/// Pseudo-random request ids from a seed (SplitMix64): unpredictable enough
+/// A boxed source is a source (the node hands the engine the daemon's system-RNG source or a
+/// test's seeded one behind one type).
+impl<T: RequestIdSource + ?Sized> RequestIdSource for Box<T> {
+    fn next_request_id(&mut self) -> u32 {
+        (**self).next_request_id()
+    }
+}
+
+/// Pseudo-random request ids from a seed (SplitMix64), for tests and tools: SplitMix64 is
+/// not a cryptographic generator, so a peer that sees a few ids can recover the state and
+/// predict the rest. A running router takes its ids from the system RNG (the node's
+/// `RngRequestIds`): the request id is what binds a reply to its request and a purge to its
+/// registration (RFC 2332 §5.2.0.1 Request ID, §5.2.5), so it must not be guessable.: unpredictable enough
 /// that a restarted spoke does not reuse its previous ids.
 #[derive(Debug, Clone)]
 pub struct SeededRequestIds {

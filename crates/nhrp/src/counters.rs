@@ -36,8 +36,21 @@ pub enum DropReason {
     /// A packet the codec refused to encode.
     EncodeFailed,
     /// A request whose source the sending peer does not hold: not its registration, an NHS's
-    /// or our own address (one authenticated spoke claiming another's identity).
+    /// or our own address (one authenticated spoke claiming another's identity); or a
+    /// registration for an address another live peer holds.
     SourceMismatch,
+    /// A purge for entries another NBMA address registered or answered for (RFC 2332 §5.2.5:
+    /// a purge comes from the station that provided the binding).
+    NotRegistrant,
+    /// A resolution reply refused as a shortcut: a prefix wider than
+    /// `Config::min_shortcut_prefix_len`, one covering an NHS's address or ours, or a next hop
+    /// outside the tunnel prefix, our own or an NHS's.
+    ShortcutRefused,
+    /// A registration refused because its NBMA address already holds
+    /// `Config::max_registrations_per_nbma` addresses.
+    NbmaLimit,
+    /// More CIEs in one packet than `engine::MAX_CIES_PER_PACKET`.
+    TooManyCies,
 }
 
 /// Packet counters.

@@ -1141,6 +1141,10 @@ fn resolutions_past_the_cap_are_not_started() {
     net.register_all();
     let now = net.now;
     let a = &mut net.nodes[A].engine;
+    // The cap, not the rate limit (its own test in trust.rs), is what this checks.
+    let mut c = a.config().clone();
+    c.resolution_burst = u32::MAX;
+    a.reconfigure(c).unwrap();
     let before = a.counters().sent(PacketType::RESOLUTION_REQUEST);
     for i in 0..=MAX_PENDING_RESOLUTIONS {
         let t = Ipv4Addr::from(0x0a05_0000 + u32::try_from(i).unwrap());

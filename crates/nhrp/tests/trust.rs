@@ -178,3 +178,63 @@ fn registrations_past_the_cache_cap_are_refused_and_counted() {
         .count();
     assert_eq!(still, 1);
 }
+
+/// Where B would reach A after A's request for B, rewritten by `forge`, went through the hub:
+/// the NBMA address B's entry for A names, and whether B asked for an SA to `elsewhere`.
+fn b_reaches_a_after(
+    forge: impl FnOnce(&mut Packet),
+    elsewhere: std::net::IpAddr,
+) -> (Option<std::net::IpAddr>, bool) {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    net.take_events(B);
+    let mut p: Packet = net.nodes[A].engine.resolution_request(b_tun(), 0x5eed);
+    forge(&mut p);
+    let now = net.now;
+    net.nodes[HUB]
+        .engine
+        .handle_packet(now, a_nbma(), &p.to_bytes().unwrap());
+    net.pump();
+    let at = net.nodes[B]
+        .engine
+        .cache_entries(net.now)
+        .into_iter()
+        .find(|e| e.protocol_addr == a_tun() && e.kind == EntryKind::Dynamic)
+        .map(|e| e.effective_nbma());
+    let asked = net
+        .take_events(B)
+        .contains(&dmvpn_nhrp::Event::NeedSa { nbma: elsewhere });
+    (at, asked)
+}
+
+#[test]
+fn a_request_naming_another_source_nbma_is_not_forwarded() {
+    let elsewhere = dmvpn_nhrp::testing::ip(192, 0, 2, 66);
+    let (at, asked) = b_reaches_a_after(|p| p.src_nbma = ip_bytes(elsewhere), elsewhere);
+    assert_eq!(at, None, "B learned A at a forged NBMA address");
+    assert!(!asked, "B was sent to bring IKE up to {elsewhere}");
+}
+
+#[test]
+fn a_requesters_own_nat_claim_is_replaced_by_what_the_hub_saw() {
+    let elsewhere = dmvpn_nhrp::testing::ip(192, 0, 2, 66);
+    let forge = |p: &mut Packet| {
+        for e in p.extensions.iter_mut().flatten() {
+            if let dmvpn_nhrp::ExtensionBody::CiscoNatAddress(c) = &mut e.body {
+                *c = vec![dmvpn_nhrp::Cie {
+                    prefix_len: 32,
+                    client_nbma: ip_bytes(elsewhere),
+                    client_protocol: ip_bytes(a_tun()),
+                    ..dmvpn_nhrp::Cie::default()
+                }];
+            }
+        }
+    };
+    let (at, asked) = b_reaches_a_after(forge, elsewhere);
+    assert_eq!(
+        at,
+        Some(a_nbma()),
+        "B learned A where A said, not where it is"
+    );
+    assert!(!asked);
+}

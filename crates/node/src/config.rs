@@ -104,6 +104,10 @@ pub fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config 
         .as_ref()
         .map(|k| k.expose().to_vec());
     c.holding_time = config.nhrp.holding_time;
+    c.min_shortcut_prefix_len = config.nhrp.max_shortcut_prefix;
+    c.max_registrations_per_nbma =
+        usize::try_from(config.nhrp.max_registrations_per_nbma).unwrap_or(usize::MAX);
+    c.max_holding_time = config.nhrp.max_holding_time;
     c.mtu = 0;
     c
 }

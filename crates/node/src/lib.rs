@@ -104,6 +104,23 @@ pub struct Node {
     route_updates: VecDeque<RouteUpdate>,
 }
 
+/// NHRP request ids drawn from an [`Rng`] (the daemon passes the system RNG): the request id
+/// binds a reply to its request and a purge to its registration (RFC 2332 §5.2.0.1, §5.2.5),
+/// and every spoke holding the NHRP key sees some of ours, so they must be unpredictable.
+pub struct RngRequestIds(pub Box<dyn Rng>);
+
+impl std::fmt::Debug for RngRequestIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RngRequestIds")
+    }
+}
+
+impl dmvpn_nhrp::RequestIdSource for RngRequestIds {
+    fn next_request_id(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
@@ -115,23 +132,21 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// A node for `config` whose own NBMA address is `local_nbma`. `rng` feeds IKE (SPIs,
-    /// nonces, DH keys); `request_id_seed` seeds NHRP request ids. The configured static
+    /// nonces, DH keys); `request_ids` gives NHRP request ids (the daemon's come from the
+    /// system RNG, [`RngRequestIds`]; tests pass a seeded source). The configured static
     /// routes come out of [`Node::poll_routes`] at once.
     pub fn new(
         config: Arc<Config>,
         local_nbma: Ipv4Addr,
         local_address: LocalAddress,
         rng: Box<dyn Rng>,
-        request_id_seed: u64,
+        request_ids: Box<dyn dmvpn_nhrp::RequestIdSource>,
         now: Instant,
     ) -> Result<Self, NodeError> {
         let tunnel = config::tunnel_params(&config)?;
         let ike = Endpoint::new(ike_config(&config)?, rng);
-        let nhrp = dmvpn_nhrp::Engine::new(
-            nhrp_config(&config, local_nbma),
-            dmvpn_nhrp::SeededRequestIds::new(request_id_seed),
-        )
-        .map_err(|e| NodeError::Nhrp(e.to_string()))?;
+        let nhrp = dmvpn_nhrp::Engine::new(nhrp_config(&config, local_nbma), request_ids)
+            .map_err(|e| NodeError::Nhrp(e.to_string()))?;
         let mut master = Tables::new(tunnel);
         master.default_nbma = config.nhrp.nhs.first().map(|n| n.nbma);
         for n in &config.nhrp.nhs {

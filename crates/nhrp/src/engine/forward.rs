@@ -91,6 +91,9 @@ impl Engine {
         let direct = p
             .extension_cies(ExtensionType::FORWARD_TRANSIT_RECORD)
             .is_none_or(<[Cie]>::is_empty);
+        // Whether we are the requester's first hop: it did not come from an NHS. Not read from
+        // the transit record, which the requester writes.
+        let first_hop = !self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
         let requester = p.src_protocol_ip();
         let requester_nat = requester.and_then(|r| {
             self.cache
@@ -117,8 +120,16 @@ impl Engine {
                         c.push(me.clone())
                     }
                     ExtensionBody::CiscoNatAddress(c)
-                        if c.is_empty() && transit == ExtensionType::FORWARD_TRANSIT_RECORD =>
+                        if transit == ExtensionType::FORWARD_TRANSIT_RECORD
+                            && (first_hop || c.is_empty()) =>
                     {
+                        // The first hop replaces what the requester says about its own
+                        // post-NAT address with what it knows (the registration, the outer
+                        // source): the responder answers and caches the requester there, so a
+                        // spoke could otherwise point it at any address.
+                        if first_hop {
+                            c.retain(|x| x.client_protocol_ip() != requester);
+                        }
                         if let (Some(nat), Some(r)) = (requester_nat, requester) {
                             c.push(Cie {
                                 prefix_len: 32,
@@ -140,7 +151,11 @@ impl Engine {
     }
 
     /// Hub: a Resolution Reply for another station goes back towards the
-    /// requester, unless it already passed through us.
+    /// requester, unless it already passed through us (§5.3.3), and only when it answers a
+    /// request we forwarded (same requester, request id and target) and comes from the
+    /// station we forwarded it to: every spoke holds the NHRP key, so anything else is one
+    /// spoke offering another a binding nobody asked it for (counted as
+    /// [`DropReason::UnexpectedReply`]).
     pub(super) fn forward_reply(
         &mut self,
         now: Instant,
@@ -157,6 +172,17 @@ impl Engine {
                 raw,
                 ExtensionType::REVERSE_TRANSIT_RECORD,
             ) {
+                return;
+            }
+            let answered = p
+                .request_id()
+                .zip(p.dst_protocol_ip())
+                .is_some_and(|(id, t)| {
+                    self.forwarded
+                        .take_answered(now, requester, id, t, from_nbma)
+                });
+            if !answered {
+                self.counters.drop(DropReason::UnexpectedReply);
                 return;
             }
             if let Some(e) = self.registered_owner(now, requester) {

@@ -8,8 +8,11 @@
 //!
 //! - `nhc`: registration with the NHSs and purge of our registrations (§5.2.3, §5.2.5);
 //! - `nhs`: the server side of registration and purge (§5.2.3, §5.2.5);
-//! - `resolution`: resolution requests and replies (§5.2.1, §5.2.2);
+//! - `resolution`: resolution requests, as requester, responder and hub (§5.2.1, §5.2.2);
+//! - `shortcut`: replies to our own requests and the shortcuts they install (§5.2.2);
 //! - `forward`: forwarding between NHSs and loop detection (§5.3.2, §5.3.3);
+//! - `forwarded_table`: the requests a hub forwarded, which the replies it passes on must
+//!   answer;
 //! - `redirect`: Cisco traffic indications (redirects);
 //! - `sa_gate`: the per-NBMA queue that holds packets until an IPsec SA is
 //!   up (see there for the rule);
@@ -23,6 +26,7 @@ mod auth;
 mod build;
 mod cache_table;
 mod forward;
+mod forwarded_table;
 #[cfg(test)]
 mod index_props;
 mod nhc;
@@ -33,6 +37,7 @@ mod redirect;
 mod resolution;
 mod route_table;
 mod sa_gate;
+mod shortcut;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
@@ -49,6 +54,8 @@ use crate::status::{NhsState, NhsStatus};
 use dmvpn_wire::Ipv4Cidr;
 
 use cache_table::CacheTable;
+use forwarded_table::ForwardedTable;
+pub use forwarded_table::{FORWARDED_REQUEST_WAIT, MAX_FORWARDED_REQUESTS};
 use nhc::{Nhs, NhsPhase};
 use pending_table::PendingTable;
 use queue_table::QueueTable;
@@ -112,12 +119,18 @@ pub const REDIRECT_SPACING: Duration = Duration::from_secs(5);
 
 /// (source, destination) pairs with a traffic indication bucket. The pairs come from data
 /// packets a spoke sends (their inner addresses are the spoke's to choose), so the table is
-/// capped: past the cap idle buckets are pruned, and a new pair finding no room gets no
-/// indication (counted as [`DropReason::RateLimited`]); its traffic still flows via the hub.
+/// capped: past the cap a new pair evicts the least recently used bucket (see
+/// `RedirectBuckets::allow` for why eviction rather than refusal).
 pub const MAX_REDIRECT_PAIRS: usize = 4096;
 
-/// Narrowest shortcut prefix accepted (FRR refuses wider than /8, docs/interop-notes.md §9).
+/// Narrowest shortcut prefix ever accepted (FRR refuses wider than /8, docs/interop-notes.md
+/// §9): the floor of `Config::min_shortcut_prefix_len`, which is what is enforced.
 pub const MIN_SHORTCUT_PREFIX_LEN: u8 = 8;
+
+/// Most CIEs a received packet may carry. Cisco, FRR and we send one; each CIE of a
+/// registration or purge costs index lookups, so a packet with thousands (a 64 KiB datagram
+/// holds about 3,000) is dropped whole, counted as [`DropReason::TooManyCies`].
+pub const MAX_CIES_PER_PACKET: usize = 16;
 
 /// Bytes of an offending packet copied into an Error Indication.
 const MAX_ERROR_CONTENTS: usize = 512;
@@ -249,6 +262,10 @@ pub struct Engine {
     /// network-id, so this table is the network-id's cache scope.
     cache: CacheTable,
     pending: PendingTable,
+    /// Hub: the resolution requests forwarded to a spoke, whose replies may come back.
+    forwarded: ForwardedTable,
+    /// Spoke: the new-resolution token bucket (tokens, last refill).
+    resolution_tokens: (u32, Option<Instant>),
     routes: RouteTable,
     sa_ready: BTreeSet<IpAddr>,
     queues: QueueTable,
@@ -333,6 +350,8 @@ impl Engine {
             nhs,
             cache: CacheTable::default(),
             pending: PendingTable::default(),
+            forwarded: ForwardedTable::default(),
+            resolution_tokens: (0, None),
             routes: RouteTable::default(),
             sa_ready: BTreeSet::new(),
             queues: QueueTable::default(),
@@ -698,6 +717,13 @@ impl Engine {
         }
     }
 
+    /// A holding time a peer asked for (a registration, a resolution request or reply),
+    /// clamped to `Config::max_holding_time`: a peer cannot keep an entry of ours alive longer
+    /// than the operator allows.
+    fn peer_holding_time(&self, secs: u16) -> Duration {
+        Duration::from_secs(u64::from(secs)).min(self.config.max_holding_time)
+    }
+
     /// Whether a new entry at `key` must be refused: the cache is full and `key` would not
     /// replace an entry (counted).
     fn cache_full_for(&mut self, key: &(IpAddr, u8)) -> bool {
@@ -787,6 +813,10 @@ impl Engine {
                     bytes,
                 );
             }
+            return;
+        }
+        if pkt.cies().len() > MAX_CIES_PER_PACKET {
+            self.counters.drop(DropReason::TooManyCies);
             return;
         }
         // Only an NHS answers our registrations and tells us to go direct: from anyone else

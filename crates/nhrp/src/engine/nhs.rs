@@ -4,14 +4,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cache::{CacheEntry, EntryFlags, EntryKind};
 use crate::codes::{CieCode, ExtensionType, Flags, PacketType};
 use crate::counters::DropReason;
 use crate::packet::{Body, Cie, Packet, ip_bytes};
 
-use super::{DEFAULT_HOP_COUNT, Engine, Event, covers, host_len, mask};
+use super::{DEFAULT_HOP_COUNT, Engine, Event, covers, host_len, mask, secs16};
 
 impl Engine {
     /// Hub: a Registration Request (RFC 2332 §5.2.3). Each CIE is registered or refused with its
@@ -34,8 +34,11 @@ impl Engine {
             let client = cie.client_protocol_ip().unwrap_or(src_proto);
             let claimed = cie.client_nbma_ip().unwrap_or(src_nbma);
             let code = self.register_client(now, client, claimed, from_nbma, cie, req);
+            // The reply carries the holding time we keep the entry for (clamped), so the
+            // registrant refreshes in time (RFC 2332 §5.2.4 copies the CIE into the reply).
             replies.push(Cie {
                 code,
+                holding_time: secs16(self.peer_holding_time(cie.holding_time)),
                 ..cie.clone()
             });
         }
@@ -100,16 +103,31 @@ impl Engine {
             }
             // Cisco `unique` (docs/interop-notes.md §6): a unique registration keeps
             // its NBMA address until it expires or is purged.
-            if old.flags.unique && (old.nbma != claimed || old.post_nat_nbma != post_nat) {
+            let moved = old.nbma != claimed || old.post_nat_nbma != post_nat;
+            if old.flags.unique && moved {
                 return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
             }
+            // Without `unique` an address may move to a new NBMA address (a spoke whose
+            // address changed), but not while its holder is alive: the SA to the NBMA address
+            // it registered from is still up, so the new claimant is another spoke.
+            if moved
+                && old.effective_nbma() != observed
+                && self.sa_ready.contains(&old.effective_nbma())
+            {
+                self.counters.drop(DropReason::SourceMismatch);
+                return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
+            }
+        }
+        if self.nbma_quota_reached(now, observed, &key) {
+            self.counters.drop(DropReason::NbmaLimit);
+            return CieCode::ADMINISTRATIVELY_PROHIBITED;
         }
         // RFC 2332 §5.2.4: a registration the server cannot hold is answered with CIE code 5,
         // Insufficient Resources.
         if self.cache_full_for(&key) {
             return CieCode::INSUFFICIENT_RESOURCES;
         }
-        let hold = Duration::from_secs(u64::from(cie.holding_time));
+        let hold = self.peer_holding_time(cie.holding_time);
         let previous = self
             .cache
             .get(&key)
@@ -152,13 +170,42 @@ impl Engine {
         CieCode::SUCCESS
     }
 
+    /// Whether `observed` already holds `Config::max_registrations_per_nbma` live
+    /// registrations other than `key` (a refresh of `key` always passes). Every spoke holds
+    /// the NHRP key, so without this one spoke could register the whole tunnel prefix in its
+    /// name. O(log N + k) through the NBMA index, k at most the cap plus entries not yet
+    /// expired by `handle_timeout`.
+    fn nbma_quota_reached(&self, now: Instant, observed: IpAddr, key: &(IpAddr, u8)) -> bool {
+        let held = self
+            .cache
+            .keys_by_nbma(observed)
+            .filter(|k| k != key)
+            .filter_map(|k| self.cache.get(&k))
+            .filter(|e| e.kind == EntryKind::Dynamic && e.flags.registered && e.is_live(now))
+            .take(self.config.max_registrations_per_nbma)
+            .count();
+        held >= self.config.max_registrations_per_nbma
+    }
+
     /// A Purge Request (RFC 2332 §5.2.5): forgets the dynamic and shortcut entries of each CIE's
-    /// client, and replies unless N is set.
+    /// client that the sender provided, and replies unless N is set.
+    ///
+    /// §5.2.5: a purge is sent by the station that provided the binding (the registrant, or
+    /// the responder a shortcut came from). Every spoke holds the NHRP key, so that station is
+    /// known by the NBMA address the binding arrived from and by the request id that created it
+    /// (random, and seen only by the two ends, inside their SA): an entry is removed only by a
+    /// purge arriving from its (post-NAT) NBMA address, by one carrying its request id (IOS
+    /// purges with the registration's id, docs/interop-notes.md §6, which is how a spoke whose
+    /// NBMA address just changed still frees its unique entry), or, on a spoke, by an NHS. Any
+    /// other entry a purge names stays, the packet is counted as [`DropReason::NotRegistrant`]
+    /// and not confirmed with a reply.
     pub(super) fn on_purge_request(&mut self, now: Instant, from_nbma: IpAddr, req: &Packet) {
         let Some(src_proto) = req.src_protocol_ip() else {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        let from_nhs = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+        let mut refused = false;
         for cie in req.cies() {
             let client = cie.client_protocol_ip().unwrap_or(src_proto);
             // The entries with this next hop and those for this address itself, from the
@@ -175,8 +222,21 @@ impl Engine {
                 })
                 .collect();
             for k in keys {
-                self.remove_entry(k);
+                let provided = self.cache.get(&k).is_some_and(|e| {
+                    from_nhs
+                        || e.effective_nbma() == from_nbma
+                        || req.request_id() == Some(e.request_id)
+                });
+                if provided {
+                    self.remove_entry(k);
+                } else {
+                    refused = true;
+                }
             }
+        }
+        if refused {
+            self.counters.drop(DropReason::NotRegistrant);
+            return;
         }
         // RFC 2332 §5.2.5: N set means the sender wants no reply.
         if req.flags() & Flags::PURGE_N != 0 {

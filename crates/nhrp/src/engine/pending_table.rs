@@ -44,8 +44,15 @@ impl PendingTable {
         *self = Self::default();
     }
 
+    /// Whether the resolution of `target` is outstanding with request id `id` (what a
+    /// Resolution Reply must match, RFC 2332 §5.2.2).
+    pub(super) fn is_outstanding(&self, id: u32, target: IpAddr) -> bool {
+        self.by_id.contains(&(id, target))
+    }
+
     /// The target of the resolution with request id `id` (the lowest target if ids collide, as
-    /// a walk in target order would find).
+    /// a walk in target order would find; tests).
+    #[cfg(test)]
     pub(super) fn target_of(&self, id: u32) -> Option<IpAddr> {
         let lowest = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         self.by_id

@@ -22,55 +22,51 @@ struct RedirectBucket {
     tokens: u32,
     last_refill: Instant,
     last_sent: Option<Instant>,
+    /// When a data packet of this pair last asked for an indication (the LRU order).
+    last_used: Instant,
 }
 
 type Pair = (IpAddr, IpAddr);
 
-/// The token buckets per (source, destination) pair, with an index by last refill so idle
-/// buckets are pruned from the oldest without walking the table (issue 12). Private fields:
-/// `last_refill` changes only in [`RedirectBuckets::allow`], which reindexes it.
+/// The token buckets per (source, destination) pair, with an index by last use so the least
+/// recently used bucket is found without walking the table (issue 12). Private fields:
+/// `last_used` changes only in [`RedirectBuckets::allow`], which reindexes it.
 #[derive(Debug, Default)]
 pub(super) struct RedirectBuckets {
     buckets: HashMap<Pair, RedirectBucket>,
-    by_refill: BTreeSet<(Instant, Pair)>,
+    by_use: BTreeSet<(Instant, Pair)>,
 }
 
 impl RedirectBuckets {
     /// Token bucket per (source, destination) pair: `REDIRECT_BURST` tokens, one back per
     /// `REDIRECT_REFILL`, sends at least `REDIRECT_SPACING` apart. At most
-    /// `MAX_REDIRECT_PAIRS` pairs: a new pair past that first prunes the buckets idle for six
-    /// full refills (they would be full again anyway), oldest first, and is refused when none
-    /// is.
+    /// `MAX_REDIRECT_PAIRS` pairs, least recently used evicted first: the pairs come from
+    /// the inner addresses of a spoke's data, so one hostile spoke can name thousands of
+    /// them a minute. Refusing new pairs while the table is full of its pairs would stop
+    /// every other spoke's redirects (all traffic then crosses the hub); evicting the least
+    /// recently used only costs an evicted pair a fresh bucket, and the indications it then
+    /// earns go to the spoke that sent its packets.
     fn allow(&mut self, now: Instant, pair: Pair) -> bool {
         if !self.buckets.contains_key(&pair) && self.buckets.len() >= MAX_REDIRECT_PAIRS {
-            let idle = REDIRECT_REFILL * REDIRECT_BURST * 6;
-            while let Some(&(t, p)) = self.by_refill.first() {
-                if now.saturating_duration_since(t) < idle {
-                    break;
-                }
-                self.by_refill.remove(&(t, p));
-                self.buckets.remove(&p);
-            }
-            if self.buckets.len() >= MAX_REDIRECT_PAIRS {
-                return false;
+            if let Some((_, lru)) = self.by_use.pop_first() {
+                self.buckets.remove(&lru);
             }
         }
-        let b = self.buckets.entry(pair).or_insert_with(|| {
-            self.by_refill.insert((now, pair));
-            RedirectBucket {
-                tokens: REDIRECT_BURST,
-                last_refill: now,
-                last_sent: None,
-            }
+        let b = self.buckets.entry(pair).or_insert(RedirectBucket {
+            tokens: REDIRECT_BURST,
+            last_refill: now,
+            last_sent: None,
+            last_used: now,
         });
+        self.by_use.remove(&(b.last_used, pair));
+        b.last_used = b.last_used.max(now);
+        self.by_use.insert((b.last_used, pair));
         let elapsed = now.saturating_duration_since(b.last_refill);
         let refills =
             u32::try_from(elapsed.as_secs() / REDIRECT_REFILL.as_secs()).unwrap_or(u32::MAX);
         if refills > 0 {
             b.tokens = b.tokens.saturating_add(refills).min(REDIRECT_BURST);
-            self.by_refill.remove(&(b.last_refill, pair));
             b.last_refill = now;
-            self.by_refill.insert((now, pair));
         }
         let spaced = b
             .last_sent
@@ -164,7 +160,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirect_pairs_are_capped_and_idle_ones_pruned() {
+    fn redirect_pairs_are_capped_and_the_least_recently_used_evicted() {
         let t0 = Instant::now();
         let mut r = RedirectBuckets::default();
         let pair = |i: usize| {
@@ -177,17 +173,16 @@ mod tests {
         for i in 0..MAX_REDIRECT_PAIRS {
             assert!(r.allow(t0, pair(i)));
         }
-        // Full and nothing idle: a new pair is refused, a known one still served.
+        // Pair 0 is used again; then a new pair evicts the least recently used, pair 1.
         let later = t0 + REDIRECT_SPACING;
-        assert!(!r.allow(later, pair(MAX_REDIRECT_PAIRS)));
         assert!(r.allow(later, pair(0)));
+        assert!(r.allow(later, pair(MAX_REDIRECT_PAIRS)));
         assert_eq!(r.len(), MAX_REDIRECT_PAIRS);
-        // Six refills later every bucket is idle (pair 0 was used within one refill period,
-        // so it kept its refill time): the pruning makes room, each pair removed once.
-        let idle = t0 + REDIRECT_REFILL * REDIRECT_BURST * 6;
-        assert!(r.allow(idle, pair(MAX_REDIRECT_PAIRS)));
-        assert!(r.len() <= MAX_REDIRECT_PAIRS);
-        assert_eq!(r.by_refill.len(), r.len(), "index and table agree");
+        assert!(r.buckets.contains_key(&pair(0)));
+        assert!(!r.buckets.contains_key(&pair(1)));
+        // Pair 0 kept its bucket: its spacing still holds.
+        assert!(!r.allow(later, pair(0)));
+        assert_eq!(r.by_use.len(), r.len(), "index and table agree");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::packet::{Body, Cie, Packet, ip_bytes};
 
 use super::{
     DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MAX_PENDING_RESOLUTIONS,
-    MIN_SHORTCUT_PREFIX_LEN, RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
+    RESOLUTION_ATTEMPTS, covers, mask, secs16,
 };
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,10 @@ impl Engine {
         if self.pending.contains(&target) {
             return;
         }
+        if !self.take_resolution_token(now) {
+            self.counters.drop(DropReason::RateLimited);
+            return;
+        }
         let Some(nhs_nbma) = self
             .nhs
             .iter()
@@ -50,6 +54,38 @@ impl Engine {
             return;
         };
         self.start_resolution(now, target, nhs_nbma);
+    }
+
+    /// The token bucket of new resolutions: `Config::resolution_burst` tokens, one back per
+    /// `Config::resolution_refill`. Each new destination costs a request to the NHS and,
+    /// through it, an IKE exchange with the responder, so a host scanning addresses behind
+    /// us must not turn into a flood of them.
+    fn take_resolution_token(&mut self, now: Instant) -> bool {
+        let burst = self.config.resolution_burst;
+        let refill = self.config.resolution_refill;
+        let (mut tokens, last) = match self.resolution_tokens {
+            (_, None) => (burst, now),
+            (tokens, Some(last)) => {
+                let earned =
+                    now.saturating_duration_since(last).as_nanos() / refill.as_nanos().max(1);
+                // The refill time moves by whole tokens only, so fractions carry over.
+                let moved = u32::try_from(earned)
+                    .ok()
+                    .filter(|n| *n < burst.saturating_sub(tokens))
+                    .and_then(|n| Some((n, last.checked_add(refill.checked_mul(n)?)?)));
+                match moved {
+                    Some((n, t)) => (tokens + n, t),
+                    None if earned == 0 => (tokens.min(burst), last),
+                    None => (burst, now),
+                }
+            }
+        };
+        let granted = tokens > 0;
+        if granted {
+            tokens -= 1;
+        }
+        self.resolution_tokens = (tokens, Some(last));
+        granted
     }
 
     /// Spoke: the data plane used a route towards `target`; a shortcut
@@ -228,7 +264,7 @@ impl Engine {
         ) {
             return;
         }
-        if !self.source_held_by_sender(now, from_nbma, src_proto) {
+        if !self.source_held_by_sender(now, from_nbma, src_proto, src_nbma) {
             self.counters.drop(DropReason::SourceMismatch);
             return;
         }
@@ -245,8 +281,15 @@ impl Engine {
                     self.answer_from_cache(now, from_nbma, req, &owner);
                 } else if owner.next_hop != src_proto {
                     // Phase 3: the spoke that owns the destination answers
-                    // directly, with its prefix, after bringing up IKE.
-                    self.forward_request(now, from_nbma, req, raw, owner.effective_nbma());
+                    // directly, with its prefix, after bringing up IKE. A reply that comes
+                    // back through us must answer this request (`forward_reply`).
+                    let to = owner.effective_nbma();
+                    let id = req.request_id().unwrap_or(0);
+                    if !self.forwarded.insert(now, src_proto, id, target, to) {
+                        self.counters.drop(DropReason::RateLimited);
+                        return;
+                    }
+                    self.forward_request(now, from_nbma, req, raw, to);
                 } else {
                     self.negative_reply(now, from_nbma, req);
                 }
@@ -259,9 +302,16 @@ impl Engine {
     /// Whether the peer at `from_nbma` may speak for `src_proto`. Every spoke holds the same
     /// NHRP key, so authentication proves membership only: a hub takes a spoke's request only
     /// for the address that spoke registered (reached at the NBMA address the request came
-    /// from, post-NAT), and nobody speaks for an NHS's address or ours. Requests relayed by an
-    /// NHS were checked by it.
-    fn source_held_by_sender(&self, now: Instant, from_nbma: IpAddr, src_proto: IpAddr) -> bool {
+    /// from, post-NAT, and with the NBMA address it registered as its source NBMA: the
+    /// responder answers, and brings IKE up, there), and nobody speaks for an NHS's address or
+    /// ours. Requests relayed by an NHS were checked by it.
+    fn source_held_by_sender(
+        &self,
+        now: Instant,
+        from_nbma: IpAddr,
+        src_proto: IpAddr,
+        src_nbma: IpAddr,
+    ) -> bool {
         if src_proto == self.config.protocol_addr || self.is_nhs_protocol_addr(src_proto) {
             return false;
         }
@@ -274,6 +324,7 @@ impl Engine {
                 && e.flags.registered
                 && e.is_live(now)
                 && e.effective_nbma() == from_nbma
+                && (src_nbma == e.nbma || src_nbma == from_nbma)
         })
     }
 
@@ -305,7 +356,7 @@ impl Engine {
             .first()
             .map(|c| c.holding_time)
             .filter(|h| *h != 0)
-            .unwrap_or_else(|| secs16(self.config.holding_time));
+            .map_or(self.config.holding_time, |h| self.peer_holding_time(h));
         let mut reply = req.clone();
         reply.packet_type = PacketType::RESOLUTION_REPLY;
         reply.hop_count = DEFAULT_HOP_COUNT;
@@ -344,12 +395,7 @@ impl Engine {
         // such an entry would redirect traffic meant for the hub (or anything routed via it).
         let learnable = !self.is_nhs_protocol_addr(src_proto)
             && src_proto != self.config.protocol_addr
-            && (self.config.prefix_len >= 32
-                || covers(
-                    mask(self.config.protocol_addr, self.config.prefix_len),
-                    self.config.prefix_len,
-                    src_proto,
-                ));
+            && self.in_tunnel_prefix(src_proto);
         if self.config.role == Role::Spoke
             && to != from_nbma
             && learnable
@@ -373,8 +419,8 @@ impl Engine {
                         ..EntryFlags::default()
                     },
                     created,
-                    expires: Some(now + Duration::from_secs(u64::from(hold))),
-                    holding_time: Duration::from_secs(u64::from(hold)),
+                    expires: Some(now + hold),
+                    holding_time: hold,
                     request_id: req.request_id().unwrap_or(0),
                     refresh_at: None,
                 },
@@ -447,111 +493,5 @@ impl Engine {
         };
         reply.extensions = self.reply_extensions(req, <[Cie]>::to_vec);
         self.send(now, from_nbma, &reply);
-    }
-
-    /// A Resolution Reply (RFC 2332 §5.2.2): a hub forwards one meant for another station; ours is
-    /// matched to its request by id and becomes a shortcut or an `Event::ResolutionFailed`.
-    pub(super) fn on_resolution_reply(
-        &mut self,
-        now: Instant,
-        from_nbma: IpAddr,
-        p: &Packet,
-        raw: &[u8],
-    ) {
-        let (Some(src_proto), Some(target)) = (p.src_protocol_ip(), p.dst_protocol_ip()) else {
-            self.counters.drop(DropReason::Malformed);
-            return;
-        };
-        if src_proto != self.config.protocol_addr {
-            self.forward_reply(now, from_nbma, p, raw, src_proto);
-            return;
-        }
-        let Some(pending_target) = p.request_id().and_then(|id| self.pending.target_of(id)) else {
-            self.counters.drop(DropReason::UnexpectedReply);
-            return;
-        };
-        self.pending.remove(&pending_target);
-        let Some(cie) = p.cies().first() else {
-            self.counters.drop(DropReason::Malformed);
-            return;
-        };
-        if cie.code != CieCode::SUCCESS {
-            self.events.push_back(Event::ResolutionFailed {
-                target: pending_target,
-                code: Some(cie.code),
-            });
-            return;
-        }
-        self.install_shortcut(now, from_nbma, p, cie, target);
-    }
-
-    /// Spoke: a positive reply to our own request becomes a shortcut entry
-    /// and a route (phase 3, docs/interop-notes.md §9).
-    fn install_shortcut(
-        &mut self,
-        now: Instant,
-        from_nbma: IpAddr,
-        p: &Packet,
-        cie: &Cie,
-        target: IpAddr,
-    ) {
-        let prefix_len = host_len(cie.prefix_len);
-        let next_hop = cie.client_protocol_ip().unwrap_or(target);
-        if prefix_len < MIN_SHORTCUT_PREFIX_LEN || !next_hop.is_ipv4() {
-            self.counters.drop(DropReason::Malformed);
-            return;
-        }
-        if self.nhs.iter().any(|n| n.protocol_addr == Some(next_hop)) {
-            // The hub answered for itself: traffic already goes there.
-            return;
-        }
-        let from_nhs = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
-        let claimed = cie.client_nbma_ip().unwrap_or(from_nbma);
-        let nat_nbma = p
-            .extension_cies(ExtensionType::CISCO_NAT_ADDRESS)
-            .into_iter()
-            .flatten()
-            .filter(|c| c.client_protocol_ip() == Some(next_hop))
-            .find_map(Cie::client_nbma_ip);
-        // The address that works: the responder's post-NAT address, or the
-        // outer source of a reply that came straight from it.
-        let effective = nat_nbma
-            .or((!from_nhs).then_some(from_nbma))
-            .unwrap_or(claimed);
-        let prefix = mask(target, prefix_len);
-        let hold = Duration::from_secs(u64::from(cie.holding_time));
-        let key = (prefix, prefix_len);
-        if self.cache_full_for(&key) {
-            return;
-        }
-        let created = self.cache.get(&key).map_or(now, |e| e.created);
-        self.cache.insert(
-            now,
-            key,
-            CacheEntry {
-                kind: EntryKind::Shortcut,
-                protocol_addr: prefix,
-                prefix_len,
-                next_hop,
-                nbma: claimed,
-                post_nat_nbma: (effective != claimed).then_some(effective),
-                flags: EntryFlags {
-                    nat: effective != claimed,
-                    ..EntryFlags::default()
-                },
-                created,
-                expires: Some(now + hold),
-                holding_time: hold,
-                request_id: p.request_id().unwrap_or(0),
-                // Refresh while a third of the holding time is left.
-                refresh_at: Some(now + hold * 2 / 3),
-            },
-        );
-        self.events.push_back(Event::InstallRoute {
-            prefix,
-            prefix_len,
-            next_hop,
-            nbma: effective,
-        });
     }
 }

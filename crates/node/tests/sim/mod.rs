@@ -276,7 +276,7 @@ impl Net {
             private,
             Box::new(move |_| private),
             Box::new(TestRng::new(seed)),
-            seed,
+            Box::new(dmvpn_nhrp::SeededRequestIds::new(seed)),
             self.now,
         )
         .expect("node");
