@@ -8,18 +8,27 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use dmvpn_api::ctl;
 
+/// Where the Debian package and the unit put the daemon's configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/dmvpnd/dmvpnd.toml";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dmvpnctl",
     version,
     about = "Show and control a running dmvpnd",
     after_help = "Talks to dmvpnd over its control socket: root, or a member of the group \
-                  dmvpnd was configured with, may use it."
+                  dmvpnd was configured with, may use it. The socket is --socket, else \
+                  $DMVPN_SOCKET, else the `[control] socket` of the daemon's configuration \
+                  (--config), else /run/dmvpnd/dmvpnd.sock."
 )]
 pub struct Args {
-    /// Control socket of dmvpnd.
-    #[arg(long, value_name = "PATH", default_value = ctl::DEFAULT_SOCKET, global = true)]
-    pub socket: PathBuf,
+    /// Control socket of dmvpnd (default: from $DMVPN_SOCKET, else from --config).
+    #[arg(long, value_name = "PATH", env = "DMVPN_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
+    /// The daemon's configuration, read only for its `[control] socket` when neither
+    /// --socket nor $DMVPN_SOCKET is given; a missing file means the default socket.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG, global = true)]
+    pub config: PathBuf,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

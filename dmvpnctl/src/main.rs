@@ -12,7 +12,7 @@ mod import_ios;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -79,7 +79,8 @@ fn run(args: &Args) -> Result<(), String> {
         Cmd::Reload => Request::Reload,
         Cmd::ImportIos(_) => unreachable!("import-ios is dispatched in main"),
     };
-    let resp = exchange(&args.socket, &req)?;
+    let socket = socket_path(args)?;
+    let resp = exchange(&socket, &req)?;
     if !resp.ok {
         return Err(resp
             .error
@@ -104,6 +105,26 @@ fn run(args: &Args) -> Result<(), String> {
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
     Ok(())
+}
+
+/// The control socket: --socket or $DMVPN_SOCKET (clap reads both), else the daemon's
+/// configuration's `[control] socket`, else the default when that file does not exist.
+fn socket_path(args: &Args) -> Result<PathBuf, String> {
+    if let Some(s) = &args.socket {
+        return Ok(s.clone());
+    }
+    match dmvpn_config::control_socket(&args.config) {
+        Ok(s) => Ok(s),
+        Err(dmvpn_config::ConfigError::Read { error, .. })
+            if error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(PathBuf::from(ctl::DEFAULT_SOCKET))
+        }
+        Err(e) => Err(format!(
+            "finding the control socket in {}: {e} (or pass --socket PATH / set DMVPN_SOCKET)",
+            args.config.display()
+        )),
+    }
 }
 
 fn exchange(socket: &Path, req: &Request) -> Result<Response, String> {

@@ -61,7 +61,11 @@ fn serve_examples(path: &Path) -> mpsc::Receiver<String> {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(DMVPNCTL).args(args).output().unwrap()
+    Command::new(DMVPNCTL)
+        .args(args)
+        .env_remove("DMVPN_SOCKET")
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -282,5 +286,64 @@ fn show_filters_go_into_the_request() {
         text(&bad.stderr).contains("prefix length"),
         "{}",
         text(&bad.stderr)
+    );
+}
+
+#[test]
+fn the_socket_comes_from_dmvpn_socket_or_the_daemons_configuration() {
+    // $DMVPN_SOCKET, no --socket.
+    let s = Scratch::new("env");
+    let requests = serve_examples(&s.sock);
+    let out = Command::new(DMVPNCTL)
+        .args(["show", "dmvpn"])
+        .env("DMVPN_SOCKET", s.sock())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(requests.recv().unwrap().contains("\"dmvpn\""));
+
+    // The daemon's configuration names it: the example spoke with a [control] table (its
+    // secrets file is not needed, nor read).
+    let s = Scratch::new("config");
+    let requests = serve_examples(&s.sock);
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/spoke.toml"))
+            .unwrap();
+    let conf = s.sock.with_file_name("dmvpnd.toml");
+    std::fs::write(
+        &conf,
+        format!("{example}\n[control]\nsocket = \"{}\"\n", s.sock()),
+    )
+    .unwrap();
+    let out = run(&["--config", conf.to_str().unwrap(), "show", "sa"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(requests.recv().unwrap().contains("\"sa\""));
+
+    // --socket wins over both.
+    let other = Scratch::new("flag");
+    let requests = serve_examples(&other.sock);
+    let out = Command::new(DMVPNCTL)
+        .args(["--socket", other.sock(), "--config", conf.to_str().unwrap()])
+        .args(["show", "ike"])
+        .env("DMVPN_SOCKET", "/nonexistent/dmvpnd.sock")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(requests.recv().unwrap().contains("\"ike\""));
+
+    // A configuration that names a relative socket is an error naming file, line and key.
+    std::fs::write(
+        &conf,
+        format!("{example}\n[control]\nsocket = \"ctl.sock\"\n"),
+    )
+    .unwrap();
+    let out = run(&["--config", conf.to_str().unwrap(), "show", "sa"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("finding the control socket in")
+            && err.contains("control.socket")
+            && err.contains("must be an absolute path"),
+        "{err}"
     );
 }

@@ -56,6 +56,23 @@ pub fn parse_str_with_secrets(
     parse_inner(text, origin, None, Some(secrets))
 }
 
+/// The control socket the daemon configured at `path` uses (`[control] socket`, else the
+/// default), for `dmvpnctl`: only the main file is read, neither validated as a whole nor its
+/// secrets file opened (a control-group member may not read those).
+pub fn control_socket(path: &Path) -> Result<PathBuf, ConfigError> {
+    let (text, _) = read_file(path)?;
+    let raw: raw::RawConfig = from_toml(&text, path)?;
+    match &raw.control.socket {
+        None => Ok(PathBuf::from(model::DEFAULT_CONTROL_SOCKET)),
+        Some(p) if Path::new(p.get_ref()).is_absolute() => Ok(PathBuf::from(p.get_ref())),
+        Some(p) => Err(ConfigError::Invalid {
+            location: error::Location::from_offset(path, &text, p.span().start),
+            key: Some("control.socket".to_owned()),
+            message: "must be an absolute path".to_owned(),
+        }),
+    }
+}
+
 fn parse_inner(
     text: &str,
     origin: &Path,
