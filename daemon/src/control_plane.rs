@@ -258,6 +258,7 @@ impl ControlPlane {
             nhs: &nhs,
             ike: &ike,
             backoff: &backoff,
+            changes: Some(self.node.peer_changes().all()),
         };
         match what {
             Show::Sa => {

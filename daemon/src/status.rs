@@ -5,7 +5,7 @@
 //! dmvpnctl.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use dmvpn_api::{
@@ -261,17 +261,29 @@ impl UpDown {
     /// Records `state` for `peer` and returns how long the peer has been in it. A peer seen for
     /// the first time counts from `now - since`: the builders pass the IKE SA's age for a peer
     /// found already up, which is the best estimate available after a daemon restart.
+    ///
+    /// `changed` is the node's record of the peer's last up or down: a change it saw after the
+    /// start recorded here (a `clear sa` and a new SA between two queries, which sampling alone
+    /// misses) moves the start to it, when it agrees with the state now.
     pub fn observe(
         &mut self,
         peer: IpAddr,
         state: PeerState,
         now: Instant,
         since: Option<Duration>,
+        changed: Option<(bool, Instant)>,
     ) -> Duration {
         let start = now.checked_sub(since.unwrap_or_default()).unwrap_or(now);
         let entry = self.seen.entry(peer).or_insert((state, start));
         if entry.0 != state {
             *entry = (state, now);
+        }
+        if let Some((up, at)) = changed
+            && at > entry.1
+            && at <= now
+            && up == (state != PeerState::Down)
+        {
+            entry.1 = at;
         }
         now.saturating_duration_since(entry.1)
     }
@@ -297,6 +309,8 @@ pub struct Snapshot<'a> {
     pub ike: &'a [IkeSaInfo],
     /// Peers held down after failed IKE setups: `dmvpn_node::Node::backoffs()`.
     pub backoff: &'a [(IpAddr, Backoff)],
+    /// When each peer's tunnel last came up or went down: `dmvpn_node::Node::peer_changes()`.
+    pub changes: Option<&'a HashMap<Ipv4Addr, (bool, Instant)>>,
 }
 
 /// What is known about one NBMA peer across NHRP and IKE.
@@ -466,7 +480,11 @@ impl<'a> Snapshot<'a> {
                 } else {
                     None
                 };
-                let updn = updown.observe(key, state, self.now, since);
+                let changed = match key {
+                    IpAddr::V4(v4) => self.changes.and_then(|c| c.get(&v4).copied()),
+                    IpAddr::V6(_) => None,
+                };
+                let updn = updown.observe(key, state, self.now, since, changed);
                 let mut attrs = Vec::new();
                 let has = |k: EntryKind| p.entries.iter().any(|e| e.kind == k);
                 if p.nhs.is_some() || has(EntryKind::Static) || has(EntryKind::Nhs) {
@@ -641,6 +659,7 @@ mod tests {
             nhs: &nhs_list,
             ike: &ike,
             backoff: &[],
+            changes: None,
         };
         let mut updown = UpDown::new();
         let d = snap.dmvpn_report(&mut updown);
@@ -709,25 +728,45 @@ mod tests {
         let t0 = Instant::now();
         let peer: IpAddr = "198.51.100.1".parse().unwrap();
         let mut u = UpDown::new();
-        assert_eq!(u.observe(peer, PeerState::Ike, t0, None), Duration::ZERO);
+        assert_eq!(
+            u.observe(peer, PeerState::Ike, t0, None, None),
+            Duration::ZERO
+        );
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(
-            u.observe(peer, PeerState::Ike, t1, None),
+            u.observe(peer, PeerState::Ike, t1, None, None),
             Duration::from_secs(5)
         );
         assert_eq!(
-            u.observe(peer, PeerState::Up, t1, Some(Duration::from_secs(99))),
+            u.observe(peer, PeerState::Up, t1, Some(Duration::from_secs(99)), None),
             Duration::ZERO
         );
         let t2 = t1 + Duration::from_secs(60);
         assert_eq!(
-            u.observe(peer, PeerState::Up, t2, None),
+            u.observe(peer, PeerState::Up, t2, None, None),
             Duration::from_secs(60)
         );
         u.retain(|_| false);
         assert_eq!(
-            u.observe(peer, PeerState::Up, t2, Some(Duration::from_secs(7))),
+            u.observe(peer, PeerState::Up, t2, Some(Duration::from_secs(7)), None),
             Duration::from_secs(7)
+        );
+        // Down and up again between two queries (`clear sa`, then traffic): the node's record
+        // of the new up restarts the count; an older record, or one that disagrees with the
+        // state, does not.
+        let t3 = t2 + Duration::from_secs(30);
+        let back_up = t2 + Duration::from_secs(20);
+        assert_eq!(
+            u.observe(peer, PeerState::Up, t3, None, Some((true, back_up))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            u.observe(peer, PeerState::Up, t3, None, Some((true, t0))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            u.observe(peer, PeerState::Up, t3, None, Some((false, t3))),
+            Duration::from_secs(10)
         );
     }
 

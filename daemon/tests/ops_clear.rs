@@ -57,7 +57,22 @@ fn clear_sa_brings_the_spoke_back_with_new_spis() {
         Ok(i)
     });
 
+    // show dmvpn's UpDn for spoke A on the hub, once it has counted a few seconds.
+    let updn = |s: &dmvpn_tests::scenario::Scenario<'_>| {
+        let d = s.show_json(Node::Hub, "dmvpn");
+        d["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["peer_nbma"] == SPOKE_A_NBMA && p["state"] == "UP")
+            .and_then(|p| p["updn_secs"].as_u64())
+    };
+    s.poll("spoke A UP for 3 s in show dmvpn", SETTLE_TIMEOUT, |s| {
+        updn(s).filter(|u| *u >= 3)
+    });
+
     s.step("clear sa 198.51.100.3 on the hub: the spoke comes back with new SPIs");
+    let cleared = std::time::Instant::now();
     let (hub_from, spoke_from) = (s.log_len(Node::Hub), s.log_len(Node::SpokeA));
     let out = s.ctl_ok(Node::Hub, &["clear", "sa", SPOKE_A_NBMA]);
     if out.trim() != format!("IKE SA with {SPOKE_A_NBMA} deleted") {
@@ -87,6 +102,18 @@ fn clear_sa_brings_the_spoke_back_with_new_spis() {
     s.note(format!(
         "spoke A's inbound SPIs on the hub {old_in:?} → {new_in:?}"
     ));
+    // UpDn counts from the SA that came back, not from before the clear (show dmvpn was not
+    // asked while the spoke was down, so only the recorded change can tell).
+    let since_clear = cleared.elapsed().as_secs();
+    let now_updn = s.poll("spoke A UP again in show dmvpn", SETTLE_TIMEOUT, updn);
+    s.note(format!(
+        "UpDn {now_updn} s, {since_clear} s after the clear"
+    ));
+    if now_updn > since_clear + 1 {
+        s.fail(format!(
+            "show dmvpn UpDn {now_updn} s did not restart at the clear {since_clear} s ago"
+        ));
+    }
     s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
     s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
     s.check_alive();

@@ -52,6 +52,9 @@ impl Node {
                 if nat_local && let SocketAddr::V4(r) = remote {
                     self.keepalives.add(r, now);
                 }
+                if let Some(peer) = v4(remote.ip()) {
+                    self.changes.up(peer, now);
+                }
                 self.export_ike_keys(sa);
             }
             IkeEvent::IkeSaRekeyed { old, new } => {
@@ -71,6 +74,7 @@ impl Node {
                     && let Some(peer) = v4(remote.ip())
                 {
                     self.remove_peer_sas(peer);
+                    self.changes.down(peer, now);
                     if reason == DownReason::DeletedByPeer {
                         // A peer that said goodbye is not called back at once: an NHRP answer
                         // to its last packets (a purge reply) must not start a new IKE SA.
@@ -101,6 +105,7 @@ impl Node {
                 tracing::warn!(peer = %remote, ike_sa = %sa, "peer dead (DPD): clearing its SAs and NHRP state");
                 if let Some(peer) = v4(remote.ip()) {
                     self.remove_peer_sas(peer);
+                    self.changes.down(peer, now);
                     self.drop_pending(peer);
                     self.hold_down(now, peer, FIRST_HOLD_DOWN);
                     self.nhrp.peer_dead(now, IpAddr::V4(peer));

@@ -30,6 +30,7 @@ pub mod peers;
 pub mod sa_queue;
 pub mod shortcuts;
 mod types;
+pub mod updown;
 
 pub use config::{IKE_PORT, NATT_PORT, ike_config, nhrp_config, restart_only_changes};
 pub use types::{Event, KeyExport, NodeError, RouteUpdate, SlowPath, Transmit};
@@ -98,6 +99,8 @@ pub struct Node {
     /// Peers whose path (SA) appeared or went since the NHRP mappings were last synced.
     paths_changed: Vec<Ipv4Addr>,
     keepalives: NatKeepalives,
+    /// When each peer last came up or went down (`show dmvpn` UpDn).
+    changes: crate::updown::PeerChanges,
     next_housekeeping: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -164,6 +167,7 @@ impl Node {
             .collect();
         let mut node = Node {
             keepalives: NatKeepalives::new(config.ike.nat_keepalive),
+            changes: crate::updown::PeerChanges::default(),
             config,
             local_nbma,
             local_address,
@@ -226,6 +230,11 @@ impl Node {
     /// Every peer with IKE back-off state.
     pub fn backoffs(&self) -> impl Iterator<Item = (Ipv4Addr, crate::peers::Backoff)> + '_ {
         self.peers.backoffs()
+    }
+
+    /// When each peer's tunnel last came up or went down.
+    pub fn peer_changes(&self) -> &crate::updown::PeerChanges {
+        &self.changes
     }
 
     /// The master dataplane tables (what the last [`Node::poll_tables`] returned, or newer).
