@@ -231,6 +231,9 @@ pub struct Nhrp {
     /// Longest holding time a peer may give an entry here; longer ones are clamped
     /// (default 65535 s: no clamp).
     pub max_holding_time: Duration,
+    /// `ip nhrp nhs fallback SECS`: a better NHS that comes back up is used once it has been up
+    /// this long (default 0: at once).
+    pub nhs_fallback: Duration,
 }
 
 /// Default `max-shortcut-prefix`.
@@ -253,6 +256,10 @@ pub struct Nhs {
     pub nbma: Ipv4Addr,
     /// Replicate multicast (e.g. OSPF hellos) to this NHS.
     pub multicast: bool,
+    /// `ip nhrp nhs ADDR priority N`: of the NHSs that are up, traffic without a mapping of
+    /// its own goes to the lowest value (0, the default, is the highest priority), then the
+    /// first configured.
+    pub priority: u8,
 }
 
 /// The NBMA side.

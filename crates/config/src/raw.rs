@@ -101,6 +101,7 @@ pub(crate) struct RawNhrp {
     pub max_shortcut_prefix: Option<Spanned<u8>>,
     pub max_registrations_per_nbma: Option<Spanned<u32>>,
     pub max_holding_time: Option<Spanned<u32>>,
+    pub nhs_fallback: Option<Spanned<u32>>,
     #[serde(default)]
     pub nhs: Vec<RawNhs>,
 }
@@ -119,6 +120,8 @@ pub(crate) struct RawNhs {
     pub nbma: Ipv4Addr,
     #[serde(default)]
     pub multicast: bool,
+    #[serde(default)]
+    pub priority: u8,
 }
 
 #[derive(Debug, Default, Deserialize)]

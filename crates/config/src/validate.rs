@@ -358,6 +358,8 @@ pub(crate) fn validate(
         3..=65535,
         " s",
     )?;
+    // `ip nhrp nhs fallback` takes 0..=3600 s.
+    in_range(&cx, &n.nhs_fallback, "nhrp.nhs-fallback", 0..=3600, " s")?;
     let role = match n.role.get_ref() {
         RawRole::Spoke => {
             if let Some(r) = &n.redirect {
@@ -419,6 +421,7 @@ pub(crate) fn validate(
             address: a,
             nbma: e.nbma,
             multicast: e.multicast,
+            priority: e.priority,
         });
     }
     let nhrp = Nhrp {
@@ -436,6 +439,7 @@ pub(crate) fn validate(
             .as_ref()
             .map_or(DEFAULT_MAX_REGISTRATIONS_PER_NBMA, |v| *v.get_ref()),
         max_holding_time: secs(&n.max_holding_time, 65535),
+        nhs_fallback: secs(&n.nhs_fallback, 0),
     };
 
     // Underlay

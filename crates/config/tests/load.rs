@@ -587,3 +587,41 @@ fn lifetimes_go_down_to_sixty_seconds_with_a_warning_below_two_minutes() {
         "out of range",
     );
 }
+
+#[test]
+fn nhs_priority_and_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = BASE.replace("multicast = true\n", "multicast = true\npriority = 2\n")
+        + "\n[[nhrp.nhs]]\naddress = \"10.250.0.2\"\nnbma = \"198.51.100.2\"\npriority = 1\n";
+    let two = two.replace(
+        "network-id = 100\n",
+        "network-id = 100\nnhs-fallback = 120\n",
+    );
+    let p = write(dir.path(), "two.toml", &two, 0o600);
+    let c = load(&p).unwrap();
+    let prio: Vec<(Ipv4Addr, u8)> = c.nhrp.nhs.iter().map(|n| (n.nbma, n.priority)).collect();
+    assert_eq!(
+        prio,
+        [
+            (Ipv4Addr::new(198, 51, 100, 1), 2),
+            (Ipv4Addr::new(198, 51, 100, 2), 1)
+        ]
+    );
+    assert_eq!(c.nhrp.nhs_fallback, Duration::from_secs(120));
+    let p = write(dir.path(), "plain.toml", BASE, 0o600);
+    let c = load(&p).unwrap();
+    assert_eq!(
+        (c.nhrp.nhs[0].priority, c.nhrp.nhs_fallback),
+        (0, Duration::ZERO)
+    );
+    let long = BASE.replace(
+        "network-id = 100\n",
+        "network-id = 100\nnhs-fallback = 3601\n",
+    );
+    assert_err(
+        &long,
+        "nhs-fallback = 3601",
+        "nhrp.nhs-fallback",
+        "out of range",
+    );
+}

@@ -76,6 +76,9 @@ impl Node {
                 self.ensure_sa_inner(now, peer, false);
             }
         }
+        if self.nhs_choice_due(now) {
+            self.nhs_state(now, None);
+        }
         if now >= self.next_housekeeping {
             self.housekeeping(now);
         }

@@ -26,6 +26,7 @@ mod drive;
 mod ike_events;
 pub mod keepalive;
 mod nhrp_events;
+pub mod nhs_choice;
 pub mod peers;
 pub mod sa_queue;
 pub mod shortcuts;
@@ -99,6 +100,8 @@ pub struct Node {
     /// Peers whose path (SA) appeared or went since the NHRP mappings were last synced.
     paths_changed: Vec<Ipv4Addr>,
     keepalives: NatKeepalives,
+    /// Spoke: which NHS carries traffic without a mapping (priority, fallback).
+    nhs_choice: crate::nhs_choice::NhsChoice,
     /// When each peer last came up or went down (`show dmvpn` UpDn).
     changes: crate::updown::PeerChanges,
     next_housekeeping: Instant,
@@ -151,7 +154,11 @@ impl Node {
         let nhrp = dmvpn_nhrp::Engine::new(nhrp_config(&config, local_nbma), request_ids)
             .map_err(|e| NodeError::Nhrp(e.to_string()))?;
         let mut master = Tables::new(tunnel);
-        master.default_nbma = config.nhrp.nhs.first().map(|n| n.nbma);
+        let nhs_choice = crate::nhs_choice::NhsChoice::new(
+            config.nhrp.nhs.iter().map(|n| (n.nbma, n.priority)),
+            config.nhrp.nhs_fallback,
+        );
+        master.default_nbma = nhs_choice.current();
         for n in &config.nhrp.nhs {
             master.mappings.insert(n.address, Mapping::new(n.nbma));
         }
@@ -167,6 +174,7 @@ impl Node {
             .collect();
         let mut node = Node {
             keepalives: NatKeepalives::new(config.ike.nat_keepalive),
+            nhs_choice,
             changes: crate::updown::PeerChanges::default(),
             config,
             local_nbma,
@@ -287,10 +295,39 @@ impl Node {
             self.nhrp.poll_timeout(),
             self.keepalives.poll_timeout(),
             self.peers.poll_timeout(),
+            self.nhs_choice.deadline(),
         ]
         .into_iter()
         .flatten()
         .fold(self.next_housekeeping, Instant::min)
+    }
+
+    /// Records an NHS registration coming up or going down and, when that changes which NHS
+    /// carries traffic without a mapping, republishes the tables.
+    /// `None`: only a fallback time ended.
+    pub(crate) fn nhs_state(&mut self, now: Instant, change: Option<(Ipv4Addr, bool)>) {
+        let changed = match change {
+            Some((nbma, up)) => self.nhs_choice.set_up(nbma, up, now),
+            None => self.nhs_choice.decide(now),
+        };
+        if changed {
+            self.master.default_nbma = self.nhs_choice.current();
+            self.tables_changed = true;
+            tracing::info!(
+                nhs = %self.nhs_choice.current().map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                "traffic without an NHRP mapping now goes to this NHS"
+            );
+        }
+    }
+
+    /// Whether a better NHS's fallback time has ended.
+    pub(crate) fn nhs_choice_due(&self, now: Instant) -> bool {
+        self.nhs_choice.deadline().is_some_and(|d| d <= now)
+    }
+
+    /// The NHS that traffic without a mapping goes to now (`show nhrp`).
+    pub fn preferred_nhs(&self) -> Option<Ipv4Addr> {
+        self.nhs_choice.current()
     }
 
     fn is_nhs(&self, peer: Ipv4Addr) -> bool {

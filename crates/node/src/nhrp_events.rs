@@ -77,6 +77,9 @@ impl Node {
                 nbma,
             } => {
                 tracing::info!(nhs = %opt(protocol_addr), %nbma, "NHRP registered with NHS");
+                if let Some(n) = v4(nbma) {
+                    self.nhs_state(now, Some((n, true)));
+                }
                 self.events.push_back(Event::NhsUp { nbma });
             }
             NhrpEvent::NhsDown {
@@ -84,6 +87,9 @@ impl Node {
                 nbma,
             } => {
                 tracing::warn!(nhs = %opt(protocol_addr), %nbma, "NHRP registration with NHS lost");
+                if let Some(n) = v4(nbma) {
+                    self.nhs_state(now, Some((n, false)));
+                }
                 self.events.push_back(Event::NhsDown { nbma });
             }
             NhrpEvent::RegistrationRefused { nbma, code } => {
