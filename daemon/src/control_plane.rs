@@ -10,7 +10,7 @@
 //! step depends on.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -246,6 +246,12 @@ impl ControlPlane {
             .collect();
         backoff.sort_by_key(|(p, _)| *p);
         let addr = config.tunnel.address.to_string();
+        let nhs_priority: Vec<(IpAddr, u8)> = config
+            .nhrp
+            .nhs
+            .iter()
+            .map(|n| (IpAddr::V4(n.nbma), n.priority))
+            .collect();
         let snap = Snapshot {
             now,
             interface: &config.tunnel.interface,
@@ -259,6 +265,8 @@ impl ControlPlane {
             ike: &ike,
             backoff: &backoff,
             changes: Some(self.node.peer_changes().all()),
+            nhs_priority: &nhs_priority,
+            preferred_nhs: self.node.preferred_nhs().map(IpAddr::V4),
         };
         match what {
             Show::Sa => {

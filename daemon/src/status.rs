@@ -164,6 +164,9 @@ pub fn nhs_entry(s: &NhsStatus, now: Instant) -> NhsEntry {
         retry_wait_secs: secs(s.retry_wait),
         ike_retry_in_secs: None,
         ike_last_failure: None,
+        status: dmvpn_api::NhsUpDown::of(nhs_state(s.state)),
+        priority: 0,
+        preferred: false,
     }
 }
 
@@ -311,6 +314,10 @@ pub struct Snapshot<'a> {
     pub backoff: &'a [(IpAddr, Backoff)],
     /// When each peer's tunnel last came up or went down: `dmvpn_node::Node::peer_changes()`.
     pub changes: Option<&'a HashMap<Ipv4Addr, (bool, Instant)>>,
+    /// Spoke: each NHS's configured priority by NBMA address, and the NHS that carries
+    /// traffic without a mapping (`dmvpn_node::Node::preferred_nhs()`).
+    pub nhs_priority: &'a [(IpAddr, u8)],
+    pub preferred_nhs: Option<IpAddr>,
 }
 
 /// What is known about one NBMA peer across NHRP and IKE.
@@ -539,6 +546,12 @@ impl<'a> Snapshot<'a> {
                 .iter()
                 .map(|n| {
                     let mut e = nhs_entry(n, self.now);
+                    e.priority = self
+                        .nhs_priority
+                        .iter()
+                        .find(|(a, _)| *a == n.nbma_addr)
+                        .map_or(0, |(_, p)| *p);
+                    e.preferred = self.preferred_nhs == Some(n.nbma_addr);
                     if let Some((_, b)) = self.backoff.iter().find(|(p, _)| *p == n.nbma_addr)
                         && b.until > self.now
                     {
@@ -660,6 +673,8 @@ mod tests {
             ike: &ike,
             backoff: &[],
             changes: None,
+            nhs_priority: &[],
+            preferred_nhs: None,
         };
         let mut updown = UpDown::new();
         let d = snap.dmvpn_report(&mut updown);

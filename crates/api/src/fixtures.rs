@@ -157,6 +157,9 @@ pub fn nhrp() -> NhrpReport {
             retry_wait_secs: 0,
             ike_retry_in_secs: None,
             ike_last_failure: None,
+            status: NhsUpDown::Up,
+            priority: 0,
+            preferred: true,
         }],
         counters: NhrpCounters {
             rx,

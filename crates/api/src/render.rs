@@ -389,11 +389,14 @@ impl fmt::Display for NhrpReport {
                 };
                 writeln!(
                     f,
-                    "{:<15} {:<2} NBMA Address: {} {}, expire {}{}",
+                    "{:<15} {:<2} NBMA Address: {} {} {}, priority {}{}, expire {}{}",
                     opt_addr(n.protocol_addr),
                     letters,
                     n.nbma,
+                    n.status.text(),
                     n.state.text(),
+                    n.priority,
+                    if n.preferred { " (preferred)" } else { "" },
                     n.expires_in_secs.map_or_else(|| "-".to_owned(), ios_time),
                     if n.multicast { ", multicast" } else { "" }
                 )?;

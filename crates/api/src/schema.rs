@@ -328,6 +328,48 @@ pub struct NhsEntry {
     /// `timeout`); `null` when none failed since the last success or reset.
     #[serde(default)]
     pub ike_last_failure: Option<String>,
+    /// Cisco's NHS status (`show ip nhrp nhs`): `UP`, `PROBE` (registration requests out,
+    /// none answered) or `DOWN`.
+    #[serde(default)]
+    pub status: NhsUpDown,
+    /// `ip nhrp nhs … priority`: lower is preferred.
+    #[serde(default)]
+    pub priority: u8,
+    /// Traffic without an NHRP mapping of its own goes to this NHS now.
+    #[serde(default)]
+    pub preferred: bool,
+}
+
+/// An NHS's status as IOS names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NhsUpDown {
+    /// Registered.
+    Up,
+    /// Registration requests sent, none answered yet.
+    Probe,
+    /// Neither: no SA, or given up until the next retry.
+    #[default]
+    Down,
+}
+
+impl NhsUpDown {
+    /// From the registration state.
+    pub fn of(state: NhrpPeerState) -> Self {
+        match state {
+            NhrpPeerState::Up => Self::Up,
+            NhrpPeerState::Registering => Self::Probe,
+            _ => Self::Down,
+        }
+    }
+
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Self::Up => "UP",
+            Self::Probe => "PROBE",
+            Self::Down => "DOWN",
+        }
+    }
 }
 
 /// A peer whose IKE setups failed and that is held down (`show ike`).

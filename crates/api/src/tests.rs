@@ -144,7 +144,7 @@ fn show_nhrp_reads_like_show_ip_nhrp() {
     assert_eq!(l[7], "   Type: static (nhs), Flags: registered nhs");
     assert_eq!(l[8], "   NBMA address: 198.51.100.1");
     assert!(
-        l.contains(&"10.250.0.1      RE NBMA Address: 198.51.100.1 up, expire 01:39:06, multicast")
+        l.contains(&"10.250.0.1      RE NBMA Address: 198.51.100.1 UP up, priority 0 (preferred), expire 01:39:06, multicast")
     );
     assert!(l.contains(&"dmvpn0: Sent: Total 12"));
     assert!(l.contains(&"           12 registration_request"));
