@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod fragment;
 mod informational;
+mod recovery;
 mod rekey_ike;
 mod sa;
 mod sa_init;

@@ -201,6 +201,12 @@ pub(super) struct IkeSa {
     /// rekey collision (§2.8.1): its end is reported as
     /// [`DownReason::Rekeyed`].
     pub(super) superseded: bool,
+    /// The Message ID of our request whose unprotected INVALID_IKE_SPI
+    /// answer was reported already (one hint per request, §2.21.4).
+    pub(super) hinted_request: Option<u32>,
+    /// The stale IKE SA this one replaces once authenticated
+    /// ([`Endpoint::initiate_replacing`]).
+    pub(super) replaces: Option<u64>,
 }
 
 impl IkeSa {
@@ -238,6 +244,8 @@ impl IkeSa {
             last_probe: now,
             reassembly: None,
             superseded: false,
+            hinted_request: None,
+            replaces: None,
         }
     }
 

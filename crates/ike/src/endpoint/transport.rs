@@ -397,6 +397,11 @@ impl Endpoint {
             }
             return;
         }
+        // §2.21.4: an unprotected INVALID_IKE_SPI is only a hint; it never
+        // completes the request nor changes the SA.
+        if self.invalid_spi_hint(sa, remote, h, bytes) {
+            return;
+        }
         let Some(parsed) = self.decrypt(sa, h, bytes) else {
             return;
         };
