@@ -127,6 +127,7 @@ impl Node {
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
                 tracing::warn!(peer = %remote, reason = %reason, "child SA refused");
             }
+            IkeEvent::InvalidIkeSpi { sa, remote } => self.invalid_spi_hint(now, sa, remote),
             // Events added to the IKE engine later are logged until the node handles them.
             other => tracing::debug!(?other, "IKE event not handled"),
         }
@@ -199,10 +200,13 @@ impl Node {
         self.export_esp_keys(&c);
         // Our own initiation is redundant once the peer's SA carries traffic: drop it if it is
         // still half open (nothing is sent for that), or delete it if it completed too.
-        if let Some(mine) = self.peers.sa_up(peer)
-            && mine.ike_sa != c.ike_sa
-        {
-            let _ = self.ike.delete_sa(now, mine.ike_sa);
+        match self.peers.sa_up(peer) {
+            Some(mine) if mine.ike_sa != c.ike_sa => {
+                let _ = self.ike.delete_sa(now, mine.ike_sa);
+            }
+            // A replacement started by an INVALID_IKE_SPI hint is up.
+            Some(mine) if mine.replaces.is_some() => self.replaced(now, peer),
+            _ => {}
         }
         for s in self.shortcuts.take_pending(peer) {
             self.install_shortcut_route(s);

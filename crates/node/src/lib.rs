@@ -27,6 +27,7 @@ mod ike_events;
 pub mod keepalive;
 mod nhrp_events;
 pub mod peers;
+mod recovery;
 pub mod sa_queue;
 pub mod shortcuts;
 mod types;

@@ -39,6 +39,9 @@ pub struct Connecting {
     pub since: Instant,
     /// The half-open SA.
     pub ike_sa: IkeSaId,
+    /// The stale IKE SA it replaces once authenticated (the peer answered as if it had lost
+    /// it: an INVALID_IKE_SPI hint), if any.
+    pub replaces: Option<IkeSaId>,
 }
 
 /// Why the last IKE setup toward a peer failed.
@@ -84,6 +87,9 @@ pub struct Peers {
     held_down: HashMap<Ipv4Addr, Backoff>,
     /// Initiations asked for during a hold-down, due when it ends.
     retries: Deadlines<Ipv4Addr>,
+    /// When each peer's last hint-started replacement went out: the next one waits a
+    /// back-off interval ([`Peers::may_replace`]).
+    replaced_at: HashMap<Ipv4Addr, Instant>,
     /// Spreads the hold-downs of routers that failed together (a hub restart).
     jitter_seed: u64,
     /// Size of `held_down` after its last pruning: entries whose hold-down ended long ago
@@ -122,6 +128,40 @@ impl Peers {
         self.held_down
             .retain(|p, b| now < b.until + BACKOFF_MEMORY || retries.contains(*p));
         self.pruned_at = self.held_down.len();
+    }
+
+    /// The wait the next failure toward `peer` would bring, before jitter.
+    fn next_interval(&self, peer: Ipv4Addr) -> Duration {
+        let failures = self.held_down.get(&peer).map_or(0, |b| b.failures);
+        FIRST_HOLD_DOWN
+            .saturating_mul(1 << failures.min(6))
+            .min(MAX_HOLD_DOWN)
+    }
+
+    /// Whether an unauthenticated hint that `peer` lost our SA (RFC 7296 §2.21.4) may start
+    /// a replacement IKE SA now; records it when so. At most one per peer per back-off
+    /// interval (10 s, doubling with each failed setup up to a minute), none while the peer
+    /// is held down or an initiation toward it is in flight: a host spoofing the peer's
+    /// address makes us start one IKE SA per interval at most, and never tears anything
+    /// down. The map only holds peers we had SAs with, and is pruned when it doubles.
+    pub fn may_replace(&mut self, now: Instant, peer: Ipv4Addr) -> bool {
+        if self.held_down(now, peer) || self.connecting_recently(now, peer) {
+            return false;
+        }
+        let interval = self.next_interval(peer);
+        if self
+            .replaced_at
+            .get(&peer)
+            .is_some_and(|t| now < *t + interval)
+        {
+            return false;
+        }
+        if self.replaced_at.len() >= 1024 && !self.replaced_at.contains_key(&peer) {
+            self.replaced_at
+                .retain(|_, t| now < *t + MAX_HOLD_DOWN + BACKOFF_MEMORY);
+        }
+        self.replaced_at.insert(peer, now);
+        true
     }
 
     /// Number of peers with back-off state.
@@ -190,8 +230,32 @@ impl Peers {
 
     /// Records our initiation toward `peer`.
     pub fn initiated(&mut self, now: Instant, peer: Ipv4Addr, ike_sa: IkeSaId) {
-        self.connecting
-            .insert(peer, Connecting { since: now, ike_sa });
+        self.connecting.insert(
+            peer,
+            Connecting {
+                since: now,
+                ike_sa,
+                replaces: None,
+            },
+        );
+    }
+
+    /// Records our initiation toward `peer` of an IKE SA that replaces `stale` once up.
+    pub fn initiated_replacing(
+        &mut self,
+        now: Instant,
+        peer: Ipv4Addr,
+        ike_sa: IkeSaId,
+        stale: IkeSaId,
+    ) {
+        self.connecting.insert(
+            peer,
+            Connecting {
+                since: now,
+                ike_sa,
+                replaces: Some(stale),
+            },
+        );
     }
 
     /// A Child SA with `peer` is up: forgets the hold-down and the deferral, and returns our
@@ -315,6 +379,27 @@ mod tests {
             .chain((0..3).map(|_| peers.failed(t0, p, SetupFailure::Timeout)))
             .collect();
         assert!(waits.len() >= 6, "{waits:?}");
+    }
+
+    #[test]
+    fn hint_replacements_are_one_per_back_off_interval() {
+        let t0 = Instant::now();
+        let p = Ipv4Addr::new(198, 51, 100, 7);
+        let mut peers = Peers::with_jitter_seed(3);
+        assert!(peers.may_replace(t0, p));
+        assert!(!peers.may_replace(t0 + Duration::from_secs(9), p));
+        assert!(peers.may_replace(t0 + FIRST_HOLD_DOWN, p));
+        // While an initiation is in flight, none.
+        let t1 = t0 + FIRST_HOLD_DOWN * 3;
+        peers.initiated(t1, p, IkeSaId(1));
+        assert!(!peers.may_replace(t1, p));
+        // After a failed setup: not during the hold-down, and the interval doubles.
+        let wait = peers.failed(t1, p, SetupFailure::Timeout);
+        assert!(!peers.may_replace(t1 + wait - Duration::from_millis(1), p));
+        let t2 = t1 + wait;
+        assert!(peers.may_replace(t2, p));
+        assert!(!peers.may_replace(t2 + FIRST_HOLD_DOWN, p));
+        assert!(peers.may_replace(t2 + FIRST_HOLD_DOWN * 2, p));
     }
 
     #[test]

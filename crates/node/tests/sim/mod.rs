@@ -167,8 +167,13 @@ pub struct Host {
     pub delivered: Vec<Vec<u8>>,
     /// Datagrams this host sent: (destination, kind).
     pub sent: Vec<(SocketAddrV4, Kind)>,
+    /// The IKE messages this host sent (destination, bytes without the non-ESP marker).
+    pub ike_sent: Vec<(SocketAddrV4, Vec<u8>)>,
     pub alive: bool,
 }
+
+/// Decides whether a datagram (source, destination — post-NAT — and kind) is lost.
+pub type Loss = Box<dyn FnMut(SocketAddrV4, SocketAddrV4, Kind) -> bool>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -227,6 +232,8 @@ pub struct Net {
     in_flight: VecDeque<Datagram>,
     /// Datagrams lost because no host owns the destination or a host is down.
     pub lost: usize,
+    /// Loses the datagrams it returns true for (counted in `lost`).
+    pub loss: Option<Loss>,
 }
 
 impl Net {
@@ -236,6 +243,7 @@ impl Net {
             now: Instant::now(),
             in_flight: VecDeque::new(),
             lost: 0,
+            loss: None,
         }
     }
 
@@ -293,6 +301,7 @@ impl Net {
             events: Vec::new(),
             delivered: Vec::new(),
             sent: Vec::new(),
+            ike_sent: Vec::new(),
             alive: true,
         });
         let h = self.hosts.len() - 1;
@@ -364,6 +373,9 @@ impl Net {
                 Transmit::NatKeepalive { to } => (to, true, Payload::Keepalive, Kind::Keepalive),
             };
             host.sent.push((dst, kind));
+            if let Payload::Ike { bytes } = &payload {
+                host.ike_sent.push((dst, bytes.clone()));
+            }
             let src_port = match (&payload, natt) {
                 (Payload::Esp { .. }, false) => 0,
                 (_, true) => 4500,
@@ -393,6 +405,15 @@ impl Net {
                 continue;
             };
             if !self.hosts[h].alive || !self.hosts[s].alive {
+                self.lost += 1;
+                continue;
+            }
+            let kind = match d.payload {
+                Payload::Ike { .. } => Kind::Ike,
+                Payload::Esp { .. } => Kind::Esp,
+                Payload::Keepalive => Kind::Keepalive,
+            };
+            if self.loss.as_mut().is_some_and(|l| l(d.src, d.dst, kind)) {
                 self.lost += 1;
                 continue;
             }
@@ -565,6 +586,43 @@ impl Net {
         self.outputs(h);
         self.flush();
         self.hosts[h].alive = false;
+    }
+
+    /// Host `h` is killed (SIGKILL: no purge, no delete, all state lost) and started again at
+    /// once with the same configuration and a fresh RNG seed.
+    pub fn restart(&mut self, h: usize, seed: u64) {
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        let config = host.node.config().clone();
+        let private = host.private;
+        host.node = Node::new(
+            config,
+            private,
+            Box::new(move |_| private),
+            Box::new(TestRng::new(seed)),
+            seed,
+            now,
+        )
+        .expect("node");
+        host.tables = Arc::new(host.node.tables().clone());
+        // The kernel keeps the connected and routing-daemon routes; dmvpnd's own come back
+        // from the new node.
+        let routes: Vec<Route> = host
+            .routes
+            .iter()
+            .filter(|r| r.proto != RouteProto::DMVPND)
+            .copied()
+            .collect();
+        host.routes = RouteTable::new();
+        for r in routes {
+            host.routes.insert(r);
+        }
+        self.outputs(h);
+        let host = &mut self.hosts[h];
+        host.node.set_local_prefixes(vec![host.lan]);
+        host.node.set_routes(Arc::new(host.routes.clone()));
+        host.node.start(now);
+        self.outputs(h);
     }
 
     pub fn idle(&mut self, d: Duration) {
