@@ -177,3 +177,23 @@ fn a_plain_second_initiation_replaces_nothing() {
     assert_eq!(established(&n.a, &n).len(), 2);
     assert_eq!(established(&n.b, &n).len(), 2);
 }
+
+/// `delete_child` (§1.4.1) removes one Child SA on both ends and leaves the IKE SA up
+/// without it (what a hub sees when a spoke's Child SA expired or was deleted); an unknown
+/// SPI is refused.
+#[test]
+fn delete_child_leaves_both_ike_sas_up_and_childless() {
+    let mut n = Net::new(config(b"k"), config(b"k"), true);
+    n.initiate();
+    let spi = Net::children(&n.ev_a)[0].spi_in;
+    assert_eq!(n.a.delete_child(n.now, 0x1234), Err(Error::NoSuchSa));
+    n.a.delete_child(n.now, spi).unwrap();
+    n.flush();
+    for (e, ev) in [(&n.a, &n.ev_a), (&n.b, &n.ev_b)] {
+        let up = established(e, &n);
+        assert_eq!(up.len(), 1);
+        assert!(up[0].children.is_empty(), "{up:?}");
+        assert_eq!(count(ev, |e| matches!(e, Event::ChildSaDeleted { .. })), 1);
+        assert_eq!(count(ev, |e| matches!(e, Event::IkeSaDown { .. })), 0);
+    }
+}

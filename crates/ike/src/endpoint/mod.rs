@@ -292,6 +292,27 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Deletes the Child SA with inbound SPI `spi_in` (an INFORMATIONAL with
+    /// its DELETE, §1.4.1); its IKE SA stays up, without it.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
+        let id = self
+            .sas
+            .spi_owner(spi_in)
+            .filter(|&id| {
+                self.sas
+                    .get(id)
+                    .is_some_and(|s| s.children.iter().any(|c| c.spi_in == spi_in))
+            })
+            .ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(id).ok_or(Error::NoSuchSa)?;
+        if !s.queue.contains(&Queued::DeleteChild(spi_in)) {
+            s.queue.push_back(Queued::DeleteChild(spi_in));
+        }
+        self.pump(now, &mut s);
+        self.put_back(s);
+        Ok(())
+    }
+
     /// Rekeys an IKE SA now (§2.18).
     pub fn rekey_ike(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
         let mut s = self.sas.remove(sa.0).ok_or(Error::NoSuchSa)?;
