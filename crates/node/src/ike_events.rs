@@ -251,7 +251,11 @@ impl Node {
                 }
                 None => {
                     self.children.remove(&peer);
-                    self.master.paths.remove(&peer);
+                    if let Some(p) = self.master.paths.remove(&peer)
+                        && p.udp_encap
+                    {
+                        self.peers.remember_natt_port(peer, p.port);
+                    }
                     self.paths_changed.push(peer);
                 }
             }
@@ -271,7 +275,11 @@ impl Node {
 
     /// Forgets every SA to `peer` (DPD death, IKE SA gone, operator's clear).
     pub(crate) fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
-        self.master.paths.remove(&peer);
+        if let Some(p) = self.master.paths.remove(&peer)
+            && p.udp_encap
+        {
+            self.peers.remember_natt_port(peer, p.port);
+        }
         self.paths_changed.push(peer);
         // Every inbound SA of the peer is one of its installed children (install_child adds
         // both, child_deleted removes both), so there is no need to scan all SPIs.

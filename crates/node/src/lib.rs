@@ -270,6 +270,11 @@ impl Node {
         .fold(self.next_housekeeping, Instant::min)
     }
 
+    /// Whether this router is a hub (an NHS: spokes register with it).
+    fn is_hub(&self) -> bool {
+        matches!(self.config.nhrp.role, dmvpn_config::Role::Hub { .. })
+    }
+
     fn is_nhs(&self, peer: Ipv4Addr) -> bool {
         self.config.nhrp.nhs.iter().any(|n| n.nbma == peer)
     }

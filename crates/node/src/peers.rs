@@ -90,6 +90,9 @@ pub struct Peers {
     /// When each peer's last hint-started replacement went out: the next one waits a
     /// back-off interval ([`Peers::may_replace`]).
     replaced_at: HashMap<Ipv4Addr, Instant>,
+    /// The peer's UDP port of its last NAT-T path (its NAT's mapping of port 4500), kept
+    /// when the path went so that a hub can initiate back through the same mapping.
+    natt_ports: HashMap<Ipv4Addr, u16>,
     /// Spreads the hold-downs of routers that failed together (a hub restart).
     jitter_seed: u64,
     /// Size of `held_down` after its last pruning: entries whose hold-down ended long ago
@@ -97,6 +100,9 @@ pub struct Peers {
     /// can fail setups from many addresses), so the map stays proportional to recent peers.
     pruned_at: usize,
 }
+
+/// Most remembered NAT-T ports ([`Peers::remember_natt_port`]).
+pub const NATT_PORTS_MAX: usize = 4096;
 
 /// Back-off state outlives its hold-down by this much (the failure count keeps doubling the
 /// next one), then may be pruned.
@@ -228,6 +234,21 @@ impl Peers {
             .min()
     }
 
+    /// `peer`'s NAT-T path through `port` went: remembered for initiating back through it.
+    /// Bounded: the map is emptied when it would pass [`NATT_PORTS_MAX`] (those peers fall
+    /// back to port 4500).
+    pub fn remember_natt_port(&mut self, peer: Ipv4Addr, port: u16) {
+        if self.natt_ports.len() >= NATT_PORTS_MAX && !self.natt_ports.contains_key(&peer) {
+            self.natt_ports.clear();
+        }
+        self.natt_ports.insert(peer, port);
+    }
+
+    /// The port of `peer`'s last NAT-T path, if remembered.
+    pub fn natt_port(&self, peer: Ipv4Addr) -> Option<u16> {
+        self.natt_ports.get(&peer).copied()
+    }
+
     /// Records our initiation toward `peer`.
     pub fn initiated(&mut self, now: Instant, peer: Ipv4Addr, ike_sa: IkeSaId) {
         self.connecting.insert(
@@ -261,6 +282,7 @@ impl Peers {
     /// A Child SA with `peer` is up: forgets the hold-down and the deferral, and returns our
     /// own initiation, which is redundant now.
     pub fn sa_up(&mut self, peer: Ipv4Addr) -> Option<Connecting> {
+        self.natt_ports.remove(&peer);
         self.deferred.remove(peer);
         self.retries.remove(peer);
         self.held_down.remove(&peer);
@@ -278,6 +300,8 @@ impl Peers {
     /// spokes that lost the same hub must not come back in lockstep).
     pub fn failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) -> Duration {
         self.forget_attempt(peer);
+        // The NAT mapping may be gone: the next attempt goes to port 4500.
+        self.natt_ports.remove(&peer);
         self.prune(now);
         let failures = self.held_down.get(&peer).map_or(0, |b| b.failures) + 1;
         let base = FIRST_HOLD_DOWN

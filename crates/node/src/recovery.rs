@@ -1,6 +1,8 @@
 //! Coming back from a peer that lost its SAs (issue 14): a restarted hub answers our probes
 //! with an unprotected INVALID_IKE_SPI (RFC 7296 §2.21.4), which starts a replacement IKE SA
-//! at once instead of after the whole DPD budget.
+//! at once instead of after the whole DPD budget; and a hub with traffic for a spoke whose
+//! registration lives but whose SA is gone initiates IKE back to it (through the spoke's NAT
+//! on port 4500 when it registered from behind one), under the one retry discipline.
 //!
 //! The hint is unauthenticated, so it only ever adds: one IKE SA in parallel per peer and
 //! back-off interval ([`crate::peers::Peers::may_replace`]), while the old SA keeps carrying
@@ -11,11 +13,22 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use dmvpn_ike::IkeSaId;
+use dmvpn_ike::{IkeSaId, IkeSaState};
 
 use crate::Node;
-use crate::config::IKE_PORT;
+use crate::config::{IKE_PORT, NATT_PORT};
 use crate::drive::v4;
+
+/// What IKE has with a peer that has no Child SA (no dataplane path).
+pub(crate) enum Existing {
+    /// No IKE SA.
+    None,
+    /// An IKE SA being negotiated (by either side) or deleted: it settles the path itself.
+    Settling,
+    /// An IKE SA that is up without a Child SA (it expired or was deleted): it never brings
+    /// a path up again, so a new one replaces it.
+    Childless(IkeSaId),
+}
 
 impl Node {
     /// The peer at `remote` answered a request on `sa` with INVALID_IKE_SPI.
@@ -27,8 +40,7 @@ impl Node {
             tracing::debug!(%peer, ike_sa = %sa, "INVALID_IKE_SPI hint ignored: a replacement is in flight or was tried within the back-off interval");
             return;
         }
-        let local = SocketAddr::new(IpAddr::V4((self.local_address)(peer)), IKE_PORT);
-        let to = SocketAddr::new(IpAddr::V4(peer), IKE_PORT);
+        let (local, to) = self.initiation_addresses(now, peer);
         match self.ike.initiate_replacing(now, local, to, sa) {
             Ok(id) => {
                 tracing::info!(%peer, stale_ike_sa = %sa, ike_sa = %id, "peer answered INVALID_IKE_SPI (restarted?): initiating a new IKE SA alongside the old one");
@@ -47,5 +59,58 @@ impl Node {
             // (which the caller sends next) registers.
             self.nhrp.peer_dead(now, IpAddr::V4(peer));
         }
+    }
+
+    /// The IKE SAs with `nbma`, a peer without a path.
+    pub(crate) fn existing_ike_sa(&self, nbma: Ipv4Addr) -> Existing {
+        let mut up = None;
+        for (id, st) in self.ike.sas_with(IpAddr::V4(nbma)) {
+            if st != IkeSaState::Established {
+                return Existing::Settling;
+            }
+            up = up.or(Some(id));
+        }
+        up.map_or(Existing::None, Existing::Childless)
+    }
+
+    /// Our address and the peer's to initiate IKE with. Normally UDP 500 both ends (IKE
+    /// floats to 4500 when it detects a NAT, RFC 7296 §2.23). A hub initiating back to a
+    /// spoke that registered from behind a NAT starts on 4500 instead (§2.23 allows it), to
+    /// the port the spoke's last NAT-T path came from if known: an unsolicited datagram to
+    /// the NAT's port 500 has no mapping to pass. The mapping may have expired meanwhile;
+    /// then the attempt times out and is held down like any other.
+    pub(crate) fn initiation_addresses(
+        &self,
+        now: Instant,
+        nbma: Ipv4Addr,
+    ) -> (SocketAddr, SocketAddr) {
+        let ip = IpAddr::V4((self.local_address)(nbma));
+        if self.is_hub() && self.nhrp.is_nated_peer(IpAddr::V4(nbma), now) {
+            let port = self.peers.natt_port(nbma).unwrap_or(NATT_PORT);
+            (
+                SocketAddr::new(ip, NATT_PORT),
+                SocketAddr::new(IpAddr::V4(nbma), port),
+            )
+        } else {
+            (
+                SocketAddr::new(ip, IKE_PORT),
+                SocketAddr::new(IpAddr::V4(nbma), IKE_PORT),
+            )
+        }
+    }
+
+    /// Deletes the Child SAs with `peer` and keeps its IKE SA: fault injection for tests (an
+    /// IKE SA whose Child SA expired or was deleted), not an operator command.
+    #[doc(hidden)]
+    pub fn delete_child_sas(&mut self, now: Instant, peer: Ipv4Addr) {
+        let spis: Vec<u32> = self
+            .children
+            .get(&peer)
+            .map(|l| l.iter().map(|c| c.spi_in).collect())
+            .unwrap_or_default();
+        for spi in spis {
+            let _ = self.ike.delete_child(now, spi);
+        }
+        self.drive(now);
     }
 }

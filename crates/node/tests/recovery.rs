@@ -1,7 +1,8 @@
 //! Recovery without waiting out timers (issue 14): a hub killed and started again answers
 //! its spokes' probes with INVALID_IKE_SPI (RFC 7296 §2.21.4), and the spokes bring up a new
-//! IKE SA and register again at once instead of after the whole DPD budget. A, and B behind a
-//! 1:1 NAT, as in `network.rs`; simulated clock, seeded RNGs.
+//! IKE SA and register again at once instead of after the whole DPD budget; a hub with
+//! traffic for a registered spoke whose SA is gone initiates IKE back to it. A, and B behind
+//! a 1:1 NAT, as in `network.rs`; simulated clock, seeded RNGs.
 
 mod sim;
 
@@ -308,5 +309,110 @@ fn spoofed_hints_start_one_replacement_and_tear_nothing_down() {
         sa_init_exchanges(&net, A, HUB_NBMA, from),
         1,
         "one replacement for all the hints"
+    );
+}
+
+/// The IKE_SA_INIT requests host `h` sent toward `to` from index `from` on: (destination,
+/// initiator SPI), retransmissions included.
+fn sa_init_requests(net: &Net, h: usize, to: Ipv4Addr, from: usize) -> Vec<(SocketAddrV4, u64)> {
+    net.hosts[h].ike_sent[from..]
+        .iter()
+        .filter(|(d, _)| *d.ip() == to)
+        .filter_map(|(d, b)| Some((*d, Message::parse(b).ok()?.header)))
+        .filter(|(_, h)| h.exchange == ExchangeType::IKE_SA_INIT && !h.is_response())
+        .map(|(d, h)| (d, h.spi_i))
+        .collect()
+}
+
+/// The hub's SAs with a registered spoke lose their Child SAs (expired, deleted) while the
+/// IKE SAs and the registration live. Traffic from the hub's LAN toward the spoke's LAN waits
+/// in the SA queue while the hub initiates IKE back to the registered address — through B's
+/// NAT on port 4500 — and the new SA replaces the childless one on both ends; every packet
+/// arrives. Before, the hub dropped the traffic (no mapping without an SA) and the childless
+/// IKE SA kept anyone from initiating.
+#[test]
+fn a_hub_brings_back_a_registered_spoke_whose_child_sa_is_gone_for_traffic_toward_it() {
+    let mut net = registered_network();
+    for (h, nbma, host) in [(A, A_NBMA, A_HOST), (B, B_PUBLIC, B_HOST)] {
+        let name = net.hosts[h].name;
+        let now = net.now;
+        net.hosts[HUB].node.delete_child_sas(now, nbma);
+        net.outputs(HUB);
+        net.flush();
+        assert!(
+            !net.hosts[HUB].node.tables().paths.contains_key(&nbma),
+            "{name}"
+        );
+        assert!(
+            !net.hosts[h].node.tables().paths.contains_key(&HUB_NBMA),
+            "{name}"
+        );
+        let ike_from = net.hosts[HUB].ike_sent.len();
+        let delivered = ids(&net, h).len();
+        let mut id = 40000u16 + 1000 * h as u16;
+        let mut sent = 0;
+        net.run_for(Duration::from_secs(10), |net| {
+            id += 1;
+            sent += 1;
+            net.send_from_lan(HUB, udp_packet(HUB_HOST, host, id, 64));
+        });
+        assert_eq!(
+            ids(&net, h).len() - delivered,
+            sent,
+            "{name}: every packet from the hub's LAN arrived"
+        );
+        assert!(
+            net.hosts[HUB].node.tables().paths.contains_key(&nbma),
+            "{name}"
+        );
+        let inits = sa_init_requests(&net, HUB, nbma, ike_from);
+        assert!(!inits.is_empty(), "{name}: the hub initiated");
+        let port = if h == B { 4500 } else { 500 };
+        assert!(
+            inits.iter().all(|(d, _)| d.port() == port),
+            "{name}: to port {port}: {inits:?}"
+        );
+        // The childless SAs were replaced: one IKE SA per peer on each end.
+        assert_eq!(established(&net, h), 1, "{name}");
+    }
+    assert_eq!(established(&net, HUB), 2);
+}
+
+/// Same, but the spoke is gone: the hub tries once (its traffic queued, capped), the attempt
+/// times out, the registration is dropped with it, and the hub stops trying.
+#[test]
+fn a_hub_tries_a_vanished_registered_spoke_once_then_forgets_it() {
+    let mut net = registered_network();
+    let now = net.now;
+    net.hosts[HUB].node.delete_child_sas(now, B_PUBLIC);
+    net.outputs(HUB);
+    net.flush();
+    net.hosts[B].alive = false;
+    let ike_from = net.hosts[HUB].ike_sent.len();
+    let mut id = 50000u16;
+    net.run_for(Duration::from_secs(300), |net| {
+        id += 1;
+        net.send_from_lan(HUB, udp_packet(HUB_HOST, B_HOST, id, 64));
+    });
+    let spis: HashSet<u64> = sa_init_requests(&net, HUB, B_PUBLIC, ike_from)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        spis.len(),
+        1,
+        "one IKE_SA_INIT exchange toward the vanished spoke"
+    );
+    assert!(
+        net.hosts[HUB].events.iter().any(|e| matches!(e,
+            Event::PeerUnregistered { protocol_addr, .. } if *protocol_addr == IpAddr::V4(B_TUNNEL))),
+        "the registration went with the failed attempt"
+    );
+    assert!(
+        !net.hosts[HUB]
+            .node
+            .tables()
+            .mappings
+            .contains_key(&B_TUNNEL)
     );
 }

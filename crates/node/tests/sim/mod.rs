@@ -108,11 +108,12 @@ pub fn parse(text: &str) -> dmvpn_config::Config {
 /// The node keeps its NHRP mappings and multicast list up to date incrementally; they must
 /// equal a recomputation from the whole NHRP cache: the NHSs' configured mappings, then, per
 /// tunnel next hop, the first live learned entry (in `cache_entries` order) whose peer has a
-/// path, never replacing an NHS.
+/// path (on a hub: or is a spoke's registration), never replacing an NHS.
 pub fn check_mappings(node: &Node, now: Instant) {
     let t = node.tables();
     let mut want: HashMap<Ipv4Addr, Ipv4Addr> = HashMap::new();
     let nhs: Vec<Ipv4Addr> = node.config().nhrp.nhs.iter().map(|n| n.address).collect();
+    let hub = matches!(node.config().nhrp.role, dmvpn_config::Role::Hub { .. });
     for n in &node.config().nhrp.nhs {
         want.insert(n.address, n.nbma);
     }
@@ -124,7 +125,7 @@ pub fn check_mappings(node: &Node, now: Instant) {
             || !e.is_live(now)
             || nhs.contains(&nh)
             || want.contains_key(&nh)
-            || !t.paths.contains_key(&nbma)
+            || !(t.paths.contains_key(&nbma) || hub && e.flags.registered)
         {
             continue;
         }
@@ -316,7 +317,7 @@ impl Net {
     }
 
     /// Carries out what host `h`'s node polled out, in the daemon's order.
-    fn outputs(&mut self, h: usize) {
+    pub fn outputs(&mut self, h: usize) {
         let now = self.now;
         let host = &mut self.hosts[h];
         check_mappings(&host.node, now);
