@@ -197,3 +197,71 @@ fn delete_child_leaves_both_ike_sas_up_and_childless() {
         assert_eq!(count(ev, |e| matches!(e, Event::IkeSaDown { .. })), 0);
     }
 }
+
+/// §1.5: B restarted and receives A's ESP for a Child SA it no longer has: it tells A with an
+/// unprotected INVALID_SPI (random IKE SPIs, Initiator flag, the SPI as data), which A does
+/// not answer but takes as a reason to probe that Child SA's IKE SA at once; the restarted
+/// B answers the probe with INVALID_IKE_SPI, so A gets the hint without waiting for DPD.
+/// One probe per interval however many arrive; one naming an SPI A does not send on, or from
+/// another address, changes nothing; B with an IKE SA to the sender sends nothing.
+#[test]
+fn esp_to_a_restarted_peer_gets_invalid_spi_which_makes_us_probe_at_once() {
+    for nat in [false, true] {
+        let mut n = Net::new(config(b"k"), config(b"k"), nat);
+        let old = n.initiate();
+        let spi_out = Net::children(&n.ev_a)[0].spi_out;
+        // B, with its SA, never answers ESP.
+        let (b_local, a_seen) = if nat {
+            (
+                SocketAddr::new(n.b_ip, 4500),
+                SocketAddr::new(n.a_pub, 14500),
+            )
+        } else {
+            (n.b_local(), n.a_local())
+        };
+        n.b.unknown_esp_spi(n.now, b_local, a_seen, spi_out);
+        assert!(n.b.poll_transmit().is_none(), "B has an IKE SA with A");
+        n.b = Endpoint::new(config(b"k"), Box::new(TestRng::new(99)));
+        n.ev_a.clear();
+        for _ in 0..5 {
+            n.b.unknown_esp_spi(n.now, b_local, a_seen, spi_out);
+        }
+        let notifies: Vec<_> = std::iter::from_fn(|| n.b.poll_transmit()).collect();
+        assert_eq!(notifies.len(), 5);
+        let m = Message::parse(&notifies[0].bytes).unwrap();
+        assert!(m.header.is_initiator() && !m.header.is_response());
+        assert_ne!(m.header.spi_i, 0);
+        assert!(matches!(&m.payloads[..], [Payload::Notify(x)]
+            if x.ty == NotifyType::INVALID_SPI && x.data == spi_out.to_be_bytes()));
+        for t in &notifies {
+            n.a.handle_datagram(n.now, n.nat_in(t.remote), t.local, &t.bytes);
+        }
+        // One probe, nothing else (no answer to the notifies).
+        let probes: Vec<_> = std::iter::from_fn(|| n.a.poll_transmit()).collect();
+        assert_eq!(probes.len(), 1, "nat={nat}");
+        let p = Message::parse(&probes[0].bytes).unwrap().header;
+        assert_eq!(p.exchange, ExchangeType::INFORMATIONAL);
+        n.b.handle_datagram(
+            n.now,
+            probes[0].remote,
+            n.nat_out(probes[0].local),
+            &probes[0].bytes,
+        );
+        n.flush();
+        assert_eq!(hints(&n.ev_a), vec![old], "nat={nat}: {:?}", n.ev_a);
+        assert_eq!(established(&n.a, &n).len(), 1);
+    }
+    // Not our SPI, or not from the peer's address: no probe.
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    n.initiate();
+    let spi_out = Net::children(&n.ev_a)[0].spi_out;
+    let mut other = Endpoint::new(config(b"k"), Box::new(TestRng::new(5)));
+    let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 500);
+    for (from, spi) in [(n.b_local(), spi_out ^ 1), (elsewhere, spi_out)] {
+        other.unknown_esp_spi(n.now, from, n.a_local(), spi);
+        let t = other.poll_transmit().unwrap();
+        n.a.handle_datagram(n.now, n.a_local(), from, &t.bytes);
+        assert!(n.a.poll_transmit().is_none());
+        assert!(n.a.poll_event().is_none());
+    }
+}

@@ -207,6 +207,9 @@ pub(super) struct IkeSa {
     /// The stale IKE SA this one replaces once authenticated
     /// ([`Endpoint::initiate_replacing`]).
     pub(super) replaces: Option<u64>,
+    /// When an unprotected INVALID_SPI for one of its Child SAs last made us probe it
+    /// (§1.5), for the rate limit.
+    pub(super) hint_probe_at: Option<Instant>,
 }
 
 impl IkeSa {
@@ -246,6 +249,7 @@ impl IkeSa {
             superseded: false,
             hinted_request: None,
             replaces: None,
+            hint_probe_at: None,
         }
     }
 
