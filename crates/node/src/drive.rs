@@ -52,6 +52,7 @@ impl Node {
                     );
                 }
             }
+            SlowPath::UnknownSpi { from, encap, spi } => self.unknown_spi(now, from, encap, spi),
             SlowPath::Redirect { peer, quote } => {
                 self.nhrp
                     .traffic_indication_needed(now, IpAddr::V4(peer), &quote);

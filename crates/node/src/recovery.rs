@@ -10,7 +10,7 @@
 //! INITIAL_CONTACT would). A replacement toward an NHS is followed by a fresh registration:
 //! a hub that lost our SA lost our registration with it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 use dmvpn_ike::{IkeSaId, IkeSaState};
@@ -97,6 +97,24 @@ impl Node {
                 SocketAddr::new(IpAddr::V4(nbma), IKE_PORT),
             )
         }
+    }
+
+    /// ESP for an unknown SPI arrived from `from`: if IKE knows nothing of the sender (we
+    /// restarted), it tells the sender with an unprotected INVALID_SPI (RFC 7296 §1.5), on
+    /// the port the ESP came from (UDP 4500 with the non-ESP marker when encapsulated, else
+    /// UDP 500), so the peer probes at once instead of after its DPD delay.
+    pub(crate) fn unknown_spi(&mut self, now: Instant, from: SocketAddrV4, encap: bool, spi: u32) {
+        let ip = IpAddr::V4((self.local_address)(*from.ip()));
+        let (local, remote) = if encap {
+            (SocketAddr::new(ip, NATT_PORT), SocketAddr::V4(from))
+        } else {
+            (
+                SocketAddr::new(ip, IKE_PORT),
+                SocketAddr::new(IpAddr::V4(*from.ip()), IKE_PORT),
+            )
+        };
+        tracing::debug!(from = %from, spi = format_args!("{spi:#010x}"), "ESP for an unknown SPI: telling the sender (INVALID_SPI) unless we have an IKE SA with it");
+        self.ike.unknown_esp_spi(now, local, remote, spi);
     }
 
     /// Deletes the Child SAs with `peer` and keeps its IKE SA: fault injection for tests (an

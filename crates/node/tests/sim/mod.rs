@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmvpn_crypto::TestRng;
-use dmvpn_dataplane::{Inbound, Outbound, Route, RouteProto, RouteTable, Tables};
+use dmvpn_dataplane::{DropReason, Inbound, Outbound, Route, RouteProto, RouteTable, Tables};
 use dmvpn_nhrp::EntryKind;
 use dmvpn_node::{Event, Node, RouteUpdate, SlowPath, Transmit};
 use dmvpn_wire::PacketBuf;
@@ -175,8 +175,8 @@ pub struct Host {
     pub alive: bool,
 }
 
-/// Decides whether a datagram (source, destination — post-NAT — and kind) is lost.
-pub type Loss = Box<dyn FnMut(SocketAddrV4, SocketAddrV4, Kind) -> bool>;
+/// Decides whether a datagram (source, destination — post-NAT —, kind and bytes) is lost.
+pub type Loss = Box<dyn FnMut(SocketAddrV4, SocketAddrV4, Kind, &[u8]) -> bool>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -411,12 +411,16 @@ impl Net {
                 self.lost += 1;
                 continue;
             }
-            let kind = match d.payload {
-                Payload::Ike { .. } => Kind::Ike,
-                Payload::Esp { .. } => Kind::Esp,
-                Payload::Keepalive => Kind::Keepalive,
+            let (kind, bytes): (Kind, &[u8]) = match &d.payload {
+                Payload::Ike { bytes } => (Kind::Ike, bytes),
+                Payload::Esp { bytes } => (Kind::Esp, bytes),
+                Payload::Keepalive => (Kind::Keepalive, &[]),
             };
-            if self.loss.as_mut().is_some_and(|l| l(d.src, d.dst, kind)) {
+            if self
+                .loss
+                .as_mut()
+                .is_some_and(|l| l(d.src, d.dst, kind, bytes))
+            {
                 self.lost += 1;
                 continue;
             }
@@ -426,18 +430,18 @@ impl Net {
                     let natt = d.dst.port() == 4500;
                     self.hosts[h].node.handle_ike(now, d.src, natt, &bytes);
                 }
-                Payload::Esp { bytes } => self.receive_esp(h, *d.src.ip(), &bytes),
+                Payload::Esp { bytes } => self.receive_esp(h, d.src, &bytes),
                 Payload::Keepalive => {}
             }
             self.outputs(h);
         }
     }
 
-    fn receive_esp(&mut self, h: usize, from: Ipv4Addr, bytes: &[u8]) {
+    fn receive_esp(&mut self, h: usize, src: SocketAddrV4, bytes: &[u8]) {
         let mut buf = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, bytes).expect("fits");
         let host = &mut self.hosts[h];
         let tables = host.tables.clone();
-        match tables.inbound(&host.routes, from, &mut buf) {
+        match tables.inbound(&host.routes, *src.ip(), &mut buf) {
             Inbound::Data { peer, redirect } => {
                 if redirect {
                     let quote = buf.as_slice()[..28.min(buf.len())].to_vec();
@@ -452,6 +456,20 @@ impl Net {
                 let now = self.now;
                 host.node
                     .handle_slow_path(now, SlowPath::Nhrp { peer, bytes });
+            }
+            // As the daemon's datapath does (rate-limited there per source).
+            Inbound::Drop(DropReason::UnknownSpi) => {
+                let spi = u32::from_be_bytes(bytes[..4].try_into().expect("ESP header"));
+                let now = self.now;
+                let encap = src.port() != 0;
+                host.node.handle_slow_path(
+                    now,
+                    SlowPath::UnknownSpi {
+                        from: src,
+                        encap,
+                        spi,
+                    },
+                );
             }
             Inbound::Drop(_) => {}
         }
