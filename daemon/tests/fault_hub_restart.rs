@@ -1,12 +1,13 @@
 //! Fault (issue 14, item 5): the hub killed with SIGKILL and started again with the same
-//! configuration. The restarted hub has no SAs, so it answers the spokes' DPD probes with an
-//! unprotected INVALID_IKE_SPI (RFC 7296 §2.21.4); each spoke takes that as a hint, brings up
-//! a new IKE SA alongside the old one and registers again, instead of waiting out the whole
-//! DPD budget (topology in `dmvpn_tests::e2e`: spoke A direct, spoke B behind the NAT).
+//! configuration. The restarted hub has no SAs: it answers the spokes' ESP with an
+//! unprotected INVALID_SPI (RFC 7296 §1.5), so each spoke probes at once, and the probe with
+//! an unprotected INVALID_IKE_SPI (§2.21.4); the spoke takes that as a hint, brings up a new
+//! IKE SA alongside the old one and registers again, instead of waiting out the whole DPD
+//! budget (topology in `dmvpn_tests::e2e`: spoke A direct, spoke B behind the NAT).
 //!
-//! The DPD timers here are the e2e ones with more probes ([`RETRY`] s apart), so the budget
-//! (delay + probes × retry) is clearly longer than the time to the first probe; the recovery
-//! times are printed with the machine's load.
+//! The DPD timers here are the reference configuration's (`dpd 40 5 on-demand`, five
+//! probes), not the e2e test's short ones: that budget is what a spoke with traffic waited
+//! before. The recovery times are printed with the machine's load.
 //!
 //! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
 
@@ -16,22 +17,23 @@ use dmvpn_tests::e2e::{
     HUB_TUNNEL, Keys, Node, NodeConfig, SPOKE_A_TUNNEL, SPOKE_B_TUNNEL, TestDir, Topology, ping,
 };
 use dmvpn_tests::require_root_and_tools;
-use dmvpn_tests::scenario::{
-    DPD_DELAY, DPD_TRIES, e2e_config, edit_config, expect, start_registered, table,
-};
+use dmvpn_tests::scenario::{DPD_TRIES, e2e_config, edit_config, expect, start_registered, table};
 
-/// Seconds between DPD probes in this test (the e2e configuration has 1).
+/// The reference DPD timers (conf/*.toml: `dpd 40 5 on-demand`).
+const DELAY: u32 = 40;
 const RETRY: u32 = 5;
-/// What a spoke would wait without the hint, from its last answered packet: the DPD delay,
+/// What a spoke with traffic waited before, from its last answered packet: the DPD delay,
 /// then every probe unanswered, then a new IKE SA and registration.
-const DPD_BUDGET: Duration = Duration::from_secs((DPD_DELAY + DPD_TRIES * RETRY) as u64);
+const DPD_BUDGET: Duration = Duration::from_secs((DELAY + DPD_TRIES * RETRY) as u64);
 /// The bound asserted: well under the budget, generous for a slow shared machine.
 const BOUND: Duration = Duration::from_secs(20);
 
 fn config(dir: &TestDir, node: Node, keys: &Keys) -> NodeConfig {
     let cfg = e2e_config(dir, node, keys);
     edit_config(&cfg.config, |t| {
-        table(table(t, "ike"), "dpd").insert("retry".into(), toml::Value::Integer(RETRY.into()));
+        let dpd = table(table(t, "ike"), "dpd");
+        dpd.insert("delay".into(), toml::Value::Integer(DELAY.into()));
+        dpd.insert("retry".into(), toml::Value::Integer(RETRY.into()));
     });
     cfg
 }
