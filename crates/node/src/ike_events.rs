@@ -204,7 +204,8 @@ impl Node {
             Some(mine) if mine.ike_sa != c.ike_sa => {
                 let _ = self.ike.delete_sa(now, mine.ike_sa);
             }
-            // A replacement started by an INVALID_IKE_SPI hint is up.
+            // Our replacement of a stale IKE SA (after an INVALID_IKE_SPI hint, or of one
+            // without a Child SA) is up; the engine retired the old one.
             Some(mine) if mine.replaces.is_some() => self.replaced(now, peer),
             _ => {}
         }

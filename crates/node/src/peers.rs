@@ -90,6 +90,8 @@ pub struct Peers {
     /// When each peer's last hint-started replacement went out: the next one waits a
     /// back-off interval ([`Peers::may_replace`]).
     replaced_at: HashMap<Ipv4Addr, Instant>,
+    /// Size of `replaced_at` after its last pruning (as `pruned_at` for `held_down`).
+    replaced_pruned_at: usize,
     /// The peer's UDP port of its last NAT-T path (its NAT's mapping of port 4500), kept
     /// when the path went so that a hub can initiate back through the same mapping.
     natt_ports: HashMap<Ipv4Addr, u16>,
@@ -149,7 +151,8 @@ impl Peers {
     /// interval (10 s, doubling with each failed setup up to a minute), none while the peer
     /// is held down or an initiation toward it is in flight: a host spoofing the peer's
     /// address makes us start one IKE SA per interval at most, and never tears anything
-    /// down. The map only holds peers we had SAs with, and is pruned when it doubles.
+    /// down. The map only holds peers we had SAs with, and drops entries older than the
+    /// longest interval when it has doubled since its last pruning (amortised O(1)).
     pub fn may_replace(&mut self, now: Instant, peer: Ipv4Addr) -> bool {
         if self.held_down(now, peer) || self.connecting_recently(now, peer) {
             return false;
@@ -162,9 +165,10 @@ impl Peers {
         {
             return false;
         }
-        if self.replaced_at.len() >= 1024 && !self.replaced_at.contains_key(&peer) {
+        if self.replaced_at.len() >= (2 * self.replaced_pruned_at).max(1024) {
             self.replaced_at
                 .retain(|_, t| now < *t + MAX_HOLD_DOWN + BACKOFF_MEMORY);
+            self.replaced_pruned_at = self.replaced_at.len();
         }
         self.replaced_at.insert(peer, now);
         true

@@ -50,8 +50,9 @@ impl Node {
         }
     }
 
-    /// A Child SA of our replacement toward `peer` is installed: an NHS that lost our SA lost
-    /// our registration too, so register again now rather than at the next refresh.
+    /// A Child SA of our replacement toward `peer` is installed: an NHS that lost our SA
+    /// (or whose SA with us had no Child SA to carry our refreshes) may have lost our
+    /// registration too, so register again now rather than at the next refresh.
     pub(crate) fn replaced(&mut self, now: Instant, peer: Ipv4Addr) {
         if self.is_nhs(peer) {
             tracing::info!(nhs = %peer, "IKE SA with the NHS replaced: registering again");
