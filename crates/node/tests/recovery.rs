@@ -451,3 +451,55 @@ fn a_hub_tries_a_vanished_registered_spoke_once_then_forgets_it() {
             .contains_key(&B_TUNNEL)
     );
 }
+
+/// A one-way outage (spoke A → hub lost) long enough for the hub's DPD to declare A dead,
+/// while A, idle, noticed nothing. The hub dropped A's SA and registration; once the path
+/// heals, A's next packet meets a hub without its SA, which answers INVALID_SPI (§1.5): A
+/// probes, gets INVALID_IKE_SPI, replaces its SA and registers again within seconds — not at
+/// its next refresh, or after its own DPD budget — and the hub reaches A's LAN again.
+#[test]
+fn a_spoke_the_hub_declared_dead_comes_back_at_its_next_packet() {
+    let mut net = registered_network();
+    net.loss = Some(Box::new(|src, dst, _, _| {
+        *src.ip() == A_NBMA && *dst.ip() == HUB_NBMA
+    }));
+    let mut id = 0u16;
+    net.run_for(Duration::from_secs(90), |net| {
+        id += 1;
+        net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
+    });
+    assert!(
+        net.hosts[HUB]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerDown { peer } if *peer == A_NBMA)),
+        "the hub declared A dead"
+    );
+    assert!(
+        !net.hosts[HUB]
+            .node
+            .tables()
+            .mappings
+            .contains_key(&A_TUNNEL)
+    );
+    net.loss = None;
+    net.hosts[HUB].events.clear();
+    let healed = net.now;
+    let mut back = None;
+    while back.is_none() && net.now - healed < Duration::from_secs(60) {
+        let before = ids(&net, A).len();
+        net.run_for(Duration::from_secs(1), |net| {
+            id += 1;
+            net.send_from_lan(A, udp_packet(A_HOST, HUB_HOST, id, 64));
+            id += 1;
+            net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
+        });
+        if registered(&net, A_TUNNEL) && ids(&net, A).len() > before {
+            back = Some(net.now - healed);
+        }
+    }
+    eprintln!("spoke A back {back:?} after the path healed");
+    let back = back.expect("A came back");
+    assert!(back <= Duration::from_secs(5), "{back:?}");
+    assert_eq!(established(&net, A), 1);
+}
