@@ -368,6 +368,8 @@ pub struct TunBatch {
     gro: GROTable,
     /// Redirect hints sent per (source, destination) pair, for the rate limit.
     hints: HashMap<(Ipv4Addr, Ipv4Addr), Instant>,
+    /// Unknown-SPI reports sent per source, for the rate limit.
+    unknown_spi: HashMap<Ipv4Addr, Instant>,
 }
 
 impl std::fmt::Debug for TunBatch {
@@ -427,20 +429,31 @@ impl TunBatch {
             Ipv4Addr::from(<[u8; 4]>::try_from(src).unwrap_or_default()),
             Ipv4Addr::from(<[u8; 4]>::try_from(dst).unwrap_or_default()),
         );
-        let now = Instant::now();
-        if self.hints.len() >= REDIRECT_HINTS {
-            self.hints
-                .retain(|_, t| now.duration_since(*t) < REDIRECT_HINT_INTERVAL);
-            if self.hints.len() >= REDIRECT_HINTS {
-                self.hints.clear();
-            }
+        hint_due(&mut self.hints, key)
+    }
+
+    /// Whether a report of ESP with an unknown SPI from `src` is due (at most one per source
+    /// per interval): the control plane answers each with an INVALID_SPI notify.
+    fn unknown_spi_report_due(&mut self, src: Ipv4Addr) -> bool {
+        hint_due(&mut self.unknown_spi, src)
+    }
+}
+
+/// At most one hint per key per [`REDIRECT_HINT_INTERVAL`], in a map of at most
+/// [`REDIRECT_HINTS`] keys.
+fn hint_due<K: std::hash::Hash + Eq>(hints: &mut HashMap<K, Instant>, key: K) -> bool {
+    let now = Instant::now();
+    if hints.len() >= REDIRECT_HINTS {
+        hints.retain(|_, t| now.duration_since(*t) < REDIRECT_HINT_INTERVAL);
+        if hints.len() >= REDIRECT_HINTS {
+            hints.clear();
         }
-        match self.hints.get(&key) {
-            Some(t) if now.duration_since(*t) < REDIRECT_HINT_INTERVAL => false,
-            _ => {
-                self.hints.insert(key, now);
-                true
-            }
+    }
+    match hints.get(&key) {
+        Some(t) if now.duration_since(*t) < REDIRECT_HINT_INTERVAL => false,
+        _ => {
+            hints.insert(key, now);
+            true
         }
     }
 }
@@ -460,13 +473,14 @@ impl EspHandler for Datapath {
             count: 0,
             gro: GROTable::default(),
             hints: HashMap::new(),
+            unknown_spi: HashMap::new(),
         }
     }
 
     fn handle_esp(
         &self,
         from: SocketAddrV4,
-        _encap: bool,
+        encap: bool,
         buf: &mut PacketBuf,
         batch: &mut TunBatch,
     ) -> bool {
@@ -491,6 +505,20 @@ impl EspHandler for Datapath {
             Inbound::Nhrp { peer } => {
                 let bytes = buf.as_slice().to_vec();
                 self.to_slow_path(&tables, SlowPath::Nhrp { peer, bytes });
+            }
+            // A peer still sending on an SA we do not have (we restarted): the control
+            // plane may tell it (RFC 7296 §1.5), so it need not wait for its DPD.
+            Inbound::Drop(DropReason::UnknownSpi) => {
+                let spi = buf
+                    .as_slice()
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok());
+                if let Some(spi) = spi
+                    && batch.unknown_spi_report_due(*from.ip())
+                {
+                    let spi = u32::from_be_bytes(spi);
+                    self.to_slow_path(&tables, SlowPath::UnknownSpi { from, encap, spi });
+                }
             }
             Inbound::Drop(_) => {}
         }

@@ -10,6 +10,7 @@ use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
 
 use crate::config::{IKE_PORT, NATT_PORT};
+use crate::recovery::Existing;
 use crate::{HOUSEKEEPING, Node, SlowPath, Transmit};
 
 /// A worn-out Child SA whose rekey did not happen is asked again after this long.
@@ -51,6 +52,7 @@ impl Node {
                     );
                 }
             }
+            SlowPath::UnknownSpi { from, encap, spi } => self.unknown_spi(now, from, encap, spi),
             SlowPath::Redirect { peer, quote } => {
                 self.nhrp
                     .traffic_indication_needed(now, IpAddr::V4(peer), &quote);
@@ -233,22 +235,30 @@ impl Node {
             self.peers.retry_later(nbma);
             return;
         }
-        let peer_ip = IpAddr::V4(nbma);
-        if self.ike.has_sa_with(peer_ip) {
-            // The peer is negotiating with us already; its Child SA will bring the path up.
-            return;
-        }
+        // An IKE SA being negotiated (by either side) or deleted will settle the path; one
+        // that is up without a Child SA (it expired or was deleted) never will, and is replaced.
+        let childless = match self.existing_ike_sa(nbma) {
+            Existing::None => None,
+            Existing::Childless(stale) => Some(stale),
+            Existing::Settling => return,
+        };
         if allow_defer && self.peer_is_nated(now, nbma) {
             // Once per peer: the deadline calls back without deferral.
             self.peers.defer(now, nbma);
             return;
         }
-        let local = SocketAddr::new(IpAddr::V4((self.local_address)(nbma)), IKE_PORT);
-        let remote = SocketAddr::new(peer_ip, IKE_PORT);
-        match self.ike.initiate(now, local, remote) {
+        let (local, remote) = self.initiation_addresses(now, nbma);
+        let started = match childless {
+            Some(stale) => self.ike.initiate_replacing(now, local, remote, stale),
+            None => self.ike.initiate(now, local, remote),
+        };
+        match started {
             Ok(id) => {
-                tracing::info!(peer = %nbma, ike_sa = %id, "initiating IKE");
-                self.peers.initiated(now, nbma, id);
+                tracing::info!(peer = %nbma, ike_sa = %id, to = %remote, replaces = ?childless.map(|s| s.to_string()), "initiating IKE");
+                match childless {
+                    Some(stale) => self.peers.initiated_replacing(now, nbma, id, stale),
+                    None => self.peers.initiated(now, nbma, id),
+                }
             }
             Err(e) => tracing::error!(peer = %nbma, "cannot initiate IKE: {e}"),
         }

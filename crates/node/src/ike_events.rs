@@ -132,6 +132,7 @@ impl Node {
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
                 tracing::warn!(peer = %remote, reason = %reason, "child SA refused");
             }
+            IkeEvent::InvalidIkeSpi { sa, remote } => self.invalid_spi_hint(now, sa, remote),
             // Events added to the IKE engine later are logged until the node handles them.
             other => tracing::debug!(?other, "IKE event not handled"),
         }
@@ -204,10 +205,14 @@ impl Node {
         self.export_esp_keys(&c);
         // Our own initiation is redundant once the peer's SA carries traffic: drop it if it is
         // still half open (nothing is sent for that), or delete it if it completed too.
-        if let Some(mine) = self.peers.sa_up(peer)
-            && mine.ike_sa != c.ike_sa
-        {
-            let _ = self.ike.delete_sa(now, mine.ike_sa);
+        match self.peers.sa_up(peer) {
+            Some(mine) if mine.ike_sa != c.ike_sa => {
+                let _ = self.ike.delete_sa(now, mine.ike_sa);
+            }
+            // Our replacement of a stale IKE SA (after an INVALID_IKE_SPI hint, or of one
+            // without a Child SA) is up; the engine retired the old one.
+            Some(mine) if mine.replaces.is_some() => self.replaced(now, peer),
+            _ => {}
         }
         for s in self.shortcuts.take_pending(peer) {
             self.install_shortcut_route(s);
@@ -252,7 +257,11 @@ impl Node {
                 }
                 None => {
                     self.children.remove(&peer);
-                    self.master.paths.remove(&peer);
+                    if let Some(p) = self.master.paths.remove(&peer)
+                        && p.udp_encap
+                    {
+                        self.peers.remember_natt_port(peer, p.port);
+                    }
                     self.paths_changed.push(peer);
                 }
             }
@@ -272,7 +281,11 @@ impl Node {
 
     /// Forgets every SA to `peer` (DPD death, IKE SA gone, operator's clear).
     pub(crate) fn remove_peer_sas(&mut self, peer: Ipv4Addr) {
-        self.master.paths.remove(&peer);
+        if let Some(p) = self.master.paths.remove(&peer)
+            && p.udp_encap
+        {
+            self.peers.remember_natt_port(peer, p.port);
+        }
         self.paths_changed.push(peer);
         // Every inbound SA of the peer is one of its installed children (install_child adds
         // both, child_deleted removes both), so there is no need to scan all SPIs.

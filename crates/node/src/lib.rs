@@ -28,6 +28,7 @@ pub mod keepalive;
 mod nhrp_events;
 pub mod nhs_choice;
 pub mod peers;
+mod recovery;
 pub mod sa_queue;
 pub mod shortcuts;
 mod types;
@@ -328,6 +329,11 @@ impl Node {
     /// The NHS that traffic without a mapping goes to now (`show nhrp`).
     pub fn preferred_nhs(&self) -> Option<Ipv4Addr> {
         self.nhs_choice.current()
+    }
+
+    /// Whether this router is a hub (an NHS: spokes register with it).
+    fn is_hub(&self) -> bool {
+        matches!(self.config.nhrp.role, dmvpn_config::Role::Hub { .. })
     }
 
     fn is_nhs(&self, peer: Ipv4Addr) -> bool {

@@ -153,9 +153,12 @@ impl Node {
         }
     }
 
-    /// The mapping of tunnel next hop `nh`, from its live NHRP entry. Only peers with an SA
-    /// get one: without it the packet would wait for IKE (or, toward a peer that refuses it,
-    /// be lost) where the path via the NHS works. An NHS's mapping comes from the
+    /// The mapping of tunnel next hop `nh`, from its live NHRP entry. On a spoke only peers
+    /// with an SA get one: without it the packet would wait for IKE (or, toward a peer that
+    /// refuses it, be lost) where the path via the NHS works. On a hub a spoke's live
+    /// registration keeps its mapping without an SA: there is no other path to the spoke, so
+    /// its traffic waits in the SA queue while the hub initiates IKE back to the registered
+    /// (post-NAT) address (issue 14, hub-initiated recovery). An NHS's mapping comes from the
     /// configuration and is never replaced by a learned entry: one hostile spoke must not be
     /// able to take over the path to the hub (and everything routed via it).
     fn sync_mapping(&mut self, now: Instant, nh: Ipv4Addr) {
@@ -166,8 +169,11 @@ impl Node {
             .nhrp
             .mapping(IpAddr::V4(nh), now)
             .filter(|m| m.kind != EntryKind::Local)
-            .and_then(|m| v4(m.nbma))
-            .filter(|nbma| self.master.paths.contains_key(nbma));
+            .filter(|m| {
+                let registered = self.is_hub() && m.kind == EntryKind::Dynamic;
+                registered || v4(m.nbma).is_some_and(|n| self.master.paths.contains_key(&n))
+            })
+            .and_then(|m| v4(m.nbma));
         match (want, self.master.mappings.get(&nh)) {
             (Some(n), Some(m)) if m.nbma == n => {}
             (Some(n), _) => {

@@ -39,6 +39,9 @@ pub struct Connecting {
     pub since: Instant,
     /// The half-open SA.
     pub ike_sa: IkeSaId,
+    /// The stale IKE SA it replaces once authenticated (the peer answered as if it had lost
+    /// it: an INVALID_IKE_SPI hint), if any.
+    pub replaces: Option<IkeSaId>,
 }
 
 /// Why the last IKE setup toward a peer failed.
@@ -84,6 +87,14 @@ pub struct Peers {
     held_down: HashMap<Ipv4Addr, Backoff>,
     /// Initiations asked for during a hold-down, due when it ends.
     retries: Deadlines<Ipv4Addr>,
+    /// When each peer's last hint-started replacement went out: the next one waits a
+    /// back-off interval ([`Peers::may_replace`]).
+    replaced_at: HashMap<Ipv4Addr, Instant>,
+    /// Size of `replaced_at` after its last pruning (as `pruned_at` for `held_down`).
+    replaced_pruned_at: usize,
+    /// The peer's UDP port of its last NAT-T path (its NAT's mapping of port 4500), kept
+    /// when the path went so that a hub can initiate back through the same mapping.
+    natt_ports: HashMap<Ipv4Addr, u16>,
     /// Spreads the hold-downs of routers that failed together (a hub restart).
     jitter_seed: u64,
     /// Size of `held_down` after its last pruning: entries whose hold-down ended long ago
@@ -91,6 +102,9 @@ pub struct Peers {
     /// can fail setups from many addresses), so the map stays proportional to recent peers.
     pruned_at: usize,
 }
+
+/// Most remembered NAT-T ports ([`Peers::remember_natt_port`]).
+pub const NATT_PORTS_MAX: usize = 4096;
 
 /// Back-off state outlives its hold-down by this much (the failure count keeps doubling the
 /// next one), then may be pruned.
@@ -122,6 +136,42 @@ impl Peers {
         self.held_down
             .retain(|p, b| now < b.until + BACKOFF_MEMORY || retries.contains(*p));
         self.pruned_at = self.held_down.len();
+    }
+
+    /// The wait the next failure toward `peer` would bring, before jitter.
+    fn next_interval(&self, peer: Ipv4Addr) -> Duration {
+        let failures = self.held_down.get(&peer).map_or(0, |b| b.failures);
+        FIRST_HOLD_DOWN
+            .saturating_mul(1 << failures.min(6))
+            .min(MAX_HOLD_DOWN)
+    }
+
+    /// Whether an unauthenticated hint that `peer` lost our SA (RFC 7296 §2.21.4) may start
+    /// a replacement IKE SA now; records it when so. At most one per peer per back-off
+    /// interval (10 s, doubling with each failed setup up to a minute), none while the peer
+    /// is held down or an initiation toward it is in flight: a host spoofing the peer's
+    /// address makes us start one IKE SA per interval at most, and never tears anything
+    /// down. The map only holds peers we had SAs with, and drops entries older than the
+    /// longest interval when it has doubled since its last pruning (amortised O(1)).
+    pub fn may_replace(&mut self, now: Instant, peer: Ipv4Addr) -> bool {
+        if self.held_down(now, peer) || self.connecting_recently(now, peer) {
+            return false;
+        }
+        let interval = self.next_interval(peer);
+        if self
+            .replaced_at
+            .get(&peer)
+            .is_some_and(|t| now < *t + interval)
+        {
+            return false;
+        }
+        if self.replaced_at.len() >= (2 * self.replaced_pruned_at).max(1024) {
+            self.replaced_at
+                .retain(|_, t| now < *t + MAX_HOLD_DOWN + BACKOFF_MEMORY);
+            self.replaced_pruned_at = self.replaced_at.len();
+        }
+        self.replaced_at.insert(peer, now);
+        true
     }
 
     /// Number of peers with back-off state.
@@ -188,15 +238,55 @@ impl Peers {
             .min()
     }
 
+    /// `peer`'s NAT-T path through `port` went: remembered for initiating back through it.
+    /// Bounded: the map is emptied when it would pass [`NATT_PORTS_MAX`] (those peers fall
+    /// back to port 4500).
+    pub fn remember_natt_port(&mut self, peer: Ipv4Addr, port: u16) {
+        if self.natt_ports.len() >= NATT_PORTS_MAX && !self.natt_ports.contains_key(&peer) {
+            self.natt_ports.clear();
+        }
+        self.natt_ports.insert(peer, port);
+    }
+
+    /// The port of `peer`'s last NAT-T path, if remembered.
+    pub fn natt_port(&self, peer: Ipv4Addr) -> Option<u16> {
+        self.natt_ports.get(&peer).copied()
+    }
+
     /// Records our initiation toward `peer`.
     pub fn initiated(&mut self, now: Instant, peer: Ipv4Addr, ike_sa: IkeSaId) {
-        self.connecting
-            .insert(peer, Connecting { since: now, ike_sa });
+        self.connecting.insert(
+            peer,
+            Connecting {
+                since: now,
+                ike_sa,
+                replaces: None,
+            },
+        );
+    }
+
+    /// Records our initiation toward `peer` of an IKE SA that replaces `stale` once up.
+    pub fn initiated_replacing(
+        &mut self,
+        now: Instant,
+        peer: Ipv4Addr,
+        ike_sa: IkeSaId,
+        stale: IkeSaId,
+    ) {
+        self.connecting.insert(
+            peer,
+            Connecting {
+                since: now,
+                ike_sa,
+                replaces: Some(stale),
+            },
+        );
     }
 
     /// A Child SA with `peer` is up: forgets the hold-down and the deferral, and returns our
     /// own initiation, which is redundant now.
     pub fn sa_up(&mut self, peer: Ipv4Addr) -> Option<Connecting> {
+        self.natt_ports.remove(&peer);
         self.deferred.remove(peer);
         self.retries.remove(peer);
         self.held_down.remove(&peer);
@@ -214,6 +304,8 @@ impl Peers {
     /// spokes that lost the same hub must not come back in lockstep).
     pub fn failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) -> Duration {
         self.forget_attempt(peer);
+        // The NAT mapping may be gone: the next attempt goes to port 4500.
+        self.natt_ports.remove(&peer);
         self.prune(now);
         let failures = self.held_down.get(&peer).map_or(0, |b| b.failures) + 1;
         let base = FIRST_HOLD_DOWN
@@ -315,6 +407,27 @@ mod tests {
             .chain((0..3).map(|_| peers.failed(t0, p, SetupFailure::Timeout)))
             .collect();
         assert!(waits.len() >= 6, "{waits:?}");
+    }
+
+    #[test]
+    fn hint_replacements_are_one_per_back_off_interval() {
+        let t0 = Instant::now();
+        let p = Ipv4Addr::new(198, 51, 100, 7);
+        let mut peers = Peers::with_jitter_seed(3);
+        assert!(peers.may_replace(t0, p));
+        assert!(!peers.may_replace(t0 + Duration::from_secs(9), p));
+        assert!(peers.may_replace(t0 + FIRST_HOLD_DOWN, p));
+        // While an initiation is in flight, none.
+        let t1 = t0 + FIRST_HOLD_DOWN * 3;
+        peers.initiated(t1, p, IkeSaId(1));
+        assert!(!peers.may_replace(t1, p));
+        // After a failed setup: not during the hold-down, and the interval doubles.
+        let wait = peers.failed(t1, p, SetupFailure::Timeout);
+        assert!(!peers.may_replace(t1 + wait - Duration::from_millis(1), p));
+        let t2 = t1 + wait;
+        assert!(peers.may_replace(t2, p));
+        assert!(!peers.may_replace(t2 + FIRST_HOLD_DOWN, p));
+        assert!(peers.may_replace(t2 + FIRST_HOLD_DOWN * 2, p));
     }
 
     #[test]

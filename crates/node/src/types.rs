@@ -27,6 +27,17 @@ pub enum SlowPath {
         /// The NHRP packet.
         bytes: Vec<u8>,
     },
+    /// ESP from `from` (in UDP when `encap`; raw ESP has port 0) for an SPI no inbound SA
+    /// has: a peer that still holds an SA we lost (we restarted). The daemon rate-limits
+    /// these per source.
+    UnknownSpi {
+        /// Where the packet came from.
+        from: SocketAddrV4,
+        /// UDP-encapsulated (RFC 3948).
+        encap: bool,
+        /// The packet's SPI.
+        spi: u32,
+    },
     /// Hub: a packet from `peer` enters and leaves over the tunnel (phase 3 redirect).
     Redirect {
         /// NBMA address of the source.

@@ -203,15 +203,18 @@ impl<'t> Scenario<'t> {
         &self.daemons
     }
 
+    /// `node`'s dmvpnd: the one started last (a test that kills a daemon and starts it again
+    /// means the new process).
     pub fn daemon(&self, node: Node) -> &Dmvpnd {
         self.daemons
             .iter()
+            .rev()
             .find(|d| d.node == node)
             .unwrap_or_else(|| self.fail(format!("{} was never started", node.name())))
     }
 
     fn daemon_mut(&mut self, node: Node) -> &mut Dmvpnd {
-        match self.daemons.iter().position(|d| d.node == node) {
+        match self.daemons.iter().rposition(|d| d.node == node) {
             Some(i) => &mut self.daemons[i],
             None => self.fail(format!("{} was never started", node.name())),
         }

@@ -90,13 +90,7 @@ impl Endpoint {
         let auth = Self::our_psk_auth(&keys, true, &psk, msg1, &nonce_r, &idi);
         let child_spi = self.new_child_spi(sa.id);
         let mut payloads = vec![Payload::IdI(idi), auth];
-        if self.config.initial_contact
-            && !self.sas.with_peer(sa.remote.ip()).iter().any(|&id| {
-                self.sas
-                    .get(id)
-                    .is_some_and(|s| matches!(s.state, State::Established(_)))
-            })
-        {
+        if self.config.initial_contact && self.first_contact(sa) {
             payloads.push(notify(NotifyType::INITIAL_CONTACT));
         }
         payloads.push(notify(NotifyType::USE_TRANSPORT_MODE));
@@ -288,5 +282,11 @@ impl Endpoint {
                 reason,
             });
         }
+        // Only now, authenticated, may it take the place of the SA the peer
+        // seemed to have lost (the hint that started it was not), and only
+        // after its Child SA is installed, so the dataplane always has one to
+        // send on. Even if the Child SA failed: the peer has processed our
+        // INITIAL_CONTACT, so the old SA is gone there either way.
+        self.replace_stale(sa);
     }
 }

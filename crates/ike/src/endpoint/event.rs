@@ -172,6 +172,17 @@ pub enum Event {
         /// The peer.
         remote: SocketAddr,
     },
+    /// An unprotected INVALID_IKE_SPI answered our request on `sa` from the
+    /// peer's address (§2.21.4): the peer may have lost its SAs (restarted).
+    /// Unauthenticated, so `sa` is unchanged; the caller may start a new IKE
+    /// SA in parallel ([`Endpoint::initiate_replacing`]) and must bound how
+    /// often.
+    InvalidIkeSpi {
+        /// The SA the answer names.
+        sa: IkeSaId,
+        /// The peer.
+        remote: SocketAddr,
+    },
     /// Authentication failed (either direction).
     AuthFailed {
         /// The peer.

@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod fragment;
 mod informational;
+mod recovery;
 mod rekey_ike;
 mod sa;
 mod sa_init;
@@ -285,6 +286,27 @@ impl Endpoint {
         let mut s = self.sas.remove(id).ok_or(Error::NoSuchSa)?;
         if !s.queue.contains(&Queued::RekeyChild(spi_in)) {
             s.queue.push_back(Queued::RekeyChild(spi_in));
+        }
+        self.pump(now, &mut s);
+        self.put_back(s);
+        Ok(())
+    }
+
+    /// Deletes the Child SA with inbound SPI `spi_in` (an INFORMATIONAL with
+    /// its DELETE, §1.4.1); its IKE SA stays up, without it.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
+        let id = self
+            .sas
+            .spi_owner(spi_in)
+            .filter(|&id| {
+                self.sas
+                    .get(id)
+                    .is_some_and(|s| s.children.iter().any(|c| c.spi_in == spi_in))
+            })
+            .ok_or(Error::NoSuchSa)?;
+        let mut s = self.sas.remove(id).ok_or(Error::NoSuchSa)?;
+        if !s.queue.contains(&Queued::DeleteChild(spi_in)) {
+            s.queue.push_back(Queued::DeleteChild(spi_in));
         }
         self.pump(now, &mut s);
         self.put_back(s);

@@ -201,6 +201,15 @@ pub(super) struct IkeSa {
     /// rekey collision (§2.8.1): its end is reported as
     /// [`DownReason::Rekeyed`].
     pub(super) superseded: bool,
+    /// The Message ID of our request whose unprotected INVALID_IKE_SPI
+    /// answer was reported already (one hint per request, §2.21.4).
+    pub(super) hinted_request: Option<u32>,
+    /// The stale IKE SA this one replaces once authenticated
+    /// ([`Endpoint::initiate_replacing`]).
+    pub(super) replaces: Option<u64>,
+    /// When an unprotected INVALID_SPI for one of its Child SAs last made us probe it
+    /// (§1.5), for the rate limit.
+    pub(super) hint_probe_at: Option<Instant>,
 }
 
 impl IkeSa {
@@ -238,6 +247,9 @@ impl IkeSa {
             last_probe: now,
             reassembly: None,
             superseded: false,
+            hinted_request: None,
+            replaces: None,
+            hint_probe_at: None,
         }
     }
 

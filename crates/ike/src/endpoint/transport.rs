@@ -115,6 +115,11 @@ impl Endpoint {
             header.spi_i
         };
         let Some(mut sa) = self.sas.remove(ours) else {
+            // §1.5: an unprotected INVALID_SPI (a peer that lost our Child SA
+            // answering our ESP) is a hint, and MUST NOT be answered.
+            if self.invalid_esp_spi_hint(now, remote, &header, bytes) {
+                return;
+            }
             // §1.5, §2.21.4: a request outside any IKE SA we know MAY get an
             // unprotected INVALID_IKE_SPI; a response MUST NOT be answered.
             if !header.is_response() {
@@ -395,6 +400,11 @@ impl Endpoint {
             {
                 self.initiator_sa_init_response(now, sa, st, h, bytes, &msg.payloads);
             }
+            return;
+        }
+        // §2.21.4: an unprotected INVALID_IKE_SPI is only a hint; it never
+        // completes the request nor changes the SA.
+        if self.invalid_spi_hint(sa, remote, h, bytes) {
             return;
         }
         let Some(parsed) = self.decrypt(sa, h, bytes) else {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+mod faults;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dmvpn_crypto::TestRng;
-use dmvpn_dataplane::{Inbound, Outbound, Route, RouteProto, RouteTable, Tables};
+use dmvpn_dataplane::{DropReason, Inbound, Outbound, Route, RouteProto, RouteTable, Tables};
 use dmvpn_nhrp::EntryKind;
 use dmvpn_node::{Event, Node, RouteUpdate, SlowPath, Transmit};
 use dmvpn_wire::PacketBuf;
@@ -108,11 +110,12 @@ pub fn parse(text: &str) -> dmvpn_config::Config {
 /// The node keeps its NHRP mappings and multicast list up to date incrementally; they must
 /// equal a recomputation from the whole NHRP cache: the NHSs' configured mappings, then, per
 /// tunnel next hop, the first live learned entry (in `cache_entries` order) whose peer has a
-/// path, never replacing an NHS.
+/// path (on a hub: or is a spoke's registration), never replacing an NHS.
 pub fn check_mappings(node: &Node, now: Instant) {
     let t = node.tables();
     let mut want: HashMap<Ipv4Addr, Ipv4Addr> = HashMap::new();
     let nhs: Vec<Ipv4Addr> = node.config().nhrp.nhs.iter().map(|n| n.address).collect();
+    let hub = matches!(node.config().nhrp.role, dmvpn_config::Role::Hub { .. });
     for n in &node.config().nhrp.nhs {
         want.insert(n.address, n.nbma);
     }
@@ -124,7 +127,7 @@ pub fn check_mappings(node: &Node, now: Instant) {
             || !e.is_live(now)
             || nhs.contains(&nh)
             || want.contains_key(&nh)
-            || !t.paths.contains_key(&nbma)
+            || !(t.paths.contains_key(&nbma) || hub && e.flags.registered)
         {
             continue;
         }
@@ -167,8 +170,13 @@ pub struct Host {
     pub delivered: Vec<Vec<u8>>,
     /// Datagrams this host sent: (destination, kind).
     pub sent: Vec<(SocketAddrV4, Kind)>,
+    /// The IKE messages this host sent (destination, bytes without the non-ESP marker).
+    pub ike_sent: Vec<(SocketAddrV4, Vec<u8>)>,
     pub alive: bool,
 }
+
+/// Decides whether a datagram (source, destination — post-NAT —, kind and bytes) is lost.
+pub type Loss = Box<dyn FnMut(SocketAddrV4, SocketAddrV4, Kind, &[u8]) -> bool>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -227,6 +235,8 @@ pub struct Net {
     in_flight: VecDeque<Datagram>,
     /// Datagrams lost because no host owns the destination or a host is down.
     pub lost: usize,
+    /// Loses the datagrams it returns true for (counted in `lost`).
+    pub loss: Option<Loss>,
 }
 
 impl Net {
@@ -236,6 +246,7 @@ impl Net {
             now: Instant::now(),
             in_flight: VecDeque::new(),
             lost: 0,
+            loss: None,
         }
     }
 
@@ -293,6 +304,7 @@ impl Net {
             events: Vec::new(),
             delivered: Vec::new(),
             sent: Vec::new(),
+            ike_sent: Vec::new(),
             alive: true,
         });
         let h = self.hosts.len() - 1;
@@ -307,7 +319,7 @@ impl Net {
     }
 
     /// Carries out what host `h`'s node polled out, in the daemon's order.
-    fn outputs(&mut self, h: usize) {
+    pub fn outputs(&mut self, h: usize) {
         let now = self.now;
         let host = &mut self.hosts[h];
         check_mappings(&host.node, now);
@@ -364,6 +376,9 @@ impl Net {
                 Transmit::NatKeepalive { to } => (to, true, Payload::Keepalive, Kind::Keepalive),
             };
             host.sent.push((dst, kind));
+            if let Payload::Ike { bytes } = &payload {
+                host.ike_sent.push((dst, bytes.clone()));
+            }
             let src_port = match (&payload, natt) {
                 (Payload::Esp { .. }, false) => 0,
                 (_, true) => 4500,
@@ -396,24 +411,37 @@ impl Net {
                 self.lost += 1;
                 continue;
             }
+            let (kind, bytes): (Kind, &[u8]) = match &d.payload {
+                Payload::Ike { bytes } => (Kind::Ike, bytes),
+                Payload::Esp { bytes } => (Kind::Esp, bytes),
+                Payload::Keepalive => (Kind::Keepalive, &[]),
+            };
+            if self
+                .loss
+                .as_mut()
+                .is_some_and(|l| l(d.src, d.dst, kind, bytes))
+            {
+                self.lost += 1;
+                continue;
+            }
             let now = self.now;
             match d.payload {
                 Payload::Ike { bytes } => {
                     let natt = d.dst.port() == 4500;
                     self.hosts[h].node.handle_ike(now, d.src, natt, &bytes);
                 }
-                Payload::Esp { bytes } => self.receive_esp(h, *d.src.ip(), &bytes),
+                Payload::Esp { bytes } => self.receive_esp(h, d.src, &bytes),
                 Payload::Keepalive => {}
             }
             self.outputs(h);
         }
     }
 
-    fn receive_esp(&mut self, h: usize, from: Ipv4Addr, bytes: &[u8]) {
+    fn receive_esp(&mut self, h: usize, src: SocketAddrV4, bytes: &[u8]) {
         let mut buf = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, bytes).expect("fits");
         let host = &mut self.hosts[h];
         let tables = host.tables.clone();
-        match tables.inbound(&host.routes, from, &mut buf) {
+        match tables.inbound(&host.routes, *src.ip(), &mut buf) {
             Inbound::Data { peer, redirect } => {
                 if redirect {
                     let quote = buf.as_slice()[..28.min(buf.len())].to_vec();
@@ -428,6 +456,20 @@ impl Net {
                 let now = self.now;
                 host.node
                     .handle_slow_path(now, SlowPath::Nhrp { peer, bytes });
+            }
+            // As the daemon's datapath does (rate-limited there per source).
+            Inbound::Drop(DropReason::UnknownSpi) => {
+                let spi = u32::from_be_bytes(bytes[..4].try_into().expect("ESP header"));
+                let now = self.now;
+                let encap = src.port() != 0;
+                host.node.handle_slow_path(
+                    now,
+                    SlowPath::UnknownSpi {
+                        from: src,
+                        encap,
+                        spi,
+                    },
+                );
             }
             Inbound::Drop(_) => {}
         }
