@@ -13,7 +13,7 @@ use crate::packet::{Body, Cie, Packet, ip_bytes};
 
 use super::{
     DEFAULT_HOP_COUNT, Engine, Event, INITIAL_RESOLUTION_WAIT, MAX_PENDING_RESOLUTIONS,
-    MIN_SHORTCUT_PREFIX_LEN, RESOLUTION_ATTEMPTS, covers, host_len, mask, secs16,
+    MIN_SHORTCUT_PREFIX_LEN, RESOLUTION_ATTEMPTS, RequestKind, covers, host_len, mask, secs16,
 };
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub(super) struct PendingResolution {
     pub(super) retry_at: Instant,
     pub(super) attempts: u8,
     pub(super) packet: Vec<u8>,
+    /// First transmission; retransmissions keep it (the RTT in `Event::RequestAnswered`).
+    pub(super) first_sent: Instant,
 }
 
 impl Engine {
@@ -143,6 +145,7 @@ impl Engine {
                 retry_at: now + INITIAL_RESOLUTION_WAIT,
                 attempts: 1,
                 packet: bytes,
+                first_sent: now,
             },
         );
     }
@@ -470,11 +473,19 @@ impl Engine {
             self.counters.drop(DropReason::UnexpectedReply);
             return;
         };
-        self.pending.remove(&pending_target);
+        let first_sent = self.pending.remove(&pending_target).map(|r| r.first_sent);
         let Some(cie) = p.cies().first() else {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        if let Some(sent) = first_sent {
+            self.events.push_back(Event::RequestAnswered {
+                kind: RequestKind::Resolution,
+                target: pending_target,
+                rtt: now.saturating_duration_since(sent),
+                accepted: cie.code == CieCode::SUCCESS,
+            });
+        }
         if cie.code != CieCode::SUCCESS {
             self.events.push_back(Event::ResolutionFailed {
                 target: pending_target,
