@@ -161,7 +161,7 @@ fn scrapes_follow_registration_traffic_and_shortcuts() {
     let dir = TestDir::new("metrics").unwrap();
     let t = Topology::new().expect("building the topology");
     let spokes = [Node::SpokeA, Node::SpokeB];
-    let (mut s, _) = start_registered("metrics", &t, &dir, &spokes, metrics_config);
+    let (mut s, cfgs) = start_registered("metrics", &t, &dir, &spokes, metrics_config);
 
     s.step("spoke A: registration with the NHS up, timed, and the router described");
     s.eventually("spoke A's scrape", REGISTRATION_TIMEOUT, |_| {
@@ -349,6 +349,48 @@ fn scrapes_follow_registration_traffic_and_shortcuts() {
         }
         Ok(())
     });
+
+    s.step("the hub with max-peers = 1 (reloaded): one peer with series, one omitted");
+    let hub_peers = |body: &str| {
+        let mut p: Vec<String> = samples(body, "dmvpn_peer_nhrp_state", &[("state", "registered")])
+            .iter()
+            .filter_map(|(l, _)| {
+                l.split("peer=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect();
+        p.dedup();
+        p
+    };
+    edit_config(&cfgs[0].config, |t| {
+        table(t, "metrics").insert("max-peers".into(), toml::Value::Integer(1));
+    });
+    s.ctl_ok(Node::Hub, &["reload"]);
+    s.eventually("the hub's capped scrape", SETTLE_TIMEOUT, |_| {
+        let body = scrape(&t.hub)?;
+        let omitted = sum(&body, "dmvpn_metrics_peers_omitted", &[])?;
+        let total = sum(&body, "dmvpn_peers", &[])?;
+        let shown = hub_peers(&body);
+        let sa_peers = samples(&body, "dmvpn_sa_packets_total", &[])
+            .iter()
+            .any(|(l, _)| !l.contains(&format!("peer=\"{}\"", shown.first().map_or("", |p| p.as_str()))));
+        // The router-wide series still count every peer's traffic.
+        let regs = sum(
+            &body,
+            "dmvpn_nhrp_packets_total",
+            &[("direction", "in"), ("type", "registration_request")],
+        )?;
+        if shown.len() != 1 || omitted < 1.0 || total < 2.0 || sa_peers || regs < 2.0 {
+            return Err(format!(
+                "want 1 peer shown and the others omitted; got peers {shown:?}, omitted {omitted}, total {total}, SA series of other peers {sa_peers}, registrations {regs}"
+            ));
+        }
+        Ok(())
+    });
+    promtool_check(&mut s, &t.hub, "the capped hub");
 
     s.check_no_errors();
     s.finish();
