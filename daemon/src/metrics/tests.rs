@@ -182,3 +182,61 @@ fn format_negotiation() {
     );
     assert_eq!(Format::OpenMetrics.content_type(), CONTENT_TYPE);
 }
+
+/// docs/grafana-dmvpnd.json queries only series the exposition has (a renamed metric would
+/// leave a dashboard panel silently empty).
+#[test]
+fn grafana_dashboard_uses_exposed_names() {
+    let r = Recorder::new();
+    let t0 = Instant::now();
+    for ev in [
+        Event::ShortcutTimed {
+            prefix: "10.0.2.0".parse().unwrap(),
+            prefix_len: 24,
+            via: "10.250.0.12".parse().unwrap(),
+            requested: t0,
+            replied: t0,
+            sa_up: t0,
+        },
+        Event::NhrpAnswered {
+            kind: dmvpn_nhrp::RequestKind::Registration,
+            target: "198.51.100.1".parse().unwrap(),
+            rtt: Duration::from_millis(1),
+            accepted: true,
+        },
+        Event::RegistrationTimedOut {
+            nbma: "198.51.100.1".parse().unwrap(),
+        },
+        Event::DpdDead {
+            peer: "198.51.100.7".parse().unwrap(),
+            stale: true,
+        },
+    ] {
+        r.observe(t0, &ev);
+    }
+    let text = scrape(r).render(Format::OpenMetrics).unwrap();
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana-dmvpnd.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() > 10, "{exprs:?}");
+    for e in &exprs {
+        for (i, _) in e.match_indices("dmvpn_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(exposed.contains(name.as_str()), "{name} (in `{e}`) is not exposed");
+        }
+    }
+}
