@@ -608,4 +608,4 @@ impl Collector for Scrape {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

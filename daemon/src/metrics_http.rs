@@ -37,8 +37,16 @@ pub async fn serve(
         .await
         .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
     tracing::info!(%listen, "metrics endpoint listening (GET /metrics)");
+    Ok(spawn_server(listener, tx))
+}
+
+/// Serves scrapes on a bound `listener` (tests bind port 0).
+pub fn spawn_server(
+    listener: TcpListener,
+    tx: mpsc::Sender<ScrapeRequest>,
+) -> tokio::task::JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let (stream, from) = match listener.accept().await {
                 Ok(c) => c,
@@ -61,7 +69,7 @@ pub async fn serve(
                 drop(permit);
             });
         }
-    }))
+    })
 }
 
 /// What a request head asks for.
@@ -203,6 +211,107 @@ async fn connection(mut stream: TcpStream, tx: &mpsc::Sender<ScrapeRequest>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server on a free loopback port whose "control loop" answers every scrape with the
+    /// example reports (or, with `answer` false, is gone).
+    async fn server(answer: bool) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(4);
+        if answer {
+            tokio::spawn(async move {
+                while let Some(reply) = rx.recv().await {
+                    let _ = reply.send(crate::metrics::tests::scrape(
+                        crate::metrics_events::Recorder::new(),
+                    ));
+                }
+            });
+        } else {
+            drop(rx);
+        }
+        (addr, spawn_server(listener, tx))
+    }
+
+    /// Sends `request` and reads the whole answer (the server closes after one). A connection
+    /// closed unanswered (reset, since the request was not read) gives "".
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        if c.write_all(request).await.is_err() {
+            return String::new();
+        }
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+            .await
+            .expect("answered or closed in time");
+        match read {
+            Ok(_) => String::from_utf8(out).unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                String::from_utf8(out).unwrap()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_scrapes_and_refuses_the_rest() {
+        let (addr, task) = server(true).await;
+        let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.contains(&format!(
+            "Content-Type: {}\r\n",
+            crate::metrics::CONTENT_TYPE
+        )));
+        assert!(
+            r.contains("dmvpn_sa_packets_total{") && r.ends_with("# EOF\n"),
+            "{r}"
+        );
+        let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nAccept: text/plain\r\n\r\n").await;
+        assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
+        let r = exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+        // Exactly the limit and no end of head (nothing left unread, so no reset hides the answer).
+        let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_REQUEST, b'a');
+        let r = exchange(addr, &big).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_scrape_without_a_control_loop_is_503() {
+        let (addr, task) = server(false).await;
+        let r = exchange(addr, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_are_capped() {
+        let (addr, task) = server(true).await;
+        // Idle connections that never send a request hold every slot...
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // ...(let the server accept them all)...
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // ...so one more is closed unanswered.
+        let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(r, "", "over the cap: closed without an answer");
+        // Once they go, the slots are free again.
+        drop(idle);
+        let mut served = false;
+        for _ in 0..50 {
+            let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+            if r.starts_with("HTTP/1.1 200 ") {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(served, "slots freed when the idle clients left");
+        task.abort();
+    }
 
     #[test]
     fn request_lines() {

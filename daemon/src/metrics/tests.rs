@@ -8,7 +8,8 @@ use dmvpn_node::Event;
 
 use super::*;
 
-fn scrape(recorder: Recorder) -> Scrape {
+/// A scrape of the example reports with `recorder`'s events (also for the HTTP tests).
+pub(crate) fn scrape(recorder: Recorder) -> Scrape {
     let nhrp = fixtures::nhrp();
     Scrape {
         role: "spoke",
@@ -236,7 +237,10 @@ fn grafana_dashboard_uses_exposed_names() {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(exposed.contains(name.as_str()), "{name} (in `{e}`) is not exposed");
+            assert!(
+                exposed.contains(name.as_str()),
+                "{name} (in `{e}`) is not exposed"
+            );
         }
     }
 }
