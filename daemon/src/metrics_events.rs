@@ -4,9 +4,10 @@
 //! the handles are shared (prometheus-client metrics are `Arc`s inside), so a scrape encodes
 //! the live values without a copy.
 //!
-//! Label cardinality: only the NHS label (configured, a handful) and fixed enums are
-//! unbounded-free by construction; the per-peer rekey counts are kept for peers that have
-//! SAs (forgotten when the peer goes down) and emitted only for the peers a scrape shows.
+//! Label cardinality: the labels here are the NHS (from the configuration, a handful) and
+//! fixed enums, so they are bounded by construction; the per-peer rekey counts are kept for
+//! peers that have SAs (forgotten when the peer goes down) and emitted only for the peers a
+//! scrape shows.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
