@@ -24,6 +24,9 @@ use tokio::sync::mpsc;
 use crate::ctl::{self, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
 use crate::keylog::KeyLog;
+use crate::metrics::{DataplaneInfo, Scrape};
+use crate::metrics_events::Recorder;
+use crate::metrics_http::ScrapeRequest;
 use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
 use crate::status::{self, Ack, NhrpRole, Snapshot, UpDown};
@@ -55,6 +58,12 @@ pub struct ControlPlane {
     ctl_rx: Option<mpsc::Receiver<ctl::Command>>,
     notifier: crate::sdnotify::Notifier,
     watchdog: Option<Duration>,
+    /// `[metrics]`: the HTTP server, where its scrapes arrive, the event-derived metrics and
+    /// the dataplane's fixed facts.
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+    metrics_rx: Option<mpsc::Receiver<ScrapeRequest>>,
+    recorder: Recorder,
+    dataplane_info: DataplaneInfo,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -122,6 +131,8 @@ impl ControlPlane {
             }
         }
         while let Some(ev) = self.node.poll_event() {
+            // After the routes above: a timed shortcut's route is in the kernel by now.
+            self.recorder.observe(Instant::now(), &ev);
             if let (Event::Keys(k), Some(log)) = (ev, &mut self.key_log) {
                 match k {
                     KeyExport::Ike {
@@ -291,27 +302,41 @@ impl ControlPlane {
             )),
             Show::Nhrp => Response::ok(&snap.nhrp_report(nhrp.counters())),
             Show::Ike => Response::ok(&snap.ike_report()),
-            Show::Interface => {
-                let u = &self.underlay.stats;
-                let load =
-                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-                Response::ok(&status::interface_report(
-                    &config.tunnel.interface,
-                    &addr,
-                    u32::from(config.tunnel.mtu),
-                    &master.counters,
-                    &[
-                        ("underlay_queue_full", load(&u.queue_full)),
-                        ("underlay_malformed", load(&u.malformed)),
-                        ("underlay_socket_drops", load(&u.socket_drops)),
-                        (
-                            "ike_half_open_refused",
-                            self.node.ike().counters().half_open_refused,
-                        ),
-                    ],
-                ))
-            }
+            Show::Interface => Response::ok(&self.interface_report()),
         }
+    }
+
+    /// `show interface`: the dataplane's counters with the drops the daemon counts itself.
+    fn interface_report(&self) -> dmvpn_api::InterfaceReport {
+        let config = self.node.config();
+        let u = &self.underlay.stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        status::interface_report(
+            &config.tunnel.interface,
+            &config.tunnel.address.to_string(),
+            u32::from(config.tunnel.mtu),
+            &self.node.tables().counters,
+            &[
+                ("underlay_queue_full", load(&u.queue_full)),
+                ("underlay_malformed", load(&u.malformed)),
+                ("underlay_socket_drops", load(&u.socket_drops)),
+                (
+                    "ike_half_open_refused",
+                    self.node.ike().counters().half_open_refused,
+                ),
+            ],
+        )
+    }
+
+    /// What one scrape of `/metrics` shows, at `now`.
+    fn scrape(&self, now: Instant) -> Scrape {
+        Scrape::build(
+            &self.node,
+            now,
+            self.interface_report(),
+            self.dataplane_info.clone(),
+            self.recorder.clone(),
+        )
     }
 
     /// Re-reads the configuration file and hands it to the node (which refuses changes that
@@ -349,6 +374,7 @@ impl ControlPlane {
         self.node.start(now);
         let _ = self.carry_out().await;
         let mut ctl_rx = self.ctl_rx.take();
+        let mut metrics_rx = self.metrics_rx.take();
         // systemd: ready once the control socket is up; the watchdog is fed from this loop, so
         // a wedged control plane gets the service restarted.
         let _ = self.notifier.ready();
@@ -381,6 +407,14 @@ impl ControlPlane {
                     }
                     let _ = reply.send(resp);
                 }
+                Some(reply) = async { match metrics_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
+                    let started = Self::now();
+                    let _ = reply.send(self.scrape(started));
+                    let held = started.elapsed();
+                    if held > CONTROL_REQUEST_BUDGET {
+                        tracing::warn!(held_ms = held.as_millis(), "metrics scrape held the control loop (lower metrics.max-peers)");
+                    }
+                }
                 Some(_) = async { match watchdog.as_mut() { Some(w) => Some(w.tick().await), None => None } } => {
                     let _ = self.notifier.watchdog();
                 }
@@ -396,6 +430,9 @@ impl ControlPlane {
         let _ = self.notifier.stopping();
         self.node.shutdown(Self::now());
         let _ = self.carry_out().await;
+        if let Some(t) = self.metrics_task.take() {
+            t.abort();
+        }
         if let Some(t) = self.ctl_task.take() {
             t.abort();
             let _ = std::fs::remove_file(&self.node.config().control.socket);
@@ -406,46 +443,6 @@ impl ControlPlane {
 
 /// A control request that keeps the control loop longer than this is logged as a warning.
 const CONTROL_REQUEST_BUDGET: Duration = Duration::from_millis(50);
-
-/// Chooses the AES-GCM implementation of the ESP path before any SA exists: as configured, or
-/// (`auto`) the faster of ring and aws-lc-rs sealing packets of the tunnel MTU on this CPU,
-/// measured side by side in alternating rounds (the faster one differs between CPUs with and
-/// without AVX-512 and between packet sizes). Logs the choice and the figures.
-fn choose_aead(choice: dmvpn_config::AeadChoice, mtu: usize) {
-    use dmvpn_crypto::aead::{Provider, measure, set_provider};
-    let picked = match choice {
-        dmvpn_config::AeadChoice::Ring => Provider::Ring,
-        dmvpn_config::AeadChoice::AwsLc => Provider::AwsLc,
-        dmvpn_config::AeadChoice::Auto => {
-            let mut best = [0f64; 2];
-            for _ in 0..3 {
-                for (i, p) in Provider::ALL.into_iter().enumerate() {
-                    let r = measure(p, mtu, Duration::from_millis(15)).unwrap_or(0.0);
-                    best[i] = best[i].max(r);
-                }
-            }
-            let gbit = |b: f64| b * 8.0 / 1e9;
-            let p = if best[1] > best[0] {
-                Provider::AwsLc
-            } else {
-                Provider::Ring
-            };
-            tracing::info!(
-                ring_gbit = format_args!("{:.1}", gbit(best[0])),
-                aws_lc_rs_gbit = format_args!("{:.1}", gbit(best[1])),
-                packet_bytes = mtu,
-                "AES-GCM providers measured on this CPU"
-            );
-            p
-        }
-    };
-    set_provider(picked);
-    tracing::info!(
-        provider = picked.name(),
-        ?choice,
-        "AES-GCM provider for ESP"
-    );
-}
 
 /// A started daemon: everything opened and configured, ready to run the event loop.
 #[derive(Debug)]
@@ -461,7 +458,8 @@ impl Daemon {
     /// starts the per-packet tasks and installs static routes.
     pub async fn start(config: Config, config_path: &std::path::Path) -> Result<Self> {
         let config = Arc::new(config);
-        choose_aead(config.dataplane.aead, usize::from(config.tunnel.mtu));
+        let aead_provider =
+            crate::aead::choose(config.dataplane.aead, usize::from(config.tunnel.mtu));
         if config.tunnel.gre_key.is_none() {
             bail!("tunnel.gre-key is required: DMVPN peers tell tunnels apart by the GRE key");
         }
@@ -497,6 +495,7 @@ impl Daemon {
             udp_gro = underlay.gro(),
             "underlay sockets sized"
         );
+        let underlay_gro = underlay.gro();
         let first_peer = config.nhrp.nhs.first().map(|n| n.nbma);
         let local_nbma = match (config.underlay.local_address, first_peer) {
             (Some(a), _) => a,
@@ -564,6 +563,20 @@ impl Daemon {
             notifier: crate::sdnotify::Notifier::from_env()
                 .context("connecting to systemd's NOTIFY_SOCKET")?,
             watchdog: crate::sdnotify::watchdog_interval(),
+            metrics_task: None,
+            metrics_rx: None,
+            recorder: Recorder::new(),
+            dataplane_info: DataplaneInfo {
+                workers: tun.queues.len(),
+                offload: tun.offload,
+                udp_gro: underlay_gro,
+                aead_provider,
+                aead_choice: match config.dataplane.aead {
+                    dmvpn_config::AeadChoice::Auto => "auto",
+                    dmvpn_config::AeadChoice::Ring => "ring",
+                    dmvpn_config::AeadChoice::AwsLc => "aws-lc-rs",
+                },
+            },
         };
         // The configured static routes: a failure stops the start.
         control.carry_out().await?;
@@ -577,6 +590,13 @@ impl Daemon {
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         control.ctl_task = Some(ctl::serve(&config.control.socket, group, ctl_tx).await?);
         control.ctl_rx = Some(ctl_rx);
+        if let Some(listen) = config.metrics.listen {
+            // A scrape waits for the control loop; a few queued are plenty (the server caps
+            // its connections anyway).
+            let (metrics_tx, metrics_rx) = mpsc::channel(4);
+            control.metrics_task = Some(crate::metrics_http::serve(listen, metrics_tx).await?);
+            control.metrics_rx = Some(metrics_rx);
+        }
         Ok(Daemon {
             control,
             tun,

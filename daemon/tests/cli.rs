@@ -61,6 +61,48 @@ fn check_config_accepts_the_examples() {
     }
 }
 
+/// The examples' commented `[metrics]` section, enabled as an operator would, is accepted; a host
+/// name instead of an address is refused at its line.
+#[test]
+fn check_config_accepts_the_metrics_section() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["spoke.toml", "hub.toml"] {
+        let p = install(dir.path(), name);
+        let text = fs::read_to_string(&p).unwrap();
+        let on = text
+            .replacen("# [metrics]", "[metrics]", 1)
+            .replacen(
+                "# listen = \"127.0.0.1:9477\"",
+                "listen = \"127.0.0.1:9477\"",
+                1,
+            )
+            .replacen("# max-peers = 256", "max-peers = 256", 1);
+        assert_eq!(
+            on.matches("\n[metrics]").count(),
+            1,
+            "{name} documents [metrics]"
+        );
+        let p = write(dir.path(), name, &on, 0o644);
+        let (ok, code, err) = check(&p);
+        assert!(ok && code == 0, "{name} with [metrics]: exit {code}: {err}");
+        let bad = on.replacen(
+            "listen = \"127.0.0.1:9477\"",
+            "listen = \"localhost:9477\"",
+            1,
+        );
+        let line = bad.lines().position(|l| l.contains("localhost")).unwrap() + 1;
+        let p = write(dir.path(), name, &bad, 0o644);
+        let (ok, code, err) = check(&p);
+        assert!(!ok && code == 1, "{name}: a host name must be refused");
+        assert!(
+            err.starts_with(&format!("{}:{line}:", p.display()))
+                && err.contains("metrics.listen: ")
+                && err.contains("is not an address:port"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn check_config_rejects_broken_files_with_location() {
     let dir = tempfile::tempdir().unwrap();

@@ -82,6 +82,7 @@ fn assert_equivalent(got: &Config, want: &Config) {
         key_export,
         control,
         dataplane,
+        metrics,
     } = got;
     assert_eq!(ike.proposals, want.ike.proposals, "ike.proposal");
     assert_eq!(ike.keyring.len(), want.ike.keyring.len(), "ike.keyring");
@@ -114,6 +115,8 @@ fn assert_equivalent(got: &Config, want: &Config) {
     assert_eq!(*key_export, want.key_export, "debug.key-export");
     assert_eq!(*control, want.control, "control");
     assert_eq!(*dataplane, want.dataplane, "dataplane");
+    // IOS has no metrics endpoint to translate: both sides keep it off.
+    assert_eq!(*metrics, want.metrics, "metrics");
 }
 
 /// Runs import-ios into a fresh directory and loads the result as `dmvpnd --check-config`

@@ -27,6 +27,32 @@ pub struct Config {
     pub control: Control,
     /// Packet I/O: workers, offloads, socket buffers.
     pub dataplane: Dataplane,
+    /// The Prometheus/OpenMetrics endpoint (off unless `listen` is set).
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: where the OpenMetrics exposition is served over HTTP (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// Address and port to listen on; `None` (the default) serves nothing. The endpoint has no
+    /// authentication, so it belongs on loopback or a management address.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Peers that get series of their own (labelled by NBMA address); the rest count only in
+    /// the router-wide totals. Bounds a hub's scrape: 10,000 peers with a dozen series each
+    /// would be a 120,000-series scrape. 0 = no per-peer series.
+    pub max_peers: u32,
+}
+
+/// Per-peer series unless configured: every peer of a spoke or a small hub.
+pub const DEFAULT_METRICS_MAX_PEERS: u32 = 256;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: None,
+            max_peers: DEFAULT_METRICS_MAX_PEERS,
+        }
+    }
 }
 
 /// `[dataplane]`: how packets move between the TUN device and the underlay sockets.

@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     pub control: RawControl,
     #[serde(default)]
     pub dataplane: RawDataplane,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +160,13 @@ pub(crate) struct RawDataplane {
     pub offload: Option<bool>,
     pub socket_buffer: Option<Spanned<u32>>,
     pub aead: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawMetrics {
+    pub listen: Option<Spanned<String>>,
+    pub max_peers: Option<Spanned<u32>>,
 }
 
 /// The separate secrets file: `[psk]` maps keyring entry names to keys, `[nhrp]` holds the NHRP

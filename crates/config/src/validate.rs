@@ -533,6 +533,8 @@ pub(crate) fn validate(
             .map_or(crate::model::DEFAULT_SOCKET_BUFFER, |b| *b.get_ref()),
     };
 
+    let metrics = validate_metrics(&cx, &raw.metrics)?;
+
     Ok(Config {
         ike: ike_out,
         ipsec: ipsec_out,
@@ -543,6 +545,43 @@ pub(crate) fn validate(
         key_export,
         control,
         dataplane,
+        metrics,
+    })
+}
+
+/// `[metrics]`: `listen` must be an address with a port (a host name would be resolved at
+/// every start, and could resolve to a public address); `max-peers` is bounded so a typo
+/// cannot turn a hub's scrape into millions of series.
+fn validate_metrics(
+    cx: &Ctx<'_>,
+    raw: &crate::raw::RawMetrics,
+) -> Result<crate::model::Metrics, ConfigError> {
+    in_range(cx, &raw.max_peers, "metrics.max-peers", 0..=100_000, "")?;
+    let listen = match &raw.listen {
+        None => None,
+        Some(l) => match l.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                return cx.err(l.span(), "metrics.listen", "needs a port other than 0");
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                return cx.err(
+                    l.span(),
+                    "metrics.listen",
+                    format!(
+                        "`{}` is not an address:port (e.g. \"127.0.0.1:9477\" or \"[::1]:9477\")",
+                        l.get_ref()
+                    ),
+                );
+            }
+        },
+    };
+    Ok(crate::model::Metrics {
+        listen,
+        max_peers: raw
+            .max_peers
+            .as_ref()
+            .map_or(crate::model::DEFAULT_METRICS_MAX_PEERS, |m| *m.get_ref()),
     })
 }
 

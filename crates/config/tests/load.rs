@@ -178,6 +178,39 @@ fn control_socket_is_configurable_and_must_be_absolute() {
 }
 
 #[test]
+fn metrics_are_off_by_default_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), "m0.toml", BASE, 0o600)).unwrap();
+    assert_eq!(c.metrics.listen, None, "off unless configured");
+    assert_eq!(c.metrics.max_peers, dmvpn_config::DEFAULT_METRICS_MAX_PEERS);
+    let text = format!("{BASE}\n[metrics]\nlisten = \"127.0.0.1:9477\"\nmax-peers = 0\n");
+    let c = load(&write(dir.path(), "m1.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9477".parse().unwrap()));
+    assert_eq!(c.metrics.max_peers, 0);
+    let text = format!("{BASE}\n[metrics]\nlisten = \"[::1]:9477\"\n");
+    let c = load(&write(dir.path(), "m2.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.metrics.listen, Some("[::1]:9477".parse().unwrap()));
+    for (bad, what) in [
+        ("localhost:9477", "is not an address:port"),
+        ("127.0.0.1", "is not an address:port"),
+        ("127.0.0.1:0", "needs a port"),
+    ] {
+        let text = format!("{BASE}\n[metrics]\nlisten = \"{bad}\"\n");
+        assert_err(
+            &text,
+            &format!("listen = \"{bad}\""),
+            "metrics.listen",
+            what,
+        );
+    }
+    let text = format!("{BASE}\n[metrics]\nmax-peers = 100001\n");
+    assert_err(&text, "max-peers", "metrics.max-peers", "out of range");
+    let text = format!("{BASE}\n[metrics]\nport = 9477\n");
+    let (e, _, _dir) = load_err(&text);
+    assert!(e.to_string().contains("port"), "{e}");
+}
+
+#[test]
 fn unknown_key_is_located() {
     let text = BASE.replace("mtu = 1400", "mtux = 1400");
     assert_err(&text, "mtux", "tunnel.mtux", "unknown field");

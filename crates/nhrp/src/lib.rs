@@ -36,5 +36,5 @@ pub use config::{
     SequentialRequestIds,
 };
 pub use counters::{Counters, DropReason};
-pub use engine::{Engine, Event, MappingInfo, Transmit};
+pub use engine::{Engine, Event, MappingInfo, RequestKind, Transmit};
 pub use status::{NhsState, NhsStatus};

@@ -190,6 +190,15 @@ fn golden_spoke_accepts_frr_registration_reply() {
     spoke.handle_packet(now + Duration::from_millis(20), HUB_NBMA, &nhrp_of(FRAME8));
     assert_eq!(
         spoke.poll_event(),
+        Some(Event::RequestAnswered {
+            kind: dmvpn_nhrp::RequestKind::Registration,
+            target: HUB_NBMA,
+            rtt: Duration::from_millis(20),
+            accepted: true,
+        })
+    );
+    assert_eq!(
+        spoke.poll_event(),
         Some(Event::NhsUp {
             protocol_addr: Some(HUB_TUN),
             nbma: HUB_NBMA

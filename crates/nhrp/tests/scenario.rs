@@ -185,6 +185,13 @@ fn wire_note_6_unique_registration_refuses_new_nbma_until_expiry() {
     imp.handle_packet(now, hub_nbma(), &reply.bytes);
     assert!(matches!(
         imp.poll_event(),
+        Some(Event::RequestAnswered {
+            accepted: false,
+            ..
+        })
+    ));
+    assert!(matches!(
+        imp.poll_event(),
         Some(Event::RegistrationRefused {
             code: CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED,
             ..

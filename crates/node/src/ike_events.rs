@@ -98,6 +98,13 @@ impl Node {
                     .ike
                     .sas_with(remote.ip())
                     .any(|(id, st)| id != sa && st == dmvpn_ike::IkeSaState::Established);
+                let dead = v4(remote.ip());
+                if let Some(peer) = dead {
+                    self.events.push_back(Event::DpdDead {
+                        peer,
+                        stale: other_up,
+                    });
+                }
                 if other_up {
                     tracing::info!(peer = %remote, ike_sa = %sa, "stale IKE SA dead (DPD); the peer's newer SA stays");
                     return;
@@ -215,7 +222,7 @@ impl Node {
             _ => {}
         }
         for s in self.shortcuts.take_pending(peer) {
-            self.install_shortcut_route(s);
+            self.install_shortcut_route(now, s);
         }
         for (protocol, buf) in self.sa_queue.take(peer) {
             self.send_tunnel(now, peer, protocol, buf);
@@ -305,7 +312,10 @@ impl Node {
     /// per packet), and initiated again when the hold-down ends: its registration is always
     /// wanted.
     fn setup_failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) {
-        self.shortcuts.drop_pending(peer);
+        let waiting: Vec<Shortcut> = self.shortcuts.take_pending(peer);
+        for s in waiting {
+            self.shortcut_timer.forget(s);
+        }
         self.drop_pending(peer);
         let wait = self.peers.failed(now, peer, why);
         tracing::info!(%peer, reason = why.as_str(), next_attempt_secs = wait.as_secs(), "IKE toward this peer held down");
@@ -344,7 +354,7 @@ impl Node {
 
     /// A shortcut's kernel route (the next hop's own /32 on the connected tunnel subnet needs
     /// none).
-    pub(crate) fn install_shortcut_route(&mut self, (p, len, nh): Shortcut) {
+    pub(crate) fn install_shortcut_route(&mut self, now: Instant, (p, len, nh): Shortcut) {
         tracing::info!(prefix = %format_args!("{p}/{len}"), via = %nh, "NHRP shortcut installed");
         let connected = len == 32 && p == nh && self.config.tunnel.address.contains(p);
         if !connected {
@@ -360,5 +370,15 @@ impl Node {
             prefix_len: len,
             via: nh,
         });
+        if let Some(a) = self.shortcut_timer.installed((p, len, nh)) {
+            self.events.push_back(Event::ShortcutTimed {
+                prefix: p,
+                prefix_len: len,
+                via: nh,
+                requested: a.requested,
+                replied: a.replied,
+                sa_up: now,
+            });
+        }
     }
 }

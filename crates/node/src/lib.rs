@@ -31,6 +31,7 @@ pub mod peers;
 mod recovery;
 pub mod sa_queue;
 pub mod shortcuts;
+pub mod timing;
 mod types;
 pub mod updown;
 
@@ -51,6 +52,7 @@ use crate::keepalive::NatKeepalives;
 use crate::peers::Peers;
 use crate::sa_queue::SaQueue;
 use crate::shortcuts::Shortcuts;
+use crate::timing::ShortcutTimer;
 
 /// Period of the housekeeping deadline (DPD traffic sampling, shortcut refresh, routes for
 /// NHRP).
@@ -90,6 +92,8 @@ pub struct Node {
     /// Child SAs installed per peer NBMA, oldest first.
     children: HashMap<Ipv4Addr, Vec<InstalledChild>>,
     shortcuts: Shortcuts,
+    /// When the stages of new shortcuts happened ([`Event::ShortcutTimed`]).
+    shortcut_timer: ShortcutTimer,
     /// The tunnel's routes as the kernel has them (from the daemon's route mirror).
     routes: Arc<RouteTable>,
     /// The router's own prefixes off the tunnel (NHRP answers resolutions for them).
@@ -188,6 +192,7 @@ impl Node {
             peers: Peers::with_jitter_seed(u64::from(local_nbma.to_bits())),
             children: HashMap::new(),
             shortcuts: Shortcuts::default(),
+            shortcut_timer: ShortcutTimer::default(),
             routes: Arc::new(RouteTable::new()),
             local_prefixes: Vec::new(),
             sa_packets: HashMap::new(),

@@ -24,6 +24,7 @@ impl Node {
             }
             NhrpEvent::ResetSa { nbma } => {
                 tracing::warn!(nhs = %nbma, "NHS unanswered: restarting IKE");
+                self.events.push_back(Event::RegistrationTimedOut { nbma });
                 let _ = self.ike.delete(now, nbma);
                 if let Some(n) = v4(nbma) {
                     self.remove_peer_sas(n);
@@ -40,13 +41,17 @@ impl Node {
                 };
                 let s = (p, prefix_len, nh);
                 let wait_for = v4(nbma).filter(|n| !self.master.paths.contains_key(n));
+                // A refresh re-teaches a live shortcut: only new ones are timed.
+                if !self.shortcuts.contains(&s) {
+                    self.shortcut_timer.learned(s);
+                }
                 self.shortcuts.learned(s, wait_for);
                 match wait_for {
                     Some(n) => {
                         tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, %nbma, "NHRP shortcut learned: waiting for an SA to install it");
                         self.ensure_sa(now, n);
                     }
-                    None => self.install_shortcut_route(s),
+                    None => self.install_shortcut_route(now, s),
                 }
             }
             NhrpEvent::WithdrawRoute {
@@ -58,6 +63,7 @@ impl Node {
                     return;
                 };
                 tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, "NHRP shortcut withdrawn");
+                self.shortcut_timer.forget((p, prefix_len, nh));
                 if self.shortcuts.withdrawn((p, prefix_len, nh)) {
                     self.route_updates.push_back(RouteUpdate::Withdraw {
                         prefix: p,
@@ -120,6 +126,25 @@ impl Node {
             }
             NhrpEvent::ResolutionFailed { target, code } => {
                 tracing::debug!(%target, code = %code.map_or("timeout".to_owned(), |c| c.to_string()), "NHRP resolution failed");
+            }
+            NhrpEvent::RequestAnswered {
+                kind,
+                target,
+                rtt,
+                accepted,
+            } => {
+                if kind == dmvpn_nhrp::RequestKind::Resolution
+                    && accepted
+                    && let (Some(t), Some(requested)) = (v4(target), now.checked_sub(rtt))
+                {
+                    self.shortcut_timer.answered(t, requested, now);
+                }
+                self.events.push_back(Event::NhrpAnswered {
+                    kind,
+                    target,
+                    rtt,
+                    accepted,
+                });
             }
             NhrpEvent::ErrorIndication { from_nbma, code } => {
                 tracing::warn!(from = %from_nbma, code = %code, "NHRP error indication received");

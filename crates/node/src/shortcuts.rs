@@ -26,6 +26,11 @@ impl Shortcuts {
         }
     }
 
+    /// Whether NHRP gave us `s` already (a refresh rather than a new shortcut).
+    pub fn contains(&self, s: &Shortcut) -> bool {
+        self.installed.contains(s)
+    }
+
     /// The SA to `nbma` is up: the shortcuts that waited for it.
     pub fn take_pending(&mut self, nbma: Ipv4Addr) -> Vec<Shortcut> {
         self.pending.remove(&nbma).unwrap_or_default()

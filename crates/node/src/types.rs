@@ -211,6 +211,49 @@ pub enum Event {
         /// Its NBMA address.
         nbma: IpAddr,
     },
+    /// Spoke: a new shortcut carries traffic. When each stage happened (the `now` of the calls
+    /// that saw them): its Resolution Request first sent (at once on a Traffic Indication), the
+    /// reply, the SA to the next hop up (the reply's instant when one was up already), and the
+    /// route handed out ([`Node::poll_routes`](crate::Node::poll_routes) right after).
+    ShortcutTimed {
+        /// Network.
+        prefix: Ipv4Addr,
+        /// Length.
+        prefix_len: u8,
+        /// Tunnel next hop.
+        via: Ipv4Addr,
+        /// Resolution Request first sent.
+        requested: std::time::Instant,
+        /// Resolution Reply received.
+        replied: std::time::Instant,
+        /// SA to the next hop up; the route is installed at the same instant.
+        sa_up: std::time::Instant,
+    },
+    /// Spoke: the reply to one of our NHRP requests, `rtt` after the request was first sent.
+    NhrpAnswered {
+        /// Registration or resolution.
+        kind: dmvpn_nhrp::RequestKind,
+        /// Registration: the NHS's NBMA address; resolution: the address resolved.
+        target: IpAddr,
+        /// From the first transmission to the reply.
+        rtt: Duration,
+        /// The reply's code was success (a refused registration is `false`).
+        accepted: bool,
+    },
+    /// Spoke: a registration with the NHS at `nbma` went unanswered through its whole
+    /// back-off; the SA to it is reset.
+    RegistrationTimedOut {
+        /// NHS NBMA address.
+        nbma: IpAddr,
+    },
+    /// Dead peer detection (RFC 7296 §2.4) gave up on an IKE SA with `peer`. `stale`: the
+    /// peer has a newer SA that stays up (a NAT mapping changed), so only the old one went.
+    DpdDead {
+        /// Peer NBMA address.
+        peer: Ipv4Addr,
+        /// Only a stale SA died; the peer is up.
+        stale: bool,
+    },
     /// Keys to export for Wireshark.
     Keys(KeyExport),
 }

@@ -282,3 +282,74 @@ fn runs_are_deterministic() {
     };
     assert_eq!(trace(), trace());
 }
+
+/// The operator's latency figures: each new shortcut is timed once, its stages in order, and
+/// every registration reply is timed.
+#[test]
+fn shortcut_stages_and_registration_replies_are_timed() {
+    let mut net = shortcut_network();
+    let timed: Vec<_> = net.hosts[A]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ShortcutTimed {
+                prefix,
+                prefix_len,
+                via,
+                requested,
+                replied,
+                sa_up,
+            } => Some((*prefix, *prefix_len, *via, *requested, *replied, *sa_up)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timed.len(), 1, "{:?}", net.hosts[A].events);
+    let (prefix, len, via, requested, replied, sa_up) = timed[0];
+    assert_eq!(
+        (prefix, len, via),
+        (Ipv4Addr::new(10, 0, 2, 0), 24, B_TUNNEL)
+    );
+    assert!(requested <= replied && replied <= sa_up);
+    let installed = net.hosts[A]
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::ShortcutInstalled { via, .. } if *via == B_TUNNEL));
+    let timed_at = net.hosts[A]
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::ShortcutTimed { .. }));
+    assert!(installed < timed_at, "timed once the route is handed out");
+    assert!(net.hosts[A].events.iter().any(|e| matches!(
+        e,
+        Event::NhrpAnswered {
+            kind: dmvpn_nhrp::RequestKind::Resolution,
+            accepted: true,
+            ..
+        }
+    )));
+    for h in [A, B] {
+        assert!(
+            net.hosts[h].events.iter().any(|e| matches!(
+                e,
+                Event::NhrpAnswered {
+                    kind: dmvpn_nhrp::RequestKind::Registration,
+                    target,
+                    accepted: true,
+                    ..
+                } if *target == IpAddr::V4(HUB_NBMA)
+            )),
+            "{} timed its registration",
+            net.hosts[h].name
+        );
+    }
+    // More traffic over the live shortcut times nothing again.
+    net.run_for(Duration::from_secs(5), |net| {
+        ping(net, A, A_HOST, B_HOST, 900)
+    });
+    let again = net.hosts[A]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::ShortcutTimed { .. }))
+        .count();
+    assert_eq!(again, 1);
+}

@@ -369,6 +369,7 @@ proptest! {
                         retry_at: at,
                         attempts: 1,
                         packet: Vec::new(),
+                        first_sent: t0,
                     });
                     model.insert(target, (u32::from(id), at));
                 }

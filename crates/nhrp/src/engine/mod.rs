@@ -145,6 +145,15 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
+/// Which of our requests a [`Event::RequestAnswered`] times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// Registration Request to an NHS (RFC 2332 §5.2.3).
+    Registration,
+    /// Resolution Request (RFC 2332 §5.2.1).
+    Resolution,
+}
+
 /// What the engine tells the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -227,6 +236,20 @@ pub enum Event {
         target: IpAddr,
         /// The negative CIE code, `None` on timeout.
         code: Option<CieCode>,
+    },
+    /// Spoke: the reply to one of our requests arrived, `rtt` after the request was first sent
+    /// (retransmissions keep the request id and so the first send time: a lost request shows
+    /// as a long RTT, not as a short one). For the operator's latency figures; what the reply
+    /// caused comes as its own event (`NhsUp`, `InstallRoute`, `ResolutionFailed`, …).
+    RequestAnswered {
+        /// Registration or resolution.
+        kind: RequestKind,
+        /// Registration: the NHS's NBMA address; resolution: the address resolved.
+        target: IpAddr,
+        /// From the first transmission to the reply.
+        rtt: Duration,
+        /// The reply's CIE code was success.
+        accepted: bool,
     },
     /// An Error Indication arrived.
     ErrorIndication {

@@ -13,7 +13,7 @@ use crate::packet::{Body, Cie, Packet, ip_bytes};
 
 use super::{
     DIRECT_HOP_COUNT, Engine, Event, INITIAL_REGISTRATION_WAIT, MAX_REGISTRATION_WAIT,
-    MAX_SA_RETRY_WAIT, secs16,
+    MAX_SA_RETRY_WAIT, RequestKind, secs16,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,8 @@ pub(super) enum NhsPhase {
         wait: Duration,
         retry_at: Instant,
         registered_until: Option<Instant>,
+        /// First transmission of `request_id` (the RTT in `Event::RequestAnswered`).
+        first_sent: Instant,
     },
     Registered {
         refresh_at: Instant,
@@ -144,6 +146,7 @@ impl Engine {
                 wait,
                 retry_at,
                 registered_until,
+                first_sent,
             } => {
                 let mut registered_until = registered_until;
                 if registered_until.is_some_and(|u| u <= now) {
@@ -153,6 +156,7 @@ impl Engine {
                         wait,
                         retry_at,
                         registered_until,
+                        first_sent,
                     };
                     self.events.push_back(Event::NhsDown {
                         protocol_addr: n.protocol_addr,
@@ -268,11 +272,20 @@ impl Engine {
         let Some(n) = self.nhs.get_mut(i) else {
             return;
         };
+        let first_sent = match n.phase {
+            NhsPhase::ExpectRegistrationReply {
+                request_id: id,
+                first_sent,
+                ..
+            } if id == request_id => first_sent,
+            _ => now,
+        };
         n.phase = NhsPhase::ExpectRegistrationReply {
             request_id,
             wait,
             retry_at: now + wait,
             registered_until,
+            first_sent,
         };
         let nbma = n.config.nbma_addr;
         self.send(now, nbma, &p);
@@ -300,6 +313,14 @@ impl Engine {
             return;
         };
         let nbma = n.config.nbma_addr;
+        if let NhsPhase::ExpectRegistrationReply { first_sent, .. } = n.phase {
+            self.events.push_back(Event::RequestAnswered {
+                kind: RequestKind::Registration,
+                target: nbma,
+                rtt: now.saturating_duration_since(first_sent),
+                accepted: cie.code == CieCode::SUCCESS,
+            });
+        }
         if cie.code != CieCode::SUCCESS {
             self.events.push_back(Event::RegistrationRefused {
                 nbma,

@@ -24,6 +24,8 @@ pub(super) struct PendingResolution {
     pub(super) retry_at: Instant,
     pub(super) attempts: u8,
     pub(super) packet: Vec<u8>,
+    /// First transmission; retransmissions keep it (the RTT in `Event::RequestAnswered`).
+    pub(super) first_sent: Instant,
 }
 
 impl Engine {
@@ -179,6 +181,7 @@ impl Engine {
                 retry_at: now + INITIAL_RESOLUTION_WAIT,
                 attempts: 1,
                 packet: bytes,
+                first_sent: now,
             },
         );
     }

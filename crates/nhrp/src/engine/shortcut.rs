@@ -15,7 +15,7 @@ use crate::codes::{CieCode, ExtensionType};
 use crate::counters::DropReason;
 use crate::packet::{Cie, Packet};
 
-use super::{Engine, Event, covers, host_len, mask};
+use super::{Engine, Event, RequestKind, covers, host_len, mask};
 
 impl Engine {
     /// A Resolution Reply (RFC 2332 §5.2.2): a hub forwards one meant for another station; ours
@@ -45,11 +45,19 @@ impl Engine {
             self.counters.drop(DropReason::UnexpectedReply);
             return;
         }
-        self.pending.remove(&target);
+        let first_sent = self.pending.remove(&target).map(|r| r.first_sent);
         let Some(cie) = p.cies().first() else {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        if let Some(sent) = first_sent {
+            self.events.push_back(Event::RequestAnswered {
+                kind: RequestKind::Resolution,
+                target,
+                rtt: now.saturating_duration_since(sent),
+                accepted: cie.code == CieCode::SUCCESS,
+            });
+        }
         if cie.code != CieCode::SUCCESS {
             self.events.push_back(Event::ResolutionFailed {
                 target,
