@@ -379,7 +379,9 @@ fn show_nhrp_lists_dynamic_entries_on_the_hub_and_the_nhs_on_a_spoke() {
             && nhs["expires_in_secs"].is_u64()
             && text.lines().any(|l| {
                 l.starts_with(HUB_TUNNEL)
-                    && l.contains(&format!("RE NBMA Address: {HUB_NBMA} up, expire "))
+                    && l.contains(&format!(
+                        "RE NBMA Address: {HUB_NBMA} UP up, priority 0 (preferred), expire "
+                    ))
             });
         ok.then_some(())
             .ok_or_else(|| format!("NHS {HUB_TUNNEL} not up:\n{text}\n{json:#}"))

@@ -36,10 +36,13 @@ pub const PREFIX: &str = "dmvpne2e-";
 pub const HUB_NBMA: &str = "198.51.100.1";
 pub const NAT_OUTSIDE: &str = "198.51.100.2";
 pub const SPOKE_A_NBMA: &str = "198.51.100.3";
+/// A second hub, for the redundant-hub tests (started only by them).
+pub const HUB2_NBMA: &str = "198.51.100.4";
 pub const NAT_INSIDE: &str = "192.168.50.1";
 pub const SPOKE_B_PRIVATE: &str = "192.168.50.10";
 
 pub const HUB_TUNNEL: &str = "10.250.0.1";
+pub const HUB2_TUNNEL: &str = "10.250.0.2";
 pub const SPOKE_A_TUNNEL: &str = "10.250.0.9";
 pub const SPOKE_B_TUNNEL: &str = "10.250.0.10";
 
@@ -117,6 +120,7 @@ fn link(
 #[derive(Debug)]
 pub struct Topology {
     pub hub: Netns,
+    pub hub2: Netns,
     pub spoke_a: Netns,
     pub spoke_b: Netns,
     pub nat: Netns,
@@ -131,6 +135,7 @@ impl Topology {
         cleanup_stale()?;
         let t = Topology {
             hub: namespace("hub")?,
+            hub2: namespace("hub2")?,
             spoke_a: namespace("spoke-a")?,
             spoke_b: namespace("spoke-b")?,
             nat: namespace("nat")?,
@@ -153,6 +158,7 @@ impl Topology {
         t.wan.ip(&["link", "set", "br0", "up"])?;
         for (ns, port, addr) in [
             (&t.hub, "hub", HUB_NBMA),
+            (&t.hub2, "hub2", HUB2_NBMA),
             (&t.spoke_a, "spoke-a", SPOKE_A_NBMA),
             (&t.nat, "nat", NAT_OUTSIDE),
         ] {
@@ -171,6 +177,8 @@ impl Topology {
         t.spoke_b
             .ip(&["route", "add", "default", "via", NAT_INSIDE])?;
         t.nat.enable_forwarding()?;
+        // Hub 2 forwards between spokes like hub 1 (which routes for its LAN below).
+        t.hub2.enable_forwarding()?;
         let hook = "{ type nat hook postrouting priority srcnat; }";
         for cmd in [
             vec!["add", "table", "ip", "nat"],
@@ -290,6 +298,8 @@ pub fn route_dump(ns: &Netns) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Node {
     Hub,
+    /// The second hub of the redundant-hub tests.
+    Hub2,
     SpokeA,
     SpokeB,
 }
@@ -298,6 +308,7 @@ impl Node {
     pub fn name(self) -> &'static str {
         match self {
             Node::Hub => "hub",
+            Node::Hub2 => "hub2",
             Node::SpokeA => "spoke-a",
             Node::SpokeB => "spoke-b",
         }
@@ -306,6 +317,7 @@ impl Node {
     pub fn tunnel_address(self) -> &'static str {
         match self {
             Node::Hub => HUB_TUNNEL,
+            Node::Hub2 => HUB2_TUNNEL,
             Node::SpokeA => SPOKE_A_TUNNEL,
             Node::SpokeB => SPOKE_B_TUNNEL,
         }
@@ -315,6 +327,7 @@ impl Node {
     pub fn netns(self, t: &Topology) -> &Netns {
         match self {
             Node::Hub => &t.hub,
+            Node::Hub2 => &t.hub2,
             Node::SpokeA => &t.spoke_a,
             Node::SpokeB => &t.spoke_b,
         }
@@ -433,7 +446,7 @@ pub fn write_config_with(
     timers: Timers,
 ) -> Result<NodeConfig> {
     let conf = conf_dir();
-    let example = if node == Node::Hub {
+    let example = if matches!(node, Node::Hub | Node::Hub2) {
         "hub.toml"
     } else {
         "spoke.toml"
@@ -485,8 +498,13 @@ pub fn write_config_with(
         )?;
     }
     match node {
-        Node::Hub => {
-            set(&mut v, &["underlay", "local-address"], str_value(HUB_NBMA))?;
+        Node::Hub | Node::Hub2 => {
+            let nbma = if node == Node::Hub {
+                HUB_NBMA
+            } else {
+                HUB2_NBMA
+            };
+            set(&mut v, &["underlay", "local-address"], str_value(nbma))?;
             set(
                 &mut v,
                 &["route"],

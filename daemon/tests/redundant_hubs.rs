@@ -1,0 +1,165 @@
+//! Redundant hubs (issue 14, item 2): two hubs, and spokes A and B (B behind the NAT) that list
+//! both as NHSs, hub 1 preferred (`priority` 0 and 1) with `nhs-fallback = 10`. The hubs do not
+//! redirect, so spoke-to-spoke traffic keeps crossing the preferred NHS. Hub 1 is killed
+//! (SIGKILL): the spokes notice (DPD), traffic A → B continues through hub 2; hub 1 is started
+//! again: the spokes register with it again and move back to it only once it has been up for
+//! the fallback time. Timings printed.
+//!
+//! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
+
+use std::time::{Duration, Instant};
+
+use dmvpn_tests::e2e::{
+    HUB_NBMA, HUB2_NBMA, HUB2_TUNNEL, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
+};
+use dmvpn_tests::require_root_and_tools;
+use dmvpn_tests::scenario::{
+    REGISTRATION_TIMEOUT, Scenario, e2e_config, edit_config, keys, start_hub_then_spokes, table,
+};
+use serde_json::Value;
+
+const FALLBACK: u64 = 10;
+
+/// The spoke's NHS entry at `nbma` in `show nhrp --json`.
+fn nhs(s: &Scenario<'_>, node: Node, nbma: &str) -> Option<Value> {
+    let v = s.show_json(node, "nhrp");
+    v["nhs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["nbma"] == nbma)
+        .cloned()
+}
+
+fn preferred(s: &Scenario<'_>, node: Node) -> Option<String> {
+    let v = s.show_json(node, "nhrp");
+    v["nhs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["preferred"] == true)
+        .and_then(|n| n["nbma"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn traffic_fails_over_to_the_second_hub_and_falls_back() {
+    require_root_and_tools();
+    let dir = TestDir::new("redundant-hubs").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let k = keys();
+    let cfgs = [
+        e2e_config(&dir, Node::Hub, &k),
+        e2e_config(&dir, Node::Hub2, &k),
+        e2e_config(&dir, Node::SpokeA, &k),
+        e2e_config(&dir, Node::SpokeB, &k),
+    ];
+    for c in &cfgs[..2] {
+        edit_config(&c.config, |t| {
+            table(t, "nhrp").insert("redirect".into(), toml::Value::Boolean(false));
+        });
+    }
+    for c in &cfgs[2..] {
+        edit_config(&c.config, |t| {
+            let nhrp = table(t, "nhrp");
+            nhrp.insert("nhs-fallback".into(), toml::Value::Integer(FALLBACK as i64));
+            let mut second = toml::Table::new();
+            second.insert("address".into(), HUB2_TUNNEL.into());
+            second.insert("nbma".into(), HUB2_NBMA.into());
+            second.insert("multicast".into(), true.into());
+            second.insert("priority".into(), toml::Value::Integer(1));
+            nhrp.get_mut("nhs")
+                .and_then(toml::Value::as_array_mut)
+                .expect("[[nhrp.nhs]]")
+                .push(toml::Value::Table(second));
+        });
+    }
+    let mut s = start_hub_then_spokes("redundant", &t, &cfgs);
+    s.step("both spokes register with both hubs; hub 1 is preferred");
+    for spoke in [Node::SpokeA, Node::SpokeB] {
+        s.wait_registered(spoke, 0, 0);
+        for nbma in [HUB_NBMA, HUB2_NBMA] {
+            s.eventually(
+                &format!("{} registered with {nbma}", spoke.name()),
+                REGISTRATION_TIMEOUT,
+                |s| {
+                    let n = nhs(s, spoke, nbma).ok_or("no NHS entry")?;
+                    (n["status"] == "UP").then_some(()).ok_or(n.to_string())
+                },
+            );
+        }
+        if preferred(&s, spoke).as_deref() != Some(HUB_NBMA) {
+            s.fail(format!("{}: {}", spoke.name(), s.show(spoke, "nhrp")));
+        }
+    }
+    s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+    let hub2_rx = s.counters(&t.hub2, WAN_IF);
+    let (got, out) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 20, "0.05").unwrap();
+    let (rx2, _) = s.counters(&t.hub2, WAN_IF).since(&hub2_rx);
+    if got != 20 || rx2 > 10 {
+        s.fail(format!(
+            "A → B via hub 1: {got}/20 answered, hub 2 received {rx2} packets\n{out}"
+        ));
+    }
+
+    s.step("hub 1 killed: traffic A → B continues through hub 2");
+    let killed = Instant::now();
+    s.kill(Node::Hub);
+    let moved = s.poll("spoke A prefers hub 2", Duration::from_secs(30), |s| {
+        // Traffic makes on-demand DPD probe the dead hub.
+        let _ = ping(&t.spoke_a, SPOKE_B_TUNNEL, 1, "0.2");
+        (preferred(s, Node::SpokeA).as_deref() == Some(HUB2_NBMA)).then(|| killed.elapsed())
+    });
+    let resumed = s.poll(
+        "pings A → B answered through hub 2",
+        Duration::from_secs(30),
+        |_| {
+            let (got, _) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 3, "0.2").ok()?;
+            (got >= 2).then(|| killed.elapsed())
+        },
+    );
+    s.note(format!(
+        "hub 1 killed: spoke A moved to hub 2 after {moved:.1?}, pings to B answered again after {resumed:.1?}"
+    ));
+    let hub2_rx = s.counters(&t.hub2, WAN_IF);
+    let (got, out) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 20, "0.05").unwrap();
+    let (rx2, _) = s.counters(&t.hub2, WAN_IF).since(&hub2_rx);
+    if got < 19 || rx2 < 20 {
+        s.fail(format!(
+            "A → B via hub 2: {got}/20 answered, hub 2 received {rx2} packets\n{out}"
+        ));
+    }
+
+    s.step(&format!(
+        "hub 1 back: the spokes register again and return to it after {FALLBACK} s"
+    ));
+    let restarted = Instant::now();
+    s.start(&cfgs[0]);
+    let up_again = s.poll(
+        "spoke A registered with hub 1 again",
+        Duration::from_secs(60),
+        |s| {
+            let _ = ping(&t.spoke_a, SPOKE_B_TUNNEL, 1, "0.2");
+            let n = nhs(s, Node::SpokeA, HUB_NBMA)?;
+            (n["status"] == "UP").then(Instant::now)
+        },
+    );
+    let back = s.poll(
+        "spoke A prefers hub 1 again",
+        Duration::from_secs(FALLBACK + 20),
+        |s| (preferred(s, Node::SpokeA).as_deref() == Some(HUB_NBMA)).then(Instant::now),
+    );
+    let waited = back - up_again;
+    s.note(format!(
+        "hub 1 restarted: spoke A registered with it after {:.1?}, preferred it {waited:.1?} later (fallback {FALLBACK} s)",
+        up_again - restarted
+    ));
+    // Polled every 100 ms and `show` is asked in between: allow a little either side.
+    if waited + Duration::from_secs(1) < Duration::from_secs(FALLBACK) {
+        s.fail(format!(
+            "back on hub 1 {waited:?} after it came up, before the {FALLBACK} s fallback"
+        ));
+    }
+    s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+    s.check_alive();
+    s.finish();
+}
