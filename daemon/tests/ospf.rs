@@ -53,7 +53,8 @@ fn ospf_route(ns: &dmvpn_tests::Netns, prefix: &str, via: &str) -> Option<serde_
 
 fn settings(node: Node) -> OspfSettings {
     let lan = match node {
-        Node::Hub => HUB_LAN,
+        // Hub 2 has no LAN; no OSPF test starts it.
+        Node::Hub | Node::Hub2 => HUB_LAN,
         Node::SpokeA => SPOKE_A_LAN,
         Node::SpokeB => SPOKE_B_LAN,
     };
