@@ -4,7 +4,7 @@
 //! with every NHS (the NHRP engine does); of those that are up it prefers the lowest priority
 //! value, then the order of configuration. A better NHS that comes back is used only once it
 //! has stayed up for the fallback time, so a flapping primary does not move the traffic
-//! back and forth. When none is up, the best configured one is used, so traffic still
+//! back and forth (at start, an NHS that registers for the first time is used at once). When none is up, the best configured one is used, so traffic still
 //! brings its SA up.
 
 use std::net::Ipv4Addr;
@@ -17,6 +17,9 @@ struct Candidate {
     priority: u8,
     /// Registered since.
     up_since: Option<Instant>,
+    /// Its registration was up once and went down: coming back, it waits out the fallback
+    /// time (one that comes up for the first time, at start, is used at once).
+    went_down: bool,
 }
 
 /// The spoke's NHS preference.
@@ -37,6 +40,7 @@ impl NhsChoice {
                 nbma,
                 priority,
                 up_since: None,
+                went_down: false,
             })
             .collect();
         let mut c = Self {
@@ -79,6 +83,7 @@ impl NhsChoice {
     /// re-decides; true when the choice changed.
     pub fn set_up(&mut self, nbma: Ipv4Addr, up: bool, now: Instant) -> bool {
         for c in self.candidates.iter_mut().filter(|c| c.nbma == nbma) {
+            c.went_down |= !up && c.up_since.is_some();
             c.up_since = match (up, c.up_since) {
                 (true, Some(t)) => Some(t),
                 (true, None) => Some(now),
@@ -101,7 +106,7 @@ impl NhsChoice {
             .enumerate()
             .filter_map(|(i, c)| {
                 let since = c.up_since?;
-                let settled = now.saturating_duration_since(since) >= self.fallback;
+                let settled = !c.went_down || now.saturating_duration_since(since) >= self.fallback;
                 let allowed = Some(c.nbma) == old || !current_up || settled;
                 allowed.then_some(((c.priority, i), c.nbma))
             })
@@ -124,7 +129,7 @@ impl NhsChoice {
         self.candidates
             .iter()
             .enumerate()
-            .filter(|(i, c)| (c.priority, *i) < current_rank)
+            .filter(|(i, c)| (c.priority, *i) < current_rank && c.went_down)
             .filter_map(|(_, c)| c.up_since.map(|t| t + self.fallback))
             .min()
     }
@@ -151,7 +156,13 @@ mod tests {
         assert!(c.set_up(A, true, t), "only A up: A");
         assert_eq!(c.current(), Some(A));
         assert_eq!(c.deadline(), None);
-        // B comes up: A stays until B has been up for 30 s.
+        // B comes up for the first time (it was slower at start): at once.
+        assert!(c.set_up(B, true, secs(t, 2)));
+        assert_eq!(c.current(), Some(B));
+        // B goes down: A at once.
+        assert!(c.set_up(B, false, secs(t, 5)));
+        assert_eq!(c.current(), Some(A));
+        // B comes back: A stays until B has been up for 30 s.
         assert!(!c.set_up(B, true, secs(t, 10)));
         assert_eq!(c.current(), Some(A));
         assert_eq!(c.deadline(), Some(secs(t, 40)));
@@ -159,7 +170,7 @@ mod tests {
         assert!(c.decide(secs(t, 40)));
         assert_eq!(c.current(), Some(B));
         assert_eq!(c.deadline(), None);
-        // B goes down: A at once.
+        // B goes down again: A at once.
         assert!(c.set_up(B, false, secs(t, 50)));
         assert_eq!(c.current(), Some(A));
         // B flaps back and down within the fallback time: traffic never moves.
