@@ -112,7 +112,7 @@ impl Datapath {
 
     fn to_slow_path(&self, tables: &Tables, msg: SlowPath) {
         if self.slow.try_send(msg).is_err() {
-            tables.counters.count_drop(DropReason::SaQueueFull);
+            tables.counters.count_drop(DropReason::SlowPathFull);
         }
     }
 

@@ -97,10 +97,13 @@ pub fn child_sa(
         transform: "esp-gcm-256".to_owned(),
         esn: info.esn,
         udp_encap: info.udp_encap,
+        // ESP counts its payload, the GRE packet; every GRE header here is the keyed 8 bytes
+        // (RFC 2890; anything else is dropped), so inner bytes are exact, as `show interface`
+        // counts them.
         packets_in: i.packets,
-        bytes_in: i.bytes,
+        bytes_in: i.bytes.saturating_sub(GRE_HEADER * i.packets),
         packets_out: o.packets,
-        bytes_out: o.bytes,
+        bytes_out: o.bytes.saturating_sub(GRE_HEADER * o.packets),
         replay_drops: i.replay_drops,
         auth_failures: i.auth_failures,
         age_secs: secs(info.age),
@@ -247,6 +250,9 @@ pub fn interface_report(
         drops,
     }
 }
+
+/// The keyed GRE header on every tunnel packet (RFC 2890 §2).
+const GRE_HEADER: u64 = dmvpn_wire::gre::KEYED_HEADER_LEN as u64;
 
 /// Remembers when each peer entered its current state, for `show dmvpn`'s UpDn Tm. The control
 /// loop owns one and passes it to [`Snapshot::dmvpn_report`]; calling [`UpDown::observe`] also

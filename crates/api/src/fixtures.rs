@@ -10,7 +10,7 @@ use crate::schema::*;
 
 /// The dataplane's drop reason names as of this schema (`dmvpn_dataplane::DropReason::ALL`;
 /// dmvpnd's tests check they still agree).
-pub const DATAPLANE_DROPS: [&str; 12] = [
+pub const DATAPLANE_DROPS: [&str; 14] = [
     "not_ipv4",
     "no_mapping",
     "no_room",
@@ -23,6 +23,8 @@ pub const DATAPLANE_DROPS: [&str; 12] = [
     "gre_key",
     "unsupported_protocol",
     "sa_queue_full",
+    "ike_failed",
+    "slow_path_full",
 ];
 
 fn addr(s: &str) -> IpAddr {

@@ -41,11 +41,14 @@ impl Tables {
             ) else {
                 break;
             };
-            if let Outbound::NeedSa { nbma } = first {
-                self.seal_run(nbma, run_b, run_v);
-            }
-            for (buf, verdict) in run_b.iter_mut().zip(run_v.iter()) {
-                self.count_out(buf.as_mut(), *verdict);
+            match first {
+                Outbound::NeedSa { nbma } => self.seal_run(nbma, run_b, run_v),
+                // Drops, counted here; multicast is replicated (and counted) by the caller.
+                _ => {
+                    for verdict in run_v.iter() {
+                        self.count_out(0, *verdict);
+                    }
+                }
             }
             (rest_b, rest_v) = (tail_b, tail_v);
         }
@@ -63,6 +66,7 @@ impl Tables {
         };
         let mut seqs = path.out_sa.reserve(bufs.len()).ok();
         for (buf, verdict) in bufs.iter_mut().zip(verdicts.iter_mut()) {
+            let inner = buf.as_mut().len();
             *verdict = match seqs.as_mut() {
                 Some(seqs) => Self::seal_from(
                     nbma,
@@ -74,6 +78,7 @@ impl Tables {
                 ),
                 None => Outbound::Drop(DropReason::SequenceExhausted),
             };
+            self.count_out(inner, *verdict);
         }
     }
 }

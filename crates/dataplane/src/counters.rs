@@ -30,11 +30,16 @@ pub enum DropReason {
     UnsupportedProtocol,
     /// The queue of packets waiting for an SA was full.
     SaQueueFull,
+    /// Waited for an SA whose setup failed or timed out, or whose peer died (DPD).
+    IkeFailed,
+    /// The packet workers' channel to the control plane was full (packets that need an SA,
+    /// NHRP, redirect hints).
+    SlowPathFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         Self::NotIpv4,
         Self::NoMapping,
         Self::NoRoom,
@@ -47,6 +52,8 @@ impl DropReason {
         Self::GreKey,
         Self::UnsupportedProtocol,
         Self::SaQueueFull,
+        Self::IkeFailed,
+        Self::SlowPathFull,
     ];
 
     /// A stable snake_case name for logs and JSON.
@@ -64,6 +71,8 @@ impl DropReason {
             Self::GreKey => "gre_key",
             Self::UnsupportedProtocol => "unsupported_protocol",
             Self::SaQueueFull => "sa_queue_full",
+            Self::IkeFailed => "ike_failed",
+            Self::SlowPathFull => "slow_path_full",
         }
     }
 

@@ -83,8 +83,9 @@ impl Tables {
     /// Decides the next hop of an inner IPv4 packet read from the TUN device and, when an
     /// SA exists, encapsulates and encrypts it in place.
     pub fn outbound(&self, routes: &RouteTable, buf: &mut PacketBuf) -> Outbound {
+        let inner = buf.len();
         let out = self.outbound_inner(routes, buf);
-        self.count_out(buf, out);
+        self.count_out(inner, out);
         out
     }
 
@@ -135,8 +136,9 @@ impl Tables {
     /// Encapsulates the packet in `buf` in GRE with `protocol` and seals it for `nbma`
     /// (NHRP packets, multicast copies, and packets released from the SA queue).
     pub fn seal_to(&self, nbma: Ipv4Addr, protocol: EtherType, buf: &mut PacketBuf) -> Outbound {
+        let inner = buf.len();
         let out = self.seal_inner(nbma, protocol, buf);
-        self.count_out(buf, out);
+        self.count_out(inner, out);
         out
     }
 
@@ -193,9 +195,11 @@ impl Tables {
         }
     }
 
-    fn count_out(&self, buf: &PacketBuf, out: Outbound) {
+    /// Counts a verdict; a packet sent counts its inner bytes (before GRE and ESP), as the
+    /// received ones do, so the interface's two byte counters mean the same thing.
+    fn count_out(&self, inner_len: usize, out: Outbound) {
         match out {
-            Outbound::Send { .. } => self.counters.tx(buf.len()),
+            Outbound::Send { .. } => self.counters.tx(inner_len),
             Outbound::Drop(r) => self.counters.count_drop(r),
             Outbound::NeedSa { .. } | Outbound::Multicast => {}
         }

@@ -120,6 +120,14 @@ fn a_batch_seals_like_packets_one_at_a_time() {
         assert_eq!(a.as_slice(), b.as_slice(), "packet {i} differs");
     }
     assert_eq!(many.counters.tx_totals(), one.counters.tx_totals());
+    // The interface counts what went into the tunnel: inner bytes, as on receive.
+    let inner: u64 = batch()
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| matches!(v, Outbound::Send { .. }))
+        .map(|(b, _)| b.len() as u64)
+        .sum();
+    assert_eq!(many.counters.tx_totals(), (7, inner));
 
     // What A receives opens in order with one window.
     let inbound = InboundSa::new(Spi(0x2001), &[0x22; 36], false, 1024).unwrap();

@@ -345,10 +345,11 @@ impl Node {
         }
     }
 
-    /// Drops the packets waiting for `nbma` (counted).
+    /// Drops the packets waiting for `nbma`: its setup failed or the peer died (counted as
+    /// such, not as a full queue).
     pub(crate) fn drop_pending(&mut self, nbma: Ipv4Addr) {
         for _ in self.sa_queue.take(nbma) {
-            self.master.counters.count_drop(DropReason::SaQueueFull);
+            self.master.counters.count_drop(DropReason::IkeFailed);
         }
     }
 

@@ -122,6 +122,8 @@ const DATAPLANE_DROPS: &[&str] = &[
     "gre_key",
     "unsupported_protocol",
     "sa_queue_full",
+    "ike_failed",
+    "slow_path_full",
 ];
 
 /// Documented keys missing from the object `v` (`what` names it in the result).
