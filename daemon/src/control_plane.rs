@@ -10,7 +10,7 @@
 //! step depends on.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use crate::metrics_events::Recorder;
 use crate::metrics_http::ScrapeRequest;
 use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
-use crate::status::{self, Ack, NhrpRole, Snapshot, UpDown};
+use crate::status::{self, Ack, NodeView, Snapshot, UpDown};
 use crate::tun::TunDevice;
 use crate::underlay::{Received, Underlay, UnderlayConfig, local_address_for};
 
@@ -216,12 +216,7 @@ impl ControlPlane {
     }
 
     fn show(&mut self, now: Instant, what: Show, filter: ShowFilter) -> Response {
-        let (ike, nhrp, master, config) = (
-            self.node.ike(),
-            self.node.nhrp(),
-            self.node.tables(),
-            self.node.config(),
-        );
+        let (ike, nhrp, master) = (self.node.ike(), self.node.nhrp(), self.node.tables());
         let mut cache = nhrp.cache_entries(now);
         let mut nhs = nhrp.nhs_status(now);
         let mut ike = ike.ike_sas(now);
@@ -256,29 +251,8 @@ impl ControlPlane {
             })
             .collect();
         backoff.sort_by_key(|(p, _)| *p);
-        let addr = config.tunnel.address.to_string();
-        let nhs_priority: Vec<(IpAddr, u8)> = config
-            .nhrp
-            .nhs
-            .iter()
-            .map(|n| (IpAddr::V4(n.nbma), n.priority))
-            .collect();
-        let snap = Snapshot {
-            now,
-            interface: &config.tunnel.interface,
-            tunnel_addr: &addr,
-            role: match config.nhrp.role {
-                Role::Spoke { .. } => NhrpRole::Spoke,
-                Role::Hub { .. } => NhrpRole::Hub,
-            },
-            cache: &cache,
-            nhs: &nhs,
-            ike: &ike,
-            backoff: &backoff,
-            changes: Some(self.node.peer_changes().all()),
-            nhs_priority: &nhs_priority,
-            preferred_nhs: self.node.preferred_nhs().map(IpAddr::V4),
-        };
+        let view = NodeView::of(&self.node);
+        let snap = Snapshot::of(&self.node, &view, now, &cache, &nhs, &ike, &backoff);
         match what {
             Show::Sa => {
                 // Outbound SAs by SPI, once: a lookup per child keeps a hub's `show sa` linear.

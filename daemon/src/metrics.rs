@@ -18,7 +18,6 @@ use dmvpn_api::{
     IkeSa, IkeState, InterfaceReport, NHRP_PACKET_TYPES, NhrpCounters, NhrpKind, NhrpPeerState,
     NhrpRole, NhsEntry, SaPeer,
 };
-use dmvpn_config::Role;
 use dmvpn_esp::Spi;
 use dmvpn_node::Node;
 use dmvpn_node::peers::Backoff;
@@ -30,7 +29,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::metrics_events::Recorder;
-use crate::status::Snapshot;
+use crate::status::{NodeView, Snapshot};
 
 /// The Content-Type of the exposition in OpenMetrics 1.0 text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -213,30 +212,8 @@ impl Scrape {
         let ike_sas = ike.ike_sas(now);
         let backoff: Vec<(IpAddr, Backoff)> =
             node.backoffs().map(|(p, b)| (IpAddr::V4(p), b)).collect();
-        let tunnel_addr = config.tunnel.address.to_string();
-        let nhs_priority: Vec<(IpAddr, u8)> = config
-            .nhrp
-            .nhs
-            .iter()
-            .map(|n| (IpAddr::V4(n.nbma), n.priority))
-            .collect();
-        let role = match config.nhrp.role {
-            Role::Spoke { .. } => NhrpRole::Spoke,
-            Role::Hub { .. } => NhrpRole::Hub,
-        };
-        let snap = Snapshot {
-            now,
-            interface: &config.tunnel.interface,
-            tunnel_addr: &tunnel_addr,
-            role,
-            cache: &cache,
-            nhs: &nhs,
-            ike: &ike_sas,
-            backoff: &backoff,
-            changes: Some(node.peer_changes().all()),
-            nhs_priority: &nhs_priority,
-            preferred_nhs: node.preferred_nhs().map(IpAddr::V4),
-        };
+        let view = NodeView::of(node);
+        let snap = Snapshot::of(node, &view, now, &cache, &nhs, &ike_sas, &backoff);
         let outbound: HashMap<Spi, _> = master
             .paths
             .values()
@@ -261,12 +238,12 @@ impl Scrape {
             *kinds.entry(cache_kind_name(e.kind)).or_default() += 1;
         }
         Scrape {
-            role: match role {
+            role: match snap.role {
                 NhrpRole::Hub => "hub",
                 NhrpRole::Spoke => "spoke",
             },
             interface: config.tunnel.interface.clone(),
-            tunnel_addr,
+            tunnel_addr: snap.tunnel_addr.to_owned(),
             dataplane,
             peers,
             peers_omitted,

@@ -251,6 +251,61 @@ pub fn interface_report(
     }
 }
 
+/// What a [`Snapshot`] needs from the node's configuration, owned so the control loop's `show`
+/// and the metrics scrape build their snapshots the same way ([`Snapshot::of`]).
+#[derive(Debug)]
+pub struct NodeView {
+    tunnel_addr: String,
+    role: NhrpRole,
+    nhs_priority: Vec<(IpAddr, u8)>,
+}
+
+impl NodeView {
+    pub fn of(node: &dmvpn_node::Node) -> Self {
+        let config = node.config();
+        NodeView {
+            tunnel_addr: config.tunnel.address.to_string(),
+            role: match config.nhrp.role {
+                dmvpn_config::Role::Spoke { .. } => NhrpRole::Spoke,
+                dmvpn_config::Role::Hub { .. } => NhrpRole::Hub,
+            },
+            nhs_priority: config
+                .nhrp
+                .nhs
+                .iter()
+                .map(|n| (IpAddr::V4(n.nbma), n.priority))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> Snapshot<'a> {
+    /// The snapshot of `node` at `now` over the engines' views given (filtered or not).
+    pub fn of(
+        node: &'a dmvpn_node::Node,
+        view: &'a NodeView,
+        now: Instant,
+        cache: &'a [CacheEntry],
+        nhs: &'a [NhsStatus],
+        ike: &'a [IkeSaInfo],
+        backoff: &'a [(IpAddr, Backoff)],
+    ) -> Self {
+        Snapshot {
+            now,
+            interface: &node.config().tunnel.interface,
+            tunnel_addr: &view.tunnel_addr,
+            role: view.role,
+            cache,
+            nhs,
+            ike,
+            backoff,
+            changes: Some(node.peer_changes().all()),
+            nhs_priority: &view.nhs_priority,
+            preferred_nhs: node.preferred_nhs().map(IpAddr::V4),
+        }
+    }
+}
+
 /// The keyed GRE header on every tunnel packet (RFC 2890 §2).
 const GRE_HEADER: u64 = dmvpn_wire::gre::KEYED_HEADER_LEN as u64;
 
