@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod faults;
+pub mod three;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
