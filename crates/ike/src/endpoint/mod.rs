@@ -274,27 +274,18 @@ impl Endpoint {
     /// Rekeys the Child SA with inbound SPI `spi_in` now (ESP sequence
     /// numbers near exhaustion, RFC 4303 §3.3.3).
     pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
-        let id = self
-            .sas
-            .spi_owner(spi_in)
-            .filter(|&id| {
-                self.sas
-                    .get(id)
-                    .is_some_and(|s| s.children.iter().any(|c| c.spi_in == spi_in))
-            })
-            .ok_or(Error::NoSuchSa)?;
-        let mut s = self.sas.remove(id).ok_or(Error::NoSuchSa)?;
-        if !s.queue.contains(&Queued::RekeyChild(spi_in)) {
-            s.queue.push_back(Queued::RekeyChild(spi_in));
-        }
-        self.pump(now, &mut s);
-        self.put_back(s);
-        Ok(())
+        self.queue_for_child(now, spi_in, Queued::RekeyChild(spi_in))
     }
 
     /// Deletes the Child SA with inbound SPI `spi_in` (an INFORMATIONAL with
     /// its DELETE, §1.4.1); its IKE SA stays up, without it.
     pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
+        self.queue_for_child(now, spi_in, Queued::DeleteChild(spi_in))
+    }
+
+    /// Queues `work` on the IKE SA that owns the Child SA with inbound SPI `spi_in`
+    /// (once) and runs that SA's queue.
+    fn queue_for_child(&mut self, now: Instant, spi_in: u32, work: Queued) -> Result<(), Error> {
         let id = self
             .sas
             .spi_owner(spi_in)
@@ -305,8 +296,8 @@ impl Endpoint {
             })
             .ok_or(Error::NoSuchSa)?;
         let mut s = self.sas.remove(id).ok_or(Error::NoSuchSa)?;
-        if !s.queue.contains(&Queued::DeleteChild(spi_in)) {
-            s.queue.push_back(Queued::DeleteChild(spi_in));
+        if !s.queue.contains(&work) {
+            s.queue.push_back(work);
         }
         self.pump(now, &mut s);
         self.put_back(s);
