@@ -1190,3 +1190,28 @@ fn spokes_registered_together_refresh_apart() {
     }
     assert_ne!(due[0], due[1], "both spokes refresh at the same instant");
 }
+
+/// `show nhrp` ages count from creation for every kind: our own entry from the engine's start,
+/// an NHS entry from when its registration came up, a learned one from when it was learned
+/// (the local and NHS entries used to be made afresh on every call, so always age 0).
+#[test]
+fn entry_ages_count_from_creation() {
+    let mut net = Net::hub_and_two_spokes();
+    let start = net.now;
+    net.register_all();
+    let registered_at = net.now;
+    net.advance(Duration::from_secs(30));
+    let now = net.now;
+    let entries = net.nodes[A].engine.cache_entries(now);
+    let local = entries.iter().find(|e| e.kind == EntryKind::Local).unwrap();
+    let nhs = entries.iter().find(|e| e.kind == EntryKind::Nhs).unwrap();
+    assert!(
+        local.created <= start + Duration::from_secs(1),
+        "{:?}",
+        now - local.created
+    );
+    assert!(nhs.created >= start && nhs.created <= registered_at);
+    assert!(now - nhs.created >= Duration::from_secs(30));
+    let a = registered(&net, a_tun()).expect("A registered");
+    assert!(now - a.created >= Duration::from_secs(30));
+}

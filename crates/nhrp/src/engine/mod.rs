@@ -38,19 +38,19 @@ mod resolution;
 mod route_table;
 mod sa_gate;
 mod shortcut;
+mod views;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::cache::{CacheEntry, EntryFlags, EntryKind};
+use crate::cache::{CacheEntry, EntryKind};
 use crate::codes::{
     AFN_IPV4, CieCode, ErrorCode, PREFIX_LEN_UNIQUE_HOST, PROTOCOL_TYPE_IPV4, PacketType,
 };
 use crate::config::{Config, ConfigError, RequestIdSource, Role, Route};
 use crate::counters::{Counters, DropReason};
 use crate::packet::{Body, Packet};
-use crate::status::{NhsState, NhsStatus};
 use dmvpn_wire::Ipv4Cidr;
 
 use cache_table::CacheTable;
@@ -280,6 +280,8 @@ pub struct Engine {
     config: Config,
     ids: Box<dyn RequestIdSource>,
     public_nbma: Option<IpAddr>,
+    /// When the engine first ran (registration or a timer): our own entry's creation.
+    started: Option<Instant>,
     nhs: Vec<Nhs>,
     /// Keyed by (network prefix, prefix length). One engine serves one
     /// network-id, so this table is the network-id's cache scope.
@@ -363,12 +365,14 @@ impl Engine {
                 protocol_addr: c.protocol_addr,
                 phase: NhsPhase::Idle,
                 registered_id: None,
+                up_since: None,
             })
             .collect();
         Ok(Self {
             config,
             ids: Box::new(ids),
             public_nbma: None,
+            started: None,
             nhs_marks: vec![None; nhs.len()],
             nhs,
             cache: CacheTable::default(),
@@ -421,86 +425,6 @@ impl Engine {
     /// Our post-NAT NBMA address as learned from an NHS.
     pub fn public_nbma(&self) -> Option<IpAddr> {
         self.public_nbma
-    }
-
-    /// The cache as the operator sees it: own address, NHSs, then learned entries.
-    pub fn cache_entries(&self, now: Instant) -> Vec<CacheEntry> {
-        let own = CacheEntry {
-            kind: EntryKind::Local,
-            protocol_addr: self.config.protocol_addr,
-            prefix_len: 32,
-            next_hop: self.config.protocol_addr,
-            nbma: self.config.nbma_addr,
-            post_nat_nbma: self.public_nbma,
-            flags: EntryFlags {
-                unique: self.config.unique,
-                nat: self.public_nbma.is_some_and(|p| p != self.config.nbma_addr),
-                ..EntryFlags::default()
-            },
-            created: now,
-            expires: None,
-            holding_time: self.config.holding_time,
-            request_id: 0,
-            refresh_at: None,
-        };
-        let nhs = self.nhs.iter().filter_map(|n| {
-            let p = n.protocol_addr?;
-            let expires = match n.phase {
-                NhsPhase::Registered { expires, .. } => Some(expires),
-                _ => None,
-            };
-            Some(CacheEntry {
-                kind: EntryKind::Nhs,
-                protocol_addr: p,
-                prefix_len: 32,
-                next_hop: p,
-                nbma: n.config.nbma_addr,
-                post_nat_nbma: None,
-                flags: EntryFlags {
-                    registered: n.is_up(now),
-                    ..EntryFlags::default()
-                },
-                created: now,
-                expires,
-                holding_time: self.config.holding_time,
-                request_id: n.registered_id.unwrap_or(0),
-                refresh_at: None,
-            })
-        });
-        std::iter::once(own)
-            .chain(nhs)
-            .chain(self.cache.values().filter(|e| e.is_live(now)).cloned())
-            .collect()
-    }
-
-    /// NHS states (spoke).
-    pub fn nhs_status(&self, now: Instant) -> Vec<NhsStatus> {
-        self.nhs
-            .iter()
-            .map(|n| NhsStatus {
-                protocol_addr: n.protocol_addr,
-                nbma_addr: n.config.nbma_addr,
-                multicast: n.config.multicast,
-                state: if n.is_up(now) {
-                    NhsState::Up
-                } else if matches!(n.phase, NhsPhase::ExpectRegistrationReply { .. }) {
-                    NhsState::Registering
-                } else {
-                    NhsState::WaitingForSa
-                },
-                expires: match n.phase {
-                    NhsPhase::Registered { expires, .. } => Some(expires),
-                    NhsPhase::ExpectRegistrationReply {
-                        registered_until, ..
-                    } => registered_until,
-                    _ => None,
-                },
-                retry_wait: match n.phase {
-                    NhsPhase::ExpectRegistrationReply { wait, .. } => wait,
-                    _ => Duration::ZERO,
-                },
-            })
-            .collect()
     }
 
     /// NBMA addresses that get a copy of multicast (OSPF hellos): on a spoke
@@ -701,6 +625,7 @@ impl Engine {
 
     /// Runs every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         for i in 0..self.nhs.len() {
             self.nhs_timeout(now, i);
         }

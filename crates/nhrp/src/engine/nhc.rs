@@ -44,6 +44,9 @@ pub(super) struct Nhs {
     /// Id of the accepted registration: IOS expects a purge to carry it
     /// (docs/interop-notes.md §6).
     pub(super) registered_id: Option<u32>,
+    /// When the current (or last) registration came up: the NHS entry's creation in
+    /// `show nhrp`.
+    pub(super) up_since: Option<Instant>,
 }
 
 impl Nhs {
@@ -76,6 +79,7 @@ impl Nhs {
 impl Engine {
     /// Spoke: register with every NHS (asking for SAs first where needed).
     pub fn register(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
         self.shut_down = false;
         for i in 0..self.nhs.len() {
             self.nhs_start(now, i);
@@ -352,6 +356,7 @@ impl Engine {
         };
         n.registered_id = Some(id);
         if !was_up {
+            n.up_since = Some(now);
             self.events.push_back(Event::NhsUp {
                 protocol_addr: n.protocol_addr,
                 nbma,
