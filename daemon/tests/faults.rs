@@ -1,0 +1,215 @@
+//! The fault suite (issue 14, item 5), in namespaces; each case prints its timings. A hub
+//! killed and restarted is `fault_hub_restart.rs`.
+//!
+//! - 20 % random loss on the underlay, both directions (an nftables `numgen random` rule on the
+//!   WAN bridge): registration, a phase 3 shortcut and a TCP transfer between the spokes' LANs
+//!   still complete; IKE and NHRP retransmit.
+//! - A frozen peer (SIGSTOP): the hub's on-demand DPD gives its verdict at delay + tries ×
+//!   retry (± 1 s, the tests' 3 s / 1 s × 5); after SIGCONT the spoke comes back unattended.
+//!
+//! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft`, `ping` and `iperf3`
+//! (tests/install-deps.sh).
+
+use std::time::{Duration, Instant};
+
+use dmvpn_tests::e2e::{
+    HUB_TUNNEL, Node, SPOKE_A_LAN_HOST, SPOKE_A_NBMA, SPOKE_A_TUNNEL, SPOKE_B_LAN_HOST,
+    SPOKE_B_TUNNEL, TestDir, Topology, ping,
+};
+use dmvpn_tests::require_root_and_tools;
+use dmvpn_tests::scenario::{
+    DPD_DELAY, DPD_RETRY, DPD_TRIES, Scenario, e2e_config, expect, keys, start_hub_then_spokes,
+};
+
+const LOSS_PERCENT: u32 = 20;
+
+/// Waits for `node`'s registration (IKE SA, Child SA, NHS) with a bound that allows for loss.
+fn wait_registered_lossy(s: &mut Scenario<'_>, node: Node, bound: Duration) {
+    s.wait_line(node, "IKE SA up", 0, bound, &expect::ike_sa_up);
+    s.wait_line(
+        node,
+        "NHRP registered with NHS",
+        0,
+        bound,
+        &expect::registered_with_nhs,
+    );
+}
+
+#[test]
+fn twenty_percent_underlay_loss_both_ways_still_registers_resolves_and_transfers() {
+    require_root_and_tools();
+    let dir = TestDir::new("faults-loss").unwrap();
+    let t = Topology::new().expect("building the topology");
+    // Every frame crossing the WAN bridge, either way, is dropped with probability 1/5.
+    for cmd in [
+        vec!["add", "table", "bridge", "loss"],
+        vec![
+            "add",
+            "chain",
+            "bridge",
+            "loss",
+            "fwd",
+            "{ type filter hook forward priority 0; }",
+        ],
+        vec![
+            "add", "rule", "bridge", "loss", "fwd", "numgen", "random", "mod", "100", "<", "20",
+            "counter", "drop",
+        ],
+    ] {
+        let out = t.wan.exec("nft", &cmd).expect("nft");
+        assert!(
+            out.status.success(),
+            "nft {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let k = keys();
+    let cfgs = [
+        e2e_config(&dir, Node::Hub, &k),
+        e2e_config(&dir, Node::SpokeA, &k),
+        e2e_config(&dir, Node::SpokeB, &k),
+    ];
+    let start = Instant::now();
+    let mut s = start_hub_then_spokes("faults-loss", &t, &cfgs);
+    s.step(&format!(
+        "both spokes register through {LOSS_PERCENT} % loss each way"
+    ));
+    for spoke in [Node::SpokeA, Node::SpokeB] {
+        wait_registered_lossy(&mut s, spoke, Duration::from_secs(90));
+    }
+    let registered = start.elapsed();
+
+    s.step("a phase 3 shortcut between the spokes' LANs forms");
+    let (route_a, route_b) = s.wait_shortcuts(
+        &[SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL],
+        &[SPOKE_A_LAN_HOST, SPOKE_A_TUNNEL],
+        Duration::from_secs(90),
+    );
+    let shortcut = start.elapsed();
+    s.note(format!("shortcuts: A {route_a}, B {route_b}"));
+
+    s.step("512 KiB over TCP from LAN A to LAN B");
+    let mut server = t.lan_b.command("iperf3");
+    server.args(["-s", "-1", "-B", SPOKE_B_LAN_HOST]);
+    let _server = t
+        .lan_b
+        .spawn(server, &dir.path().join("iperf3-server.log"))
+        .expect("iperf3 -s");
+    let json = s.poll("iperf3 -n 512K completes", Duration::from_secs(120), |_| {
+        let out = t
+            .lan_a
+            .exec(
+                "iperf3",
+                &[
+                    "-c",
+                    SPOKE_B_LAN_HOST,
+                    "-n",
+                    "512K",
+                    "-J",
+                    "--connect-timeout",
+                    "3000",
+                ],
+            )
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["end"]["sum_received"]["bytes"]
+            .as_u64()
+            .filter(|b| *b >= 512 * 1024)
+            .map(|_| v)
+    });
+    let transferred = start.elapsed();
+    let drops = t
+        .wan
+        .exec("nft", &["list", "table", "bridge", "loss"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let dropped = drops
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .unwrap_or("?")
+        .to_owned();
+    s.note(format!(
+        "with {LOSS_PERCENT} % loss: both registered after {registered:.1?}, shortcut after {shortcut:.1?}, \
+         512 KiB over TCP done after {transferred:.1?} ({:.2} Mbit/s, {} retransmissions); frames dropped on the WAN: {dropped}",
+        json["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
+        json["end"]["sum_sent"]["retransmits"]
+    ));
+    s.check_alive();
+    s.finish();
+}
+
+#[test]
+fn a_frozen_spoke_is_declared_dead_on_time_and_comes_back_after_sigcont() {
+    require_root_and_tools();
+    let dir = TestDir::new("faults-freeze").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let k = keys();
+    let cfgs = [
+        e2e_config(&dir, Node::Hub, &k),
+        e2e_config(&dir, Node::SpokeA, &k),
+    ];
+    let mut s = start_hub_then_spokes("faults-freeze", &t, &cfgs);
+    s.step("spoke A registers");
+    s.wait_registered(Node::SpokeA, 0, 0);
+    s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
+
+    s.step("spoke A frozen (SIGSTOP): the hub's DPD verdict at delay + tries × retry");
+    let from = s.log_len(Node::Hub);
+    // A last answered ping right before the freeze, so the DPD delay (from the last packet
+    // heard) starts at the freeze.
+    let _ = ping(&t.hub, SPOKE_A_TUNNEL, 1, "0.2");
+    s.signal(Node::SpokeA, "STOP");
+    let frozen = Instant::now();
+    let expected = Duration::from_secs(u64::from(DPD_DELAY + DPD_TRIES * DPD_RETRY));
+    let dead_after = s.poll(
+        "the hub logs spoke A dead",
+        expected + Duration::from_secs(10),
+        |s| {
+            // On-demand DPD probes only a peer we send to.
+            let _ = ping(&t.hub, SPOKE_A_TUNNEL, 1, "0.3");
+            (!s.lines(Node::Hub, from, &|l| expect::peer_dead_at(l, SPOKE_A_NBMA))
+                .is_empty())
+            .then(|| frozen.elapsed())
+        },
+    );
+    s.note(format!(
+        "frozen spoke declared dead after {dead_after:.1?} (DPD {DPD_DELAY} s + {DPD_TRIES} × {DPD_RETRY} s = {expected:?})"
+    ));
+    // The delay counts from the last packet heard, which may precede the freeze by up to a
+    // ping interval; and polling adds up to one more.
+    if dead_after + Duration::from_secs(1) < expected
+        || dead_after > expected + Duration::from_secs(2)
+    {
+        s.fail(format!(
+            "DPD verdict after {dead_after:?}, expected {expected:?} ± 1 s (+ polling)"
+        ));
+    }
+
+    s.step("SIGCONT: spoke A comes back unattended");
+    let hub_from = s.log_len(Node::Hub);
+    s.signal(Node::SpokeA, "CONT");
+    let resumed = Instant::now();
+    let back = s.poll(
+        "pings spoke A → hub answered again",
+        Duration::from_secs(60),
+        |_| {
+            let (got, _) = ping(&t.spoke_a, HUB_TUNNEL, 2, "0.3").ok()?;
+            (got >= 1).then(|| resumed.elapsed())
+        },
+    );
+    s.wait_line(
+        Node::Hub,
+        "NHRP registration accepted (again)",
+        hub_from,
+        Duration::from_secs(60),
+        &|l| expect::registration_accepted(l, SPOKE_A_TUNNEL),
+    );
+    let registered = resumed.elapsed();
+    s.note(format!(
+        "after SIGCONT: pings answered after {back:.1?}, registered with the hub again after {registered:.1?}"
+    ));
+    s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
+    s.check_alive();
+    s.finish();
+}
