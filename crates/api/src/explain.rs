@@ -1,0 +1,143 @@
+//! `dmvpnctl explain DEST`: why traffic to a destination goes where it goes — the tunnel route
+//! and its source, the next hop and its NHRP entry, the NBMA address, the outbound SA the
+//! dataplane seals with, the peer's IKE and Child SAs (the types of `show sa`, so the JSON
+//! agrees), the last NHRP event for the destination and the last error (docs/dmvpnctl.md,
+//! "explain"). The daemon fills it from the dataplane's own decision (`Tables::explain`).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{NhrpEntry, SCHEMA_VERSION, SaPeer};
+
+fn schema_version() -> u32 {
+    SCHEMA_VERSION
+}
+
+/// What the dataplane does with a packet to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplainForwarding {
+    /// Sealed on the outbound SA to `nbma` and sent.
+    Send,
+    /// `nbma` has no outbound SA yet: packets wait in the SA queue while IKE comes up.
+    NeedSa,
+    /// No NBMA address for the next hop (a hub without an NHRP entry for it): dropped and
+    /// counted as `no_mapping`.
+    NoMapping,
+    /// Multicast or broadcast: one copy to each address of `multicast_to`.
+    Multicast,
+    /// No route through the tunnel device: the kernel does not hand such packets to dmvpnd.
+    NoRoute,
+}
+
+impl ExplainForwarding {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::NeedSa => "need_sa",
+            Self::NoMapping => "no_mapping",
+            Self::Multicast => "multicast",
+            Self::NoRoute => "no_route",
+        }
+    }
+}
+
+/// The tunnel route that matched, from the dataplane's mirror of the kernel's routes on the
+/// tunnel device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ExplainRoute {
+    pub prefix: IpAddr,
+    pub prefix_len: u8,
+    /// `null` for an on-link route (the connected tunnel subnet).
+    pub gateway: Option<IpAddr>,
+    pub metric: u32,
+    /// The kernel's protocol number (`ip route` "proto").
+    pub protocol: u8,
+    /// `connected`, `nhrp_shortcut`, `dmvpnd_static` (a configured `[[route]]`), or the
+    /// protocol's iproute2 name: `kernel`, `boot`, `static`, `zebra`, `bgp`, `isis`, `ospf`,
+    /// `rip`, `eigrp`; `other` for anything else.
+    pub source: String,
+}
+
+/// The outbound SA the dataplane seals packets to `nbma` with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ExplainPath {
+    /// `0x` and 8 lowercase hex digits, as `spi_out` in `show sa`.
+    pub spi_out: String,
+    /// ESP in UDP (NAT-T).
+    pub udp_encap: bool,
+    /// UDP destination port when `udp_encap`, else 0.
+    pub port: u16,
+}
+
+/// The last NHRP event about the destination (or the NBMA it goes to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ExplainNhrpEvent {
+    /// `shortcut_installed`, `shortcut_withdrawn`, `resolution_failed`, `error_indication`.
+    pub kind: String,
+    /// The prefix the event was about (the resolution target as a /32); `null` for an
+    /// error indication.
+    pub prefix: Option<IpAddr>,
+    pub prefix_len: Option<u8>,
+    /// The shortcut's next hop; else `null`.
+    pub next_hop: Option<IpAddr>,
+    /// The shortcut's NBMA address, or who sent the error indication; else `null`.
+    pub nbma: Option<IpAddr>,
+    /// The CIE code of a refused resolution or the error indication's code (names, numbers
+    /// for unknown codes); `null` for a resolution that timed out and for shortcuts.
+    pub code: Option<String>,
+    pub age_secs: u64,
+}
+
+/// The last error on the way to the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ExplainError {
+    /// `ike_setup` (IKE toward `peer` failed and is held down), `nhrp_resolution` (the
+    /// resolution of the destination failed), `nhrp_error_indication` (`peer` sent one).
+    pub source: String,
+    /// The peer's NBMA address; `null` for a resolution failure.
+    pub peer: Option<IpAddr>,
+    /// `authentication_failed`, `refused`, `timeout` (IKE, resolution); the CIE or error
+    /// code otherwise.
+    pub reason: String,
+    /// Seconds since it happened; `null` where it is not recorded (IKE setups).
+    pub age_secs: Option<u64>,
+    /// IKE only: seconds until the next attempt is allowed; `null` when not held down.
+    pub retry_in_secs: Option<u64>,
+}
+
+/// `explain DEST`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ExplainReport {
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
+    pub interface: String,
+    pub destination: IpAddr,
+    pub forwarding: ExplainForwarding,
+    /// `null` when no tunnel route matches (`forwarding` = `no_route`).
+    pub route: Option<ExplainRoute>,
+    /// The tunnel address packets go to next; `null` for `no_route` and `multicast`.
+    pub next_hop: Option<IpAddr>,
+    /// The next hop has no NHRP mapping, so (on a spoke) packets go to the NHS.
+    pub via_nhs_default: bool,
+    /// Where packets go on the underlay (post-NAT when known); `null` when nowhere.
+    pub nbma: Option<IpAddr>,
+    /// The next hop's NHRP cache entry (its /32; pre- and post-NAT NBMA, flags, expiry).
+    pub nhrp_entry: Option<NhrpEntry>,
+    /// The longest NHRP shortcut entry covering the destination.
+    pub nhrp_shortcut: Option<NhrpEntry>,
+    /// The outbound SA the dataplane uses toward `nbma`.
+    pub outbound: Option<ExplainPath>,
+    /// `nbma` as `show sa --peer NBMA` lists it: NHRP state, IKE SA, Child SAs.
+    pub peer: Option<SaPeer>,
+    /// `multicast`: the NBMA addresses each copy goes to.
+    pub multicast_to: Vec<IpAddr>,
+    pub last_nhrp_event: Option<ExplainNhrpEvent>,
+    pub last_error: Option<ExplainError>,
+}
