@@ -37,6 +37,7 @@ fn answer(req: Request) -> Response {
         Request::ClearSa { peer } => Response::error(format!("no SA with {peer}")),
         Request::ClearNhrp => Response::ok(&Ack::new("cleared 3 dynamic NHRP entries")),
         Request::Reload => Response::ok(&Ack::new("configuration reloaded")),
+        Request::Explain { .. } => Response::ok(&examples::explain()),
     }
 }
 

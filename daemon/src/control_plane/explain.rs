@@ -1,0 +1,267 @@
+//! `dmvpnctl explain DEST`: the dataplane's own decision for DEST (`Tables::explain` on the
+//! snapshot and route table the packet workers read, so the answer cannot drift from what
+//! they do), joined with the NHRP entry of the next hop, the peer's SAs as `show sa` reports
+//! them, and the node's record of the last NHRP event and error.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use dmvpn_api::{
+    ExplainError, ExplainForwarding, ExplainNhrpEvent, ExplainPath, ExplainReport, ExplainRoute,
+    NhrpEntry, SCHEMA_VERSION, SaPeer,
+};
+use dmvpn_dataplane::{Forwarding, Route, RouteProto, Tables};
+use dmvpn_esp::Spi;
+use dmvpn_nhrp::{CacheEntry, CieCode, EntryKind, ErrorCode};
+use dmvpn_node::explain_log::{NhrpNote, NhrpRecord};
+
+use super::ControlPlane;
+use crate::ctl::Response;
+use crate::status::{NhrpRole, Snapshot, nhrp_entry};
+
+/// Where a tunnel route came from, by the kernel's protocol number (rtnetlink.h RTPROT_*,
+/// iproute2's names) and, for dmvpnd's own routes, by the metric the node gives each kind.
+fn route_source(r: &Route) -> &'static str {
+    match r.proto {
+        RouteProto::DMVPND if r.metric == dmvpn_node::SHORTCUT_METRIC => "nhrp_shortcut",
+        RouteProto::DMVPND => "dmvpnd_static",
+        // The kernel adds the on-link route of the tunnel subnet with the address.
+        RouteProto::KERNEL if r.gateway.is_none() => "connected",
+        RouteProto::KERNEL => "kernel",
+        RouteProto(3) => "boot",
+        RouteProto::STATIC => "static",
+        RouteProto(11) => "zebra",
+        RouteProto(186) => "bgp",
+        RouteProto(187) => "isis",
+        RouteProto(188) => "ospf",
+        RouteProto(189) => "rip",
+        RouteProto(192) => "eigrp",
+        _ => "other",
+    }
+}
+
+fn covers(prefix: IpAddr, len: u8, dst: Ipv4Addr) -> bool {
+    let IpAddr::V4(p) = prefix else { return false };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
+    p.to_bits() & mask == dst.to_bits() & mask
+}
+
+fn nhrp_event(r: &NhrpRecord, now: Instant) -> ExplainNhrpEvent {
+    let (kind, next_hop, nbma, code) = match r.note {
+        NhrpNote::ShortcutInstalled { next_hop, nbma } => {
+            ("shortcut_installed", Some(next_hop), nbma, None)
+        }
+        NhrpNote::ShortcutWithdrawn { next_hop } => {
+            ("shortcut_withdrawn", Some(next_hop), None, None)
+        }
+        NhrpNote::ResolutionFailed { code } => (
+            "resolution_failed",
+            None,
+            None,
+            code.map(|c| CieCode(c).to_string()),
+        ),
+    };
+    ExplainNhrpEvent {
+        kind: kind.to_owned(),
+        prefix: Some(IpAddr::V4(r.prefix)),
+        prefix_len: Some(r.prefix_len),
+        next_hop: next_hop.map(IpAddr::V4),
+        nbma: nbma.map(IpAddr::V4),
+        code,
+        age_secs: now.saturating_duration_since(r.at).as_secs(),
+    }
+}
+
+impl ControlPlane {
+    /// The answer to `explain dst` at `now`.
+    pub(super) fn explain(&mut self, now: Instant, dst: Ipv4Addr) -> Response {
+        // What the packet workers read right now, not the node's master copy: the answer is
+        // about what a packet sent now would meet.
+        let tables = self.dp.tables.load_full();
+        let routes = self.dp.routes.load_full();
+        let d = tables.explain(&routes, dst);
+        let forwarding = match d.forwarding {
+            Forwarding::Multicast => ExplainForwarding::Multicast,
+            // Checked after multicast: a host sends multicast out of the interface it names,
+            // with or without a route.
+            _ if d.route.is_none() => ExplainForwarding::NoRoute,
+            Forwarding::NoMapping => ExplainForwarding::NoMapping,
+            Forwarding::NeedSa => ExplainForwarding::NeedSa,
+            Forwarding::Send => ExplainForwarding::Send,
+        };
+        let unicast = !matches!(
+            forwarding,
+            ExplainForwarding::Multicast | ExplainForwarding::NoRoute
+        );
+        let nbma = d.nbma.filter(|_| unicast);
+        let config = self.node.config().clone();
+        let cache = self.node.nhrp().cache_entries(now);
+        let entry_of = |e: &CacheEntry| nhrp_entry(e, now);
+        let nhrp_entry: Option<NhrpEntry> = cache
+            .iter()
+            .find(|e| {
+                unicast
+                    && e.kind != EntryKind::Local
+                    && e.prefix_len == 32
+                    && e.protocol_addr == IpAddr::V4(d.next_hop)
+            })
+            .map(entry_of);
+        let nhrp_shortcut = cache
+            .iter()
+            .filter(|e| e.kind == EntryKind::Shortcut && covers(e.protocol_addr, e.prefix_len, dst))
+            .max_by_key(|e| e.prefix_len)
+            .map(entry_of);
+        let peer = nbma.and_then(|n| self.sa_peer(now, IpAddr::V4(n), &cache));
+        let mut multicast_to: Vec<IpAddr> = if forwarding == ExplainForwarding::Multicast {
+            tables.multicast.iter().map(|a| IpAddr::V4(*a)).collect()
+        } else {
+            Vec::new()
+        };
+        multicast_to.sort_unstable();
+
+        let log = self.node.explain_log();
+        let resolution = log.nhrp_event_for(dst);
+        let indication = nbma.and_then(|n| log.last_error_from(n).map(|e| (n, e)));
+        let indication_event = indication.map(|(n, e)| ExplainNhrpEvent {
+            kind: "error_indication".to_owned(),
+            prefix: None,
+            prefix_len: None,
+            next_hop: None,
+            nbma: Some(IpAddr::V4(n)),
+            code: Some(ErrorCode(e.code).to_string()),
+            age_secs: now.saturating_duration_since(e.at).as_secs(),
+        });
+        let last_nhrp_event = match (resolution, indication) {
+            (Some(r), Some((_, e))) if e.at > r.at => indication_event.clone(),
+            (Some(r), _) => Some(nhrp_event(&r, now)),
+            (None, _) => indication_event.clone(),
+        };
+        let last_error = self.last_error(now, nbma, resolution, indication_event);
+
+        Response::ok(&ExplainReport {
+            schema_version: SCHEMA_VERSION,
+            interface: config.tunnel.interface.clone(),
+            destination: IpAddr::V4(dst),
+            forwarding,
+            route: d.route.map(|r| ExplainRoute {
+                prefix: IpAddr::V4(r.prefix),
+                prefix_len: r.prefix_len,
+                gateway: r.gateway.map(IpAddr::V4),
+                metric: r.metric,
+                protocol: r.proto.0,
+                source: route_source(&r).to_owned(),
+            }),
+            next_hop: unicast.then_some(IpAddr::V4(d.next_hop)),
+            via_nhs_default: unicast && d.via_default_nhs,
+            nbma: nbma.map(IpAddr::V4),
+            nhrp_entry,
+            nhrp_shortcut,
+            outbound: d.path.filter(|_| unicast).map(|p| ExplainPath {
+                spi_out: format!("0x{:08x}", p.spi_out),
+                udp_encap: p.udp_encap,
+                port: if p.udp_encap { p.port } else { 0 },
+            }),
+            peer,
+            multicast_to,
+            last_nhrp_event,
+            last_error,
+        })
+    }
+
+    /// The IKE setup failure toward `nbma` while it is held down (what keeps traffic from
+    /// flowing), else the most recent failed resolution of the destination or Error
+    /// Indication from `nbma`.
+    fn last_error(
+        &self,
+        now: Instant,
+        nbma: Option<Ipv4Addr>,
+        resolution: Option<NhrpRecord>,
+        indication: Option<ExplainNhrpEvent>,
+    ) -> Option<ExplainError> {
+        if let Some(n) = nbma
+            && let Some(b) = self.node.backoff(n)
+            && let Some(last) = b.last
+        {
+            return Some(ExplainError {
+                source: "ike_setup".to_owned(),
+                peer: Some(IpAddr::V4(n)),
+                reason: last.as_str().to_owned(),
+                age_secs: None,
+                retry_in_secs: (b.until > now).then(|| (b.until - now).as_secs()),
+            });
+        }
+        let failed = resolution.and_then(|r| match r.note {
+            NhrpNote::ResolutionFailed { code } => Some(ExplainError {
+                source: "nhrp_resolution".to_owned(),
+                peer: None,
+                reason: code.map_or_else(|| "timeout".to_owned(), |c| CieCode(c).to_string()),
+                age_secs: Some(now.saturating_duration_since(r.at).as_secs()),
+                retry_in_secs: None,
+            }),
+            _ => None,
+        });
+        let indicated = indication.map(|e| ExplainError {
+            source: "nhrp_error_indication".to_owned(),
+            peer: e.nbma,
+            reason: e.code.unwrap_or_default(),
+            age_secs: Some(e.age_secs),
+            retry_in_secs: None,
+        });
+        match (failed, indicated) {
+            (Some(f), Some(i)) => Some(if i.age_secs < f.age_secs { i } else { f }),
+            (f, i) => f.or(i),
+        }
+    }
+
+    /// `peer` as `show sa --peer PEER` lists it (the same join and counters).
+    fn sa_peer(&self, now: Instant, peer: IpAddr, cache: &[CacheEntry]) -> Option<SaPeer> {
+        let cache: Vec<CacheEntry> = cache
+            .iter()
+            .filter(|e| e.nbma == peer || e.effective_nbma() == peer)
+            .cloned()
+            .collect();
+        let mut nhs = self.node.nhrp().nhs_status(now);
+        nhs.retain(|n| n.nbma_addr == peer);
+        let mut ike = self.node.ike().ike_sas(now);
+        ike.retain(|s| s.remote.ip() == peer);
+        let master: &Tables = self.node.tables();
+        // Only the peer's current outbound SA is in the tables (as for `show sa`).
+        let out_sa = match peer {
+            IpAddr::V4(p) => master.paths.get(&p).map(|p| &p.out_sa),
+            IpAddr::V6(_) => None,
+        };
+        let config = self.node.config();
+        let addr = config.tunnel.address.to_string();
+        let snap = Snapshot {
+            now,
+            interface: &config.tunnel.interface,
+            tunnel_addr: &addr,
+            role: match config.nhrp.role {
+                dmvpn_config::Role::Spoke { .. } => NhrpRole::Spoke,
+                dmvpn_config::Role::Hub { .. } => NhrpRole::Hub,
+            },
+            cache: &cache,
+            nhs: &nhs,
+            ike: &ike,
+            backoff: &[],
+        };
+        let report = snap.sa_report(|c| {
+            let inbound = master
+                .inbound
+                .get(Spi(c.spi_in))
+                .map(|s| s.stats().snapshot());
+            let outbound = out_sa
+                .filter(|o| o.spi() == Spi(c.spi_out))
+                .map(|o| o.stats().snapshot());
+            (inbound, outbound)
+        });
+        report
+            .peers
+            .into_iter()
+            .find(|p| p.nbma == peer || p.post_nat_nbma == Some(peer))
+    }
+}
