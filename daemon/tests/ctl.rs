@@ -439,4 +439,16 @@ async fn print_samples() {
             );
         }
     }
+    for json in [false, true] {
+        let mut args = vec!["--socket", sock, "explain", "10.1.2.3"];
+        if json {
+            args.push("--json");
+        }
+        let out = dmvpnctl(&args, None).await;
+        println!(
+            "=== dmvpnctl {}\n{}",
+            args[2..].join(" "),
+            text(&out.stdout)
+        );
+    }
 }

@@ -186,3 +186,51 @@ fn explain_answers_decode_as_the_report() {
     let e = crate::render::text(&req, serde_json::json!({"schema_version": 1})).unwrap_err();
     assert_eq!(e.other_version(), None);
 }
+
+/// docs/dmvpnctl.md documents every field of the explain report and its objects, and its
+/// JSON example is the fixture's.
+#[test]
+fn explain_schema_is_documented() {
+    let docs = include_str!("../../../docs/dmvpnctl.md");
+    let start = docs
+        .find("### `explain` — ExplainReport")
+        .expect("docs/dmvpnctl.md has the explain schema section");
+    let section = &docs[start..];
+    let end = section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |i| i + 3)
+        .min(section[3..].find("\n### ").map_or(section.len(), |i| i + 3));
+    let section = &section[..end];
+    let mut r = fixtures::explain();
+    r.last_error = Some(ExplainError {
+        source: "ike_setup".to_owned(),
+        peer: None,
+        reason: "timeout".to_owned(),
+        age_secs: None,
+        retry_in_secs: None,
+    });
+    let v = serde_json::to_value(&r).unwrap();
+    let objects = [
+        ("ExplainReport", &v),
+        ("ExplainRoute", &v["route"]),
+        ("ExplainPath", &v["outbound"]),
+        ("ExplainNhrpEvent", &v["last_nhrp_event"]),
+        ("ExplainError", &v["last_error"]),
+    ];
+    for (name, o) in objects {
+        for key in o.as_object().unwrap().keys() {
+            assert!(
+                section.contains(&format!("`{key}`")),
+                "docs/dmvpnctl.md does not document {name}.{key}"
+            );
+        }
+    }
+    let example = docs
+        .split("`dmvpnctl explain 10.1.2.3 --json`")
+        .nth(1)
+        .and_then(|rest| rest.split("```json\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/dmvpnctl.md has the explain JSON example");
+    let example: serde_json::Value = serde_json::from_str(example).unwrap();
+    assert_eq!(example, serde_json::to_value(fixtures::explain()).unwrap());
+}
