@@ -188,7 +188,7 @@ impl ControlPlane {
     async fn answer(&mut self, now: Instant, req: Request) -> Response {
         match req {
             Request::Show { what, filter } => self.show(now, what, filter),
-            Request::Explain { destination } => self.explain(now, destination),
+            Request::Explain { destination } => self.explain(now, destination).await,
             Request::ClearSa { peer } => match self.node.clear_sa(now, peer) {
                 Ok(()) => Response::ok(&Ack::new(format!("IKE SA with {peer} deleted"))),
                 Err(e) => Response::error(e.to_string()),

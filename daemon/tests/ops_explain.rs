@@ -52,15 +52,16 @@ fn packets_out(v: &Value) -> u64 {
         .sum()
 }
 
-/// The text form must carry `lines` (each a whole line).
+/// The text form, which must carry `lines` (each a whole line).
 #[track_caller]
-fn text_has(s: &Scenario<'_>, dst: &str, lines: &[&str]) {
+fn text_has(s: &Scenario<'_>, dst: &str, lines: &[&str]) -> String {
     let text = s.ctl_ok(Node::SpokeA, &["explain", dst]);
     for l in lines {
         if !text.lines().any(|x| x == *l) {
             s.fail(format!("`explain {dst}`: no line {l:?} in\n{text}"));
         }
     }
+    text
 }
 
 #[test]
@@ -82,10 +83,11 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
             && r["gateway"].is_null()
             && r["prefix"] == "10.250.0.0"
             && r["prefix_len"] == 24
+            && v["kernel"]["lookup"] == "tunnel"
             && v["next_hop"] == HUB_TUNNEL
             && v["via_nhs_default"] == false
             && v["nbma"] == HUB_NBMA,
-        "send to the NHS over the connected route",
+        "send to the NHS over the connected route, which the kernel uses too",
         &v,
     );
     let e = &v["nhrp_entry"];
@@ -141,13 +143,14 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
         },
     );
     s.note(format!("packets_out toward the hub {before} → {after}"));
-    text_has(
+    let _ = text_has(
         &s,
         HUB_TUNNEL,
         &[
             &format!("Destination {HUB_TUNNEL}: sent to NBMA {HUB_NBMA} (send)"),
             "Routing entry for 10.250.0.0/24",
             &format!("  * directly connected, via {TUNNEL_IF}"),
+            &format!("Kernel: into {TUNNEL_IF}"),
             &format!("Next hop {HUB_TUNNEL}: NHRP mapping to NBMA {HUB_NBMA}"),
             "Last error: none",
         ],
@@ -170,7 +173,7 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
         "the static route via the hub, no shortcut, no NHRP event yet",
         &v,
     );
-    text_has(
+    let _ = text_has(
         &s,
         SPOKE_B_LAN_HOST,
         &[
@@ -246,7 +249,7 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
         "the shortcut's installation as the last NHRP event",
         &v,
     );
-    text_has(
+    let text = text_has(
         &s,
         SPOKE_B_LAN_HOST,
         &[
@@ -256,6 +259,9 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
             &format!("Next hop {SPOKE_B_TUNNEL}: NHRP mapping to NBMA {NAT_OUTSIDE}"),
         ],
     );
+    s.note(format!(
+        "explain {SPOKE_B_LAN_HOST} after the shortcut:\n{text}"
+    ));
     // Spoke B's own tunnel address now goes direct too, not via the NHS.
     let v = explain(&s, Node::SpokeA, SPOKE_B_TUNNEL);
     want(
@@ -270,6 +276,8 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
     want(
         &s,
         v["forwarding"] == "no_route"
+            && (v["kernel"]["lookup"] == "other_interface"
+                || v["kernel"]["lookup"] == "unreachable")
             && v["route"].is_null()
             && v["next_hop"].is_null()
             && v["nbma"].is_null()
@@ -278,12 +286,47 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
         "no_route and nothing else",
         &v,
     );
-    text_has(
+    let _ = text_has(
         &s,
         "192.0.2.77",
         &[&format!(
             "% Network not in table (tunnel routes of {TUNNEL_IF})"
         )],
+    );
+
+    s.step("4b. a longer route off the tunnel wins in the kernel over the tunnel route");
+    // The mirror holds only tunnel routes, so its match (B's LAN via the hub, or the
+    // shortcut) is not what decides: the kernel's lookup is.
+    let off_tunnel = "172.16.13.99";
+    t.spoke_a
+        .ip(&["route", "add", &format!("{off_tunnel}/32"), "dev", "eth0"])
+        .unwrap_or_else(|e| s.fail(format!("adding a route off the tunnel: {e:#}")));
+    let v = explain(&s, Node::SpokeA, off_tunnel);
+    let _ = t
+        .spoke_a
+        .ip(&["route", "del", &format!("{off_tunnel}/32"), "dev", "eth0"]);
+    want(
+        &s,
+        v["forwarding"] == "no_route"
+            && v["kernel"]["lookup"] == "other_interface"
+            && !v["route"].is_null()
+            && covers(
+                &format!(
+                    "{}/{}",
+                    v["route"]["prefix"].as_str().unwrap_or(""),
+                    v["route"]["prefix_len"]
+                ),
+                off_tunnel,
+            ),
+        "no_route: the kernel sends it out of eth0 although a tunnel route covers it",
+        &v,
+    );
+    let v = explain(&s, Node::SpokeA, off_tunnel);
+    want(
+        &s,
+        v["forwarding"] == "send" && v["kernel"]["lookup"] == "tunnel",
+        "the tunnel again once the longer route is gone",
+        &v,
     );
 
     s.step("5. OSPF's multicast group: replicated to the NHS");

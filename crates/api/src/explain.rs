@@ -27,7 +27,8 @@ pub enum ExplainForwarding {
     NoMapping,
     /// Multicast or broadcast: one copy to each address of `multicast_to`.
     Multicast,
-    /// No route through the tunnel device: the kernel does not hand such packets to dmvpnd.
+    /// The kernel does not route the destination into the tunnel device (`kernel` says where
+    /// instead), so such packets never reach dmvpnd.
     NoRoute,
 }
 
@@ -59,6 +60,26 @@ pub struct ExplainRoute {
     /// protocol's iproute2 name: `kernel`, `boot`, `static`, `zebra`, `bgp`, `isis`, `ospf`,
     /// `rip`, `eigrp`; `other` for anything else.
     pub source: String,
+}
+
+/// The kernel's own route lookup for the destination (`ip route get`): whether it hands such
+/// packets to the tunnel device at all. dmvpnd mirrors only the routes on the tunnel, so a
+/// longer route on another device, or policy routing, shows here and not in `route`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ExplainKernel {
+    /// `tunnel` (out of the tunnel device), `other_interface`, `local` (one of this host's
+    /// addresses or broadcasts), `unreachable` (an unreachable, blackhole or prohibit route, or
+    /// no route at all), `failed` (no answer: the mirror alone decided).
+    pub lookup: String,
+    /// The route's type as the kernel reports it (`unicast`, `local`, `multicast`, …); `null`
+    /// without a route.
+    pub route_type: Option<String>,
+    /// The output interface's index (`ip link`); `null` without one.
+    pub interface_index: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    /// The kernel's reason for refusing the lookup, or why it did not answer; else `null`.
+    pub error: Option<String>,
 }
 
 /// The outbound SA the dataplane seals packets to `nbma` with.
@@ -120,7 +141,10 @@ pub struct ExplainReport {
     pub interface: String,
     pub destination: IpAddr,
     pub forwarding: ExplainForwarding,
-    /// `null` when no tunnel route matches (`forwarding` = `no_route`).
+    /// The kernel's lookup: does it send the destination into the tunnel at all.
+    pub kernel: ExplainKernel,
+    /// The longest tunnel route that matches, from dmvpnd's mirror of the kernel's routes on
+    /// the tunnel device; `null` when none does.
     pub route: Option<ExplainRoute>,
     /// The tunnel address packets go to next; `null` for `no_route` and `multicast`.
     pub next_hop: Option<IpAddr>,

@@ -60,6 +60,7 @@ fn explain_json_field_names_are_stable() {
         "interface",
         "destination",
         "forwarding",
+        "kernel",
         "route",
         "next_hop",
         "via_nhs_default",
@@ -76,6 +77,8 @@ fn explain_json_field_names_are_stable() {
     assert_eq!(keys, want, "serde_json::Value sorts keys");
     assert_eq!(v["forwarding"], "send");
     assert_eq!(v["route"]["source"], "nhrp_shortcut");
+    assert_eq!(v["kernel"]["lookup"], "tunnel");
+    assert!(v["kernel"]["error"].is_null());
     assert_eq!(v["route"]["protocol"], 77);
     assert_eq!(v["route"]["gateway"], "10.250.0.5");
     assert_eq!(v["nhrp_entry"]["post_nat_nbma"], "203.0.113.7");
@@ -102,12 +105,13 @@ fn explain_text_condenses_route_nhrp_and_crypto() {
     assert_eq!(l[1], "Routing entry for 10.1.2.0/24");
     assert_eq!(l[2], "  Known via \"nhrp_shortcut\" (proto 77), metric 10");
     assert_eq!(l[3], "  * 10.250.0.5, via dmvpn0");
+    assert_eq!(l[4], "Kernel: into dmvpn0 via 10.250.0.5");
     assert_eq!(
-        l[4],
+        l[5],
         "Next hop 10.250.0.5: NHRP mapping to NBMA 203.0.113.7"
     );
-    assert_eq!(l[5], "NHRP entry:");
-    assert_eq!(l[6], "10.250.0.5/32 via 10.250.0.5");
+    assert_eq!(l[6], "NHRP entry:");
+    assert_eq!(l[7], "10.250.0.5/32 via 10.250.0.5");
     assert!(
         l.contains(&"   Type: dynamic (shortcut), Flags: used nat"),
         "{text}"
@@ -135,6 +139,13 @@ fn explain_text_of_no_route_multicast_and_errors() {
     r.destination = "192.0.2.1".parse().unwrap();
     r.forwarding = ExplainForwarding::NoRoute;
     r.route = None;
+    r.kernel = ExplainKernel {
+        lookup: "unreachable".to_owned(),
+        route_type: None,
+        interface_index: None,
+        gateway: None,
+        error: Some("Network is unreachable".to_owned()),
+    };
     r.next_hop = None;
     r.nbma = None;
     r.nhrp_entry = None;
@@ -153,15 +164,33 @@ fn explain_text_of_no_route_multicast_and_errors() {
     let l: Vec<&str> = text.lines().collect();
     assert_eq!(
         l[0],
-        "Destination 192.0.2.1: no route through dmvpn0: the kernel does not hand it to dmvpnd (no_route)"
+        "Destination 192.0.2.1: not routed into dmvpn0: the kernel does not hand it to dmvpnd (no_route)"
     );
     assert_eq!(l[1], "% Network not in table (tunnel routes of dmvpn0)");
-    assert_eq!(l[2], "Last NHRP event: none recorded");
+    assert_eq!(l[2], "Kernel: unreachable (Network is unreachable)");
+    assert_eq!(l[3], "Last NHRP event: none recorded");
     assert_eq!(
-        l[3],
+        l[4],
         "Last error: ike_setup 203.0.113.9: authentication_failed, next attempt in 31 sec"
     );
-    assert_eq!(l.len(), 4, "{text}");
+    assert_eq!(l.len(), 5, "{text}");
+
+    // A tunnel route the kernel overrides with a longer one elsewhere.
+    let mut o = fixtures::explain();
+    o.forwarding = ExplainForwarding::NoRoute;
+    o.kernel = ExplainKernel {
+        lookup: "other_interface".to_owned(),
+        route_type: Some("unicast".to_owned()),
+        interface_index: Some(2),
+        gateway: None,
+        error: None,
+    };
+    let text = o.to_string();
+    assert!(
+        text.contains("\nKernel: out of interface index 2, not dmvpn0\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nRouting entry for 10.1.2.0/24\n"), "{text}");
 
     r.destination = "224.0.0.5".parse().unwrap();
     r.forwarding = ExplainForwarding::Multicast;
@@ -213,6 +242,7 @@ fn explain_schema_is_documented() {
     let objects = [
         ("ExplainReport", &v),
         ("ExplainRoute", &v["route"]),
+        ("ExplainKernel", &v["kernel"]),
         ("ExplainPath", &v["outbound"]),
         ("ExplainNhrpEvent", &v["last_nhrp_event"]),
         ("ExplainError", &v["last_error"]),

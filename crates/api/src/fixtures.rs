@@ -229,6 +229,13 @@ pub fn explain() -> crate::ExplainReport {
         interface: "dmvpn0".to_owned(),
         destination: addr("10.1.2.3"),
         forwarding: ExplainForwarding::Send,
+        kernel: ExplainKernel {
+            lookup: "tunnel".to_owned(),
+            route_type: Some("unicast".to_owned()),
+            interface_index: Some(5),
+            gateway: Some(addr("10.250.0.5")),
+            error: None,
+        },
         route: Some(ExplainRoute {
             prefix: addr("10.1.2.0"),
             prefix_len: 24,

@@ -19,7 +19,8 @@ pub mod schema;
 
 pub use ctl::{Prefix, Request, Response, Show, ShowFilter};
 pub use explain::{
-    ExplainError, ExplainForwarding, ExplainNhrpEvent, ExplainPath, ExplainReport, ExplainRoute,
+    ExplainError, ExplainForwarding, ExplainKernel, ExplainNhrpEvent, ExplainPath, ExplainReport,
+    ExplainRoute,
 };
 pub use render::ios_time;
 pub use schema::*;

@@ -8,6 +8,28 @@ use crate::explain::{ExplainForwarding, ExplainReport};
 use crate::render::{ios_time, nhrp_entry_lines, opt_addr, spi_ios};
 
 impl ExplainReport {
+    fn kernel_line(&self) -> String {
+        let k = &self.kernel;
+        let via = k.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        let why = k
+            .error
+            .as_deref()
+            .or(k.route_type.as_deref())
+            .unwrap_or("-");
+        match k.lookup.as_str() {
+            "tunnel" => format!("Kernel: into {}{via}", self.interface),
+            "other_interface" => format!(
+                "Kernel: out of interface index {}{via}, not {}",
+                k.interface_index
+                    .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                self.interface
+            ),
+            "local" => "Kernel: a local address, delivered here".to_owned(),
+            "unreachable" => format!("Kernel: unreachable ({why})"),
+            _ => format!("Kernel: no answer ({why}); the tunnel routes alone decided"),
+        }
+    }
+
     fn headline(&self) -> String {
         let nbma = opt_addr(self.nbma);
         match self.forwarding {
@@ -21,7 +43,7 @@ impl ExplainReport {
                 self.multicast_to.len()
             ),
             ExplainForwarding::NoRoute => format!(
-                "no route through {}: the kernel does not hand it to dmvpnd",
+                "not routed into {}: the kernel does not hand it to dmvpnd",
                 self.interface
             ),
         }
@@ -57,6 +79,7 @@ impl fmt::Display for ExplainReport {
                 self.interface
             )?,
         }
+        writeln!(f, "{}", self.kernel_line())?;
         if !self.multicast_to.is_empty() {
             let to: Vec<String> = self.multicast_to.iter().map(|a| a.to_string()).collect();
             writeln!(f, "Multicast to: {}", to.join(", "))?;

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use dmvpn_api::{
-    ExplainError, ExplainForwarding, ExplainNhrpEvent, ExplainPath, ExplainReport, ExplainRoute,
-    NhrpEntry, SCHEMA_VERSION, SaPeer,
+    ExplainError, ExplainForwarding, ExplainKernel, ExplainNhrpEvent, ExplainPath, ExplainReport,
+    ExplainRoute, NhrpEntry, SCHEMA_VERSION, SaPeer,
 };
 use dmvpn_dataplane::{Forwarding, Route, RouteProto, Tables};
 use dmvpn_esp::Spi;
@@ -17,6 +17,7 @@ use dmvpn_node::explain_log::{NhrpNote, NhrpRecord};
 
 use super::ControlPlane;
 use crate::ctl::Response;
+use crate::netlink::KernelLookup;
 use crate::status::{NhrpRole, Snapshot, nhrp_entry};
 
 /// Where a tunnel route came from, by the kernel's protocol number (rtnetlink.h RTPROT_*,
@@ -76,19 +77,53 @@ fn nhrp_event(r: &NhrpRecord, now: Instant) -> ExplainNhrpEvent {
     }
 }
 
+/// The kernel's lookup in the report's terms.
+fn kernel(lookup: KernelLookup, tunnel_index: u32) -> ExplainKernel {
+    let (lookup, route, error) = match lookup {
+        KernelLookup::Route(r) => {
+            let l = if r.oif == Some(tunnel_index) {
+                "tunnel"
+            } else {
+                match r.kind {
+                    "local" | "broadcast" => "local",
+                    "unreachable" | "blackhole" | "prohibit" => "unreachable",
+                    _ => "other_interface",
+                }
+            };
+            (l, Some(r), None)
+        }
+        KernelLookup::Refused(e) => ("unreachable", None, Some(e)),
+        KernelLookup::NoAnswer(e) => ("failed", None, Some(e)),
+    };
+    ExplainKernel {
+        lookup: lookup.to_owned(),
+        route_type: route.as_ref().map(|r| r.kind.to_owned()),
+        interface_index: route.as_ref().and_then(|r| r.oif),
+        gateway: route.and_then(|r| r.gateway).map(IpAddr::V4),
+        error,
+    }
+}
+
 impl ControlPlane {
     /// The answer to `explain dst` at `now`.
-    pub(super) fn explain(&mut self, now: Instant, dst: Ipv4Addr) -> Response {
+    pub(super) async fn explain(&mut self, now: Instant, dst: Ipv4Addr) -> Response {
+        // First the kernel: whether it hands such packets to the tunnel at all (the mirror
+        // below knows only the tunnel's own routes).
+        let kernel = kernel(self.netlink.route_get(dst).await, self.tun_index);
         // What the packet workers read right now, not the node's master copy: the answer is
         // about what a packet sent now would meet.
         let tables = self.dp.tables.load_full();
         let routes = self.dp.routes.load_full();
         let d = tables.explain(&routes, dst);
         let forwarding = match d.forwarding {
+            // Checked first: a host sends multicast out of the interface it names (OSPF names
+            // the tunnel), whatever the unicast routes say.
             Forwarding::Multicast => ExplainForwarding::Multicast,
-            // Checked after multicast: a host sends multicast out of the interface it names,
-            // with or without a route.
-            _ if d.route.is_none() => ExplainForwarding::NoRoute,
+            _ if kernel.lookup != "tunnel" && kernel.lookup != "failed" => {
+                ExplainForwarding::NoRoute
+            }
+            // No answer from the kernel: the mirror, a copy of its tunnel routes, decides.
+            _ if kernel.lookup == "failed" && d.route.is_none() => ExplainForwarding::NoRoute,
             Forwarding::NoMapping => ExplainForwarding::NoMapping,
             Forwarding::NeedSa => ExplainForwarding::NeedSa,
             Forwarding::Send => ExplainForwarding::Send,
@@ -147,6 +182,7 @@ impl ControlPlane {
             interface: config.tunnel.interface.clone(),
             destination: IpAddr::V4(dst),
             forwarding,
+            kernel,
             route: d.route.map(|r| ExplainRoute {
                 prefix: IpAddr::V4(r.prefix),
                 prefix_len: r.prefix_len,

@@ -129,6 +129,7 @@ const EXPLAIN_REPORT: &[&str] = &[
     "interface",
     "destination",
     "forwarding",
+    "kernel",
     "route",
     "next_hop",
     "via_nhs_default",
@@ -148,6 +149,13 @@ const EXPLAIN_ROUTE: &[&str] = &[
     "metric",
     "protocol",
     "source",
+];
+const EXPLAIN_KERNEL: &[&str] = &[
+    "lookup",
+    "route_type",
+    "interface_index",
+    "gateway",
+    "error",
 ];
 const EXPLAIN_PATH: &[&str] = &["spi_out", "udp_encap", "port"];
 const EXPLAIN_NHRP_EVENT: &[&str] = &[
@@ -235,7 +243,8 @@ pub fn schema_violations(what: &str, v: &Value) -> Vec<String> {
         }
         "explain" => {
             m.extend(missing("ExplainReport", v, EXPLAIN_REPORT));
-            let nested: [(&str, &str, &[&str]); 7] = [
+            let nested: [(&str, &str, &[&str]); 8] = [
+                ("kernel", "ExplainKernel", EXPLAIN_KERNEL),
                 ("route", "ExplainRoute", EXPLAIN_ROUTE),
                 ("nhrp_entry", "NhrpEntry", NHRP_ENTRY),
                 ("nhrp_shortcut", "NhrpEntry", NHRP_ENTRY),
