@@ -98,7 +98,8 @@ pub struct ExplainPath {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct ExplainNhrpEvent {
-    /// `shortcut_installed`, `shortcut_withdrawn`, `resolution_failed`, `error_indication`.
+    /// `resolution_requested` (after a traffic indication), `shortcut_installed`,
+    /// `shortcut_withdrawn`, `resolution_failed`, `error_indication`.
     pub kind: String,
     /// The prefix the event was about (the resolution target as a /32); `null` for an
     /// error indication.
@@ -106,7 +107,8 @@ pub struct ExplainNhrpEvent {
     pub prefix_len: Option<u8>,
     /// The shortcut's next hop; else `null`.
     pub next_hop: Option<IpAddr>,
-    /// The shortcut's NBMA address, or who sent the error indication; else `null`.
+    /// The NHS a resolution was requested from, the shortcut's NBMA address, or who sent
+    /// the error indication; else `null`.
     pub nbma: Option<IpAddr>,
     /// The CIE code of a refused resolution or the error indication's code (names, numbers
     /// for unknown codes); `null` for a resolution that timed out and for shortcuts.

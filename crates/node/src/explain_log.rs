@@ -23,6 +23,9 @@ pub enum NhrpNote {
         next_hop: Ipv4Addr,
         nbma: Option<Ipv4Addr>,
     },
+    /// A Resolution Request for the destination went to the NHS at `nhs` (a traffic
+    /// indication named it).
+    ResolutionRequested { nhs: Ipv4Addr },
     /// The shortcut via `next_hop` expired, was purged or replaced.
     ShortcutWithdrawn { next_hop: Ipv4Addr },
     /// A Resolution Request for the destination was refused (`code`, the CIE code) or went
@@ -88,6 +91,11 @@ impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
     fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k).map(|(_, v)| v)
     }
+
+    /// The value and when it was written, in write order.
+    fn get_with_seq(&self, k: &K) -> Option<(u64, &V)> {
+        self.map.get(k).map(|(s, v)| (*s, v))
+    }
 }
 
 /// See the module documentation.
@@ -144,12 +152,15 @@ impl ExplainLog {
     }
 
     /// The latest NHRP event about a prefix covering `dst` (at most 33 probes: one per
-    /// prefix length). The most recent wins, so a failed resolution of the /32 after a
-    /// withdrawn /24 shortcut is what is reported, and the other way round.
+    /// prefix length). The last recorded wins — by write order, not timestamp, so the /24
+    /// shortcut a /32 resolution request led to is reported even within one instant — and
+    /// a failed resolution of the /32 after a withdrawn /24 shortcut is what is reported,
+    /// and the other way round.
     pub fn nhrp_event_for(&self, dst: Ipv4Addr) -> Option<NhrpRecord> {
         (0..=32u8)
-            .filter_map(|len| self.nhrp.get(&(network(dst, len), len)).copied())
-            .max_by_key(|r| (r.at, r.prefix_len))
+            .filter_map(|len| self.nhrp.get_with_seq(&(network(dst, len), len)))
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, r)| *r)
     }
 
     /// The last Error Indication from the peer at NBMA address `from`.
@@ -239,6 +250,36 @@ mod tests {
             NhrpNote::ResolutionFailed { code: None },
         );
         assert_eq!(log.len(), 2, "an impossible prefix length is ignored");
+    }
+
+    #[test]
+    fn the_last_written_wins_within_one_instant() {
+        let t0 = Instant::now();
+        let mut log = ExplainLog::default();
+        let hub = ip("198.51.100.1");
+        log.nhrp_event(
+            t0,
+            ip("10.1.2.3"),
+            32,
+            NhrpNote::ResolutionRequested { nhs: hub },
+        );
+        let b = ip("10.250.0.5");
+        let installed = NhrpNote::ShortcutInstalled {
+            next_hop: b,
+            nbma: None,
+        };
+        log.nhrp_event(t0, ip("10.1.2.0"), 24, installed);
+        assert_eq!(log.nhrp_event_for(ip("10.1.2.3")).unwrap().note, installed);
+        log.nhrp_event(
+            t0,
+            ip("10.1.2.3"),
+            32,
+            NhrpNote::ResolutionRequested { nhs: hub },
+        );
+        assert_eq!(
+            log.nhrp_event_for(ip("10.1.2.3")).unwrap().note,
+            NhrpNote::ResolutionRequested { nhs: hub }
+        );
     }
 
     #[test]

@@ -128,6 +128,13 @@ impl Node {
             NhrpEvent::PublicNbmaLearned { nbma } => {
                 tracing::info!(%nbma, "public NBMA address learned from the NHS (behind NAT)");
             }
+            NhrpEvent::ResolutionRequested { target, nhs_nbma } => {
+                tracing::debug!(%target, nhs = %nhs_nbma, "NHRP resolution requested");
+                if let (Some(t), Some(nhs)) = (v4(target), v4(nhs_nbma)) {
+                    self.explain_log
+                        .nhrp_event(now, t, 32, NhrpNote::ResolutionRequested { nhs });
+                }
+            }
             NhrpEvent::ResolutionFailed { target, code } => {
                 if let Some(t) = v4(target) {
                     let code = code.map(|c| c.0);

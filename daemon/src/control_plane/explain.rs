@@ -56,6 +56,7 @@ fn nhrp_event(r: &NhrpRecord, now: Instant) -> ExplainNhrpEvent {
         NhrpNote::ShortcutInstalled { next_hop, nbma } => {
             ("shortcut_installed", Some(next_hop), nbma, None)
         }
+        NhrpNote::ResolutionRequested { nhs } => ("resolution_requested", None, Some(nhs), None),
         NhrpNote::ShortcutWithdrawn { next_hop } => {
             ("shortcut_withdrawn", Some(next_hop), None, None)
         }
