@@ -245,7 +245,8 @@ fn explain_follows_the_dataplane_from_nhs_to_shortcut() {
             && ev["next_hop"] == SPOKE_B_TUNNEL
             && ev["prefix"] == r["prefix"]
             && ev["prefix_len"] == r["prefix_len"]
-            && ev["age_secs"].as_u64().is_some_and(|a| a < 60),
+            && ev["age_secs"].as_u64().is_some_and(|a| a < 60)
+            && v["history_evicted"] == 0,
         "the shortcut's installation as the last NHRP event",
         &v,
     );

@@ -120,7 +120,8 @@ pub struct ExplainNhrpEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct ExplainError {
-    /// `ike_setup` (IKE toward `peer` failed and is held down), `nhrp_resolution` (the
+    /// `ike_setup` (the last IKE setup toward `peer` failed, none succeeded since),
+    /// `nhrp_resolution` (the
     /// resolution of the destination failed), `nhrp_error_indication` (`peer` sent one).
     pub source: String,
     /// The peer's NBMA address; `null` for a resolution failure.
@@ -166,4 +167,7 @@ pub struct ExplainReport {
     pub multicast_to: Vec<IpAddr>,
     pub last_nhrp_event: Option<ExplainNhrpEvent>,
     pub last_error: Option<ExplainError>,
+    /// Records the daemon's event history (4,096 destinations, 4,096 peers) evicted since it
+    /// started: when non-zero, an older event for this destination may have been forgotten.
+    pub history_evicted: u64,
 }

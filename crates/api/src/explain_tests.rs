@@ -72,6 +72,7 @@ fn explain_json_field_names_are_stable() {
         "multicast_to",
         "last_nhrp_event",
         "last_error",
+        "history_evicted",
     ];
     want.sort_unstable();
     assert_eq!(keys, want, "serde_json::Value sorts keys");

@@ -288,5 +288,6 @@ pub fn explain() -> crate::ExplainReport {
             age_secs: 75,
         }),
         last_error: None,
+        history_evicted: 0,
     }
 }

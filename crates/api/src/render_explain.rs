@@ -196,6 +196,13 @@ impl fmt::Display for ExplainReport {
             }
             None => writeln!(f, "Last error: none")?,
         }
+        if self.history_evicted > 0 {
+            writeln!(
+                f,
+                "(the event history is full: {} older records were evicted)",
+                self.history_evicted
+            )?;
+        }
         Ok(())
     }
 }

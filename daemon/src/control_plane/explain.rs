@@ -177,6 +177,7 @@ impl ControlPlane {
             (None, _) => indication_event.clone(),
         };
         let last_error = self.last_error(now, nbma, resolution, indication_event);
+        let history_evicted = log.evicted();
 
         Response::ok(&ExplainReport {
             schema_version: SCHEMA_VERSION,
@@ -206,11 +207,12 @@ impl ControlPlane {
             multicast_to,
             last_nhrp_event,
             last_error,
+            history_evicted,
         })
     }
 
-    /// The IKE setup failure toward `nbma` while it is held down (what keeps traffic from
-    /// flowing), else the most recent failed resolution of the destination or Error
+    /// The last IKE setup failure toward `nbma` when none succeeded since (the back-off keeps
+    /// it; while it holds the peer down it is what keeps traffic from flowing), else the most recent failed resolution of the destination or Error
     /// Indication from `nbma`.
     fn last_error(
         &self,

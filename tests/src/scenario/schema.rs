@@ -141,6 +141,7 @@ const EXPLAIN_REPORT: &[&str] = &[
     "multicast_to",
     "last_nhrp_event",
     "last_error",
+    "history_evicted",
 ];
 const EXPLAIN_ROUTE: &[&str] = &[
     "prefix",
