@@ -163,6 +163,17 @@ impl ExplainLog {
             .map(|(_, r)| *r)
     }
 
+    /// The latest failed resolution recorded for a prefix covering `dst` (a later event of
+    /// another prefix, such as the shortcut that eventually formed, does not hide it; a new
+    /// request for the same target replaces it).
+    pub fn last_failure_for(&self, dst: Ipv4Addr) -> Option<NhrpRecord> {
+        (0..=32u8)
+            .filter_map(|len| self.nhrp.get_with_seq(&(network(dst, len), len)))
+            .filter(|(_, r)| matches!(r.note, NhrpNote::ResolutionFailed { .. }))
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, r)| *r)
+    }
+
     /// The last Error Indication from the peer at NBMA address `from`.
     pub fn last_error_from(&self, from: Ipv4Addr) -> Option<ErrorRecord> {
         self.errors.get(&from).copied()
@@ -229,6 +240,11 @@ mod tests {
             log.nhrp_event_for(ip("10.1.2.4")).unwrap().note,
             NhrpNote::ShortcutInstalled { .. }
         ));
+        assert_eq!(
+            log.last_failure_for(ip("10.1.2.3")).map(|r| r.prefix_len),
+            Some(32)
+        );
+        assert_eq!(log.last_failure_for(ip("10.1.2.4")), None);
         // A later withdrawal of the /24 is newer than the /32's failure.
         let t2 = t1 + Duration::from_secs(5);
         log.nhrp_event(
@@ -241,6 +257,11 @@ mod tests {
         assert_eq!(
             (r.at, r.note),
             (t2, NhrpNote::ShortcutWithdrawn { next_hop: b })
+        );
+        assert_eq!(
+            log.last_failure_for(ip("10.1.2.3")).map(|r| r.at),
+            Some(t1),
+            "the failure is still the last error"
         );
         assert_eq!(log.len(), 2, "the /24 was replaced, not added");
         log.nhrp_event(

@@ -14,6 +14,7 @@ use dmvpn_dataplane::{Forwarding, Route, RouteProto, Tables};
 use dmvpn_esp::Spi;
 use dmvpn_nhrp::{CacheEntry, CieCode, EntryKind, ErrorCode};
 use dmvpn_node::explain_log::{NhrpNote, NhrpRecord};
+use dmvpn_node::peers::Backoff;
 
 use super::ControlPlane;
 use crate::ctl::Response;
@@ -105,6 +106,50 @@ fn kernel(lookup: KernelLookup, tunnel_index: u32) -> ExplainKernel {
     }
 }
 
+/// The last IKE setup failure toward the peer (`backoff`: its NBMA address and back-off)
+/// when none succeeded since — the back-off keeps it, and while it holds the peer down it is
+/// what keeps traffic from flowing — else the newer of the last failed resolution of the
+/// destination and the last Error Indication from the peer.
+fn last_error(
+    now: Instant,
+    backoff: Option<(Ipv4Addr, Backoff)>,
+    failed: Option<NhrpRecord>,
+    indication: Option<ExplainNhrpEvent>,
+) -> Option<ExplainError> {
+    if let Some((n, b)) = backoff
+        && let Some(last) = b.last
+    {
+        return Some(ExplainError {
+            source: "ike_setup".to_owned(),
+            peer: Some(IpAddr::V4(n)),
+            reason: last.as_str().to_owned(),
+            age_secs: None,
+            retry_in_secs: (b.until > now).then(|| (b.until - now).as_secs()),
+        });
+    }
+    let failed = failed.and_then(|r| match r.note {
+        NhrpNote::ResolutionFailed { code } => Some(ExplainError {
+            source: "nhrp_resolution".to_owned(),
+            peer: None,
+            reason: code.map_or_else(|| "timeout".to_owned(), |c| CieCode(c).to_string()),
+            age_secs: Some(now.saturating_duration_since(r.at).as_secs()),
+            retry_in_secs: None,
+        }),
+        _ => None,
+    });
+    let indicated = indication.map(|e| ExplainError {
+        source: "nhrp_error_indication".to_owned(),
+        peer: e.nbma,
+        reason: e.code.unwrap_or_default(),
+        age_secs: Some(e.age_secs),
+        retry_in_secs: None,
+    });
+    match (failed, indicated) {
+        (Some(f), Some(i)) => Some(if i.age_secs < f.age_secs { i } else { f }),
+        (f, i) => f.or(i),
+    }
+}
+
 impl ControlPlane {
     /// The answer to `explain dst` at `now`.
     pub(super) async fn explain(&mut self, now: Instant, dst: Ipv4Addr) -> Response {
@@ -176,7 +221,12 @@ impl ControlPlane {
             (Some(r), _) => Some(nhrp_event(&r, now)),
             (None, _) => indication_event.clone(),
         };
-        let last_error = self.last_error(now, nbma, resolution, indication_event);
+        let last_error = last_error(
+            now,
+            nbma.and_then(|n| Some((n, self.node.backoff(n)?))),
+            log.last_failure_for(dst),
+            indication_event,
+        );
         let history_evicted = log.evicted();
 
         Response::ok(&ExplainReport {
@@ -209,51 +259,6 @@ impl ControlPlane {
             last_error,
             history_evicted,
         })
-    }
-
-    /// The last IKE setup failure toward `nbma` when none succeeded since (the back-off keeps
-    /// it; while it holds the peer down it is what keeps traffic from flowing), else the most recent failed resolution of the destination or Error
-    /// Indication from `nbma`.
-    fn last_error(
-        &self,
-        now: Instant,
-        nbma: Option<Ipv4Addr>,
-        resolution: Option<NhrpRecord>,
-        indication: Option<ExplainNhrpEvent>,
-    ) -> Option<ExplainError> {
-        if let Some(n) = nbma
-            && let Some(b) = self.node.backoff(n)
-            && let Some(last) = b.last
-        {
-            return Some(ExplainError {
-                source: "ike_setup".to_owned(),
-                peer: Some(IpAddr::V4(n)),
-                reason: last.as_str().to_owned(),
-                age_secs: None,
-                retry_in_secs: (b.until > now).then(|| (b.until - now).as_secs()),
-            });
-        }
-        let failed = resolution.and_then(|r| match r.note {
-            NhrpNote::ResolutionFailed { code } => Some(ExplainError {
-                source: "nhrp_resolution".to_owned(),
-                peer: None,
-                reason: code.map_or_else(|| "timeout".to_owned(), |c| CieCode(c).to_string()),
-                age_secs: Some(now.saturating_duration_since(r.at).as_secs()),
-                retry_in_secs: None,
-            }),
-            _ => None,
-        });
-        let indicated = indication.map(|e| ExplainError {
-            source: "nhrp_error_indication".to_owned(),
-            peer: e.nbma,
-            reason: e.code.unwrap_or_default(),
-            age_secs: Some(e.age_secs),
-            retry_in_secs: None,
-        });
-        match (failed, indicated) {
-            (Some(f), Some(i)) => Some(if i.age_secs < f.age_secs { i } else { f }),
-            (f, i) => f.or(i),
-        }
     }
 
     /// `peer` as `show sa --peer PEER` lists it (the same join and counters).
@@ -302,5 +307,127 @@ impl ControlPlane {
             .peers
             .into_iter()
             .find(|p| p.nbma == peer || p.post_nat_nbma == Some(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dmvpn_node::peers::SetupFailure;
+
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn route(proto: RouteProto, gateway: Option<&str>, metric: u32) -> Route {
+        Route {
+            prefix: ip("10.1.2.0"),
+            prefix_len: 24,
+            gateway: gateway.map(ip),
+            metric,
+            proto,
+        }
+    }
+
+    #[test]
+    fn route_sources_by_protocol_and_metric() {
+        let gw = Some("10.250.0.5");
+        let cases = [
+            (
+                route(RouteProto::DMVPND, gw, dmvpn_node::SHORTCUT_METRIC),
+                "nhrp_shortcut",
+            ),
+            (
+                route(RouteProto::DMVPND, gw, dmvpn_node::STATIC_METRIC),
+                "dmvpnd_static",
+            ),
+            (route(RouteProto::KERNEL, None, 0), "connected"),
+            (route(RouteProto::KERNEL, gw, 0), "kernel"),
+            (route(RouteProto(3), gw, 0), "boot"),
+            (route(RouteProto::STATIC, gw, 0), "static"),
+            (route(RouteProto(188), gw, 20), "ospf"),
+            (route(RouteProto(186), gw, 20), "bgp"),
+            (route(RouteProto(11), gw, 20), "zebra"),
+            (route(RouteProto(250), gw, 0), "other"),
+        ];
+        for (r, want) in cases {
+            assert_eq!(route_source(&r), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn kernel_lookups_in_the_reports_terms() {
+        let r = |kind, oif| {
+            KernelLookup::Route(crate::netlink::KernelRoute {
+                kind,
+                oif,
+                gateway: None,
+            })
+        };
+        assert_eq!(kernel(r("unicast", Some(7)), 7).lookup, "tunnel");
+        assert_eq!(kernel(r("unicast", Some(2)), 7).lookup, "other_interface");
+        assert_eq!(kernel(r("local", Some(1)), 7).lookup, "local");
+        assert_eq!(kernel(r("blackhole", None), 7).lookup, "unreachable");
+        let refused = kernel(KernelLookup::Refused("Network is unreachable".into()), 7);
+        assert_eq!(
+            (refused.lookup.as_str(), refused.error.as_deref()),
+            ("unreachable", Some("Network is unreachable"))
+        );
+        assert_eq!(
+            kernel(KernelLookup::NoAnswer("timeout".into()), 7).lookup,
+            "failed"
+        );
+    }
+
+    #[test]
+    fn the_last_error_prefers_a_failed_ike_setup_then_the_newest_nhrp_one() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(100);
+        let peer = ip("203.0.113.7");
+        let failed = NhrpRecord {
+            at: t0 + Duration::from_secs(40),
+            prefix: ip("10.1.2.3"),
+            prefix_len: 32,
+            note: NhrpNote::ResolutionFailed { code: None },
+        };
+        let indication = |age| ExplainNhrpEvent {
+            kind: "error_indication".to_owned(),
+            prefix: None,
+            prefix_len: None,
+            next_hop: None,
+            nbma: Some(IpAddr::V4(peer)),
+            code: Some("Protocol Error".to_owned()),
+            age_secs: age,
+        };
+        assert_eq!(last_error(now, None, None, None), None);
+        let e = last_error(now, None, Some(failed), Some(indication(80))).unwrap();
+        assert_eq!(
+            (e.source.as_str(), e.reason.as_str()),
+            ("nhrp_resolution", "timeout")
+        );
+        assert_eq!(e.age_secs, Some(60));
+        let e = last_error(now, None, Some(failed), Some(indication(5))).unwrap();
+        assert_eq!(e.source, "nhrp_error_indication");
+        assert_eq!(e.reason, "Protocol Error");
+
+        let held = Backoff {
+            until: now + Duration::from_secs(31),
+            failures: 3,
+            last: Some(SetupFailure::Authentication),
+        };
+        let e = last_error(now, Some((peer, held)), Some(failed), None).unwrap();
+        assert_eq!(e.source, "ike_setup");
+        assert_eq!(e.reason, "authentication_failed");
+        assert_eq!(
+            (e.peer, e.retry_in_secs),
+            (Some(IpAddr::V4(peer)), Some(31))
+        );
+        // A hold-down after the peer's DELETE is no setup failure.
+        let deleted = Backoff { last: None, ..held };
+        let e = last_error(now, Some((peer, deleted)), Some(failed), None).unwrap();
+        assert_eq!(e.source, "nhrp_resolution");
     }
 }
