@@ -8,18 +8,17 @@ use std::time::Instant;
 
 use dmvpn_api::{
     ExplainError, ExplainForwarding, ExplainKernel, ExplainNhrpEvent, ExplainPath, ExplainReport,
-    ExplainRoute, NhrpEntry, SCHEMA_VERSION, SaPeer,
+    ExplainRoute, NhrpEntry, SCHEMA_VERSION, SaPeer, SaReport,
 };
-use dmvpn_dataplane::{Forwarding, Route, RouteProto, Tables};
-use dmvpn_esp::Spi;
+use dmvpn_dataplane::{Forwarding, Route, RouteProto};
 use dmvpn_nhrp::{CacheEntry, CieCode, EntryKind, ErrorCode};
 use dmvpn_node::explain_log::{NhrpNote, NhrpRecord};
 use dmvpn_node::peers::Backoff;
 
 use super::ControlPlane;
-use crate::ctl::Response;
+use crate::ctl::{Response, Show, ShowFilter};
 use crate::netlink::KernelLookup;
-use crate::status::{NhrpRole, Snapshot, nhrp_entry};
+use crate::status::nhrp_entry;
 
 /// Where a tunnel route came from, by the kernel's protocol number (rtnetlink.h RTPROT_*,
 /// iproute2's names) and, for dmvpnd's own routes, by the metric the node gives each kind.
@@ -196,7 +195,10 @@ impl ControlPlane {
             .filter(|e| e.kind == EntryKind::Shortcut && covers(e.protocol_addr, e.prefix_len, dst))
             .max_by_key(|e| e.prefix_len)
             .map(entry_of);
-        let peer = nbma.and_then(|n| self.sa_peer(now, IpAddr::V4(n), &cache));
+        let peer = match nbma {
+            Some(n) => self.sa_peer(now, IpAddr::V4(n)),
+            None => None,
+        };
         let mut multicast_to: Vec<IpAddr> = if forwarding == ExplainForwarding::Multicast {
             tables.multicast.iter().map(|a| IpAddr::V4(*a)).collect()
         } else {
@@ -261,48 +263,15 @@ impl ControlPlane {
         })
     }
 
-    /// `peer` as `show sa --peer PEER` lists it (the same join and counters).
-    fn sa_peer(&self, now: Instant, peer: IpAddr, cache: &[CacheEntry]) -> Option<SaPeer> {
-        let cache: Vec<CacheEntry> = cache
-            .iter()
-            .filter(|e| e.nbma == peer || e.effective_nbma() == peer)
-            .cloned()
-            .collect();
-        let mut nhs = self.node.nhrp().nhs_status(now);
-        nhs.retain(|n| n.nbma_addr == peer);
-        let mut ike = self.node.ike().ike_sas(now);
-        ike.retain(|s| s.remote.ip() == peer);
-        let master: &Tables = self.node.tables();
-        // Only the peer's current outbound SA is in the tables (as for `show sa`).
-        let out_sa = match peer {
-            IpAddr::V4(p) => master.paths.get(&p).map(|p| &p.out_sa),
-            IpAddr::V6(_) => None,
+    /// `peer` as `show sa --peer PEER` lists it: the answer of `show` itself, so the join,
+    /// the counters and any later change to them stay the same in both.
+    fn sa_peer(&mut self, now: Instant, peer: IpAddr) -> Option<SaPeer> {
+        let filter = ShowFilter {
+            peer: Some(peer),
+            ..ShowFilter::default()
         };
-        let config = self.node.config();
-        let addr = config.tunnel.address.to_string();
-        let snap = Snapshot {
-            now,
-            interface: &config.tunnel.interface,
-            tunnel_addr: &addr,
-            role: match config.nhrp.role {
-                dmvpn_config::Role::Spoke { .. } => NhrpRole::Spoke,
-                dmvpn_config::Role::Hub { .. } => NhrpRole::Hub,
-            },
-            cache: &cache,
-            nhs: &nhs,
-            ike: &ike,
-            backoff: &[],
-        };
-        let report = snap.sa_report(|c| {
-            let inbound = master
-                .inbound
-                .get(Spi(c.spi_in))
-                .map(|s| s.stats().snapshot());
-            let outbound = out_sa
-                .filter(|o| o.spi() == Spi(c.spi_out))
-                .map(|o| o.stats().snapshot());
-            (inbound, outbound)
-        });
+        let report: SaReport =
+            serde_json::from_value(self.show(now, Show::Sa, filter).data?).ok()?;
         report
             .peers
             .into_iter()
