@@ -9,8 +9,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
+
+use dmvpn_nhrp::Event as NhrpEvent;
+
+use crate::Node;
 
 /// Records kept per table.
 pub const MAX_EXPLAIN_RECORDS: usize = 4096;
@@ -120,7 +124,70 @@ fn network(addr: Ipv4Addr, len: u8) -> Ipv4Addr {
     Ipv4Addr::from_bits(addr.to_bits() & mask)
 }
 
+fn v4(a: IpAddr) -> Option<Ipv4Addr> {
+    match a {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+impl Node {
+    /// The last NHRP event per destination and error indication per peer.
+    pub fn explain_log(&self) -> &ExplainLog {
+        &self.explain_log
+    }
+}
+
 impl ExplainLog {
+    /// Records what `ev` says about a destination or a peer (the node calls it with every
+    /// NHRP event before acting on it); other events are not kept. IPv6 is ignored: the
+    /// tunnel carries IPv4.
+    pub fn observe(&mut self, now: Instant, ev: &NhrpEvent) {
+        match *ev {
+            NhrpEvent::InstallRoute {
+                prefix,
+                prefix_len,
+                next_hop,
+                nbma,
+            } => {
+                if let (Some(p), Some(next_hop)) = (v4(prefix), v4(next_hop)) {
+                    let note = NhrpNote::ShortcutInstalled {
+                        next_hop,
+                        nbma: v4(nbma),
+                    };
+                    self.nhrp_event(now, p, prefix_len, note);
+                }
+            }
+            NhrpEvent::WithdrawRoute {
+                prefix,
+                prefix_len,
+                next_hop,
+            } => {
+                if let (Some(p), Some(next_hop)) = (v4(prefix), v4(next_hop)) {
+                    let note = NhrpNote::ShortcutWithdrawn { next_hop };
+                    self.nhrp_event(now, p, prefix_len, note);
+                }
+            }
+            NhrpEvent::ResolutionRequested { target, nhs_nbma } => {
+                if let (Some(t), Some(nhs)) = (v4(target), v4(nhs_nbma)) {
+                    self.nhrp_event(now, t, 32, NhrpNote::ResolutionRequested { nhs });
+                }
+            }
+            NhrpEvent::ResolutionFailed { target, code } => {
+                if let Some(t) = v4(target) {
+                    let code = code.map(|c| c.0);
+                    self.nhrp_event(now, t, 32, NhrpNote::ResolutionFailed { code });
+                }
+            }
+            NhrpEvent::ErrorIndication { from_nbma, code } => {
+                if let Some(from) = v4(from_nbma) {
+                    self.error_indication(now, from, code.0);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// A log keeping at most `cap` records per table (tests use a small one).
     pub fn with_cap(cap: usize) -> Self {
         Self {
@@ -301,6 +368,77 @@ mod tests {
             log.nhrp_event_for(ip("10.1.2.3")).unwrap().note,
             NhrpNote::ResolutionRequested { nhs: hub }
         );
+    }
+
+    #[test]
+    fn nhrp_events_are_observed() {
+        use dmvpn_nhrp::{CieCode, ErrorCode};
+        let t0 = Instant::now();
+        let mut log = ExplainLog::default();
+        let v4 = |s: &str| IpAddr::V4(ip(s));
+        log.observe(
+            t0,
+            &NhrpEvent::ResolutionRequested {
+                target: v4("10.1.2.3"),
+                nhs_nbma: v4("198.51.100.1"),
+            },
+        );
+        assert_eq!(
+            log.nhrp_event_for(ip("10.1.2.3")).unwrap().note,
+            NhrpNote::ResolutionRequested {
+                nhs: ip("198.51.100.1")
+            }
+        );
+        log.observe(
+            t0,
+            &NhrpEvent::InstallRoute {
+                prefix: v4("10.1.2.0"),
+                prefix_len: 24,
+                next_hop: v4("10.250.0.5"),
+                nbma: v4("203.0.113.7"),
+            },
+        );
+        assert_eq!(
+            log.nhrp_event_for(ip("10.1.2.3")).unwrap().note,
+            NhrpNote::ShortcutInstalled {
+                next_hop: ip("10.250.0.5"),
+                nbma: Some(ip("203.0.113.7"))
+            }
+        );
+        log.observe(
+            t0,
+            &NhrpEvent::ResolutionFailed {
+                target: v4("10.9.9.9"),
+                code: Some(CieCode::ADMINISTRATIVELY_PROHIBITED),
+            },
+        );
+        assert_eq!(
+            log.last_failure_for(ip("10.9.9.9")).unwrap().note,
+            NhrpNote::ResolutionFailed { code: Some(4) }
+        );
+        log.observe(
+            t0,
+            &NhrpEvent::ErrorIndication {
+                from_nbma: v4("203.0.113.7"),
+                code: ErrorCode::PROTOCOL_ERROR,
+            },
+        );
+        assert_eq!(log.last_error_from(ip("203.0.113.7")).unwrap().code, 7);
+        let before = log.len();
+        log.observe(
+            t0,
+            &NhrpEvent::NeedSa {
+                nbma: v4("203.0.113.7"),
+            },
+        );
+        log.observe(
+            t0,
+            &NhrpEvent::ResolutionFailed {
+                target: "2001:db8::1".parse().unwrap(),
+                code: None,
+            },
+        );
+        assert_eq!(log.len(), before, "nothing else is kept");
     }
 
     #[test]

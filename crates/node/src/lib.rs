@@ -232,11 +232,6 @@ impl Node {
         self.peers.backoffs()
     }
 
-    /// The last NHRP event per destination and error indication per peer.
-    pub fn explain_log(&self) -> &explain_log::ExplainLog {
-        &self.explain_log
-    }
-
     /// The master dataplane tables (what the last [`Node::poll_tables`] returned, or newer).
     pub fn tables(&self) -> &Tables {
         &self.master

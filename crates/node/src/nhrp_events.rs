@@ -7,7 +7,6 @@ use dmvpn_dataplane::Mapping;
 use dmvpn_nhrp::{EntryKind, Event as NhrpEvent};
 
 use crate::drive::v4;
-use crate::explain_log::NhrpNote;
 use crate::{Event, Node, RouteUpdate, SHORTCUT_METRIC};
 
 /// A log value for an address that may be unknown.
@@ -17,6 +16,7 @@ fn opt(a: Option<IpAddr>) -> String {
 
 impl Node {
     pub(crate) fn handle_nhrp_event(&mut self, now: Instant, ev: NhrpEvent) {
+        self.explain_log.observe(now, &ev);
         match ev {
             NhrpEvent::NeedSa { nbma } => {
                 if let Some(n) = v4(nbma) {
@@ -40,15 +40,6 @@ impl Node {
                     return;
                 };
                 let s = (p, prefix_len, nh);
-                self.explain_log.nhrp_event(
-                    now,
-                    p,
-                    prefix_len,
-                    NhrpNote::ShortcutInstalled {
-                        next_hop: nh,
-                        nbma: v4(nbma),
-                    },
-                );
                 let wait_for = v4(nbma).filter(|n| !self.master.paths.contains_key(n));
                 self.shortcuts.learned(s, wait_for);
                 match wait_for {
@@ -68,12 +59,6 @@ impl Node {
                     return;
                 };
                 tracing::info!(prefix = %format_args!("{p}/{prefix_len}"), via = %nh, "NHRP shortcut withdrawn");
-                self.explain_log.nhrp_event(
-                    now,
-                    p,
-                    prefix_len,
-                    NhrpNote::ShortcutWithdrawn { next_hop: nh },
-                );
                 if self.shortcuts.withdrawn((p, prefix_len, nh)) {
                     self.route_updates.push_back(RouteUpdate::Withdraw {
                         prefix: p,
@@ -128,26 +113,15 @@ impl Node {
             NhrpEvent::PublicNbmaLearned { nbma } => {
                 tracing::info!(%nbma, "public NBMA address learned from the NHS (behind NAT)");
             }
-            NhrpEvent::ResolutionRequested { target, nhs_nbma } => {
-                tracing::debug!(%target, nhs = %nhs_nbma, "NHRP resolution requested");
-                if let (Some(t), Some(nhs)) = (v4(target), v4(nhs_nbma)) {
-                    self.explain_log
-                        .nhrp_event(now, t, 32, NhrpNote::ResolutionRequested { nhs });
-                }
-            }
             NhrpEvent::ResolutionFailed { target, code } => {
-                if let Some(t) = v4(target) {
-                    let code = code.map(|c| c.0);
-                    self.explain_log
-                        .nhrp_event(now, t, 32, NhrpNote::ResolutionFailed { code });
-                }
                 tracing::debug!(%target, code = %code.map_or("timeout".to_owned(), |c| c.to_string()), "NHRP resolution failed");
             }
             NhrpEvent::ErrorIndication { from_nbma, code } => {
-                if let Some(from) = v4(from_nbma) {
-                    self.explain_log.error_indication(now, from, code.0);
-                }
                 tracing::warn!(from = %from_nbma, code = %code, "NHRP error indication received");
+            }
+            // Recorded for `dmvpnctl explain` above; nothing else to do.
+            NhrpEvent::ResolutionRequested { target, nhs_nbma } => {
+                tracing::debug!(%target, nhs = %nhs_nbma, "NHRP resolution requested");
             }
         }
     }
