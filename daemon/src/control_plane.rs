@@ -21,6 +21,8 @@ use dmvpn_esp::Spi;
 use dmvpn_node::{Event, KeyExport, Node, RouteUpdate, SlowPath, Transmit};
 use tokio::sync::mpsc;
 
+mod explain;
+
 use crate::ctl::{self, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
 use crate::keylog::KeyLog;
@@ -197,6 +199,7 @@ impl ControlPlane {
     async fn answer(&mut self, now: Instant, req: Request) -> Response {
         match req {
             Request::Show { what, filter } => self.show(now, what, filter),
+            Request::Explain { destination } => self.explain(now, destination).await,
             Request::ClearSa { peer } => match self.node.clear_sa(now, peer) {
                 Ok(()) => Response::ok(&Ack::new(format!("IKE SA with {peer} deleted"))),
                 Err(e) => Response::error(e.to_string()),

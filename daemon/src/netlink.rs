@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::routes::{Route, RouteProto, RouteTable, SharedRoutes};
 
+mod route_get;
+pub use route_get::{KernelLookup, KernelRoute};
+
 /// A handle for netlink requests; its connection runs as a background task.
 #[derive(Debug, Clone)]
 pub struct Netlink {

@@ -37,6 +37,7 @@ fn answer(req: Request) -> Response {
         Request::ClearSa { peer } => Response::error(format!("no SA with {peer}")),
         Request::ClearNhrp => Response::ok(&Ack::new("cleared 3 dynamic NHRP entries")),
         Request::Reload => Response::ok(&Ack::new("configuration reloaded")),
+        Request::Explain { .. } => Response::ok(&examples::explain()),
     }
 }
 
@@ -437,5 +438,17 @@ async fn print_samples() {
                 text(&out.stdout)
             );
         }
+    }
+    for json in [false, true] {
+        let mut args = vec!["--socket", sock, "explain", "10.1.2.3"];
+        if json {
+            args.push("--json");
+        }
+        let out = dmvpnctl(&args, None).await;
+        println!(
+            "=== dmvpnctl {}\n{}",
+            args[2..].join(" "),
+            text(&out.stdout)
+        );
     }
 }

@@ -57,6 +57,18 @@ pub enum Cmd {
     },
     /// Re-read the configuration (as `systemctl reload dmvpnd` does).
     Reload,
+    /// Why traffic to DESTINATION goes where it goes: the tunnel route and its source, the
+    /// next hop's NHRP entry, the NBMA address, the IKE and Child SAs, the last NHRP event
+    /// and the last error (like `show ip route X` + `show ip nhrp` + `show crypto ipsec sa
+    /// peer`).
+    Explain {
+        /// An IPv4 address (a host behind a spoke, a tunnel address, …).
+        #[arg(value_name = "DESTINATION")]
+        destination: std::net::Ipv4Addr,
+        /// Print the documented JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Translate an IOS-XE DMVPN configuration into dmvpnd's and lint it (no daemon needed).
     ImportIos(ImportIosArgs),
 }

@@ -1,7 +1,8 @@
 //! dmvpnctl: the operator's command line for a running dmvpnd, over its control socket.
 //!
 //! Text output follows the IOS commands it stands for (`show dmvpn`, `show crypto ipsec sa`,
-//! `show ip nhrp`, `show crypto ikev2 sa detailed`, `show interfaces`); `--json` prints the
+//! `show ip nhrp`, `show crypto ikev2 sa detailed`, `show interfaces`; `explain` condenses
+//! `show ip route X`, `show ip nhrp` and `show crypto ipsec sa peer`); `--json` prints the
 //! response data as documented in docs/dmvpnctl.md. Exit status: 0 on success, 1 on any error
 //! (usage errors included).
 //!
@@ -77,6 +78,9 @@ fn run(args: &Args) -> Result<(), String> {
             what: ClearWhat::Nhrp,
         } => Request::ClearNhrp,
         Cmd::Reload => Request::Reload,
+        Cmd::Explain { destination, .. } => Request::Explain {
+            destination: *destination,
+        },
         Cmd::ImportIos(_) => unreachable!("import-ios is dispatched in main"),
     };
     let socket = socket_path(args)?;
@@ -88,9 +92,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let data = resp.data.unwrap_or(serde_json::Value::Null);
     let out = match &args.cmd {
-        Cmd::Show { json: true, .. } => serde_json::to_string_pretty(&data)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string())?,
+        Cmd::Show { json: true, .. } | Cmd::Explain { json: true, .. } => {
+            serde_json::to_string_pretty(&data)
+                .map(|s| s + "\n")
+                .map_err(|e| e.to_string())?
+        }
         _ => render::text(&req, data).map_err(|e| match e.other_version() {
             Some(v) => format!(
                 "dmvpnd speaks schema version {v}, this dmvpnctl version {SCHEMA_VERSION}: \

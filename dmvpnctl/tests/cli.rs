@@ -29,6 +29,7 @@ fn answer(req: &Request) -> Response {
         Request::ClearSa { peer } => Response::error(format!("no IKE SA with {peer}")),
         Request::ClearNhrp => Response::ok(&Ack::new("cleared 3 dynamic NHRP entries")),
         Request::Reload => Response::ok(&Ack::new("configuration reloaded")),
+        Request::Explain { .. } => Response::ok(&fixtures::explain()),
     }
 }
 
@@ -346,4 +347,43 @@ fn the_socket_comes_from_dmvpn_socket_or_the_daemons_configuration() {
             && err.contains("must be an absolute path"),
         "{err}"
     );
+}
+
+#[test]
+fn explain_sends_the_destination_and_prints_text_or_json() {
+    let s = Scratch::new("explain");
+    let requests = serve_examples(&s.sock);
+    let out = run(&["--socket", s.sock(), "explain", "10.1.2.3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), fixtures::explain().to_string());
+    assert!(text(&out.stdout).starts_with("Destination 10.1.2.3: sent to NBMA 203.0.113.7"));
+    assert_eq!(
+        requests.recv().unwrap().trim_end(),
+        r#"{"cmd":"explain","destination":"10.1.2.3"}"#
+    );
+
+    let s = Scratch::new("explain-json");
+    let requests = serve_examples(&s.sock);
+    let out = run(&["--socket", s.sock(), "explain", "10.1.2.3", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got, serde_json::to_value(fixtures::explain()).unwrap());
+    assert_eq!(got["route"]["source"], "nhrp_shortcut");
+    assert_eq!(
+        requests.recv().unwrap().trim_end(),
+        r#"{"cmd":"explain","destination":"10.1.2.3"}"#
+    );
+
+    // Unparsable destinations are usage errors, never sent.
+    for bad in ["10.1.2", "10.1.2.3/24", "2001:db8::1", "host.example"] {
+        let out = run(&["--socket", s.sock(), "explain", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("invalid value") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+    let out = run(&["--socket", s.sock(), "explain"]);
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -99,7 +99,7 @@ pub struct ShowFilter {
 }
 
 /// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
-/// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`.
+/// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`, `{"cmd":"explain","destination":"10.1.2.3"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRequest", into = "RawRequest")]
 pub enum Request {
@@ -113,6 +113,9 @@ pub enum Request {
     ClearNhrp,
     /// Re-read the configuration as SIGHUP does; [`Ack`](crate::Ack).
     Reload,
+    /// Why traffic to `destination` goes where it goes; answered with
+    /// [`ExplainReport`](crate::ExplainReport).
+    Explain { destination: Ipv4Addr },
 }
 
 /// The flat wire form of a [`Request`]. Parsing goes through it because serde's tagged enums
@@ -128,6 +131,8 @@ struct RawRequest {
     peer: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    destination: Option<String>,
 }
 
 impl TryFrom<RawRequest> for Request {
@@ -147,9 +152,12 @@ impl TryFrom<RawRequest> for Request {
             },
             "clear_nhrp" => Request::ClearNhrp,
             "reload" => Request::Reload,
+            "explain" => Request::Explain {
+                destination: explain_destination(r.destination.as_deref())?,
+            },
             other => {
                 return Err(format!(
-                    "unknown cmd {other:?} (expected show, clear_sa, clear_nhrp or reload)"
+                    "unknown cmd {other:?} (expected show, clear_sa, clear_nhrp, reload or explain)"
                 ));
             }
         };
@@ -158,6 +166,7 @@ impl TryFrom<RawRequest> for Request {
         if r.what.is_some() && !expects_what
             || r.peer.is_some() && !expects_peer
             || r.prefix.is_some() && !expects_what
+            || r.destination.is_some() && !matches!(req, Request::Explain { .. })
         {
             return Err(format!("unexpected field for cmd {:?}", r.cmd));
         }
@@ -167,6 +176,10 @@ impl TryFrom<RawRequest> for Request {
 
 impl From<Request> for RawRequest {
     fn from(r: Request) -> Self {
+        let destination = match &r {
+            Request::Explain { destination } => Some(destination.to_string()),
+            _ => None,
+        };
         let (cmd, what, peer, prefix) = match r {
             Request::Show { what, filter } => (
                 "show",
@@ -177,13 +190,28 @@ impl From<Request> for RawRequest {
             Request::ClearSa { peer } => ("clear_sa", None, Some(peer), None),
             Request::ClearNhrp => ("clear_nhrp", None, None, None),
             Request::Reload => ("reload", None, None, None),
+            Request::Explain { .. } => ("explain", None, None, None),
         };
         Self {
             cmd: cmd.to_owned(),
             what,
             peer,
             prefix,
+            destination,
         }
+    }
+}
+
+/// The `destination` of an `explain` request: an IPv4 address (the tunnel carries IPv4
+/// only), named in the error when it is anything else.
+fn explain_destination(d: Option<&str>) -> Result<Ipv4Addr, String> {
+    let d = d.ok_or("explain needs \"destination\"")?;
+    match d.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Ok(a),
+        Ok(IpAddr::V6(_)) => Err(format!(
+            "explain: {d:?} is IPv6; the tunnel carries IPv4 only"
+        )),
+        Err(_) => Err(format!("explain: {d:?} is not an IPv4 address")),
     }
 }
 

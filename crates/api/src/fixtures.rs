@@ -204,3 +204,95 @@ pub fn interface() -> InterfaceReport {
         drops,
     }
 }
+
+/// `explain 10.1.2.3` on the reference spoke: a LAN behind the spoke 10.250.0.5 (behind a
+/// NAT: claimed 172.16.1.7, seen as 203.0.113.7), reached over a phase 3 shortcut.
+pub fn explain() -> crate::ExplainReport {
+    use crate::explain::*;
+    let shortcut_nbma = addr("203.0.113.7");
+    let entry = |protocol: &str, len: u8, kind: NhrpKind, flags: &[&str]| NhrpEntry {
+        protocol_addr: addr(protocol),
+        prefix_len: len,
+        next_hop: addr("10.250.0.5"),
+        nbma: addr("172.16.1.7"),
+        post_nat_nbma: Some(shortcut_nbma),
+        kind,
+        flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        age_secs: 75,
+        expires_in_secs: Some(7125),
+        holding_time_secs: 7200,
+    };
+    let mut ike = ike();
+    ike.initiator = false;
+    ike.age_secs = 75;
+    ike.rekey_in_secs = Some(86_000);
+    ike.remote = sock("203.0.113.7:4500");
+    ike.remote_id = Some("172.16.1.7".to_owned());
+    ike.nat_remote = true;
+    ExplainReport {
+        schema_version: SCHEMA_VERSION,
+        interface: "dmvpn0".to_owned(),
+        destination: addr("10.1.2.3"),
+        forwarding: ExplainForwarding::Send,
+        kernel: ExplainKernel {
+            lookup: "tunnel".to_owned(),
+            route_type: Some("unicast".to_owned()),
+            interface_index: Some(5),
+            gateway: Some(addr("10.250.0.5")),
+            error: None,
+        },
+        route: Some(ExplainRoute {
+            prefix: addr("10.1.2.0"),
+            prefix_len: 24,
+            gateway: Some(addr("10.250.0.5")),
+            metric: 10,
+            protocol: 77,
+            source: "nhrp_shortcut".to_owned(),
+        }),
+        next_hop: Some(addr("10.250.0.5")),
+        via_nhs_default: false,
+        nbma: Some(shortcut_nbma),
+        nhrp_entry: Some(entry("10.250.0.5", 32, NhrpKind::Dynamic, &["nat"])),
+        nhrp_shortcut: Some(entry("10.1.2.0", 24, NhrpKind::Shortcut, &["used", "nat"])),
+        outbound: Some(ExplainPath {
+            spi_out: "0xc0ffee07".to_owned(),
+            udp_encap: true,
+            port: 4500,
+        }),
+        peer: Some(SaPeer {
+            nbma: addr("172.16.1.7"),
+            post_nat_nbma: Some(shortcut_nbma),
+            tunnel_addr: Some(addr("10.250.0.5")),
+            nhrp_state: NhrpPeerState::Resolved,
+            ike: Some(ike),
+            children: vec![ChildSa {
+                spi_in: "0x2b3c4d5e".to_owned(),
+                spi_out: "0xc0ffee07".to_owned(),
+                mode: "transport".to_owned(),
+                transform: "esp-gcm-256".to_owned(),
+                esn: false,
+                udp_encap: true,
+                packets_in: 52,
+                bytes_in: 4368,
+                packets_out: 55,
+                bytes_out: 4620,
+                replay_drops: 0,
+                auth_failures: 0,
+                age_secs: 75,
+                rekey_in_secs: Some(3300),
+            }],
+        }),
+        multicast_to: Vec::new(),
+        last_nhrp_event: Some(ExplainNhrpEvent {
+            kind: "shortcut_installed".to_owned(),
+            prefix: Some(addr("10.1.2.0")),
+            prefix_len: Some(24),
+            next_hop: Some(addr("10.250.0.5")),
+            nbma: Some(shortcut_nbma),
+            code: None,
+            age_secs: 75,
+        }),
+        last_error: None,
+        history_evicted: 0,
+    }
+}

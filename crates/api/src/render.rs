@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::ctl::{Request, Show};
 use crate::schema::{
-    Ack, ChildSa, DmvpnReport, IkeReport, InterfaceReport, NHRP_PACKET_TYPES, NhrpKind,
+    Ack, ChildSa, DmvpnReport, IkeReport, InterfaceReport, NHRP_PACKET_TYPES, NhrpEntry, NhrpKind,
     NhrpPeerState, NhrpReport, NhrpRole, SCHEMA_VERSION, SaReport,
 };
 
@@ -25,6 +25,7 @@ pub fn text(request: &Request, data: serde_json::Value) -> Result<String, Decode
             Show::Ike => decode::<IkeReport>(data),
             Show::Interface => decode::<InterfaceReport>(data),
         },
+        Request::Explain { .. } => decode::<crate::explain::ExplainReport>(data),
         Request::ClearSa { .. } | Request::ClearNhrp | Request::Reload => decode::<Ack>(data),
     }
 }
@@ -91,11 +92,11 @@ pub fn ios_time(secs: u64) -> String {
     }
 }
 
-fn opt_addr(a: Option<IpAddr>) -> String {
+pub(crate) fn opt_addr(a: Option<IpAddr>) -> String {
     a.map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
 
-fn spi_ios(hex: &str) -> String {
+pub(crate) fn spi_ios(hex: &str) -> String {
     // `0x1a2b3c4d` → `0x1A2B3C4D(439041101)`, the IOS form; anything else is shown as given.
     let decimal = hex
         .strip_prefix("0x")
@@ -335,44 +336,54 @@ fn nhrp_kind_text(k: NhrpKind) -> &'static str {
     }
 }
 
+/// One cache entry as `show ip nhrp` prints it (also used by `explain`).
+pub(crate) fn nhrp_entry_lines(
+    f: &mut fmt::Formatter<'_>,
+    interface: &str,
+    e: &NhrpEntry,
+) -> fmt::Result {
+    writeln!(f, "{}/{} via {}", e.protocol_addr, e.prefix_len, e.next_hop)?;
+    writeln!(
+        f,
+        "   {} created {}, {}",
+        interface,
+        ios_time(e.age_secs),
+        e.expires_in_secs.map_or_else(
+            || "never expire".to_owned(),
+            |s| format!("expire {}", ios_time(s))
+        )
+    )?;
+    // IOS shows NHS and shortcut entries as static/dynamic; our finer kind follows in
+    // parentheses so nothing is lost.
+    let mut flags = e.flags.clone();
+    if e.kind == NhrpKind::Nhs {
+        flags.push("nhs".to_owned());
+    }
+    writeln!(
+        f,
+        "   Type: {} ({}), Flags: {}",
+        nhrp_kind_text(e.kind),
+        nhrp_kind_name(e.kind),
+        if flags.is_empty() {
+            "none".to_owned()
+        } else {
+            flags.join(" ")
+        }
+    )?;
+    match e.post_nat_nbma {
+        Some(p) => {
+            writeln!(f, "   NBMA address: {p}")?;
+            writeln!(f, "    (Claimed NBMA address: {})", e.nbma)?;
+        }
+        None => writeln!(f, "   NBMA address: {}", e.nbma)?,
+    }
+    Ok(())
+}
+
 impl fmt::Display for NhrpReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for e in &self.entries {
-            writeln!(f, "{}/{} via {}", e.protocol_addr, e.prefix_len, e.next_hop)?;
-            writeln!(
-                f,
-                "   {} created {}, {}",
-                self.interface,
-                ios_time(e.age_secs),
-                e.expires_in_secs.map_or_else(
-                    || "never expire".to_owned(),
-                    |s| format!("expire {}", ios_time(s))
-                )
-            )?;
-            // IOS shows NHS and shortcut entries as static/dynamic; our finer kind follows in
-            // parentheses so nothing is lost.
-            let mut flags = e.flags.clone();
-            if e.kind == NhrpKind::Nhs {
-                flags.push("nhs".to_owned());
-            }
-            writeln!(
-                f,
-                "   Type: {} ({}), Flags: {}",
-                nhrp_kind_text(e.kind),
-                nhrp_kind_name(e.kind),
-                if flags.is_empty() {
-                    "none".to_owned()
-                } else {
-                    flags.join(" ")
-                }
-            )?;
-            match e.post_nat_nbma {
-                Some(p) => {
-                    writeln!(f, "   NBMA address: {p}")?;
-                    writeln!(f, "    (Claimed NBMA address: {})", e.nbma)?;
-                }
-                None => writeln!(f, "   NBMA address: {}", e.nbma)?,
-            }
+            nhrp_entry_lines(f, &self.interface, e)?;
         }
         if !self.nhs.is_empty() {
             writeln!(f)?;

@@ -15,10 +15,12 @@
 
 mod batch;
 mod counters;
+mod explain;
 pub mod routes;
 mod tables;
 
 pub use counters::{Counters, DropReason};
+pub use explain::{Decision, Forwarding, PathInfo};
 pub use routes::{Route, RouteProto, RouteTable};
 pub use tables::{Mapping, PeerPath, Role, Tables, TunnelParams};
 
@@ -75,7 +77,7 @@ pub enum Inbound {
     Drop(DropReason),
 }
 
-const fn is_multicast_or_broadcast(dst: Ipv4Addr, tunnel: &TunnelParams) -> bool {
+pub(crate) const fn is_multicast_or_broadcast(dst: Ipv4Addr, tunnel: &TunnelParams) -> bool {
     dst.is_multicast() || dst.is_broadcast() || dst.to_bits() == tunnel.broadcast().to_bits()
 }
 
@@ -120,7 +122,7 @@ impl Tables {
     /// itself on the connected tunnel subnet), then its NHRP mapping; on a spoke, a
     /// destination without a mapping goes to the NHS.
     pub fn nbma_for(&self, routes: &RouteTable, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let next_hop = routes.lookup(dst).map_or(dst, |r| r.next_hop(dst));
+        let (_, next_hop) = Self::next_hop_of(routes, dst);
         if let Some(m) = self.mappings.get(&next_hop) {
             m.mark_used();
             return Some(m.nbma);
@@ -258,7 +260,7 @@ impl Tables {
 
     /// `nbma_for` without marking a shortcut as used.
     fn nbma_for_peek(&self, routes: &RouteTable, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let next_hop = routes.lookup(dst).map_or(dst, |r| r.next_hop(dst));
+        let (_, next_hop) = Self::next_hop_of(routes, dst);
         self.mappings.get(&next_hop).map(|m| m.nbma)
     }
 }

@@ -23,6 +23,7 @@ mod commands;
 pub mod config;
 pub mod deadlines;
 mod drive;
+pub mod explain_log;
 mod ike_events;
 pub mod keepalive;
 mod nhrp_events;
@@ -113,6 +114,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     route_updates: VecDeque<RouteUpdate>,
+    /// Last NHRP event per destination and error indication per peer (`dmvpnctl explain`).
+    explain_log: explain_log::ExplainLog,
 }
 
 /// NHRP request ids drawn from an [`Rng`] (the daemon passes the system RNG): the request id
@@ -202,6 +205,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             route_updates,
+            explain_log: explain_log::ExplainLog::default(),
         };
         // The NHRP-derived tables (an NHS's multicast flag) are right from the first snapshot.
         node.sync_nhrp_tables(now);

@@ -16,6 +16,7 @@ fn opt(a: Option<IpAddr>) -> String {
 
 impl Node {
     pub(crate) fn handle_nhrp_event(&mut self, now: Instant, ev: NhrpEvent) {
+        self.explain_log.observe(now, &ev);
         match ev {
             NhrpEvent::NeedSa { nbma } => {
                 if let Some(n) = v4(nbma) {
@@ -148,6 +149,10 @@ impl Node {
             }
             NhrpEvent::ErrorIndication { from_nbma, code } => {
                 tracing::warn!(from = %from_nbma, code = %code, "NHRP error indication received");
+            }
+            // Recorded for `dmvpnctl explain` above; nothing else to do.
+            NhrpEvent::ResolutionRequested { target, nhs_nbma } => {
+                tracing::debug!(%target, nhs = %nhs_nbma, "NHRP resolution requested");
             }
         }
     }

@@ -126,6 +126,52 @@ const DATAPLANE_DROPS: &[&str] = &[
     "slow_path_full",
 ];
 
+const EXPLAIN_REPORT: &[&str] = &[
+    "schema_version",
+    "interface",
+    "destination",
+    "forwarding",
+    "kernel",
+    "route",
+    "next_hop",
+    "via_nhs_default",
+    "nbma",
+    "nhrp_entry",
+    "nhrp_shortcut",
+    "outbound",
+    "peer",
+    "multicast_to",
+    "last_nhrp_event",
+    "last_error",
+    "history_evicted",
+];
+const EXPLAIN_ROUTE: &[&str] = &[
+    "prefix",
+    "prefix_len",
+    "gateway",
+    "metric",
+    "protocol",
+    "source",
+];
+const EXPLAIN_KERNEL: &[&str] = &[
+    "lookup",
+    "route_type",
+    "interface_index",
+    "gateway",
+    "error",
+];
+const EXPLAIN_PATH: &[&str] = &["spi_out", "udp_encap", "port"];
+const EXPLAIN_NHRP_EVENT: &[&str] = &[
+    "kind",
+    "prefix",
+    "prefix_len",
+    "next_hop",
+    "nbma",
+    "code",
+    "age_secs",
+];
+const EXPLAIN_ERROR: &[&str] = &["source", "peer", "reason", "age_secs", "retry_in_secs"];
+
 /// Documented keys missing from the object `v` (`what` names it in the result).
 fn missing(what: &str, v: &Value, keys: &[&str]) -> Vec<String> {
     match v.as_object() {
@@ -197,6 +243,31 @@ pub fn schema_violations(what: &str, v: &Value) -> Vec<String> {
                 &v["drops"],
                 DATAPLANE_DROPS,
             ));
+        }
+        "explain" => {
+            m.extend(missing("ExplainReport", v, EXPLAIN_REPORT));
+            let nested: [(&str, &str, &[&str]); 8] = [
+                ("kernel", "ExplainKernel", EXPLAIN_KERNEL),
+                ("route", "ExplainRoute", EXPLAIN_ROUTE),
+                ("nhrp_entry", "NhrpEntry", NHRP_ENTRY),
+                ("nhrp_shortcut", "NhrpEntry", NHRP_ENTRY),
+                ("outbound", "ExplainPath", EXPLAIN_PATH),
+                ("peer", "SaPeer", SA_PEER),
+                ("last_nhrp_event", "ExplainNhrpEvent", EXPLAIN_NHRP_EVENT),
+                ("last_error", "ExplainError", EXPLAIN_ERROR),
+            ];
+            for (key, name, keys) in nested {
+                if !v[key].is_null() {
+                    m.extend(missing(name, &v[key], keys));
+                }
+            }
+            let p = &v["peer"];
+            if !p["ike"].is_null() {
+                m.extend(missing("IkeSa", &p["ike"], IKE_SA));
+            }
+            for c in array(p, "children") {
+                m.extend(missing("ChildSa", c, CHILD_SA));
+            }
         }
         other => m.push(format!("unknown report {other}")),
     }

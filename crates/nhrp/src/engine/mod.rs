@@ -230,6 +230,14 @@ pub enum Event {
         /// Our public NBMA address.
         nbma: IpAddr,
     },
+    /// Spoke: a Resolution Request for `target` went to the NHS at `nhs_nbma` (after a
+    /// traffic indication named it); retransmissions are not reported again.
+    ResolutionRequested {
+        /// What we are resolving.
+        target: IpAddr,
+        /// The NHS asked.
+        nhs_nbma: IpAddr,
+    },
     /// Spoke: a resolution was refused or went unanswered.
     ResolutionFailed {
         /// What we tried to resolve.

@@ -172,6 +172,8 @@ impl Engine {
             return;
         };
         self.send_bytes(now, nhs_nbma, PacketType::RESOLUTION_REQUEST, bytes.clone());
+        self.events
+            .push_back(Event::ResolutionRequested { target, nhs_nbma });
         self.pending.insert(
             target,
             PendingResolution {
