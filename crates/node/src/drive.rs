@@ -11,7 +11,7 @@ use dmvpn_wire::gre::EtherType;
 
 use crate::config::{IKE_PORT, NATT_PORT};
 use crate::recovery::Existing;
-use crate::{HOUSEKEEPING, Node, SlowPath, Transmit};
+use crate::{HOUSEKEEPING, Node, SlowPath, TRAFFIC_SAMPLE, Transmit};
 
 /// A worn-out Child SA whose rekey did not happen is asked again after this long.
 const REKEY_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -81,15 +81,42 @@ impl Node {
         if self.nhs_choice_due(now) {
             self.nhs_state(now, None);
         }
+        if now >= self.next_traffic_sample {
+            self.sample_traffic(now);
+        }
         if now >= self.next_housekeeping {
             self.housekeeping(now);
         }
         self.drive(now);
     }
 
-    /// Tells IKE which peers carried traffic (DPD on demand probes only a peer we send to and
-    /// hear nothing from, RFC 7296 §2.4), refreshes used shortcuts, and feeds NHRP the
-    /// routing table.
+    /// Tells IKE which peers carried traffic since the last look, from the SAs' packet
+    /// counters: DPD on demand probes only a peer we send to and hear nothing from (RFC 7296
+    /// §2.4), so how often this runs bounds how late a verdict comes (a sample every
+    /// `TRAFFIC_SAMPLE`: the verdict lands within that of delay + tries × retry).
+    pub(crate) fn sample_traffic(&mut self, now: Instant) {
+        self.next_traffic_sample = now + TRAFFIC_SAMPLE;
+        for (nbma, path) in self.master.paths.iter() {
+            let spi = path.out_sa.spi().0;
+            let n = path.out_sa.stats().snapshot().packets;
+            if self.sa_packets.insert(spi, n) != Some(n) && n > 0 {
+                self.ike.note_outbound(now, IpAddr::V4(*nbma));
+            }
+        }
+        for sa in self.master.inbound.iter() {
+            let spi = sa.spi();
+            let n = sa.stats().snapshot().packets;
+            if self.sa_packets.insert(spi.0, n) != Some(n)
+                && n > 0
+                && let Some(peer) = self.master.spi_peer.get(&spi)
+            {
+                self.ike.note_inbound(now, IpAddr::V4(*peer));
+            }
+        }
+    }
+
+    /// Replaces worn-out Child SAs, refreshes used shortcuts, and feeds NHRP the routing
+    /// table.
     pub(crate) fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
         let volume = self
@@ -101,9 +128,6 @@ impl Node {
         for (nbma, path) in self.master.paths.iter() {
             let spi = path.out_sa.spi().0;
             let s = path.out_sa.stats().snapshot();
-            if self.sa_packets.insert(spi, s.packets) != Some(s.packets) && s.packets > 0 {
-                self.ike.note_outbound(now, IpAddr::V4(*nbma));
-            }
             // RFC 4303 §3.3.3: without ESN the sequence number must not cycle, so the SA is
             // replaced before it runs out (the soft limit leaves 1/64 of the space); and the
             // configured volume lifetime.
@@ -136,16 +160,6 @@ impl Node {
         let paths = &self.master.paths;
         self.rekeys_asked
             .retain(|spi, (nbma, _)| paths.get(nbma).is_some_and(|p| p.out_sa.spi().0 == *spi));
-        for sa in self.master.inbound.iter() {
-            let spi = sa.spi();
-            let n = sa.stats().snapshot().packets;
-            if self.sa_packets.insert(spi.0, n) != Some(n)
-                && n > 0
-                && let Some(peer) = self.master.spi_peer.get(&spi)
-            {
-                self.ike.note_inbound(now, IpAddr::V4(*peer));
-            }
-        }
         let used: HashSet<Ipv4Addr> = self
             .shortcuts
             .iter()

@@ -58,6 +58,10 @@ use crate::timing::ShortcutTimer;
 /// Period of the housekeeping deadline (DPD traffic sampling, shortcut refresh, routes for
 /// NHRP).
 pub const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// How often the SAs' packet counters are read for on-demand DPD (see
+/// `Node::sample_traffic`): it bounds how far a DPD verdict may come after delay + tries ×
+/// retry. Two atomic loads and a map update per SA.
+pub const TRAFFIC_SAMPLE: Duration = Duration::from_millis(250);
 /// Kernel metric of NHRP shortcut routes: below static (and OSPF) routes to the same prefix,
 /// so a shortcut wins while it lives and withdrawing it falls back to the path via the hub.
 pub const SHORTCUT_METRIC: u32 = 10;
@@ -111,6 +115,7 @@ pub struct Node {
     /// When each peer last came up or went down (`show dmvpn` UpDn).
     changes: crate::updown::PeerChanges,
     next_housekeeping: Instant,
+    next_traffic_sample: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     route_updates: VecDeque<RouteUpdate>,
@@ -202,6 +207,7 @@ impl Node {
             rekeys_asked: HashMap::new(),
             paths_changed: Vec::new(),
             next_housekeeping: now,
+            next_traffic_sample: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             route_updates,
@@ -215,6 +221,7 @@ impl Node {
     /// Starts the node: feeds NHRP the routes known so far and, on a spoke, registers with
     /// the NHSs.
     pub fn start(&mut self, now: Instant) {
+        self.sample_traffic(now);
         self.housekeeping(now);
         self.nhrp.register(now);
         self.drive(now);
@@ -309,7 +316,10 @@ impl Node {
         ]
         .into_iter()
         .flatten()
-        .fold(self.next_housekeeping, Instant::min)
+        .fold(
+            self.next_housekeeping.min(self.next_traffic_sample),
+            Instant::min,
+        )
     }
 
     /// Records an NHS registration coming up or going down and, when that changes which NHS
