@@ -5,57 +5,15 @@
 
 mod sim;
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dmvpn_dataplane::Forwarding;
 use dmvpn_node::explain_log::NhrpNote;
-use sim::{Net, hub_config, spoke_config, udp_packet};
-
-const HUB_NBMA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const A_NBMA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-const B_PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 2);
-const B_PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
-const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 12);
-const A_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 5);
-const B_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 5);
-const A: usize = 1;
-const B: usize = 2;
+use sim::three::*;
+use sim::{Net, udp_packet};
 
 fn network() -> Net {
-    let mut net = Net::new();
-    let hub_routes = [
-        (Ipv4Addr::new(10, 0, 1, 0), 24, A_TUNNEL),
-        (Ipv4Addr::new(10, 0, 2, 0), 24, B_TUNNEL),
-    ];
-    net.add(
-        "hub",
-        &hub_config(HUB_NBMA),
-        HUB_NBMA,
-        HUB_NBMA,
-        (Ipv4Addr::new(10, 0, 0, 0), 24),
-        &hub_routes,
-        1,
-    );
-    net.add(
-        "spoke-a",
-        &spoke_config("10.250.0.11", HUB_NBMA, ""),
-        A_NBMA,
-        A_NBMA,
-        (Ipv4Addr::new(10, 0, 1, 0), 24),
-        &[],
-        2,
-    );
-    net.add(
-        "spoke-b",
-        &spoke_config("10.250.0.12", HUB_NBMA, ""),
-        B_PRIVATE,
-        B_PUBLIC,
-        (Ipv4Addr::new(10, 0, 2, 0), 24),
-        &[],
-        3,
-    );
+    let mut net = Net::hub_and_two_spokes();
     net.idle(Duration::from_secs(10));
     net
 }
