@@ -156,14 +156,17 @@ impl Datapath {
             );
             return;
         }
+        // Slots the last batch used; the rest are still fresh.
+        let mut used = SLOTS;
         loop {
-            for s in &mut slots {
+            for s in slots.iter_mut().take(used) {
                 let _ = s.0.reset(PacketBuf::DEFAULT_HEADROOM);
             }
             let Some(n) = self.read_batch(worker, queue, &mut original, &mut slots, &mut sizes)
             else {
                 return;
             };
+            used = n;
             let tables = self.tables.load();
             let routes = self.routes.load();
             let (Some(batch), Some(verdicts)) = (slots.get_mut(..n), verdicts.get_mut(..n)) else {

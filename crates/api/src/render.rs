@@ -92,6 +92,20 @@ pub fn ios_time(secs: u64) -> String {
     }
 }
 
+/// `   peer NBMA …, tunnel address …, NHRP: …` of `show sa` and `explain`.
+pub(crate) fn peer_line(f: &mut fmt::Formatter<'_>, p: &crate::schema::SaPeer) -> fmt::Result {
+    writeln!(
+        f,
+        "   peer NBMA {}{}, tunnel address {}, NHRP: {}",
+        p.nbma,
+        p.post_nat_nbma
+            .map(|a| format!(" (post-NAT {a})"))
+            .unwrap_or_default(),
+        opt_addr(p.tunnel_addr),
+        p.nhrp_state.text()
+    )
+}
+
 pub(crate) fn opt_addr(a: Option<IpAddr>) -> String {
     a.map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
@@ -199,16 +213,7 @@ impl fmt::Display for SaReport {
                 .map_or(p.post_nat_nbma.unwrap_or(p.nbma), |s| s.remote.ip());
             let port = p.ike.as_ref().map_or(0, |s| s.remote.port());
             writeln!(f, "   current_peer {peer_ip} port {port}")?;
-            writeln!(
-                f,
-                "   peer NBMA {}{}, tunnel address {}, NHRP: {}",
-                p.nbma,
-                p.post_nat_nbma
-                    .map(|a| format!(" (post-NAT {a})"))
-                    .unwrap_or_default(),
-                opt_addr(p.tunnel_addr),
-                p.nhrp_state.text()
-            )?;
+            peer_line(f, p)?;
             match &p.ike {
                 Some(s) => {
                     writeln!(

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::explain::{ExplainForwarding, ExplainReport};
-use crate::render::{ios_time, nhrp_entry_lines, opt_addr, spi_ios};
+use crate::render::{ios_time, nhrp_entry_lines, opt_addr, peer_line, spi_ios};
 
 impl ExplainReport {
     fn kernel_line(&self) -> String {
@@ -117,16 +117,7 @@ impl fmt::Display for ExplainReport {
             writeln!(f, "Crypto: outbound spi {}, {encap}", spi_ios(&o.spi_out))?;
         }
         if let Some(p) = &self.peer {
-            writeln!(
-                f,
-                "   peer NBMA {}{}, tunnel address {}, NHRP: {}",
-                p.nbma,
-                p.post_nat_nbma
-                    .map(|a| format!(" (post-NAT {a})"))
-                    .unwrap_or_default(),
-                opt_addr(p.tunnel_addr),
-                p.nhrp_state.text()
-            )?;
+            peer_line(f, p)?;
             match &p.ike {
                 Some(s) => writeln!(
                     f,
