@@ -81,6 +81,12 @@ impl Node {
         if self.nhs_choice_due(now) {
             self.nhs_state(now, None);
         }
+        for (peer, spi_in) in self.pending_switches.take_due(now) {
+            self.switch_outbound(peer, spi_in, "switch limit");
+        }
+        for (peer, spi) in self.retired.take_due(now) {
+            self.retired_gone(peer, spi);
+        }
         if now >= self.next_traffic_sample {
             self.sample_traffic(now);
         }
@@ -103,6 +109,7 @@ impl Node {
                 self.ike.note_outbound(now, IpAddr::V4(*nbma));
             }
         }
+        let mut arrived = Vec::new();
         for sa in self.master.inbound.iter() {
             let spi = sa.spi();
             let n = sa.stats().snapshot().packets;
@@ -111,7 +118,15 @@ impl Node {
                 && let Some(peer) = self.master.spi_peer.get(&spi)
             {
                 self.ike.note_inbound(now, IpAddr::V4(*peer));
+                if self.pending_switches.waits_for(*peer, spi.0) {
+                    arrived.push((*peer, spi.0));
+                }
             }
+        }
+        // The peer sends on the new SA of a rekey we answered: it has installed it.
+        for (peer, spi_in) in arrived {
+            self.pending_switches.cancel(peer);
+            self.switch_outbound(peer, spi_in, "traffic arrived on it");
         }
     }
 

@@ -89,7 +89,7 @@ impl Node {
                 spi_out,
                 remote,
                 ..
-            } => self.child_deleted(spi_in, spi_out, remote),
+            } => self.child_deleted(now, spi_in, spi_out, remote),
             IkeEvent::PeerDead { sa, remote } => {
                 // Another IKE SA with the same address that is up (a NATed peer that came back
                 // through a new mapping, whose INITIAL_CONTACT did not clear the old SA): the
@@ -183,8 +183,16 @@ impl Node {
             port: c.remote.port(),
             udp_encap: c.udp_encap,
         };
-        self.master.paths.insert(peer, path.clone());
-        self.paths_changed.push(peer);
+        // A rekey we answered: the initiator installs the new SA only when our response
+        // arrives, so our traffic stays on the old one until it shows it has (rekey_switch).
+        let defer = c.replaces.is_some() && !c.initiator && self.master.paths.contains_key(&peer);
+        if defer {
+            self.pending_switches.defer(peer, c.spi_in, now);
+        } else {
+            self.pending_switches.cancel(peer);
+            self.master.paths.insert(peer, path.clone());
+            self.paths_changed.push(peer);
+        }
         self.children.entry(peer).or_default().push(InstalledChild {
             spi_in: c.spi_in,
             path,
@@ -251,12 +259,21 @@ impl Node {
         }
     }
 
-    fn child_deleted(&mut self, spi_in: u32, spi_out: u32, remote: SocketAddr) {
-        self.master.remove_inbound(Spi(spi_in));
+    fn child_deleted(&mut self, now: Instant, spi_in: u32, spi_out: u32, remote: SocketAddr) {
+        let mut linger = false;
         if let Some(peer) = v4(remote.ip())
             && let Some(list) = self.children.get_mut(&peer)
         {
             list.retain(|c| c.spi_in != spi_in);
+            // A replaced SA (another one remains): the peer's last packets on it may still
+            // be queued behind the DELETE (rekey_switch).
+            if !list.is_empty() {
+                linger = true;
+                self.retired.retire(peer, spi_in, now);
+            }
+            // The peer deleted the SA a rekey replaced, so it has the new one: a switch that
+            // waited for that happens here.
+            self.pending_switches.cancel(peer);
             // Fall back to the newest remaining Child SA, if any.
             match list.last() {
                 Some(c) => {
@@ -275,6 +292,9 @@ impl Node {
             self.events
                 .push_back(Event::ChildSaDeleted { peer, spi_in });
         }
+        if !linger {
+            self.master.remove_inbound(Spi(spi_in));
+        }
         self.sa_packets.remove(&spi_in);
         self.sa_packets.remove(&spi_out);
         self.tables_changed = true;
@@ -282,7 +302,43 @@ impl Node {
             peer = %remote,
             spi_in = format_args!("{spi_in:#010x}"),
             spi_out = format_args!("{spi_out:#010x}"),
+            inbound_linger_ms = if linger { crate::rekey_switch::RETIRED_LINGER.as_millis() } else { 0 },
             "child SA deleted"
+        );
+    }
+
+    /// A replaced SA's linger ended: its inbound half goes, unless IKE has given its SPI to
+    /// a new Child SA meanwhile (SPIs are random; a reuse within seconds is unlikely, not
+    /// impossible): of another peer (`spi_peer` names it) or of this one (its children).
+    pub(crate) fn retired_gone(&mut self, peer: Ipv4Addr, spi_in: u32) {
+        let reused = self
+            .children
+            .get(&peer)
+            .is_some_and(|l| l.iter().any(|c| c.spi_in == spi_in));
+        if !reused && self.master.spi_peer.get(&Spi(spi_in)) == Some(&peer) {
+            self.master.remove_inbound(Spi(spi_in));
+            self.tables_changed = true;
+        }
+    }
+
+    /// Our traffic to `peer` moves to the Child SA with inbound `spi_in` (a rekey we answered;
+    /// see rekey_switch for `why`).
+    pub(crate) fn switch_outbound(&mut self, peer: Ipv4Addr, spi_in: u32, why: &'static str) {
+        let Some(c) = self
+            .children
+            .get(&peer)
+            .and_then(|l| l.iter().find(|c| c.spi_in == spi_in))
+        else {
+            return;
+        };
+        self.master.paths.insert(peer, c.path.clone());
+        self.tables_changed = true;
+        tracing::debug!(
+            %peer,
+            spi_in = format_args!("{spi_in:#010x}"),
+            spi_out = format_args!("{:#010x}", c.path.out_sa.spi().0),
+            why,
+            "sending on the rekeyed Child SA"
         );
     }
 
@@ -298,6 +354,10 @@ impl Node {
         // both, child_deleted removes both), so there is no need to scan all SPIs.
         for c in self.children.remove(&peer).unwrap_or_default() {
             self.master.remove_inbound(Spi(c.spi_in));
+        }
+        self.pending_switches.cancel(peer);
+        for spi in self.retired.take_peer(peer) {
+            self.master.remove_inbound(Spi(spi));
         }
         self.keepalives.remove(SocketAddrV4::new(peer, NATT_PORT));
         self.peers.forget_attempt(peer);

@@ -30,6 +30,7 @@ mod nhrp_events;
 pub mod nhs_choice;
 pub mod peers;
 mod recovery;
+mod rekey_switch;
 pub mod sa_queue;
 pub mod shortcuts;
 pub mod timing;
@@ -73,7 +74,8 @@ pub const STATIC_METRIC: u32 = 100;
 pub type LocalAddress = Box<dyn Fn(Ipv4Addr) -> Ipv4Addr + Send>;
 
 /// One installed Child SA toward a peer. A peer can have more than one (a rekey overlap, or
-/// both sides initiating at once); the dataplane sends on the newest.
+/// both sides initiating at once); the dataplane sends on the newest, except for a rekey we
+/// answered until the peer shows it installed it too ([`rekey_switch`]).
 #[derive(Debug)]
 struct InstalledChild {
     spi_in: u32,
@@ -96,6 +98,10 @@ pub struct Node {
     peers: Peers,
     /// Child SAs installed per peer NBMA, oldest first.
     children: HashMap<Ipv4Addr, Vec<InstalledChild>>,
+    /// Rekeys we answered whose new SA does not carry our traffic yet.
+    pending_switches: rekey_switch::PendingSwitches,
+    /// Inbound SAs of replaced Child SAs the peer deleted, still decrypting a moment.
+    retired: rekey_switch::Retired,
     shortcuts: Shortcuts,
     /// When the stages of new shortcuts happened ([`Event::ShortcutTimed`]).
     shortcut_timer: ShortcutTimer,
@@ -199,6 +205,8 @@ impl Node {
             sa_queue: SaQueue::default(),
             peers: Peers::with_jitter_seed(u64::from(local_nbma.to_bits())),
             children: HashMap::new(),
+            pending_switches: rekey_switch::PendingSwitches::default(),
+            retired: rekey_switch::Retired::default(),
             shortcuts: Shortcuts::default(),
             shortcut_timer: ShortcutTimer::default(),
             routes: Arc::new(RouteTable::new()),
@@ -313,6 +321,8 @@ impl Node {
             self.keepalives.poll_timeout(),
             self.peers.poll_timeout(),
             self.nhs_choice.deadline(),
+            self.pending_switches.deadline(),
+            self.retired.deadline(),
         ]
         .into_iter()
         .flatten()

@@ -40,6 +40,7 @@ impl Endpoint {
         suite: EspSuite,
         keys: crate::keys::ChildKeys,
         replaces: Option<u32>,
+        initiator: bool,
     ) {
         // i_to_r is the initiator's outbound (§2.17: initiator→responder
         // first), where "initiator" is the exchange's initiator.
@@ -69,6 +70,7 @@ impl Endpoint {
                 local: sa.local,
                 remote: sa.remote,
                 replaces,
+                initiator,
             }));
     }
 
@@ -117,7 +119,7 @@ impl Endpoint {
         )
         .map_err(|_| ExchangeError::NoProposalChosen)?;
         // We are the exchange responder: inbound is i→r, as `child_keys` orders them.
-        self.install_child(now, sa, spi_in, spi_out, suite, keys, replaces);
+        self.install_child(now, sa, spi_in, spi_out, suite, keys, replaces, false);
         Ok(vec![
             notify(NotifyType::USE_TRANSPORT_MODE),
             Payload::Sa(vec![chosen]),
@@ -282,7 +284,7 @@ impl Endpoint {
             i_to_r: k.r_to_i,
             r_to_i: k.i_to_r,
         };
-        self.install_child(now, sa, spi_in, spi_out, suite, keys, replaces);
+        self.install_child(now, sa, spi_in, spi_out, suite, keys, replaces, true);
         Ok(())
     }
 

@@ -67,6 +67,12 @@ pub struct ChildSaInstalled {
     pub remote: SocketAddr,
     /// Inbound SPI of the SA this one replaces (child rekey).
     pub replaces: Option<u32>,
+    /// We initiated the exchange that created it. The responder of a rekey installs first
+    /// (when it sends its response) and the initiator only when that response arrives, so a
+    /// responder that sent on the new SA at once could reach the initiator before it can
+    /// decrypt: the node keeps sending on the old SA until the initiator shows it is ready
+    /// (RFC 7296 §2.8 leaves the switch-over to the implementation).
+    pub initiator: bool,
 }
 
 impl ChildSaInstalled {
