@@ -373,6 +373,8 @@ pub struct TunBatch {
     hints: HashMap<(Ipv4Addr, Ipv4Addr), Instant>,
     /// Unknown-SPI reports sent per source, for the rate limit.
     unknown_spi: HashMap<Ipv4Addr, Instant>,
+    /// NAT mapping changes reported per new source, for the rate limit.
+    moved: HashMap<SocketAddrV4, Instant>,
 }
 
 impl std::fmt::Debug for TunBatch {
@@ -440,6 +442,12 @@ impl TunBatch {
     fn unknown_spi_report_due(&mut self, src: Ipv4Addr) -> bool {
         hint_due(&mut self.unknown_spi, src)
     }
+
+    /// Whether a report of a peer's new NAT mapping `src` is due (at most one per source per
+    /// interval; the control plane follows the first).
+    fn moved_report_due(&mut self, src: SocketAddrV4) -> bool {
+        hint_due(&mut self.moved, src)
+    }
 }
 
 /// At most one hint per key per [`REDIRECT_HINT_INTERVAL`], in a map of at most
@@ -477,6 +485,7 @@ impl EspHandler for Datapath {
             gro: GROTable::default(),
             hints: HashMap::new(),
             unknown_spi: HashMap::new(),
+            moved: HashMap::new(),
         }
     }
 
@@ -489,7 +498,17 @@ impl EspHandler for Datapath {
     ) -> bool {
         let tables = self.tables.load();
         let routes = self.routes.load();
-        match tables.inbound(&routes, *from.ip(), buf) {
+        let verdict = tables.inbound(&routes, *from.ip(), buf);
+        // Authenticated ESP-in-UDP from a port the peer's path does not have: its NAT gave it
+        // a new mapping, which the control plane follows (RFC 7296 §2.23).
+        if let Inbound::Data { peer, .. } | Inbound::Nhrp { peer } = verdict
+            && encap
+            && tables.path_port_moved(peer, from.port())
+            && batch.moved_report_due(from)
+        {
+            self.to_slow_path(&tables, SlowPath::NatMapping { from });
+        }
+        match verdict {
             Inbound::Data { peer, redirect } => {
                 if redirect {
                     let quote = buf.as_slice().get(..REDIRECT_QUOTE.min(buf.len()));

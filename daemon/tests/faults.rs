@@ -6,15 +6,18 @@
 //!   still complete; IKE and NHRP retransmit.
 //! - A frozen peer (SIGSTOP): the hub's on-demand DPD gives its verdict at delay + tries ×
 //!   retry (± 1 s, the tests' 3 s / 1 s × 5); after SIGCONT the spoke comes back unattended.
+//! - A NAT mapping change under spoke B (the NAT forgets its mappings and gives B a new
+//!   source port): the hub follows B's first authenticated packet from the new port, with
+//!   the same IKE SA, and traffic both ways resumes at once.
 //!
-//! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft`, `ping` and `iperf3`
-//! (tests/install-deps.sh).
+//! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft`, `ping`, `iperf3` and
+//! `conntrack` (tests/install-deps.sh).
 
 use std::time::{Duration, Instant, SystemTime};
 
 use dmvpn_tests::e2e::{
-    HUB_TUNNEL, Node, SPOKE_A_LAN_HOST, SPOKE_A_NBMA, SPOKE_A_TUNNEL, SPOKE_B_LAN_HOST,
-    SPOKE_B_TUNNEL, TestDir, Topology, ping,
+    HUB_TUNNEL, NAT_OUTSIDE, Node, SPOKE_A_LAN_HOST, SPOKE_A_NBMA, SPOKE_A_TUNNEL,
+    SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
@@ -245,6 +248,125 @@ fn a_frozen_spoke_is_declared_dead_on_time_and_comes_back_after_sigcont() {
         "after SIGCONT: pings answered after {back:.1?}, registered with the hub again after {registered:.1?}"
     ));
     s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
+    s.check_alive();
+    s.finish();
+}
+
+/// The hub's IKE SA with spoke B: (responder SPI, remote address:port).
+fn hub_sa_with_b(s: &Scenario<'_>) -> Option<(String, String)> {
+    let sa = s.ike_sa(Node::Hub, NAT_OUTSIDE)?;
+    Some((
+        sa["spi_r"].as_str()?.to_owned(),
+        sa["remote"].as_str()?.to_owned(),
+    ))
+}
+
+#[test]
+fn a_nat_mapping_change_under_a_spoke_is_followed_by_the_hub() {
+    require_root_and_tools();
+    let dir = TestDir::new("faults-nat").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let k = keys();
+    let cfgs = [
+        e2e_config(&dir, Node::Hub, &k),
+        e2e_config(&dir, Node::SpokeB, &k),
+    ];
+    let mut s = start_hub_then_spokes("faults-nat", &t, &cfgs);
+    s.step("spoke B registers through the NAT");
+    s.wait_registered(Node::SpokeB, 0, 0);
+    s.reach(&t.spoke_b, "spoke B", HUB_TUNNEL);
+    let (spi, before) =
+        hub_sa_with_b(&s).unwrap_or_else(|| s.fail("the hub has no IKE SA with spoke B"));
+    s.note(format!("the hub sees spoke B at {before}"));
+
+    s.step("the NAT forgets its mappings and maps B to ports 40000-40099 from now on");
+    for cmd in [
+        vec!["flush", "chain", "ip", "nat", "postrouting"],
+        vec![
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "postrouting",
+            "oifname",
+            WAN_IF,
+            "meta",
+            "l4proto",
+            "udp",
+            "masquerade",
+            "to",
+            ":40000-40099",
+        ],
+        vec![
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "postrouting",
+            "oifname",
+            WAN_IF,
+            "masquerade",
+        ],
+    ] {
+        let out = t.nat.exec("nft", &cmd).expect("nft");
+        assert!(
+            out.status.success(),
+            "nft {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = t.nat.exec("conntrack", &["-F"]).expect("conntrack -F");
+    assert!(
+        out.status.success(),
+        "conntrack -F: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let changed = Instant::now();
+    let hub_from = s.log_len(Node::Hub);
+
+    s.step("spoke B → hub pings are answered again, over the new mapping");
+    let back = s.poll(
+        "a ping spoke B → hub answered",
+        Duration::from_secs(30),
+        |_| {
+            let (got, _) = ping(&t.spoke_b, HUB_TUNNEL, 1, "0.2").ok()?;
+            (got == 1).then(|| changed.elapsed())
+        },
+    );
+    s.wait_line(
+        Node::Hub,
+        "the hub logs the new mapping",
+        hub_from,
+        Duration::from_secs(10),
+        &|l| l.contains("NAT mapping of peer changed"),
+    );
+    let (spi_after, after) =
+        hub_sa_with_b(&s).unwrap_or_else(|| s.fail("the hub lost its IKE SA with spoke B"));
+    s.note(format!(
+        "after the change: first ping answered after {back:.1?}; the hub sees spoke B at {after}"
+    ));
+    let port: u16 = after
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    if !(40_000..40_100).contains(&port) {
+        s.fail(format!("the hub's IKE SA still points at {after}"));
+    }
+    if spi_after != spi {
+        s.fail(format!(
+            "the hub's IKE SA with B was replaced ({spi} → {spi_after}): the mapping was not followed"
+        ));
+    }
+    if back > Duration::from_secs(3) {
+        s.fail(format!("traffic resumed only after {back:?}"));
+    }
+
+    s.step("hub → spoke B pings are answered without loss");
+    let (got, out) = ping(&t.hub, SPOKE_B_TUNNEL, 20, "0.1").expect("ping");
+    if got != 20 {
+        s.fail(format!("hub → spoke B: {got}/20 answered\n{out}"));
+    }
     s.check_alive();
     s.finish();
 }

@@ -142,4 +142,13 @@ impl Tables {
         self.spi_peer.remove(&spi);
         self.inbound.remove(spi);
     }
+
+    /// Whether authenticated ESP-in-UDP from `peer` came from another port than the one we
+    /// send to: the NAT in front of the peer gave it a new mapping (RFC 3948 §2.2 leaves
+    /// the source port to the NAT). One lookup; only asked for UDP-encapsulated packets.
+    pub fn path_port_moved(&self, peer: Ipv4Addr, port: u16) -> bool {
+        self.paths
+            .get(&peer)
+            .is_some_and(|p| p.udp_encap && p.port != port)
+    }
 }

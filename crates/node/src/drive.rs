@@ -53,6 +53,12 @@ impl Node {
                 }
             }
             SlowPath::UnknownSpi { from, encap, spi } => self.unknown_spi(now, from, encap, spi),
+            // IKE follows (and confirms with a liveness check); its PeerMoved moves the paths.
+            SlowPath::NatMapping { from } => {
+                if self.master.path_port_moved(*from.ip(), from.port()) {
+                    self.ike.peer_port_moved(now, SocketAddr::V4(from));
+                }
+            }
             SlowPath::Redirect { peer, quote } => {
                 self.nhrp
                     .traffic_indication_needed(now, IpAddr::V4(peer), &quote);

@@ -90,6 +90,7 @@ impl Node {
                 remote,
                 ..
             } => self.child_deleted(now, spi_in, spi_out, remote),
+            IkeEvent::PeerMoved { from, remote, .. } => self.peer_moved(from, remote),
             IkeEvent::PeerDead { sa, remote } => {
                 // Another IKE SA with the same address that is up (a NATed peer that came back
                 // through a new mapping, whose INITIAL_CONTACT did not clear the old SA): the
@@ -305,6 +306,36 @@ impl Node {
             inbound_linger_ms = if linger { crate::rekey_switch::RETIRED_LINGER.as_millis() } else { 0 },
             "child SA deleted"
         );
+    }
+
+    /// The peer's NAT mapping changed (IKE saw it on an authenticated message, or followed
+    /// authenticated ESP from a new port): its ESP-in-UDP goes to the new port. Peers are
+    /// known by address, so a move to another address is only logged: its SAs die by DPD
+    /// and it comes back through a new IKE SA.
+    fn peer_moved(&mut self, from: SocketAddr, remote: SocketAddr) {
+        let (Some(peer), Some(old)) = (v4(remote.ip()), v4(from.ip())) else {
+            return;
+        };
+        if peer != old {
+            tracing::warn!(%from, to = %remote, "peer moved to another address: not followed");
+            return;
+        }
+        let port = remote.port();
+        if let Some(list) = self.children.get_mut(&peer) {
+            for c in list.iter_mut().filter(|c| c.path.udp_encap) {
+                c.path.port = port;
+            }
+        }
+        if let Some(p) = self.master.paths.get(&peer)
+            && p.udp_encap
+            && p.port != port
+        {
+            let mut p = p.clone();
+            p.port = port;
+            self.master.paths.insert(peer, p);
+            self.tables_changed = true;
+        }
+        tracing::info!(%peer, from = %from, to = %remote, "NAT mapping of peer changed: ESP follows");
     }
 
     /// A replaced SA's linger ended: its inbound half goes, unless IKE has given its SPI to

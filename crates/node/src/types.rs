@@ -38,6 +38,13 @@ pub enum SlowPath {
         /// The packet's SPI.
         spi: u32,
     },
+    /// Authenticated ESP-in-UDP from `from`, whose port is not the one we send that peer's
+    /// ESP to ([`dmvpn_dataplane::Tables::path_port_moved`]): the NAT in front of it gave it a
+    /// new mapping. The daemon rate-limits these per source.
+    NatMapping {
+        /// Where the packet came from.
+        from: SocketAddrV4,
+    },
     /// Hub: a packet from `peer` enters and leaves over the tunnel (phase 3 redirect).
     Redirect {
         /// NBMA address of the source.

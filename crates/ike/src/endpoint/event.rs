@@ -171,6 +171,16 @@ pub enum Event {
         /// The peer.
         remote: SocketAddr,
     },
+    /// Under NAT-T the peer's address or port changed (its NAT gave it a new mapping), seen
+    /// on an authenticated message (§2.23): its Child SAs' ESP-in-UDP goes to `remote` now.
+    PeerMoved {
+        /// The SA.
+        sa: IkeSaId,
+        /// The address and port it moved from.
+        from: SocketAddr,
+        /// The address and port to send to now.
+        remote: SocketAddr,
+    },
     /// DPD or another request got no answer: the peer is dead.
     PeerDead {
         /// The SA that timed out.

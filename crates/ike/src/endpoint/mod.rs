@@ -315,6 +315,45 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Authenticated ESP-in-UDP from `to`'s address came from `to`'s port, not the one its
+    /// IKE SA has: the peer's NAT mapping changed. The ESP packet passed its integrity and
+    /// replay checks, so it is as good a proof as an authenticated IKE message (§2.23 asks
+    /// for no less); follow it now, and send a liveness check over the new mapping whose
+    /// authenticated answer confirms it. Returns whether an SA moved.
+    pub fn peer_port_moved(&mut self, now: Instant, to: SocketAddr) -> bool {
+        let mut any = false;
+        for id in self.sas.with_peer(to.ip()).to_vec() {
+            let Some(mut s) = self.sas.remove(id) else {
+                continue;
+            };
+            if s.udp_encap() && s.remote != to && s.state.public() == IkeSaState::Established {
+                let local = s.local;
+                self.moved(&mut s, to, local);
+                s.queue.push_back(Queued::Dpd);
+                self.pump(now, &mut s);
+                any = true;
+            }
+            self.put_back(s);
+        }
+        any
+    }
+
+    /// The peer of `sa` is at `remote` now (and we at `local`). Only an established SA's
+    /// move is an event: before, it is the float to port 4500 (§2.23), and no Child SA
+    /// exists yet to follow it.
+    fn moved(&mut self, sa: &mut IkeSa, remote: SocketAddr, local: SocketAddr) {
+        let from = sa.remote;
+        sa.remote = remote;
+        sa.local = local;
+        if from != remote && sa.state.public() == IkeSaState::Established {
+            self.events.push_back(Event::PeerMoved {
+                sa: IkeSaId(sa.id),
+                from,
+                remote,
+            });
+        }
+    }
+
     /// Sends a liveness check now.
     pub fn probe(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
         let mut s = self.sas.remove(sa.0).ok_or(Error::NoSuchSa)?;

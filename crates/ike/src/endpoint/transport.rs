@@ -315,8 +315,7 @@ impl Endpoint {
         // current address (§2.23: update on authenticated messages).
         sa.last_rx = now;
         if sa.udp_encap() && (remote != sa.remote || local != sa.local) {
-            sa.remote = remote;
-            sa.local = local;
+            self.moved(sa, remote, local);
         }
         sa.expect_request_id = h.message_id.wrapping_add(1);
         let reply = match parsed {
@@ -415,8 +414,7 @@ impl Endpoint {
         };
         sa.last_rx = now;
         if sa.udp_encap() && (remote != sa.remote || local != sa.local) {
-            sa.remote = remote;
-            sa.local = local;
+            self.moved(sa, remote, local);
         }
         // A malformed response to our request: the exchange failed, which
         // the handlers see as a response without the payloads they need.

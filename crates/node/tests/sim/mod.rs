@@ -174,6 +174,9 @@ pub struct Host {
     /// The IKE messages this host sent (destination, bytes without the non-ESP marker).
     pub ike_sent: Vec<(SocketAddrV4, Vec<u8>)>,
     pub alive: bool,
+    /// A new NAT mapping in front of the host: its port 4500 appears as this port, and
+    /// datagrams to the old mapping (4500) are lost. `None`: ports kept.
+    pub nat_port: Option<u16>,
 }
 
 /// Decides whether a datagram (source, destination — post-NAT —, kind and bytes) is lost.
@@ -307,6 +310,7 @@ impl Net {
             sent: Vec::new(),
             ike_sent: Vec::new(),
             alive: true,
+            nat_port: None,
         });
         let h = self.hosts.len() - 1;
         self.outputs(h);
@@ -382,7 +386,7 @@ impl Net {
             }
             let src_port = match (&payload, natt) {
                 (Payload::Esp { .. }, false) => 0,
-                (_, true) => 4500,
+                (_, true) => host.nat_port.unwrap_or(4500),
                 (_, false) => 500,
             };
             // The host's own NAT rewrites the source address (1:1, ports kept).
@@ -412,6 +416,12 @@ impl Net {
                 self.lost += 1;
                 continue;
             }
+            // The old NAT mapping is gone.
+            let mapped = self.hosts[h].nat_port;
+            if mapped.is_some() && d.dst.port() == 4500 {
+                self.lost += 1;
+                continue;
+            }
             let (kind, bytes): (Kind, &[u8]) = match &d.payload {
                 Payload::Ike { bytes } => (Kind::Ike, bytes),
                 Payload::Esp { bytes } => (Kind::Esp, bytes),
@@ -428,7 +438,7 @@ impl Net {
             let now = self.now;
             match d.payload {
                 Payload::Ike { bytes } => {
-                    let natt = d.dst.port() == 4500;
+                    let natt = d.dst.port() == 4500 || Some(d.dst.port()) == mapped;
                     self.hosts[h].node.handle_ike(now, d.src, natt, &bytes);
                 }
                 Payload::Esp { bytes } => self.receive_esp(h, d.src, &bytes),
@@ -442,7 +452,17 @@ impl Net {
         let mut buf = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, bytes).expect("fits");
         let host = &mut self.hosts[h];
         let tables = host.tables.clone();
-        match tables.inbound(&host.routes, *src.ip(), &mut buf) {
+        let verdict = tables.inbound(&host.routes, *src.ip(), &mut buf);
+        // As the daemon's datapath does (rate-limited there per source).
+        if let Inbound::Data { peer, .. } | Inbound::Nhrp { peer } = verdict
+            && src.port() != 0
+            && tables.path_port_moved(peer, src.port())
+        {
+            let now = self.now;
+            host.node
+                .handle_slow_path(now, SlowPath::NatMapping { from: src });
+        }
+        match verdict {
             Inbound::Data { peer, redirect } => {
                 if redirect {
                     let quote = buf.as_slice()[..28.min(buf.len())].to_vec();
@@ -505,7 +525,12 @@ impl Net {
             } => {
                 let dst = SocketAddrV4::new(nbma, if udp_encap { port } else { 0 });
                 host.sent.push((dst, Kind::Esp));
-                let src = SocketAddrV4::new(host.public, if udp_encap { 4500 } else { 0 });
+                let src_port = if udp_encap {
+                    host.nat_port.unwrap_or(4500)
+                } else {
+                    0
+                };
+                let src = SocketAddrV4::new(host.public, src_port);
                 self.in_flight.push_back(Datagram {
                     src,
                     dst,
