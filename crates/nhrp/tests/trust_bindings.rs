@@ -427,6 +427,43 @@ fn a_non_unique_address_does_not_move_while_its_holder_is_alive() {
     assert!(hub_registration(&net, a_tun()).is_some_and(|e| e.effective_nbma() == b_public()));
 }
 
+#[test]
+fn a_unique_address_claimed_from_elsewhere_challenges_its_holder_and_moves_once_it_is_dead() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    assert!(hub_registration(&net, a_tun()).is_some_and(|e| e.flags.unique));
+    let _ = net.take_events(HUB);
+    // A registration of A's address, unique flag set, from B's NBMA (A rebooted behind a
+    // new address, or B is hostile: the hub cannot tell yet).
+    let mut p = net.nodes[B].engine.registration_request(0, 0x4245).unwrap();
+    if let Body::Common { cies, .. } = &mut p.body {
+        *cies = vec![cie(32, b_private(), a_tun())];
+    }
+    let bytes = p.to_bytes().unwrap();
+    let now = net.now;
+    net.nodes[HUB].engine.handle_packet(now, b_public(), &bytes);
+    net.pump();
+    assert!(hub_registration(&net, a_tun()).is_some_and(|e| e.effective_nbma() == a_nbma()));
+    let challenged: Vec<_> = net
+        .take_events(HUB)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::HolderChallenged {
+                protocol_addr,
+                holder,
+                claimant,
+            } => Some((protocol_addr, holder, claimant)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(challenged, vec![(a_tun(), a_nbma(), b_public())]);
+    // The challenge's verdict: A is dead. Unique or not, the address moves.
+    net.nodes[HUB].engine.peer_dead(now, a_nbma());
+    net.nodes[HUB].engine.handle_packet(now, b_public(), &bytes);
+    net.pump();
+    assert!(hub_registration(&net, a_tun()).is_some_and(|e| e.effective_nbma() == b_public()));
+}
+
 /// A registration whose CIEs `addrs` (A's NBMA, holding time `hold`) A sends to the hub.
 fn a_registers(net: &mut Net, addrs: impl Iterator<Item = IpAddr>, hold: u16) {
     let mut p = net.nodes[A].engine.registration_request(0, 0x4244).unwrap();

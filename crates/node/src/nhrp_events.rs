@@ -23,6 +23,21 @@ impl Node {
                     self.ensure_sa(now, n);
                 }
             }
+            NhrpEvent::HolderChallenged {
+                protocol_addr,
+                holder,
+                claimant,
+            } => {
+                // A verdict of death comes as IKE's PeerDead, which frees the address.
+                if self.ike.challenge(now, holder) {
+                    tracing::info!(
+                        address = %protocol_addr,
+                        %holder,
+                        %claimant,
+                        "registration refused: the address is held from another NBMA address; checking that its holder is alive"
+                    );
+                }
+            }
             NhrpEvent::ResetSa { nbma } => {
                 tracing::warn!(nhs = %nbma, "NHS unanswered: restarting IKE");
                 self.events.push_back(Event::RegistrationTimedOut { nbma });

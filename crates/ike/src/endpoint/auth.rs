@@ -178,6 +178,7 @@ impl Endpoint {
         sa.state = State::Established(Established {
             rekey_at,
             expire_at: now + lt.ike,
+            challenge: None,
         });
         self.events.push_back(Event::IkeSaUp {
             sa: IkeSaId(sa.id),

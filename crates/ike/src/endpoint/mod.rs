@@ -4,6 +4,7 @@
 //! in its own module below.
 
 mod auth;
+mod challenge;
 mod cookie;
 mod create_child;
 mod error;
@@ -21,6 +22,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use challenge::CHALLENGE_BUDGET;
 use cookie::CookieSecrets;
 use error::ExchangeError;
 pub use event::*;

@@ -104,6 +104,7 @@ impl Endpoint {
             State::Established(Established {
                 rekey_at,
                 expire_at: now + lt.ike,
+                challenge: None,
             }),
         );
         if we_initiated {
@@ -236,6 +237,7 @@ impl Endpoint {
             State::Established(Established {
                 rekey_at: now + self.config.lifetimes.ike,
                 expire_at: now + self.config.lifetimes.ike,
+                challenge: None,
             }),
         );
         redundant.spi_r = peer_spi;

@@ -60,6 +60,8 @@ pub(super) struct ExpectAuthResponse {
 pub(super) struct Established {
     pub(super) rekey_at: Instant,
     pub(super) expire_at: Instant,
+    /// A liveness check the node asked for (challenge.rs), while it runs.
+    pub(super) challenge: Option<super::challenge::Challenge>,
 }
 
 /// Waiting for the answer to our DELETE, or (superseded by a peer's rekey)

@@ -130,3 +130,55 @@ fn ike_sa_state_names_are_stable() {
     }
     assert!("Up".parse::<IkeSaState>().is_err());
 }
+
+#[test]
+fn a_challenged_peer_that_answers_stays_and_a_silent_one_is_dead_within_the_budget() {
+    // Answered: the check goes out at once, the peer answers, nothing else happens.
+    let (mut a, mut b, now, la, lb) = pair();
+    while a.poll_event().is_some() {}
+    assert!(a.challenge(now, lb.ip()));
+    let probe = a.poll_transmit().expect("a liveness check at once");
+    b.handle_datagram(now, lb, la, &probe.bytes);
+    let answer = b.poll_transmit().expect("the peer answers");
+    let t1 = now + Duration::from_millis(50);
+    a.handle_datagram(t1, la, lb, &answer.bytes);
+    let mut t = t1;
+    while t < now + CHALLENGE_BUDGET * 2 {
+        t = a
+            .poll_timeout()
+            .unwrap_or(t + challenge::RESEND)
+            .max(t + Duration::from_millis(10));
+        a.handle_timeout(t);
+        while a.poll_transmit().is_some() {}
+    }
+    assert!(
+        !std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::PeerDead { .. })),
+        "an answered challenge declared the peer dead"
+    );
+    assert_eq!(a.sa_count(), 1);
+
+    // Silent: resent every second, dead at the budget, well before DPD's own schedule.
+    let (mut a, _b, now, _la, lb) = pair();
+    while a.poll_event().is_some() {}
+    assert!(a.challenge(now, lb.ip()));
+    // A second claim while the check runs changes nothing.
+    assert!(!a.challenge(now + Duration::from_millis(300), lb.ip()));
+    let mut sends = 0;
+    let mut dead_at = None;
+    let mut t = now;
+    while dead_at.is_none() && t < now + Duration::from_secs(60) {
+        sends += std::iter::from_fn(|| a.poll_transmit()).count();
+        t = a.poll_timeout().expect("a deadline while challenged");
+        a.handle_timeout(t);
+        if std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::PeerDead { .. })) {
+            dead_at = Some(t);
+        }
+    }
+    assert_eq!(
+        dead_at,
+        Some(now + CHALLENGE_BUDGET),
+        "verdict at the budget"
+    );
+    assert_eq!(sends, 4, "one check a second until the verdict");
+    assert_eq!(a.sa_count(), 0);
+}

@@ -38,6 +38,9 @@ impl Endpoint {
             State::Established(e) => {
                 add(e.rekey_at);
                 add(e.expire_at);
+                if let Some(c) = &e.challenge {
+                    add(c.deadline());
+                }
                 for c in &sa.children {
                     if c.status == ChildStatus::Active {
                         add(c.rekey_at);
@@ -110,6 +113,9 @@ impl Endpoint {
                 let bytes = p.bytes.clone();
                 self.tx(sa, bytes);
             }
+        }
+        if self.challenge_due(now, sa) {
+            return;
         }
         match &mut sa.state {
             State::ExpectAuthRequest(s) if s.deadline <= now => {

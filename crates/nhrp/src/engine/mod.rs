@@ -218,6 +218,18 @@ pub enum Event {
         /// NBMA address to reach it (observed, post-NAT).
         nbma: IpAddr,
     },
+    /// Hub: a spoke at `claimant` registered `protocol_addr`, which a live entry from
+    /// `holder` has; it was refused. Check now that `holder` is alive (an IKE liveness check
+    /// with a short verdict): if it is dead, `Engine::peer_dead` frees the address and the
+    /// claimant's next attempt succeeds (a spoke back from a reboot with a new public address).
+    HolderChallenged {
+        /// The tunnel address both claim.
+        protocol_addr: IpAddr,
+        /// NBMA address (post-NAT) of the entry's holder.
+        holder: IpAddr,
+        /// NBMA address (post-NAT) the refused registration came from.
+        claimant: IpAddr,
+    },
     /// Hub: a registration was purged or expired.
     PeerUnregistered {
         /// Spoke tunnel address.

@@ -101,20 +101,29 @@ impl Engine {
             if old.kind != EntryKind::Dynamic {
                 return CieCode::ADMINISTRATIVELY_PROHIBITED;
             }
-            // Cisco `unique` (docs/interop-notes.md §6): a unique registration keeps
-            // its NBMA address until it expires or is purged.
             let moved = old.nbma != claimed || old.post_nat_nbma != post_nat;
-            if old.flags.unique && moved {
-                return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
-            }
-            // Without `unique` an address may move to a new NBMA address (a spoke whose
-            // address changed), but not while its holder is alive: the SA to the NBMA address
-            // it registered from is still up, so the new claimant is another spoke.
-            if moved
-                && old.effective_nbma() != observed
-                && self.sa_ready.contains(&old.effective_nbma())
-            {
-                self.counters.drop(DropReason::SourceMismatch);
+            let holder = old.effective_nbma();
+            if moved && holder != observed {
+                // Another NBMA address claims it. Not while the holder is alive, unique flag
+                // or not: its SA is still up, so the claimant is another spoke (or one of
+                // us, hostile). But "alive" is asked, not assumed: a spoke back from a
+                // reboot with a new public address finds its old self here, dead and not
+                // yet known to be, and must not wait for DPD or the holding time.
+                if self.sa_ready.contains(&holder) {
+                    self.counters.drop(DropReason::SourceMismatch);
+                    self.events.push_back(Event::HolderChallenged {
+                        protocol_addr: client,
+                        holder,
+                        claimant: observed,
+                    });
+                    return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
+                }
+                // Its SA is gone (DPD, a DELETE, or the challenge's verdict): the holder
+                // is not coming back from there, and the address moves, unique or not.
+            } else if old.flags.unique && moved {
+                // Cisco `unique` (docs/interop-notes.md §6): from the same post-NAT address
+                // a unique registration keeps its claimed NBMA address until it expires or
+                // is purged.
                 return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
             }
         }
