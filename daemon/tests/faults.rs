@@ -6,6 +6,10 @@
 //!   still complete; IKE and NHRP retransmit.
 //! - A frozen peer (SIGSTOP): the hub's on-demand DPD gives its verdict at delay + tries ×
 //!   retry (± 1 s, the tests' 3 s / 1 s × 5); after SIGCONT the spoke comes back unattended.
+//! - A spoke killed (no purge, no DELETE) that comes back from a new public address (a new
+//!   Elastic IP): its registration is refused while the hub's entry from the old address
+//!   stands, the hub challenges the old holder, and the spoke has its address back within
+//!   seconds, not after the holding time.
 //! - A NAT mapping change under spoke B (the NAT forgets its mappings and gives B a new
 //!   source port): the hub follows B's first authenticated packet from the new port, with
 //!   the same IKE SA, and traffic both ways resumes at once.
@@ -366,6 +370,72 @@ fn a_nat_mapping_change_under_a_spoke_is_followed_by_the_hub() {
     let (got, out) = ping(&t.hub, SPOKE_B_TUNNEL, 20, "0.1").expect("ping");
     if got != 20 {
         s.fail(format!("hub → spoke B: {got}/20 answered\n{out}"));
+    }
+    s.check_alive();
+    s.finish();
+}
+
+#[test]
+fn a_spoke_back_from_a_new_address_gets_its_tunnel_address_back_in_seconds() {
+    require_root_and_tools();
+    let dir = TestDir::new("faults-new-address").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let k = keys();
+    let cfgs = [
+        e2e_config(&dir, Node::Hub, &k),
+        e2e_config(&dir, Node::SpokeA, &k),
+    ];
+    let mut s = start_hub_then_spokes("faults-new-address", &t, &cfgs);
+    s.step("spoke A registers from 198.51.100.3");
+    s.wait_registered(Node::SpokeA, 0, 0);
+    s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
+
+    s.step("SIGKILL spoke A, move it to 198.51.100.13, start it again");
+    s.kill(Node::SpokeA);
+    let new_address = "198.51.100.13";
+    for args in [
+        vec!["addr", "flush", "dev", WAN_IF],
+        vec!["addr", "add", &format!("{new_address}/24"), "dev", WAN_IF],
+    ] {
+        t.spoke_a.ip(&args).expect("ip addr");
+    }
+    let hub_from = s.log_len(Node::Hub);
+    let restarted = Instant::now();
+    s.start(&cfgs[1]);
+
+    s.step("the hub refuses, challenges the old holder, and then accepts the new address");
+    s.wait_line(
+        Node::Hub,
+        "the hub checks the old holder",
+        hub_from,
+        Duration::from_secs(20),
+        &|l| l.contains("checking that its holder is alive") && l.contains(SPOKE_A_NBMA),
+    );
+    s.wait_line(
+        Node::Hub,
+        "the old holder declared dead",
+        hub_from,
+        Duration::from_secs(20),
+        &|l| expect::peer_dead_at(l, SPOKE_A_NBMA),
+    );
+    let back = s.poll(
+        "spoke A registered and answering from its new address",
+        Duration::from_secs(30),
+        |s| {
+            let registered = s
+                .nhrp_entry(Node::Hub, SPOKE_A_TUNNEL)
+                .is_some_and(|e| e.to_string().contains(new_address));
+            let (got, _) = ping(&t.spoke_a, HUB_TUNNEL, 1, "0.2").ok()?;
+            (registered && got == 1).then(|| restarted.elapsed())
+        },
+    );
+    s.note(format!(
+        "spoke A back from {new_address}: registered and pinging {back:.1?} after its restart"
+    ));
+    if back > Duration::from_secs(15) {
+        s.fail(format!(
+            "took {back:?}: the challenge gives its verdict in 4 s"
+        ));
     }
     s.check_alive();
     s.finish();
