@@ -139,14 +139,18 @@ fn reload_and_clear_sa_on_a_spoke_under_tcp_load() {
             Duration::from_secs(5),
             &expect::reloaded,
         );
-        s.eventually("the reload's route installed", Duration::from_secs(5), |_| {
-            routes_with_proto(&t.spoke_a, PROTO_DMVPND)
-                .unwrap_or_default()
-                .iter()
-                .any(|r| r["dst"] == EXTRA_PREFIX)
-                .then_some(())
-                .ok_or_else(|| format!("{EXTRA_PREFIX} not routed"))
-        });
+        s.eventually(
+            "the reload's route installed",
+            Duration::from_secs(5),
+            |_| {
+                routes_with_proto(&t.spoke_a, PROTO_DMVPND)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r["dst"] == EXTRA_PREFIX)
+                    .then_some(())
+                    .ok_or_else(|| format!("{EXTRA_PREFIX} not routed"))
+            },
+        );
         match spoke_sa(&s) {
             Some((after, _)) if after == spi => {}
             other => s.fail(format!("the reload replaced the IKE SA: {spi} → {other:?}")),
@@ -190,7 +194,10 @@ fn reload_and_clear_sa_on_a_spoke_under_tcp_load() {
         clear_back.unwrap_or_default()
     ));
     if bps.len() + 1 < RUN_SECS as usize {
-        s.fail(format!("iperf3 reported {} of {RUN_SECS} seconds", bps.len()));
+        s.fail(format!(
+            "iperf3 reported {} of {RUN_SECS} seconds",
+            bps.len()
+        ));
     }
     if at_reload > 0 {
         s.fail(format!("TCP stalled {at_reload} s around the reload"));

@@ -274,11 +274,20 @@ impl Node {
             }
             // The peer deleted the SA a rekey replaced, so it has the new one: a switch that
             // waited for that happens here.
-            self.pending_switches.cancel(peer);
+            let waited = self.pending_switches.cancel(peer);
             // Fall back to the newest remaining Child SA, if any.
             match list.last() {
                 Some(c) => {
                     self.master.paths.insert(peer, c.path.clone());
+                    if waited.is_some_and(|w| w != spi_in) {
+                        tracing::info!(
+                            %peer,
+                            spi_in = format_args!("{:#010x}", c.spi_in),
+                            spi_out = format_args!("{:#010x}", c.path.out_sa.spi().0),
+                            why = "the peer deleted the SA it replaced",
+                            "sending on the rekeyed Child SA"
+                        );
+                    }
                 }
                 None => {
                     self.children.remove(&peer);
@@ -348,6 +357,8 @@ impl Node {
             .is_some_and(|l| l.iter().any(|c| c.spi_in == spi_in));
         if !reused && self.master.spi_peer.get(&Spi(spi_in)) == Some(&peer) {
             self.master.remove_inbound(Spi(spi_in));
+            // Traffic sampling saw it while it lingered.
+            self.sa_packets.remove(&spi_in);
             self.tables_changed = true;
         }
     }
@@ -364,7 +375,7 @@ impl Node {
         };
         self.master.paths.insert(peer, c.path.clone());
         self.tables_changed = true;
-        tracing::debug!(
+        tracing::info!(
             %peer,
             spi_in = format_args!("{spi_in:#010x}"),
             spi_out = format_args!("{:#010x}", c.path.out_sa.spi().0),
