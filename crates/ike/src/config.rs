@@ -100,6 +100,13 @@ impl Keyring {
             .or(self.wildcard.as_ref())
     }
 
+    /// Whether the key [`Keyring::lookup`] picks for this peer is one many peers share (a
+    /// prefix or the wildcard): authenticating with it proves membership of the network,
+    /// not which member a peer is.
+    pub fn is_shared(&self, addr: IpAddr, id: Option<&Identification>) -> bool {
+        id.and_then(|i| self.by_id.get(i)).is_none() && !self.by_addr.contains_key(&addr)
+    }
+
     /// Adds a key for every peer inside `net/len` (Cisco `address A.B.C.D MASK`). A /32 (or
     /// /128) is an exact address and a /0 the wildcard; otherwise the longest prefix wins.
     pub fn add_prefix(&mut self, net: IpAddr, len: u8, psk: &[u8]) -> &mut Self {

@@ -67,6 +67,29 @@ impl Endpoint {
         constant_time_eq(want.expose(), &auth.data).then(|| psk.clone())
     }
 
+    /// A peer that authenticated with a key many peers share (the reference deployment's
+    /// wildcard PSK) proved only that it belongs to the DMVPN; any member could claim any
+    /// identity. An address identity is believed only where the address can be seen: with
+    /// no NAT in front of the peer (§2.23 NAT detection) it MUST be the address the IKE SA
+    /// comes from, so one spoke cannot pose as another (whose SAs INITIAL_CONTACT would then
+    /// clear, and whose name `show ike` would print). Behind a NAT the identity is the
+    /// peer's private address and cannot be checked; other identity types are not bound.
+    fn identity_bound(&self, sa: &IkeSa, peer_id: &Identification) -> Result<(), String> {
+        let source = sa.remote.ip();
+        match peer_id.ip() {
+            Some(claimed)
+                if !sa.nat_remote
+                    && claimed != source
+                    && self.config.keyring.is_shared(source, Some(peer_id)) =>
+            {
+                Err(format!(
+                    "identity {claimed} is not the address it comes from ({source}) and its key is shared"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Initiator: sends IKE_AUTH once IKE_SA_INIT completed (§1.2): IDi,
     /// AUTH over message 1 (§2.15: the request we last sent, cookie and
     /// corrected KE included), [INITIAL_CONTACT] and the first Child SA.
@@ -147,6 +170,13 @@ impl Endpoint {
             // then the half-open SA is gone.
             return Err(ExchangeError::AuthenticationFailed);
         };
+        if let Err(reason) = self.identity_bound(sa, &idi) {
+            self.events.push_back(Event::AuthFailed {
+                remote: sa.remote,
+                reason,
+            });
+            return Err(ExchangeError::AuthenticationFailed);
+        }
         let idr = self.local_id(sa);
         let my_auth =
             Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
@@ -263,6 +293,13 @@ impl Endpoint {
             self.events.push_back(Event::AuthFailed {
                 remote: sa.remote,
                 reason: format!("responder {idr} AUTH did not verify"),
+            });
+            return;
+        }
+        if let Err(reason) = self.identity_bound(sa, &idr) {
+            self.events.push_back(Event::AuthFailed {
+                remote: sa.remote,
+                reason,
             });
             return;
         }
