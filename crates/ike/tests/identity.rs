@@ -83,3 +83,24 @@ fn the_source_address_as_identity_a_nat_or_a_per_peer_key_pass() {
     n.initiate();
     assert_eq!(up(&n.ev_b), 1, "{:?}", refused(&n.ev_b));
 }
+
+#[test]
+fn a_reload_that_changes_the_peers_key_ends_the_sa_and_one_that_keeps_it_does_not() {
+    let mut n = Net::new(config(b"shared"), config(b"shared"), false);
+    n.initiate();
+    assert_eq!(n.b.ike_sas(n.now).len(), 1);
+    // Same keys (another setting changed): the SA stays.
+    let mut same = config(b"shared");
+    same.initial_contact = !same.initial_contact;
+    assert!(n.b.set_config(same).is_empty());
+    // A per-address key for the spoke that equals the wildcard it used: still the same key.
+    let mut same_key = config(b"shared");
+    same_key.keyring.add_address(n.a_pub, b"shared");
+    assert!(n.b.set_config(same_key).is_empty());
+    // The wildcard changed: the SA authenticated with the old key must go.
+    let sa = n.b.ike_sas(n.now)[0].id;
+    assert_eq!(n.b.set_config(config(b"rotated")), vec![sa]);
+    // The initiator's side sees the same: its peer's key changed.
+    let sa = n.a.ike_sas(n.now)[0].id;
+    assert_eq!(n.a.set_config(config(b"rotated")), vec![sa]);
+}

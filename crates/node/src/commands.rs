@@ -62,7 +62,7 @@ impl Node {
             .reconfigure(nhrp_config(&new, self.local_nbma))
             .map_err(|e| NodeError::Nhrp(e.to_string()))?;
         for id in self.ike.set_config(ike) {
-            tracing::info!(ike_sa = %id, "reload: the new keyring has no key for this peer: deleting its SA");
+            tracing::info!(ike_sa = %id, "reload: the new keyring has no key, or another key, for this peer: deleting its SA (a new one authenticates with the new key)");
             let _ = self.ike.delete_sa(now, id);
         }
         self.master.tunnel.adjust_mss = new.tunnel.adjust_mss;

@@ -116,3 +116,54 @@ fn an_idle_spoke_retries_its_nhs_when_the_hold_down_ends() {
         net.hosts[A].events
     );
 }
+
+/// The hub's IKE SAs with spoke A that are up.
+fn hub_sas_with_a(net: &Net) -> usize {
+    net.hosts[HUB]
+        .node
+        .ike()
+        .sas_with(IpAddr::V4(A_NBMA))
+        .filter(|(_, state)| *state == dmvpn_ike::IkeSaState::Established)
+        .count()
+}
+
+#[test]
+fn a_psk_rotation_ends_the_old_sas_and_the_spoke_comes_back_with_the_new_key() {
+    const ROTATED: &str = "a rotated in-memory PSK, 32 byte";
+    let mut net = Net::hub_and_spoke(
+        HUB_NBMA,
+        &hub_config(HUB_NBMA),
+        A_NBMA,
+        &spoke_config("10.250.0.11", HUB_NBMA, ""),
+    );
+    net.idle(Duration::from_secs(3));
+    assert!(registered(&net));
+    assert_eq!(hub_sas_with_a(&net), 1);
+    // The hub gets the new key first: the SA authenticated with the old one goes at once
+    // (an IKE rekey would have kept the old authentication).
+    net.reload(HUB, &hub_config(HUB_NBMA).replace(PSK, ROTATED));
+    net.idle(Duration::from_millis(500));
+    assert_eq!(hub_sas_with_a(&net), 0, "the hub kept an SA of the old key");
+    // Then the spoke: its reload retries at once, with the new key.
+    let before = net.hosts[HUB].events.len();
+    let t = net.now;
+    net.reload(
+        A,
+        &spoke_config("10.250.0.11", HUB_NBMA, "").replace(PSK, ROTATED),
+    );
+    let mut back = None;
+    while back.is_none() && net.now < t + Duration::from_secs(10) {
+        net.idle(Duration::from_millis(100));
+        if net.hosts[HUB].events[before..].iter().any(|e| {
+            matches!(e, Event::PeerRegistered { protocol_addr, .. } if *protocol_addr == IpAddr::V4(A_TUNNEL))
+        }) && hub_sas_with_a(&net) == 1
+        {
+            back = Some(net.now - t);
+        }
+    }
+    println!("PSK rotation: spoke back {back:?} after its reload");
+    assert!(
+        back.is_some(),
+        "the spoke did not come back with the new key"
+    );
+}

@@ -180,7 +180,7 @@ impl Endpoint {
         let idr = self.local_id(sa);
         let my_auth =
             Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
-        self.established(now, sa, idi.clone());
+        self.established(now, sa, idi.clone(), psk.clone());
         if find_notify(p, NotifyType::INITIAL_CONTACT).is_some() {
             self.initial_contact(sa.id, &idi, sa.remote, sa.nat_remote);
         }
@@ -201,8 +201,15 @@ impl Endpoint {
     }
 
     /// The peer is authenticated: the SA is up, with its lifetimes armed.
-    fn established(&mut self, now: Instant, sa: &mut IkeSa, remote_id: Identification) {
+    fn established(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote_id: Identification,
+        key: Secret,
+    ) {
         sa.remote_id = Some(remote_id.clone());
+        sa.auth_key = Some(key);
         let lt = self.config.lifetimes;
         let rekey_at = self.rekey_deadline(now, lt.ike, lt.ike_margin);
         sa.state = State::Established(Established {
@@ -284,10 +291,9 @@ impl Endpoint {
             });
             return;
         };
-        let verified = self
-            .verify_peer_psk(sa, &st.keys, &idr, &auth, &st.init_response, &st.nonce_i)
-            .is_some();
-        if !verified {
+        let verified =
+            self.verify_peer_psk(sa, &st.keys, &idr, &auth, &st.init_response, &st.nonce_i);
+        let Some(key) = verified else {
             // §2.21.2: the responder's AUTH is bad; tear down (the peer's SA
             // is deleted by an INFORMATIONAL we cannot trust it to accept).
             self.events.push_back(Event::AuthFailed {
@@ -295,7 +301,7 @@ impl Endpoint {
                 reason: format!("responder {idr} AUTH did not verify"),
             });
             return;
-        }
+        };
         if let Err(reason) = self.identity_bound(sa, &idr) {
             self.events.push_back(Event::AuthFailed {
                 remote: sa.remote,
@@ -303,7 +309,7 @@ impl Endpoint {
             });
             return;
         }
-        self.established(now, sa, idr);
+        self.established(now, sa, idr, key);
         if let Err(reason) = self.child_initiator_finish(
             now,
             sa,

@@ -387,8 +387,11 @@ impl Endpoint {
 
     /// Replaces the configuration (proposals, keyring, lifetimes, DPD) for what happens from
     /// now on — SAs already up keep their keys. Returns the IKE SAs whose peer the new keyring
-    /// has no key for, which the caller deletes (a reload must not keep an SA that the new
-    /// configuration would refuse).
+    /// has no key for, or another key than the one it authenticated with, which the caller
+    /// deletes: a reload must not keep an SA that the new configuration would refuse, and a
+    /// changed PSK is usually a compromised or retired one. An IKE SA rekey would keep the old
+    /// authentication (§2.8 rekeys without IKE_AUTH), so the SA goes and a new one
+    /// authenticates with the new key.
     pub fn set_config(&mut self, config: Config) -> Vec<IkeSaId> {
         self.config = config;
         // DPD settings are part of every SA's deadline.
@@ -401,10 +404,15 @@ impl Endpoint {
         self.sas
             .values()
             .filter(|s| {
-                self.config
+                let now_key = self
+                    .config
                     .keyring
-                    .lookup(s.remote.ip(), s.remote_id.as_ref())
-                    .is_none()
+                    .lookup(s.remote.ip(), s.remote_id.as_ref());
+                match (&s.auth_key, now_key) {
+                    (_, None) => true,
+                    (Some(was), Some(key)) => !constant_time_eq(was.expose(), key.expose()),
+                    (None, Some(_)) => false,
+                }
             })
             .map(|s| IkeSaId(s.id))
             .collect()

@@ -115,6 +115,7 @@ impl Endpoint {
         n.suite = Some(suite);
         n.keys = Some(keys);
         n.remote_id = old.remote_id.clone();
+        n.auth_key = old.auth_key.clone();
         n.nat_local = old.nat_local;
         n.nat_remote = old.nat_remote;
         n.last_rx = now;
@@ -244,6 +245,7 @@ impl Endpoint {
         redundant.suite = Some(suite);
         redundant.keys = Some(keys);
         redundant.remote_id = sa.remote_id.clone();
+        redundant.auth_key = sa.auth_key.clone();
         redundant.nat_local = sa.nat_local;
         redundant.nat_remote = sa.nat_remote;
         redundant.superseded = true;

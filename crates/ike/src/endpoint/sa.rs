@@ -183,6 +183,9 @@ pub(super) struct IkeSa {
     pub(super) suite: Option<IkeSuite>,
     pub(super) keys: Option<IkeKeys>,
     pub(super) remote_id: Option<Identification>,
+    /// The pre-shared key the peer authenticated with (set with `remote_id`): a reload
+    /// that gives the peer another key ends the SA.
+    pub(super) auth_key: Option<Secret>,
     pub(super) children: Vec<Child>,
     pub(super) next_request_id: u32,
     pub(super) pending: Option<Pending>,
@@ -234,6 +237,7 @@ impl IkeSa {
             suite: None,
             keys: None,
             remote_id: None,
+            auth_key: None,
             children: Vec::new(),
             next_request_id: 0,
             pending: None,
