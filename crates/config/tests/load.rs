@@ -168,6 +168,10 @@ fn control_socket_is_configurable_and_must_be_absolute() {
     let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
     assert_eq!(c.control.socket, Path::new("/run/x/ctl.sock"));
     assert_eq!(c.control.group.as_deref(), Some("netops"));
+    assert_eq!(c.control.admin_group, None);
+    let text = format!("{BASE}\n[control]\ngroup = \"netops\"\nadmin-group = \"netadmin\"\n");
+    let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.control.admin_group.as_deref(), Some("netadmin"));
     let text = format!("{BASE}\n[control]\nsocket = \"ctl.sock\"\n");
     assert_err(
         &text,
@@ -426,6 +430,97 @@ fn secrets_file_must_be_private() {
     }
     write(dir.path(), "s.toml", "[psk]\nANY = \"x\"\n", 0o400);
     load(&p).unwrap();
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
+}
+
+fn split_config(dir: &Path) -> (PathBuf, PathBuf) {
+    let main = format!(
+        "secrets = \"s.toml\"\n{}",
+        BASE.replace("psk = \"inline-psk\"\n", "")
+            .replace("authentication = \"k8bytes!\"\n", "")
+    );
+    (
+        write(dir, "m.toml", &main, 0o644),
+        write(dir, "s.toml", "[psk]\nANY = \"x\"\n", 0o600),
+    )
+}
+
+/// Owned by another user, a file could be rewritten or opened up by them at will.
+#[test]
+fn files_must_belong_to_root_or_the_reader() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give files away");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (main, secrets) = split_config(dir.path());
+    load(&main).unwrap();
+    std::os::unix::fs::chown(&secrets, Some(65_534), None).unwrap();
+    match load(&main) {
+        Err(ConfigError::Owner { path, owner, euid }) => {
+            assert_eq!((path, owner, euid), (secrets.clone(), 65_534, 0));
+        }
+        other => panic!("expected an owner error, got {other:?}"),
+    }
+    let msg = load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains(
+            "s.toml: refusing to use: owned by uid 65534, which is neither root nor uid 0"
+        ),
+        "{msg}"
+    );
+    std::os::unix::fs::chown(&secrets, Some(0), None).unwrap();
+    load(&main).unwrap();
+    // The main file too: its owner could point `secrets` anywhere.
+    std::os::unix::fs::chown(&main, Some(65_534), None).unwrap();
+    let msg = load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains("m.toml: refusing to use: owned by uid 65534"),
+        "{msg}"
+    );
+}
+
+/// Whoever may write the directory may replace the file in it, whatever the file's mode.
+#[test]
+fn directories_others_may_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _) = split_config(dir.path());
+    for mode in [0o775, 0o757, 0o1777] {
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+        match load(&main) {
+            Err(ConfigError::Permissions { path, mode: m, .. }) => {
+                assert_eq!((path.as_path(), m), (dir.path(), mode));
+            }
+            other => panic!("mode {mode:o}: expected a directory error, got {other:?}"),
+        }
+    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o775)).unwrap();
+    let msg = load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains("mode 0775 lets group or other users replace") && msg.contains("chmod 755"),
+        "{msg}"
+    );
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    load(&main).unwrap();
+    // A secrets file elsewhere is checked in its own directory.
+    let sub = dir.path().join("private");
+    fs::create_dir(&sub).unwrap();
+    fs::rename(dir.path().join("s.toml"), sub.join("s.toml")).unwrap();
+    let text = fs::read_to_string(&main)
+        .unwrap()
+        .replace("\"s.toml\"", "\"private/s.toml\"");
+    fs::write(&main, text).unwrap();
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
+    load(&main).unwrap();
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o770)).unwrap();
+    match load(&main) {
+        Err(ConfigError::Permissions { path, .. }) => assert_eq!(path, sub),
+        other => panic!("expected a directory error, got {other:?}"),
+    }
 }
 
 #[test]
