@@ -688,11 +688,12 @@ fn a_missing_secrets_file_is_named_with_how_to_create_it() {
 #[test]
 fn lifetimes_go_down_to_sixty_seconds_with_a_warning_below_two_minutes() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "plain.toml", BASE, 0o600);
+    let base = BASE.replace("\"inline-psk\"", "\"a-psk-of-16bytes\"");
+    let p = write(dir.path(), "plain.toml", &base, 0o600);
     assert_eq!(load(&p).unwrap().warnings(), Vec::<String>::new());
     let short = format!(
         "{}\n[ipsec]\nlifetime = 60\n",
-        BASE.replacen("[ike]\n", "[ike]\nlifetime = 90\n", 1)
+        base.replacen("[ike]\n", "[ike]\nlifetime = 90\n", 1)
     );
     let p = write(dir.path(), "short.toml", &short, 0o600);
     let c = load(&p).unwrap();
@@ -713,6 +714,41 @@ fn lifetimes_go_down_to_sixty_seconds_with_a_warning_below_two_minutes() {
         "lifetime = 59",
         "ipsec.lifetime",
         "out of range",
+    );
+}
+
+#[test]
+fn psks_shorter_than_sixteen_bytes_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    // BASE's inline key is 10 bytes.
+    let p = write(dir.path(), "short.toml", BASE, 0o600);
+    let w = load(&p).unwrap().warnings();
+    assert_eq!(
+        w,
+        vec![
+            "ike.keyring[0] (\"ANY\"): the pre-shared key is 10 bytes, shorter than 16: one \
+             captured IKE_AUTH lets an attacker guess it offline; use at least 16 random bytes \
+             (e.g. `openssl rand -base64 24`)"
+                .to_owned()
+        ]
+    );
+    // From the secrets file, one warning per short entry, none for a 16-byte key.
+    let main = format!(
+        "secrets = \"s.toml\"\n{}\n[[ike.keyring]]\nname = \"HUB\"\npeer = \"198.51.100.1/32\"\n",
+        BASE.replace("psk = \"inline-psk\"\n", "")
+    );
+    let p = write(dir.path(), "m.toml", &main, 0o600);
+    write(
+        dir.path(),
+        "s.toml",
+        "[psk]\nANY = \"0123456789abcdef\"\nHUB = \"short\"\n",
+        0o600,
+    );
+    let w = load(&p).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("ike.keyring[1] (\"HUB\"): the pre-shared key is 5 bytes"),
+        "{w:?}"
     );
 }
 
