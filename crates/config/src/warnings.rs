@@ -31,6 +31,15 @@ impl Config {
                 ));
             }
         }
+        if let (Some(g), Some(a)) = (&self.control.group, &self.control.admin_group)
+            && g == a
+        {
+            w.push(format!(
+                "control.admin-group = {a:?} is also control.group: every member of it may \
+                 clear SAs and reload; leave admin-group unset or name a separate group for \
+                 read-only operators"
+            ));
+        }
         for (i, k) in self.ike.keyring.iter().enumerate() {
             let len = k.psk.expose().len();
             if len < SHORT_PSK {

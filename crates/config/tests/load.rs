@@ -172,6 +172,16 @@ fn control_socket_is_configurable_and_must_be_absolute() {
     let text = format!("{BASE}\n[control]\ngroup = \"netops\"\nadmin-group = \"netadmin\"\n");
     let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
     assert_eq!(c.control.admin_group.as_deref(), Some("netadmin"));
+    assert!(!c.warnings().iter().any(|w| w.contains("admin-group")));
+    let text = format!("{BASE}\n[control]\ngroup = \"netops\"\nadmin-group = \"netops\"\n");
+    let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.starts_with("control.admin-group = \"netops\" is also control.group")),
+        "{:?}",
+        c.warnings()
+    );
     let text = format!("{BASE}\n[control]\nsocket = \"ctl.sock\"\n");
     assert_err(
         &text,
