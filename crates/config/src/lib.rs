@@ -12,7 +12,7 @@
 //!   normally the service user): any other owner may chmod or rewrite them at will;
 //! - neither file's directory may be group- or other-writable (sticky or not): whoever can
 //!   write it can replace the file with one of their own. Only the containing directory is
-//!   checked, not its parents.
+//!   checked (and, for a symbolic link, the directory of the file it leads to), not parents.
 
 mod error;
 mod locate;
@@ -166,22 +166,32 @@ fn check_owner_and_dir(path: &Path, meta: &FileMeta, euid: u32) -> Result<(), Co
             euid,
         });
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    let dmeta = std::fs::metadata(dir).map_err(|error| ConfigError::Read {
-        path: dir.to_path_buf(),
-        error,
-    })?;
-    let mode = dmeta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(ConfigError::Permissions {
-            path: dir.to_path_buf(),
-            mode,
-            reason: "lets group or other users replace the configuration or secrets file in it",
-            fix: mode & !0o022,
-        });
+    // The directory of the name given, and, when that is a symbolic link, the directory of
+    // the file it leads to: either could be written to swap the file.
+    let mut dirs = vec![parent(path)];
+    if let Ok(real) = std::fs::canonicalize(path)
+        && parent(&real) != dirs[0]
+    {
+        dirs.push(parent(&real));
+    }
+    for dir in dirs {
+        let dmeta = std::fs::metadata(&dir).map_err(|error| ConfigError::Read {
+            path: dir.clone(),
+            error,
+        })?;
+        let mode = dmeta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(ConfigError::Permissions {
+                path: dir,
+                mode,
+                reason: "lets group or other users replace the configuration or secrets file in it",
+                fix: mode & !0o022,
+            });
+        }
     }
     Ok(())
 }

@@ -531,6 +531,21 @@ fn directories_others_may_write_are_refused() {
         Err(ConfigError::Permissions { path, .. }) => assert_eq!(path, sub),
         other => panic!("expected a directory error, got {other:?}"),
     }
+    // Through a symbolic link, the directory of the file it leads to counts too.
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::rename(sub.join("s.toml"), shared.join("s.toml")).unwrap();
+    std::os::unix::fs::symlink(shared.join("s.toml"), sub.join("s.toml")).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o700)).unwrap();
+    load(&main).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    match load(&main) {
+        Err(ConfigError::Permissions { path, .. }) => {
+            assert_eq!(path, fs::canonicalize(&shared).unwrap())
+        }
+        other => panic!("expected a directory error, got {other:?}"),
+    }
 }
 
 #[test]
