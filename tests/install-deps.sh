@@ -4,12 +4,14 @@
 # (iputils-ping), tcpdump for the underlay capture and tshark to dissect it
 # (daemon/tests/e2e_capture.rs, e2e_selfcheck.rs), iperf3 for TCP load (daemon/tests/rekey_load.rs),
 # curl and promtool (Debian package prometheus, the only one that ships it) for the scrapes of
-# daemon/tests/metrics.rs, conntrack to make a NAT forget its mappings (daemon/tests/faults.rs).
+# daemon/tests/metrics.rs, setpriv (util-linux, essential but named) to run dmvpnctl with chosen
+# supplementary groups (daemon/tests/ctl.rs), conntrack to make a NAT forget its mappings
+# (daemon/tests/faults.rs).
 # Debian/Ubuntu, run as root.
 # Idempotent: installs nothing when everything is present. /dev/net/tun must exist (tun module).
 set -euo pipefail
 
-PACKAGES=(iproute2 nftables procps iputils-ping tcpdump tshark frr iperf3 curl prometheus conntrack)
+PACKAGES=(iproute2 nftables procps iputils-ping tcpdump tshark frr iperf3 curl prometheus util-linux conntrack)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

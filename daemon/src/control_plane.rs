@@ -557,15 +557,17 @@ impl Daemon {
         };
         // The configured static routes: a failure stops the start.
         control.carry_out().await?;
-        let group = match &config.control.group {
-            Some(name) => Some(
-                ctl::group_id(name)
-                    .ok_or_else(|| anyhow!("control.group: no group named {name}"))?,
-            ),
-            None => None,
+        let gid = |key: &str, name: &Option<String>| -> Result<Option<u32>> {
+            name.as_deref()
+                .map(|n| ctl::group_id(n).ok_or_else(|| anyhow!("{key}: no group named {n}")))
+                .transpose()
+        };
+        let groups = ctl::Groups {
+            group: gid("control.group", &config.control.group)?,
+            admin_group: gid("control.admin-group", &config.control.admin_group)?,
         };
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
-        control.ctl_task = Some(ctl::serve(&config.control.socket, group, ctl_tx).await?);
+        control.ctl_task = Some(ctl::serve(&config.control.socket, groups, ctl_tx).await?);
         control.ctl_rx = Some(ctl_rx);
         if let Some(listen) = config.metrics.listen {
             // A scrape waits for the control loop; a few queued are plenty (the server caps

@@ -7,8 +7,14 @@
 //! answers it. Keeping the engines single-owner this way means no locks around them.
 //!
 //! Access: the socket file is mode 0660 (group = the configured group, if any), and every
-//! connection is checked again with SO_PEERCRED, because file modes alone do not cover a
-//! client that connected before the mode was set or a socket reached through another path.
+//! connection is checked again with SO_PEERCRED and SO_PEERGROUPS, because file modes alone do
+//! not cover a client that connected before the mode was set or a socket reached through
+//! another path. Both come from the socket, as the kernel recorded them at connect time; a
+//! read of `/proc/<pid>` after accept could see another process that reused the pid.
+//!
+//! Two tiers: root, the daemon's own user and members of `[control] admin-group` may run every
+//! command; members of `[control] group` only those that change nothing (`show`, `explain`).
+//! A refused command is answered with an error and logged; the connection stays usable.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -38,23 +44,29 @@ pub const MAX_CLIENTS: usize = 16;
 /// sender without answering gives the client an error, never a hang.
 pub type Command = (Request, oneshot::Sender<Response>);
 
-/// Binds the control socket at `path` (mode 0660, group `group` if given), and serves it until
-/// the returned task is aborted. A stale socket left by a crash is replaced; a live one (another
-/// dmvpnd answering) or a non-socket file at `path` is an error.
+/// Binds the control socket at `path` (mode 0660, of group `groups.group`, or of
+/// `groups.admin_group` when only that is set), and serves it until the returned task is
+/// aborted. A stale socket left by a crash is replaced; a live one (another dmvpnd answering)
+/// or a non-socket file at `path` is an error.
 pub async fn serve(
     path: &Path,
-    group: Option<u32>,
+    groups: Groups,
     tx: mpsc::Sender<Command>,
 ) -> Result<JoinHandle<()>> {
-    let listener = bind(path, group).await?;
+    let listener = bind(path, groups.group.or(groups.admin_group)).await?;
     // The socket file is owned by our effective uid: that user may always connect (it is the
     // daemon's own account when dmvpnd runs as a dedicated user).
     let server_uid = std::fs::metadata(path)
         .with_context(|| format!("stat {}", path.display()))?
         .uid();
-    let access = Arc::new(Access { server_uid, group });
+    let access = Arc::new(Access { server_uid, groups });
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    tracing::info!(socket = %path.display(), ?group, "control socket listening");
+    tracing::info!(
+        socket = %path.display(),
+        group = ?groups.group,
+        admin_group = ?groups.admin_group,
+        "control socket listening"
+    );
     Ok(tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -148,75 +160,119 @@ fn tmp_name(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Who may use the socket.
+/// Who may use the socket, and for what: the groups from `[control]`, as gids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Groups {
+    /// `[control] group`: members may run read-only commands.
+    pub group: Option<u32>,
+    /// `[control] admin-group`: members may also run commands that change state.
+    pub admin_group: Option<u32>,
+}
+
 #[derive(Debug)]
 struct Access {
     server_uid: u32,
-    group: Option<u32>,
+    groups: Groups,
 }
 
-/// True if a peer with `uid`, primary `gid` and supplementary `groups` may use the socket:
-/// root, the daemon's own user, or a member of the configured group.
-fn authorized(access: &Access, uid: u32, gid: u32, groups: &[u32]) -> bool {
-    uid == 0
-        || uid == access.server_uid
-        || access
-            .group
-            .is_some_and(|g| gid == g || groups.contains(&g))
+/// What a connection may do, decided once from its credentials (which cannot change after
+/// connect: the kernel recorded them then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    /// `show` and `explain`: reports only.
+    ReadOnly,
+    /// Everything, including `clear` and `reload`.
+    Admin,
 }
 
-/// Supplementary groups of `pid`, from `/proc/<pid>/status` (SO_PEERCRED carries only the
-/// primary gid). Empty when unreadable, which only narrows access.
-fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
-    let Some(pid) = pid else {
-        return Vec::new();
-    };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    parse_groups(&status)
+/// The tier of a peer with `uid`, primary `gid` and supplementary `groups`, or `None` if it
+/// may not use the socket at all. Root and the daemon's own user are admins; an admin-group
+/// member is an admin even outside `group` (if the socket file lets it in).
+fn tier(access: &Access, uid: u32, gid: u32, groups: &[u32]) -> Option<Tier> {
+    let member = |g: Option<u32>| g.is_some_and(|g| gid == g || groups.contains(&g));
+    if uid == 0 || uid == access.server_uid || member(access.groups.admin_group) {
+        Some(Tier::Admin)
+    } else if member(access.groups.group) {
+        Some(Tier::ReadOnly)
+    } else {
+        None
+    }
 }
 
-fn parse_groups(status: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The tier a request needs. Exhaustive on purpose: a new request must be placed here.
+fn needs(req: &Request) -> Tier {
+    match req {
+        Request::Show { .. } | Request::Explain { .. } => Tier::ReadOnly,
+        Request::ClearSa { .. } | Request::ClearNhrp | Request::Reload => Tier::Admin,
+    }
+}
+
+/// The wire name of a request, for refusals.
+fn cmd_name(req: &Request) -> &'static str {
+    match req {
+        Request::Show { .. } => "show",
+        Request::Explain { .. } => "explain",
+        Request::ClearSa { .. } => "clear_sa",
+        Request::ClearNhrp => "clear_nhrp",
+        Request::Reload => "reload",
+    }
+}
+
+/// A group for messages: its name where /etc/group has one, else the number.
+fn group_label(gid: u32) -> String {
+    group_name(gid).unwrap_or_else(|| gid.to_string())
+}
+
+/// Credentials of a client, from the socket itself (never from /proc, see `sys`).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+    gid: u32,
+    pid: i32,
 }
 
 async fn client(stream: UnixStream, access: &Access, tx: mpsc::Sender<Command>) {
-    let (r, mut w) = stream.into_split();
-    let cred = match r.as_ref().peer_cred() {
+    let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("control socket: no peer credentials: {e}");
             return;
         }
     };
-    let (uid, gid) = (cred.uid(), cred.gid());
-    if !authorized(access, uid, gid, &[]) {
-        // The /proc read happens only for non-root clients that need the group check.
-        let groups = supplementary_groups(cred.pid());
-        if !authorized(access, uid, gid, &groups) {
-            tracing::warn!(
-                uid,
-                gid,
-                pid = cred.pid().unwrap_or(0),
-                "control socket: access denied"
-            );
-            let msg = match access.group {
-                Some(g) => format!("permission denied: uid {uid} is not root and not in group {g}"),
-                None => format!("permission denied: uid {uid} is not root"),
-            };
-            let _ = w.write_all(&Response::error(msg).line()).await;
-            return;
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid().unwrap_or(0),
+    };
+    let mut tier_of = tier(access, peer.uid, peer.gid, &[]);
+    if tier_of != Some(Tier::Admin)
+        && (access.groups.group.is_some() || access.groups.admin_group.is_some())
+    {
+        // Unreadable groups only narrow access: the client gets what uid and gid give it.
+        match crate::sys::peer_groups(&stream) {
+            Ok(groups) => tier_of = tier(access, peer.uid, peer.gid, &groups),
+            Err(e) => tracing::warn!(uid = peer.uid, "control socket: SO_PEERGROUPS: {e}"),
         }
     }
+    let (r, mut w) = stream.into_split();
+    let Some(tier_of) = tier_of else {
+        tracing::warn!(
+            uid = peer.uid,
+            gid = peer.gid,
+            pid = peer.pid,
+            "control socket: access denied"
+        );
+        let msg = match access.groups.group {
+            Some(g) => format!(
+                "permission denied: uid {} is not root and not in group {}",
+                peer.uid,
+                group_label(g)
+            ),
+            None => format!("permission denied: uid {} is not root", peer.uid),
+        };
+        let _ = w.write_all(&Response::error(msg).line()).await;
+        return;
+    };
     let mut reader = BufReader::new(r);
     loop {
         let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut reader)).await {
@@ -236,7 +292,7 @@ async fn client(stream: UnixStream, access: &Access, tx: mpsc::Sender<Command>) 
                 return;
             }
         };
-        let resp = answer(&line, &tx).await;
+        let resp = answer(&line, tier_of, access, peer, &tx).await;
         let write = tokio::time::timeout(IDLE_TIMEOUT, w.write_all(&resp.line())).await;
         if !matches!(write, Ok(Ok(()))) {
             return;
@@ -244,7 +300,13 @@ async fn client(stream: UnixStream, access: &Access, tx: mpsc::Sender<Command>) 
     }
 }
 
-async fn answer(line: &[u8], tx: &mpsc::Sender<Command>) -> Response {
+async fn answer(
+    line: &[u8],
+    tier_of: Tier,
+    access: &Access,
+    peer: Peer,
+    tx: &mpsc::Sender<Command>,
+) -> Response {
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
@@ -254,6 +316,24 @@ async fn answer(line: &[u8], tx: &mpsc::Sender<Command>) -> Response {
         Ok(r) => r,
         Err(e) => return Response::error(format!("invalid request: {e}")),
     };
+    if needs(&req) > tier_of {
+        let cmd = cmd_name(&req);
+        tracing::warn!(
+            uid = peer.uid,
+            gid = peer.gid,
+            pid = peer.pid,
+            cmd,
+            "control socket: command refused (read-only access)"
+        );
+        let who = match access.groups.admin_group {
+            Some(g) => format!("root, dmvpnd's user or in group {}", group_label(g)),
+            None => "root or dmvpnd's user".to_owned(),
+        };
+        return Response::error(format!(
+            "permission denied: {cmd} changes state and needs {who}; uid {} may only show and explain",
+            peer.uid
+        ));
+    }
     let (otx, orx) = oneshot::channel();
     // A full queue means the control loop is busy; wait a bounded time rather than fail at once.
     match tokio::time::timeout(ANSWER_TIMEOUT, tx.send((req, otx))).await {
@@ -309,34 +389,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn who_may_connect() {
+    fn who_may_do_what() {
         let a = Access {
             server_uid: 990,
-            group: Some(991),
+            groups: Groups {
+                group: Some(991),
+                admin_group: Some(992),
+            },
         };
-        assert!(authorized(&a, 0, 0, &[]), "root");
-        assert!(authorized(&a, 990, 990, &[]), "the daemon's own user");
-        assert!(authorized(&a, 1000, 991, &[]), "primary group");
-        assert!(authorized(&a, 1000, 1000, &[4, 991]), "supplementary group");
-        assert!(!authorized(&a, 1000, 1000, &[4, 24]), "other user");
-        let no_group = Access {
+        assert_eq!(tier(&a, 0, 0, &[]), Some(Tier::Admin), "root");
+        assert_eq!(
+            tier(&a, 990, 990, &[]),
+            Some(Tier::Admin),
+            "the daemon's own user"
+        );
+        assert_eq!(
+            tier(&a, 1000, 991, &[]),
+            Some(Tier::ReadOnly),
+            "primary group"
+        );
+        assert_eq!(
+            tier(&a, 1000, 1000, &[4, 991]),
+            Some(Tier::ReadOnly),
+            "supplementary group"
+        );
+        assert_eq!(
+            tier(&a, 1000, 992, &[]),
+            Some(Tier::Admin),
+            "primary admin group"
+        );
+        assert_eq!(
+            tier(&a, 1000, 1000, &[991, 992]),
+            Some(Tier::Admin),
+            "both groups"
+        );
+        assert_eq!(
+            tier(&a, 1000, 1000, &[992]),
+            Some(Tier::Admin),
+            "admin group only"
+        );
+        assert_eq!(tier(&a, 1000, 1000, &[4, 24]), None, "other user");
+        let no_admin = Access {
+            server_uid: 990,
+            groups: Groups {
+                group: Some(991),
+                admin_group: None,
+            },
+        };
+        assert_eq!(tier(&no_admin, 1000, 991, &[991]), Some(Tier::ReadOnly));
+        assert_eq!(tier(&no_admin, 990, 990, &[]), Some(Tier::Admin));
+        let none = Access {
             server_uid: 0,
-            group: None,
+            groups: Groups::default(),
         };
-        assert!(!authorized(&no_group, 1000, 0, &[0]), "gid 0 is not root");
+        assert_eq!(tier(&none, 1000, 0, &[0]), None, "gid 0 is not root");
     }
 
     #[test]
-    fn groups_from_proc_status() {
-        let status =
-            "Name:\tdmvpnctl\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 991 \nNgid:\t0\n";
-        assert_eq!(parse_groups(status), vec![4, 24, 991]);
-        assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
-        assert_eq!(parse_groups("garbage"), Vec::<u32>::new());
-        // Our own entry parses (the format is the kernel's, not ours).
-        let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(own.contains("Groups:"));
-        let _ = parse_groups(&own);
+    fn what_needs_admin() {
+        let show = Request::Show {
+            what: Show::Sa,
+            filter: ShowFilter::default(),
+        };
+        assert_eq!(needs(&show), Tier::ReadOnly);
+        let explain = Request::Explain {
+            destination: "10.0.0.1".parse().unwrap(),
+        };
+        assert_eq!(needs(&explain), Tier::ReadOnly);
+        let clear_sa = Request::ClearSa {
+            peer: "192.0.2.1".parse().unwrap(),
+        };
+        for r in [clear_sa, Request::ClearNhrp, Request::Reload] {
+            assert_eq!(needs(&r), Tier::Admin, "{r:?}");
+        }
     }
 
     #[tokio::test]

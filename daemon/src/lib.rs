@@ -14,5 +14,6 @@ pub mod netlink;
 pub mod routes;
 pub mod sdnotify;
 pub mod status;
+pub mod sys;
 pub mod tun;
 pub mod underlay;

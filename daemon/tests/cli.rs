@@ -103,6 +103,41 @@ fn check_config_accepts_the_metrics_section() {
     }
 }
 
+/// A short pre-shared key is accepted with a warning; the placeholder of the example is not
+/// short. The owner and directory rules of the secrets file hold for --check-config too.
+#[test]
+fn check_config_warns_on_a_short_psk_and_refuses_a_shared_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = install(dir.path(), "spoke.toml");
+    let (ok, _, err) = check(&p);
+    assert!(ok && !err.contains("warning"), "{err}");
+    let secrets = fs::read_to_string(conf("secrets.example.toml"))
+        .unwrap()
+        .replace("\"PRE_SHARED_KEY_HERE\"", "\"cisco123\"");
+    write(dir.path(), "secrets.toml", &secrets, 0o600);
+    let (ok, code, err) = check(&p);
+    assert!(
+        ok && code == 0,
+        "a short key is a warning, not an error: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}: warning: ike.keyring[0] (\"ANY\"): the pre-shared key is 8 bytes, shorter than 16",
+            p.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("configuration OK"), "{err}");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, code, err) = check(&p);
+    assert!(!ok && code == 1, "{err}");
+    assert!(
+        err.contains("mode 0777 lets group or other users replace"),
+        "{err}"
+    );
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 #[test]
 fn check_config_rejects_broken_files_with_location() {
     let dir = tempfile::tempdir().unwrap();

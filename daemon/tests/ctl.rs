@@ -41,14 +41,14 @@ fn answer(req: Request) -> Response {
     }
 }
 
-async fn start(path: &Path, group: Option<u32>) -> tokio::task::JoinHandle<()> {
+async fn start(path: &Path, groups: ctl::Groups) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel::<CtlCommand>(8);
     tokio::spawn(async move {
         while let Some((req, reply)) = rx.recv().await {
             let _ = reply.send(answer(req));
         }
     });
-    ctl::serve(path, group, tx).await.unwrap()
+    ctl::serve(path, groups, tx).await.unwrap()
 }
 
 struct Client {
@@ -99,7 +99,7 @@ fn sock_in(dir: &Path) -> PathBuf {
 async fn requests_and_responses() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock_in(dir.path());
-    let server = start(&path, None).await;
+    let server = start(&path, ctl::Groups::default()).await;
 
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
@@ -188,7 +188,7 @@ async fn unanswered_requests_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock_in(dir.path());
     let (tx, mut rx) = mpsc::channel::<CtlCommand>(1);
-    let _server = ctl::serve(&path, None, tx).await.unwrap();
+    let _server = ctl::serve(&path, ctl::Groups::default(), tx).await.unwrap();
     // A control loop that drops one request unanswered and exits: the channel is closed
     // before the reply is dropped, so the client's next request finds it closed.
     tokio::spawn(async move {
@@ -214,12 +214,14 @@ async fn socket_file_handling() {
 
     // A stale socket from a crashed daemon is replaced.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let first = start(&path, None).await;
+    let first = start(&path, ctl::Groups::default()).await;
     Client::connect(&path).await;
 
     // A live one is not.
     let (tx, _rx) = mpsc::channel::<CtlCommand>(1);
-    let err = ctl::serve(&path, None, tx).await.unwrap_err();
+    let err = ctl::serve(&path, ctl::Groups::default(), tx)
+        .await
+        .unwrap_err();
     assert!(
         format!("{err:#}").contains("another dmvpnd is running"),
         "{err:#}"
@@ -230,7 +232,9 @@ async fn socket_file_handling() {
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "data").unwrap();
     let (tx, _rx) = mpsc::channel::<CtlCommand>(1);
-    let err = ctl::serve(&file, None, tx).await.unwrap_err();
+    let err = ctl::serve(&file, ctl::Groups::default(), tx)
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("is not a socket"), "{err:#}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
 }
@@ -250,6 +254,34 @@ async fn dmvpnctl(args: &[&str], ids: Option<(u32, u32)>) -> Output {
     .unwrap()
 }
 
+/// Runs dmvpnctl as `uid`/`gid` with exactly the supplementary `groups`, through setpriv(1)
+/// (std's Command can set uid and gid but clears the supplementary groups).
+async fn dmvpnctl_as(args: &[&str], uid: u32, gid: u32, groups: &[u32]) -> Output {
+    let mut argv: Vec<String> = vec![
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        if groups.is_empty() {
+            "--clear-groups".to_owned()
+        } else {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            format!("--groups={}", list.join(","))
+        },
+        "--".to_owned(),
+        dmvpnctl_bin().to_str().unwrap().to_owned(),
+    ];
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    tokio::task::spawn_blocking(move || Command::new("setpriv").args(&argv).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn read_only(group: u32) -> ctl::Groups {
+    ctl::Groups {
+        group: Some(group),
+        admin_group: None,
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -259,7 +291,7 @@ async fn dmvpnctl_against_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock_in(dir.path());
     let sock = path.to_str().unwrap();
-    let _server = start(&path, None).await;
+    let _server = start(&path, ctl::Groups::default()).await;
 
     let out = dmvpnctl(&["--socket", sock, "show", "dmvpn"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -347,7 +379,7 @@ async fn only_root_and_the_group_get_in() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let path = sock_in(dir.path());
     let sock = path.to_str().unwrap();
-    let _server = start(&path, Some(GROUP)).await;
+    let _server = start(&path, read_only(GROUP)).await;
 
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
@@ -390,11 +422,108 @@ async fn only_root_and_the_group_get_in() {
     assert!(out.status.success());
 }
 
+/// The two tiers with real credentials (root needed to switch users): the control group may
+/// show but not clear; the admin group may clear; supplementary groups count (SO_PEERGROUPS),
+/// also past the first buffer's worth of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_group_reads_and_the_admin_group_changes() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch uid/gid");
+        return;
+    }
+    const GROUP: u32 = 47_123;
+    const ADMIN: u32 = 47_124;
+    const NOBODY: u32 = 65_534;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let path = sock_in(dir.path());
+    let sock = path.to_str().unwrap();
+    let _server = start(
+        &path,
+        ctl::Groups {
+            group: Some(GROUP),
+            admin_group: Some(ADMIN),
+        },
+    )
+    .await;
+
+    // A supplementary member of the control group: show and explain, nothing else.
+    let reader = |args: &'static [&'static str]| {
+        let mut a = vec!["--socket", sock];
+        a.extend_from_slice(args);
+        a
+    };
+    let out = dmvpnctl_as(&reader(&["show", "sa"]), NOBODY, NOBODY, &[GROUP]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("spi: 0x1A2B3C4D"));
+    let out = dmvpnctl_as(&reader(&["explain", "10.1.2.3"]), NOBODY, NOBODY, &[GROUP]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = dmvpnctl_as(
+        &reader(&["clear", "sa", "198.51.100.1"]),
+        NOBODY,
+        NOBODY,
+        &[GROUP],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "dmvpnctl: permission denied: clear_sa changes state and needs root, dmvpnd's user \
+             or in group {ADMIN}; uid {NOBODY} may only show and explain\n"
+        )
+    );
+    for args in [&["reload"][..], &["clear", "nhrp"][..]] {
+        let out = dmvpnctl_as(&reader(args), NOBODY, NOBODY, &[GROUP]).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains("permission denied"), "{args:?}");
+    }
+    // The same user with the control group as its primary gid: the same tier.
+    let out = dmvpnctl_as(&reader(&["reload"]), NOBODY, GROUP, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = dmvpnctl_as(&reader(&["show", "dmvpn"]), NOBODY, GROUP, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An admin-group member clears.
+    let out = dmvpnctl_as(
+        &reader(&["clear", "sa", "198.51.100.1"]),
+        NOBODY,
+        NOBODY,
+        &[GROUP, ADMIN],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "cleared the IKE SA with 198.51.100.1\n");
+
+    // Many supplementary groups (more than the first getsockopt buffer holds): the last one
+    // (the kernel keeps them sorted) still counts. The control group opens the socket file.
+    let mut many: Vec<u32> = (40_000..40_100).collect();
+    many.extend([GROUP, ADMIN]);
+    let out = dmvpnctl_as(&reader(&["reload"]), NOBODY, NOBODY, &many).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "configuration reloaded\n");
+
+    // With the file modes opened up, an outsider is still refused by the credentials.
+    std::fs::set_permissions(
+        path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = dmvpnctl_as(&reader(&["show", "sa"]), NOBODY, NOBODY, &many[..50]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("dmvpnctl: permission denied: uid {NOBODY} is not root and not in group {GROUP}\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_are_not_a_problem_for_others() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock_in(dir.path());
-    let _server = start(&path, None).await;
+    let _server = start(&path, ctl::Groups::default()).await;
     // Clients that connect and say nothing, up to the limit, do not block a real one for long:
     // the excess is refused at once with an error line.
     let mut idle = Vec::new();
@@ -424,7 +553,7 @@ async fn print_samples() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock_in(dir.path());
     let sock = path.to_str().unwrap();
-    let _server = start(&path, None).await;
+    let _server = start(&path, ctl::Groups::default()).await;
     for what in ["dmvpn", "sa", "nhrp", "ike", "interface"] {
         for json in [false, true] {
             let mut args = vec!["--socket", sock, "show", what];

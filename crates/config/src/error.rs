@@ -73,6 +73,21 @@ pub enum ConfigError {
         reason: &'static str,
         fix: u32,
     },
+    /// A file holding or choosing secrets belongs to a user other than root and the one dmvpnd
+    /// runs as: that user could change it (or its mode) at will.
+    #[error(
+        "{}: refusing to use: owned by uid {owner}, which is neither root nor uid {euid} (the \
+         user this runs as), and could change it; fix with `chown root {}` (or to the user \
+         dmvpnd runs as), or run the check as that user (`runuser -u dmvpnd -- dmvpnd \
+         --check-config ...`)",
+        path.display(),
+        path.display()
+    )]
+    Owner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
     /// The file is not TOML, or a value has the wrong type, an unknown key, a bad address…
     /// `key` is the dotted path of the offending key where it could be found.
     #[error("{location}: {}{message}", key_prefix(key))]

@@ -7,7 +7,12 @@
 //! - the main file may be world-readable only when it holds no secret inline; if it holds a PSK or
 //!   the NHRP key it follows the secrets-file rule;
 //! - neither file may be group- or other-writable: whoever can write the main file can point
-//!   `secrets` or `debug.key-export` anywhere, which is as good as reading the keys.
+//!   `secrets` or `debug.key-export` anywhere, which is as good as reading the keys;
+//! - both files must belong to root or to the user reading them (the daemon's effective uid,
+//!   normally the service user): any other owner may chmod or rewrite them at will;
+//! - neither file's directory may be group- or other-writable (sticky or not): whoever can
+//!   write it can replace the file with one of their own. Only the containing directory is
+//!   checked (and, for a symbolic link, the directory of the file it leads to), not parents.
 
 mod error;
 mod locate;
@@ -17,7 +22,7 @@ mod raw;
 mod validate;
 mod warnings;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location};
@@ -34,8 +39,21 @@ pub const DEFAULT_PATH: &str = "/etc/dmvpnd/dmvpnd.toml";
 /// Reads, permission-checks and validates the configuration at `path` (and the secrets file it
 /// names, resolved relative to the main file's directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let (text, mode) = read_file(path)?;
-    parse_inner(&text, path, Some(mode), None)
+    let (text, meta) = read_file(path)?;
+    check_owner_and_dir(path, &meta, euid())?;
+    parse_inner(&text, path, Some(meta.mode), None)
+}
+
+/// What the permission checks need to know of a file.
+#[derive(Debug, Clone, Copy)]
+struct FileMeta {
+    /// Permission bits (`& 0o7777`).
+    mode: u32,
+    uid: u32,
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
 }
 
 /// Validates configuration text as if it had been read from `origin` (used in messages and to
@@ -92,7 +110,7 @@ fn parse_inner(
             let stext = match secrets_text {
                 Some(t) => t.to_owned(),
                 None => {
-                    let (stext, smode) = match read_file(&path) {
+                    let (stext, smeta) = match read_file(&path) {
                         Err(ConfigError::Read { error, .. })
                             if error.kind() == std::io::ErrorKind::NotFound =>
                         {
@@ -103,7 +121,8 @@ fn parse_inner(
                         }
                         r => r?,
                     };
-                    check_secrets_mode(&path, smode)?;
+                    check_secrets_mode(&path, smeta.mode)?;
+                    check_owner_and_dir(&path, &smeta, euid())?;
                     stext
                 }
             };
@@ -118,14 +137,63 @@ fn parse_inner(
     validate::validate(raw, text, origin, secrets)
 }
 
-fn read_file(path: &Path) -> Result<(String, u32), ConfigError> {
+fn read_file(path: &Path) -> Result<(String, FileMeta), ConfigError> {
     let read_err = |error| ConfigError::Read {
         path: path.to_path_buf(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
-    Ok((text, meta.permissions().mode() & 0o7777))
+    // The checks are made on the file that was read (fstat of the open file), not on whatever
+    // the path names a moment later.
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_err)?;
+    Ok((
+        text,
+        FileMeta {
+            mode: meta.permissions().mode() & 0o7777,
+            uid: meta.uid(),
+        },
+    ))
+}
+
+/// The owner and directory rules of the module documentation, for a file read by `euid`.
+fn check_owner_and_dir(path: &Path, meta: &FileMeta, euid: u32) -> Result<(), ConfigError> {
+    if meta.uid != 0 && meta.uid != euid {
+        return Err(ConfigError::Owner {
+            path: path.to_path_buf(),
+            owner: meta.uid,
+            euid,
+        });
+    }
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The directory of the name given, and, when that is a symbolic link, the directory of
+    // the file it leads to: either could be written to swap the file.
+    let mut dirs = vec![parent(path)];
+    if let Ok(real) = std::fs::canonicalize(path)
+        && parent(&real) != dirs[0]
+    {
+        dirs.push(parent(&real));
+    }
+    for dir in dirs {
+        let dmeta = std::fs::metadata(&dir).map_err(|error| ConfigError::Read {
+            path: dir.clone(),
+            error,
+        })?;
+        let mode = dmeta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(ConfigError::Permissions {
+                path: dir,
+                mode,
+                reason: "lets group or other users replace the configuration or secrets file in it",
+                fix: mode & !0o022,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_secrets_mode(path: &Path, mode: u32) -> Result<(), ConfigError> {

@@ -97,8 +97,12 @@ pub const DEFAULT_SOCKET_BUFFER: u32 = 4 << 20;
 pub struct Control {
     /// Unix socket path (default `/run/dmvpnd/dmvpnd.sock`).
     pub socket: PathBuf,
-    /// A group whose members may use the socket besides root (and the daemon's own user).
+    /// A group whose members may run read-only commands (`show`, `explain`) besides root and
+    /// the daemon's own user.
     pub group: Option<String>,
+    /// A group whose members may also run commands that change state (`clear`, `reload`);
+    /// unset, only root and the daemon's own user may.
+    pub admin_group: Option<String>,
 }
 
 /// Where the control socket lives unless configured.

@@ -151,6 +151,7 @@ pub(crate) struct RawDebug {
 pub(crate) struct RawControl {
     pub socket: Option<Spanned<String>>,
     pub group: Option<String>,
+    pub admin_group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -495,6 +495,7 @@ pub(crate) fn validate(
     let control = crate::model::Control {
         socket,
         group: raw.control.group.clone(),
+        admin_group: raw.control.admin_group.clone(),
     };
 
     in_range(&cx, &raw.dataplane.workers, "dataplane.workers", 0..=64, "")?;

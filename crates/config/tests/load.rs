@@ -168,6 +168,20 @@ fn control_socket_is_configurable_and_must_be_absolute() {
     let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
     assert_eq!(c.control.socket, Path::new("/run/x/ctl.sock"));
     assert_eq!(c.control.group.as_deref(), Some("netops"));
+    assert_eq!(c.control.admin_group, None);
+    let text = format!("{BASE}\n[control]\ngroup = \"netops\"\nadmin-group = \"netadmin\"\n");
+    let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.control.admin_group.as_deref(), Some("netadmin"));
+    assert!(!c.warnings().iter().any(|w| w.contains("admin-group")));
+    let text = format!("{BASE}\n[control]\ngroup = \"netops\"\nadmin-group = \"netops\"\n");
+    let c = load(&write(dir.path(), "c.toml", &text, 0o600)).unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.starts_with("control.admin-group = \"netops\" is also control.group")),
+        "{:?}",
+        c.warnings()
+    );
     let text = format!("{BASE}\n[control]\nsocket = \"ctl.sock\"\n");
     assert_err(
         &text,
@@ -428,6 +442,112 @@ fn secrets_file_must_be_private() {
     load(&p).unwrap();
 }
 
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
+}
+
+fn split_config(dir: &Path) -> (PathBuf, PathBuf) {
+    let main = format!(
+        "secrets = \"s.toml\"\n{}",
+        BASE.replace("psk = \"inline-psk\"\n", "")
+            .replace("authentication = \"k8bytes!\"\n", "")
+    );
+    (
+        write(dir, "m.toml", &main, 0o644),
+        write(dir, "s.toml", "[psk]\nANY = \"x\"\n", 0o600),
+    )
+}
+
+/// Owned by another user, a file could be rewritten or opened up by them at will.
+#[test]
+fn files_must_belong_to_root_or_the_reader() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give files away");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (main, secrets) = split_config(dir.path());
+    load(&main).unwrap();
+    std::os::unix::fs::chown(&secrets, Some(65_534), None).unwrap();
+    match load(&main) {
+        Err(ConfigError::Owner { path, owner, euid }) => {
+            assert_eq!((path, owner, euid), (secrets.clone(), 65_534, 0));
+        }
+        other => panic!("expected an owner error, got {other:?}"),
+    }
+    let msg = load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains(
+            "s.toml: refusing to use: owned by uid 65534, which is neither root nor uid 0"
+        ),
+        "{msg}"
+    );
+    std::os::unix::fs::chown(&secrets, Some(0), None).unwrap();
+    load(&main).unwrap();
+    // The main file too: its owner could point `secrets` anywhere.
+    std::os::unix::fs::chown(&main, Some(65_534), None).unwrap();
+    let msg = load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains("m.toml: refusing to use: owned by uid 65534"),
+        "{msg}"
+    );
+}
+
+/// Whoever may write the directory may replace the file in it, whatever the file's mode.
+#[test]
+fn directories_others_may_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _) = split_config(dir.path());
+    for mode in [0o775, 0o757, 0o1777] {
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+        match load(&main) {
+            Err(ConfigError::Permissions { path, mode: m, .. }) => {
+                assert_eq!((path.as_path(), m), (dir.path(), mode));
+            }
+            other => panic!("mode {mode:o}: expected a directory error, got {other:?}"),
+        }
+    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o775)).unwrap();
+    let msg = load(&main).unwrap_err().to_string();
+    assert!(
+        msg.contains("mode 0775 lets group or other users replace") && msg.contains("chmod 755"),
+        "{msg}"
+    );
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    load(&main).unwrap();
+    // A secrets file elsewhere is checked in its own directory.
+    let sub = dir.path().join("private");
+    fs::create_dir(&sub).unwrap();
+    fs::rename(dir.path().join("s.toml"), sub.join("s.toml")).unwrap();
+    let text = fs::read_to_string(&main)
+        .unwrap()
+        .replace("\"s.toml\"", "\"private/s.toml\"");
+    fs::write(&main, text).unwrap();
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
+    load(&main).unwrap();
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o770)).unwrap();
+    match load(&main) {
+        Err(ConfigError::Permissions { path, .. }) => assert_eq!(path, sub),
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+    // Through a symbolic link, the directory of the file it leads to counts too.
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o700)).unwrap();
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::rename(sub.join("s.toml"), shared.join("s.toml")).unwrap();
+    std::os::unix::fs::symlink(shared.join("s.toml"), sub.join("s.toml")).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o700)).unwrap();
+    load(&main).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    match load(&main) {
+        Err(ConfigError::Permissions { path, .. }) => {
+            assert_eq!(path, fs::canonicalize(&shared).unwrap())
+        }
+        other => panic!("expected a directory error, got {other:?}"),
+    }
+}
+
 #[test]
 fn main_file_with_inline_secret_must_be_private() {
     let dir = tempfile::tempdir().unwrap();
@@ -593,11 +713,12 @@ fn a_missing_secrets_file_is_named_with_how_to_create_it() {
 #[test]
 fn lifetimes_go_down_to_sixty_seconds_with_a_warning_below_two_minutes() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "plain.toml", BASE, 0o600);
+    let base = BASE.replace("\"inline-psk\"", "\"a-psk-of-16bytes\"");
+    let p = write(dir.path(), "plain.toml", &base, 0o600);
     assert_eq!(load(&p).unwrap().warnings(), Vec::<String>::new());
     let short = format!(
         "{}\n[ipsec]\nlifetime = 60\n",
-        BASE.replacen("[ike]\n", "[ike]\nlifetime = 90\n", 1)
+        base.replacen("[ike]\n", "[ike]\nlifetime = 90\n", 1)
     );
     let p = write(dir.path(), "short.toml", &short, 0o600);
     let c = load(&p).unwrap();
@@ -618,6 +739,41 @@ fn lifetimes_go_down_to_sixty_seconds_with_a_warning_below_two_minutes() {
         "lifetime = 59",
         "ipsec.lifetime",
         "out of range",
+    );
+}
+
+#[test]
+fn psks_shorter_than_sixteen_bytes_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    // BASE's inline key is 10 bytes.
+    let p = write(dir.path(), "short.toml", BASE, 0o600);
+    let w = load(&p).unwrap().warnings();
+    assert_eq!(
+        w,
+        vec![
+            "ike.keyring[0] (\"ANY\"): the pre-shared key is 10 bytes, shorter than 16: one \
+             captured IKE_AUTH lets an attacker guess it offline; use at least 16 random bytes \
+             (e.g. `openssl rand -base64 24`)"
+                .to_owned()
+        ]
+    );
+    // From the secrets file, one warning per short entry, none for a 16-byte key.
+    let main = format!(
+        "secrets = \"s.toml\"\n{}\n[[ike.keyring]]\nname = \"HUB\"\npeer = \"198.51.100.1/32\"\n",
+        BASE.replace("psk = \"inline-psk\"\n", "")
+    );
+    let p = write(dir.path(), "m.toml", &main, 0o600);
+    write(
+        dir.path(),
+        "s.toml",
+        "[psk]\nANY = \"0123456789abcdef\"\nHUB = \"short\"\n",
+        0o600,
+    );
+    let w = load(&p).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("ike.keyring[1] (\"HUB\"): the pre-shared key is 5 bytes"),
+        "{w:?}"
     );
 }
 

@@ -145,6 +145,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("dataplane", new.dataplane != old.dataplane),
         // The listener is bound once at start; max-peers is read at every scrape.
         ("metrics.listen", new.metrics.listen != old.metrics.listen),
+        // The socket is bound and its groups resolved once at start; a reload that seemed to
+        // take a user out of admin-group while it kept its access would be worse than a refusal.
+        ("control", new.control != old.control),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))

@@ -10,6 +10,7 @@ use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
 
 use crate::config::{IKE_PORT, NATT_PORT};
+use crate::log_limit::LogKind;
 use crate::recovery::Existing;
 use crate::{HOUSEKEEPING, Node, SlowPath, TRAFFIC_SAMPLE, Transmit};
 
@@ -45,7 +46,9 @@ impl Node {
             SlowPath::Nhrp { peer, bytes } => {
                 let before = self.nhrp.counters().auth_failures;
                 self.nhrp.handle_packet(now, IpAddr::V4(peer), &bytes);
-                if self.nhrp.counters().auth_failures > before {
+                if self.nhrp.counters().auth_failures > before
+                    && self.log_allowed(now, IpAddr::V4(peer), LogKind::NhrpAuthFailed)
+                {
                     tracing::warn!(
                         peer = %peer,
                         "NHRP authentication failure: packet dropped (wrong `nhrp authentication` key?)"
@@ -140,6 +143,7 @@ impl Node {
     /// table.
     pub(crate) fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
+        self.log_limit_summaries(now);
         let volume = self
             .config
             .ipsec
@@ -295,7 +299,11 @@ impl Node {
                     None => self.peers.initiated(now, nbma, id),
                 }
             }
-            Err(e) => tracing::error!(peer = %nbma, "cannot initiate IKE: {e}"),
+            Err(e) => {
+                if self.log_allowed(now, IpAddr::V4(nbma), LogKind::IkeInitiateFailed) {
+                    tracing::error!(peer = %nbma, "cannot initiate IKE: {e}");
+                }
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use dmvpn_esp::{InboundSa, OutboundSa, Spi};
 use dmvpn_ike::{ChildSaInstalled, DownReason, Event as IkeEvent};
 
 use crate::drive::v4;
+use crate::log_limit::LogKind;
 use crate::peers::{FIRST_HOLD_DOWN, SetupFailure};
 use crate::shortcuts::Shortcut;
 use crate::{Event, InstalledChild, KeyExport, NATT_PORT, Node, RouteUpdate, SHORTCUT_METRIC};
@@ -120,7 +121,9 @@ impl Node {
                 }
             }
             IkeEvent::AuthFailed { remote, reason } => {
-                tracing::error!(peer = %remote, "IKE authentication failed: {reason} (check the pre-shared key)");
+                if self.log_allowed(now, remote.ip(), LogKind::IkeAuthFailed) {
+                    tracing::error!(peer = %remote, "IKE authentication failed: {reason} (check the pre-shared key)");
+                }
                 if let Some(peer) = v4(remote.ip()) {
                     self.setup_failed(now, peer, SetupFailure::Authentication);
                 }

@@ -26,6 +26,7 @@ mod drive;
 pub mod explain_log;
 mod ike_events;
 pub mod keepalive;
+pub mod log_limit;
 mod nhrp_events;
 pub mod nhs_choice;
 pub mod peers;
@@ -113,6 +114,8 @@ pub struct Node {
     sa_packets: HashMap<u32, u64>,
     /// Outbound SAs (SPI → peer) whose volume or sequence limit asked for a rekey already.
     rekeys_asked: HashMap<u32, (Ipv4Addr, Instant)>,
+    /// Rate limits for the log lines a peer can cause at will (see `log_limit`).
+    log_limit: log_limit::LogLimit<(std::net::IpAddr, log_limit::LogKind)>,
     /// Peers whose path (SA) appeared or went since the NHRP mappings were last synced.
     paths_changed: Vec<Ipv4Addr>,
     keepalives: NatKeepalives,
@@ -213,6 +216,7 @@ impl Node {
             local_prefixes: Vec::new(),
             sa_packets: HashMap::new(),
             rekeys_asked: HashMap::new(),
+            log_limit: log_limit::LogLimit::default(),
             paths_changed: Vec::new(),
             next_housekeeping: now,
             next_traffic_sample: now,

@@ -18,6 +18,7 @@ use dmvpn_ike::{IkeSaId, IkeSaState};
 use crate::Node;
 use crate::config::{IKE_PORT, NATT_PORT};
 use crate::drive::v4;
+use crate::log_limit::LogKind;
 
 /// What IKE has with a peer that has no Child SA (no dataplane path).
 pub(crate) enum Existing {
@@ -46,7 +47,11 @@ impl Node {
                 tracing::info!(%peer, stale_ike_sa = %sa, ike_sa = %id, "peer answered INVALID_IKE_SPI (restarted?): initiating a new IKE SA alongside the old one");
                 self.peers.initiated_replacing(now, peer, id, sa);
             }
-            Err(e) => tracing::error!(%peer, "cannot initiate IKE: {e}"),
+            Err(e) => {
+                if self.log_allowed(now, IpAddr::V4(peer), LogKind::IkeInitiateFailed) {
+                    tracing::error!(%peer, "cannot initiate IKE: {e}");
+                }
+            }
         }
     }
 

@@ -176,10 +176,16 @@ const DMVPNCTL_EXTRA: &str = r#".SH EXIT STATUS
 .SH FILES
 .TP
 .I /run/dmvpnd/dmvpnd.sock
-The default control socket. dmvpnd serves root, its own user and members of the control group
-configured in
+The default control socket. dmvpnd serves every command to root, its own user and members of
+the admin group, and only
+.B show
+and
+.B explain
+to members of the control group, both configured in
 .BR dmvpnd.toml (5)
-.RB ( "[control] group" ).
+.RB ( "[control] admin-group" ,
+.BR "[control] group" ).
+A refused command exits with status 1 and says which group it needs.
 .SH SEE ALSO
 .BR dmvpnd (8),
 .BR dmvpnd.toml (5),
