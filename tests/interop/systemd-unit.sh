@@ -123,8 +123,9 @@ out=$(vsh "set -e; cd /etc/dmvpnd
      printf '\n[control]\ngroup = \"dmvpnd\"\n' >> dmvpnd.toml
      printf '[psk]\nANY = \"%s\"\n\n[nhrp]\nauthentication = \"%s\"\n' '${IX_PSK:-dmvpn-interop-psk}' '${IX_NHRP_KEY:-keykey00}' > secrets.toml
      stat -c '%a %U:%G' secrets.toml | grep -qx '600 dmvpnd:dmvpnd'
-     runuser -u dmvpnd -- dmvpnd --check-config /etc/dmvpnd/dmvpnd.toml" 2>&1) \
-    || ix_fail "configuration rejected (as user dmvpnd):"$'\n'"$out"
+     runuser -u dmvpnd -- dmvpnd --check-config /etc/dmvpnd/dmvpnd.toml
+     dmvpnd --check-config /etc/dmvpnd/dmvpnd.toml" 2>&1) \
+    || ix_fail "configuration rejected (as user dmvpnd, then as root: the secrets belong to the service user):"$'\n'"$out"
 sed 's/^/    /' <<<"$out" >&2
 
 # ---------------------------------------------------------------------------------------------- 2. start

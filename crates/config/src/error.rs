@@ -76,10 +76,10 @@ pub enum ConfigError {
     /// A file holding or choosing secrets belongs to a user other than root and the one dmvpnd
     /// runs as: that user could change it (or its mode) at will.
     #[error(
-        "{}: refusing to use: owned by uid {owner}, which is neither root nor uid {euid} (the \
-         user this runs as), and could change it; fix with `chown root {}` (or to the user \
-         dmvpnd runs as), or run the check as that user (`runuser -u dmvpnd -- dmvpnd \
-         --check-config ...`)",
+        "{}: refusing to use: owned by uid {owner}, which is neither root, nor uid {euid} (the \
+         user this runs as), nor the service user `dmvpnd`, and could change it; fix with \
+         `chown root {}` (or to the user dmvpnd runs as), or run the check as that user \
+         (`runuser -u dmvpnd -- dmvpnd --check-config ...`)",
         path.display(),
         path.display()
     )]

@@ -8,8 +8,9 @@
 //!   the NHRP key it follows the secrets-file rule;
 //! - neither file may be group- or other-writable: whoever can write the main file can point
 //!   `secrets` or `debug.key-export` anywhere, which is as good as reading the keys;
-//! - both files must belong to root or to the user reading them (the daemon's effective uid,
-//!   normally the service user): any other owner may chmod or rewrite them at will;
+//! - both files must belong to root, to the user reading them (the daemon's effective uid,
+//!   normally the service user) or to the service user `dmvpnd` (so root can check the
+//!   packaged configuration): any other owner may chmod or rewrite them at will;
 //! - neither file's directory may be group- or other-writable (sticky or not): whoever can
 //!   write it can replace the file with one of their own. Only the containing directory is
 //!   checked (and, for a symbolic link, the directory of the file it leads to), not parents.
@@ -157,9 +158,21 @@ fn read_file(path: &Path) -> Result<(String, FileMeta), ConfigError> {
     ))
 }
 
+/// The user the Debian package runs dmvpnd as (packaging/debian, sysusers.d).
+const SERVICE_USER: &str = "dmvpnd";
+
 /// The owner and directory rules of the module documentation, for a file read by `euid`.
 fn check_owner_and_dir(path: &Path, meta: &FileMeta, euid: u32) -> Result<(), ConfigError> {
-    if meta.uid != 0 && meta.uid != euid {
+    // The service user the package creates (sysusers.d) owns the secrets file it installs;
+    // root checking that configuration (`dmvpnd --check-config` from a root shell) must
+    // accept it as the daemon will.
+    let service_uid = || {
+        nix::unistd::User::from_name(SERVICE_USER)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    };
+    if meta.uid != 0 && meta.uid != euid && service_uid() != Some(meta.uid) {
         return Err(ConfigError::Owner {
             path: path.to_path_buf(),
             owner: meta.uid,

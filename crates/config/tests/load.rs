@@ -479,7 +479,7 @@ fn files_must_belong_to_root_or_the_reader() {
     let msg = load(&main).unwrap_err().to_string();
     assert!(
         msg.contains(
-            "s.toml: refusing to use: owned by uid 65534, which is neither root nor uid 0"
+            "s.toml: refusing to use: owned by uid 65534, which is neither root, nor uid 0"
         ),
         "{msg}"
     );
