@@ -134,11 +134,15 @@ fn twenty_percent_underlay_loss_both_ways_still_registers_resolves_and_transfers
         .spawn(server, &dir.path().join("iperf3-server.log"))
         .expect("iperf3 -s");
     let json = s.poll("iperf3 -n 256K completes", Duration::from_secs(150), |_| {
+        // Bounded per attempt: under loss a stalled control connection can keep one client
+        // waiting for minutes, which would outlast the poll's own bound.
         let out = t
             .lan_a
             .exec(
-                "iperf3",
+                "timeout",
                 &[
+                    "45",
+                    "iperf3",
                     "-c",
                     SPOKE_B_LAN_HOST,
                     "-n",

@@ -222,7 +222,7 @@ fn reload_with_a_narrowed_keyring_drops_the_peer_for_good() {
     let five = Duration::from_secs(5);
     s.wait_line(
         Node::Hub,
-        "reload: the new keyring has no key for this peer: deleting its SA",
+        "reload: the new keyring has no key, or another key, for this peer: deleting its SA",
         hub_from,
         five,
         &expect::keyring_delete,

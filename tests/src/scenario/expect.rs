@@ -102,7 +102,7 @@ pub fn sighup_reload(line: &str) -> bool {
 }
 
 pub fn keyring_delete(line: &str) -> bool {
-    line.contains("reload: the new keyring has no key for this peer")
+    line.contains("reload: the new keyring has no key, or another key, for this peer")
 }
 
 /// An error-level line (tracing's level field).
