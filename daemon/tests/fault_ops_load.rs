@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dmvpn_tests::e2e::{HUB_NBMA, HUB_TUNNEL, Node, TestDir, Topology, routes_with_proto};
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
-    PROTO_DMVPND, Scenario, e2e_config, edit_config, expect, keys, start_hub_then_spokes,
+    PROTO_DMVPND, Scenario, e2e_config, edit_config, expect, start_registered,
 };
 use serde_json::Value;
 
@@ -64,14 +64,7 @@ fn reload_and_clear_sa_on_a_spoke_under_tcp_load() {
     require_root_and_tools();
     let dir = TestDir::new("faults-ops-load").unwrap();
     let t = Topology::new().expect("building the topology");
-    let k = keys();
-    let cfgs = [
-        e2e_config(&dir, Node::Hub, &k),
-        e2e_config(&dir, Node::SpokeA, &k),
-    ];
-    let mut s = start_hub_then_spokes("faults-ops-load", &t, &cfgs);
-    s.step("spoke A registers");
-    s.wait_registered(Node::SpokeA, 0, 0);
+    let (mut s, cfgs) = start_registered("faults-ops-load", &t, &dir, &[Node::SpokeA], e2e_config);
     s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
     let (spi, _) = s.eventually("spoke A's IKE SA", Duration::from_secs(5), |s| {
         spoke_sa(s).ok_or_else(|| "no IKE SA with the hub on spoke A".to_owned())

@@ -26,7 +26,7 @@ use dmvpn_tests::e2e::{
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
     DPD_DELAY, DPD_RETRY, DPD_TRIES, Scenario, e2e_config, edit_config, expect, keys,
-    start_hub_then_spokes, table,
+    start_hub_then_spokes, start_registered, table,
 };
 
 const LOSS_PERCENT: u32 = 20;
@@ -70,28 +70,23 @@ fn twenty_percent_underlay_loss_both_ways_still_registers_resolves_and_transfers
     let dir = TestDir::new("faults-loss").unwrap();
     let t = Topology::new().expect("building the topology");
     // Every frame crossing the WAN bridge, either way, is dropped with probability 1/5.
-    for cmd in [
-        vec!["add", "table", "bridge", "loss"],
-        vec![
-            "add",
-            "chain",
-            "bridge",
-            "loss",
-            "lossy",
-            "{ type filter hook forward priority 0; }",
-        ],
-        vec![
-            "add", "rule", "bridge", "loss", "lossy", "numgen", "random", "mod", "100", "<", "20",
-            "counter", "drop",
-        ],
-    ] {
-        let out = t.wan.exec("nft", &cmd).expect("nft");
-        assert!(
-            out.status.success(),
-            "nft {cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    t.wan
+        .nft(&[
+            vec!["add", "table", "bridge", "loss"],
+            vec![
+                "add",
+                "chain",
+                "bridge",
+                "loss",
+                "lossy",
+                "{ type filter hook forward priority 0; }",
+            ],
+            vec![
+                "add", "rule", "bridge", "loss", "lossy", "numgen", "random", "mod", "100", "<",
+                "20", "counter", "drop",
+            ],
+        ])
+        .expect("the loss rule");
     let k = keys();
     let cfgs = [
         e2e_config(&dir, Node::Hub, &k),
@@ -274,55 +269,43 @@ fn a_nat_mapping_change_under_a_spoke_is_followed_by_the_hub() {
     require_root_and_tools();
     let dir = TestDir::new("faults-nat").unwrap();
     let t = Topology::new().expect("building the topology");
-    let k = keys();
-    let cfgs = [
-        e2e_config(&dir, Node::Hub, &k),
-        e2e_config(&dir, Node::SpokeB, &k),
-    ];
-    let mut s = start_hub_then_spokes("faults-nat", &t, &cfgs);
-    s.step("spoke B registers through the NAT");
-    s.wait_registered(Node::SpokeB, 0, 0);
+    let (mut s, _) = start_registered("faults-nat", &t, &dir, &[Node::SpokeB], e2e_config);
     s.reach(&t.spoke_b, "spoke B", HUB_TUNNEL);
     let (spi, before) =
         hub_sa_with_b(&s).unwrap_or_else(|| s.fail("the hub has no IKE SA with spoke B"));
     s.note(format!("the hub sees spoke B at {before}"));
 
     s.step("the NAT forgets its mappings and maps B to ports 40000-40099 from now on");
-    for cmd in [
-        vec!["flush", "chain", "ip", "nat", "postrouting"],
-        vec![
-            "add",
-            "rule",
-            "ip",
-            "nat",
-            "postrouting",
-            "oifname",
-            WAN_IF,
-            "meta",
-            "l4proto",
-            "udp",
-            "masquerade",
-            "to",
-            ":40000-40099",
-        ],
-        vec![
-            "add",
-            "rule",
-            "ip",
-            "nat",
-            "postrouting",
-            "oifname",
-            WAN_IF,
-            "masquerade",
-        ],
-    ] {
-        let out = t.nat.exec("nft", &cmd).expect("nft");
-        assert!(
-            out.status.success(),
-            "nft {cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    t.nat
+        .nft(&[
+            vec!["flush", "chain", "ip", "nat", "postrouting"],
+            vec![
+                "add",
+                "rule",
+                "ip",
+                "nat",
+                "postrouting",
+                "oifname",
+                WAN_IF,
+                "meta",
+                "l4proto",
+                "udp",
+                "masquerade",
+                "to",
+                ":40000-40099",
+            ],
+            vec![
+                "add",
+                "rule",
+                "ip",
+                "nat",
+                "postrouting",
+                "oifname",
+                WAN_IF,
+                "masquerade",
+            ],
+        ])
+        .expect("the new NAT rules");
     let out = t.nat.exec("conntrack", &["-F"]).expect("conntrack -F");
     assert!(
         out.status.success(),
@@ -384,14 +367,8 @@ fn a_spoke_back_from_a_new_address_gets_its_tunnel_address_back_in_seconds() {
     require_root_and_tools();
     let dir = TestDir::new("faults-new-address").unwrap();
     let t = Topology::new().expect("building the topology");
-    let k = keys();
-    let cfgs = [
-        e2e_config(&dir, Node::Hub, &k),
-        e2e_config(&dir, Node::SpokeA, &k),
-    ];
-    let mut s = start_hub_then_spokes("faults-new-address", &t, &cfgs);
-    s.step("spoke A registers from 198.51.100.3");
-    s.wait_registered(Node::SpokeA, 0, 0);
+    let (mut s, cfgs) =
+        start_registered("faults-new-address", &t, &dir, &[Node::SpokeA], e2e_config);
     s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
 
     s.step("SIGKILL spoke A, move it to 198.51.100.13, start it again");

@@ -180,7 +180,7 @@ impl Topology {
         // Hub 2 forwards between spokes like hub 1 (which routes for its LAN below).
         t.hub2.enable_forwarding()?;
         let hook = "{ type nat hook postrouting priority srcnat; }";
-        for cmd in [
+        t.nat.nft(&[
             vec!["add", "table", "ip", "nat"],
             vec!["add", "chain", "ip", "nat", "postrouting", hook],
             vec![
@@ -193,12 +193,7 @@ impl Topology {
                 WAN_IF,
                 "masquerade",
             ],
-        ] {
-            let out = t.nat.exec("nft", &cmd)?;
-            if !out.status.success() {
-                bail!("nft {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
+        ])?;
         // LANs: one host behind each router, default route via its router.
         for (router, lan, router_addr, host_addr) in [
             (&t.hub, &t.lan_hub, HUB_LAN_ROUTER, HUB_LAN_HOST),

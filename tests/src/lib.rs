@@ -161,6 +161,17 @@ impl Netns {
             .with_context(|| format!("running {program} in {}", self.name))
     }
 
+    /// Runs `nft` once per command inside the namespace, stopping at the first that fails.
+    pub fn nft(&self, cmds: &[Vec<&str>]) -> Result<()> {
+        for cmd in cmds {
+            let out = self.exec("nft", cmd)?;
+            if !out.status.success() {
+                bail!("nft {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a program inside the namespace; its stderr goes to `log` so a long-running process
     /// cannot block on a full pipe.
     pub fn spawn(&self, mut cmd: Command, log: &Path) -> Result<NsProcess> {
@@ -314,7 +325,7 @@ impl NatTopology {
         inside.ip(&["route", "add", "default", "via", "10.77.0.1"])?;
         router.enable_forwarding()?;
         let hook = "{ type nat hook postrouting priority srcnat; }";
-        for cmd in [
+        router.nft(&[
             vec!["add", "table", "ip", "nat"],
             vec!["add", "chain", "ip", "nat", "postrouting", hook],
             vec![
@@ -327,12 +338,7 @@ impl NatTopology {
                 &r_out,
                 "masquerade",
             ],
-        ] {
-            let out = router.exec("nft", &cmd)?;
-            if !out.status.success() {
-                bail!("nft {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
+        ])?;
         Ok(NatTopology {
             inside,
             router,
