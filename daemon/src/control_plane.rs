@@ -33,7 +33,7 @@ use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
 use crate::status::{self, Ack, NodeView, Snapshot, UpDown};
 use crate::tun::TunDevice;
-use crate::underlay::{Received, Underlay, UnderlayConfig, local_address_for};
+use crate::underlay::{ControlQueues, Received, Underlay, UnderlayConfig, local_address_for};
 
 /// Depth of the reader → control plane channels. Full channels drop and count.
 const QUEUE_DEPTH: usize = 1024;
@@ -295,6 +295,7 @@ impl ControlPlane {
             &self.node.tables().counters,
             &[
                 ("underlay_queue_full", load(&u.queue_full)),
+                ("underlay_sa_init_queue_full", load(&u.sa_init_queue_full)),
                 ("underlay_malformed", load(&u.malformed)),
                 ("underlay_socket_drops", load(&u.socket_drops)),
                 (
@@ -333,6 +334,7 @@ impl ControlPlane {
     pub async fn run(
         mut self,
         mut underlay_rx: mpsc::Receiver<Received>,
+        mut sa_init_rx: mpsc::Receiver<Received>,
         mut slow_rx: mpsc::Receiver<SlowPath>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
@@ -362,6 +364,12 @@ impl ControlPlane {
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = underlay_rx.recv() => match r {
+                    Some(r) => self.handle_underlay(Self::now(), r),
+                    None => break,
+                },
+                // New IKE SAs wait on their own queue; select! picks among ready branches at
+                // random, so a flood there gets at most its share of the loop.
+                r = sa_init_rx.recv() => match r {
                     Some(r) => self.handle_underlay(Self::now(), r),
                     None => break,
                 },
@@ -427,6 +435,7 @@ pub struct Daemon {
     pub control: ControlPlane,
     pub tun: Arc<TunDevice>,
     underlay_rx: mpsc::Receiver<Received>,
+    sa_init_rx: mpsc::Receiver<Received>,
     slow_rx: mpsc::Receiver<SlowPath>,
 }
 
@@ -513,6 +522,7 @@ impl Daemon {
         )?;
 
         let (utx, underlay_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (itx, sa_init_rx) = mpsc::channel(QUEUE_DEPTH);
         let (stx, slow_rx) = mpsc::channel(QUEUE_DEPTH);
         let dp = Arc::new(Datapath::new(
             node.tables().clone(),
@@ -521,7 +531,11 @@ impl Daemon {
             underlay.clone(),
             stx,
         ));
-        underlay.spawn_readers(utx, dp.clone())?;
+        let queues = ControlQueues {
+            established: utx,
+            sa_init: itx,
+        };
+        underlay.spawn_readers(queues, dp.clone())?;
         dp.spawn_tun_readers()?;
 
         let mut control = ControlPlane {
@@ -580,13 +594,14 @@ impl Daemon {
             control,
             tun,
             underlay_rx,
+            sa_init_rx,
             slow_rx,
         })
     }
 
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         self.control
-            .run(self.underlay_rx, self.slow_rx, shutdown)
+            .run(self.underlay_rx, self.sa_init_rx, self.slow_rx, shutdown)
             .await;
     }
 }

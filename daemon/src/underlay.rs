@@ -54,14 +54,40 @@ pub struct UnderlayStats {
     pub esp: AtomicU64,
     pub nat_keepalives: AtomicU64,
     pub malformed: AtomicU64,
-    /// The control plane's channel was full.
+    /// The control plane's channel for established peers' IKE (and keepalives) was full.
     pub queue_full: AtomicU64,
+    /// The control plane's channel for IKE_SA_INIT requests that would open a new SA was
+    /// full: a flood of them (they never take the other channel's room).
+    pub sa_init_queue_full: AtomicU64,
     /// Datagrams the kernel dropped because a socket's receive queue was full (SO_RXQ_OVFL),
     /// summed over the sockets.
     pub socket_drops: AtomicU64,
     /// System calls that sent or received datagrams, and the datagrams they carried.
     pub send_calls: AtomicU64,
     pub recv_calls: AtomicU64,
+}
+
+/// The readers' channels to the control plane. IKE_SA_INIT requests that would open a new IKE
+/// SA ([`opens_ike_sa`]) have one of their own, so a flood of them, spoofed or not, fills only
+/// that one: established peers' IKE (DPD, rekeys, DELETE, INFORMATIONAL) and NAT keepalives
+/// are never dropped behind it, and the control loop takes from both in turn.
+#[derive(Debug, Clone)]
+pub struct ControlQueues {
+    pub established: mpsc::Sender<Received>,
+    pub sa_init: mpsc::Sender<Received>,
+}
+
+/// An IKE_SA_INIT request with a zero responder SPI (RFC 7296 §3.1): the only message an
+/// unauthenticated sender can make the responder do D-H work for (§2.6). Everything else
+/// belongs to an SA we hold or initiated.
+pub fn opens_ike_sa(message: &[u8]) -> bool {
+    const IKE_SA_INIT: u8 = 34;
+    const RESPONSE: u8 = 0x20;
+    message
+        .get(8..16)
+        .is_some_and(|r| r.iter().all(|&b| b == 0))
+        && message.get(18) == Some(&IKE_SA_INIT)
+        && message.get(19).is_some_and(|f| f & RESPONSE == 0)
 }
 
 /// Where and how to open the underlay sockets.
@@ -284,12 +310,12 @@ impl Underlay {
     }
 
     /// Starts the readers: a tokio task for UDP 500, a thread per UDP 4500 socket and one for
-    /// raw ESP. IKE and keepalives go to `tx` (the control plane); ESP goes to `esp` in the
-    /// reader thread, in batches, so the per-packet path never waits on the control plane. A
-    /// full channel drops the datagram and counts it.
+    /// raw ESP. IKE and keepalives go to `tx` (the control plane, new IKE SAs on a channel of
+    /// their own); ESP goes to `esp` in the reader thread, in batches, so the per-packet path
+    /// never waits on the control plane. A full channel drops the datagram and counts it.
     pub fn spawn_readers<H: EspHandler>(
         self: &Arc<Self>,
-        tx: mpsc::Sender<Received>,
+        tx: ControlQueues,
         esp: Arc<H>,
     ) -> Result<()> {
         {
@@ -314,18 +340,24 @@ impl Underlay {
         Ok(())
     }
 
-    fn deliver(&self, tx: &mpsc::Sender<Received>, r: Received) -> bool {
+    fn deliver(&self, q: &ControlQueues, r: Received) -> bool {
+        let (tx, full) = match &r {
+            Received::Ike { message, .. } if opens_ike_sa(message) => {
+                (&q.sa_init, &self.stats.sa_init_queue_full)
+            }
+            _ => (&q.established, &self.stats.queue_full),
+        };
         match tx.try_send(r) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                full.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    async fn read_ike(&self, tx: mpsc::Sender<Received>) {
+    async fn read_ike(&self, tx: ControlQueues) {
         let mut buf = vec![0u8; PacketBuf::CAPACITY];
         loop {
             let (n, from) = match self.ike.recv_from(&mut buf).await {
@@ -362,7 +394,7 @@ impl Underlay {
 
     /// One UDP 4500 socket: receive a batch (GRO-coalesced where enabled), demultiplex each
     /// datagram (RFC 3948 §2), hand ESP to the dataplane in place, end the batch.
-    fn read_natt<H: EspHandler>(&self, worker: usize, tx: mpsc::Sender<Received>, esp: Arc<H>) {
+    fn read_natt<H: EspHandler>(&self, worker: usize, tx: ControlQueues, esp: Arc<H>) {
         let Ok(sock) = self.natt_socket(worker) else {
             return;
         };
@@ -403,7 +435,7 @@ impl Underlay {
         &self,
         from: SocketAddrV4,
         d: &[u8],
-        tx: &mpsc::Sender<Received>,
+        tx: &ControlQueues,
         esp: &H,
         buf: &mut PacketBuf,
         batch: &mut H::Batch,
@@ -567,5 +599,26 @@ mod tests {
         assert_eq!(esp_from_raw(&p[..22]), None);
         assert_eq!(esp_from_raw(&[0x60; 40]), None);
         assert_eq!(esp_from_raw(&[0x44; 40]), None);
+    }
+
+    #[test]
+    fn only_new_sa_requests_take_the_sa_init_queue() {
+        // Header: SPIi, SPIr, next payload, version, exchange, flags, message id, length.
+        let header = |spi_r: u64, exchange: u8, flags: u8| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+            h.extend_from_slice(&spi_r.to_be_bytes());
+            h.extend_from_slice(&[33, 0x20, exchange, flags]);
+            h.extend_from_slice(&[0; 8]);
+            h
+        };
+        assert!(opens_ike_sa(&header(0, 34, 0x08)));
+        // The responder's answer (cookie or error notifies keep SPIr zero), IKE_AUTH, and
+        // anything on an SA we hold go with the established peers' IKE.
+        assert!(!opens_ike_sa(&header(0, 34, 0x20)));
+        assert!(!opens_ike_sa(&header(7, 34, 0x08)));
+        assert!(!opens_ike_sa(&header(7, 35, 0x08)));
+        assert!(!opens_ike_sa(&header(7, 37, 0x00)));
+        assert!(!opens_ike_sa(&header(0, 34, 0x08)[..18]));
     }
 }

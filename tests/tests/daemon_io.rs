@@ -10,7 +10,9 @@ use dmvpn_tests::{NatTopology, Netns, require_root_and_tools, veth};
 use dmvpnd::netlink::{Netlink, spawn_route_mirror};
 use dmvpnd::routes::{RouteProto, RouteTable, shared};
 use dmvpnd::tun::TunDevice;
-use dmvpnd::underlay::{EspToChannel, Received, Underlay, UnderlayConfig, local_address_for};
+use dmvpnd::underlay::{
+    ControlQueues, EspToChannel, Received, Underlay, UnderlayConfig, local_address_for,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -35,6 +37,14 @@ fn kernel_routes(ns: &Netns, dev: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// Both control-plane queues on one channel: these tests look at what arrives, not where.
+fn queues(tx: &mpsc::Sender<Received>) -> ControlQueues {
+    ControlQueues {
+        established: tx.clone(),
+        sa_init: tx.clone(),
+    }
 }
 
 #[test]
@@ -264,7 +274,7 @@ fn underlay_demultiplexes_datagrams_from_another_namespace() {
         .unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         underlay
-            .spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)))
+            .spawn_readers(queues(&tx), Arc::new(EspToChannel(tx)))
             .unwrap();
 
         let ike_msg = [0x11u8; 28];
@@ -387,7 +397,7 @@ fn nat_keepalive_and_ike_cross_a_nat_router() {
             })
             .unwrap();
         let _guard = rt.enter();
-        u.spawn_readers(tx.clone(), Arc::new(EspToChannel(tx)))
+        u.spawn_readers(queues(&tx), Arc::new(EspToChannel(tx)))
             .unwrap();
         (rt, u)
     });
