@@ -25,6 +25,7 @@ mod explain;
 
 use crate::ctl::{self, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
+use crate::ike_pool::IkePool;
 use crate::keylog::KeyLog;
 use crate::metrics::{DataplaneInfo, Scrape};
 use crate::metrics_events::Recorder;
@@ -66,6 +67,10 @@ pub struct ControlPlane {
     metrics_rx: Option<mpsc::Receiver<ScrapeRequest>>,
     recorder: Recorder,
     dataplane_info: DataplaneInfo,
+    /// `[ike] workers`: where IKE jobs run (none: inline on this task) and where their results
+    /// come back.
+    ike_pool: Option<IkePool>,
+    ike_done_rx: Option<mpsc::Receiver<dmvpn_ike::JobDone>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -122,6 +127,15 @@ impl ControlPlane {
     /// first (a Child SA must be able to receive before the IKE message that completes it
     /// leaves), then routes, key export and datagrams. Returns the first route error.
     async fn carry_out(&mut self) -> Result<()> {
+        if let Some(pool) = &self.ike_pool {
+            while let Some(job) = self.node.poll_ike_job() {
+                if let Err(job) = pool.submit(job) {
+                    // The pool is behind by a full queue: shed this IKE_SA_INIT (counted)
+                    // rather than queue without bound; the initiator retransmits.
+                    self.node.cancel_ike_job(job);
+                }
+            }
+        }
         if let Some(t) = self.node.poll_tables() {
             self.dp.tables.store(Arc::new(t));
         }
@@ -302,6 +316,7 @@ impl ControlPlane {
                     "ike_half_open_refused",
                     self.node.ike().counters().half_open_refused,
                 ),
+                ("ike_jobs_refused", self.node.ike().counters().jobs_refused),
             ],
         )
     }
@@ -354,6 +369,7 @@ impl ControlPlane {
         let _ = self.carry_out().await;
         let mut ctl_rx = self.ctl_rx.take();
         let mut metrics_rx = self.metrics_rx.take();
+        let mut ike_done_rx = self.ike_done_rx.take();
         // systemd: ready once the control socket is up; the watchdog is fed from this loop, so
         // a wedged control plane gets the service restarted.
         let _ = self.notifier.ready();
@@ -378,6 +394,16 @@ impl ControlPlane {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => self.handle_timeout(Self::now()).await,
+                Some(done) = async { match ike_done_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
+                    let now = Self::now();
+                    self.node.complete_ike_job(now, done);
+                    // Whatever else is finished, in the same turn: one `carry_out` for the lot.
+                    if let Some(rx) = ike_done_rx.as_mut() {
+                        while let Ok(d) = rx.try_recv() {
+                            self.node.complete_ike_job(now, d);
+                        }
+                    }
+                }
                 Some((req, reply)) = async { match ctl_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
                     let started = Self::now();
                     let what = format!("{req:?}");
@@ -512,7 +538,7 @@ impl Daemon {
 
         // NHRP request ids straight from the system RNG, not a generator seeded from it:
         // they bind replies and purges to their requests, and spokes see some of them.
-        let node = Node::new(
+        let mut node = Node::new(
             config.clone(),
             local_nbma,
             local_address_resolver(&config, local_nbma),
@@ -520,6 +546,24 @@ impl Daemon {
             Box::new(dmvpn_node::RngRequestIds(Box::new(SystemRng::new()))),
             Instant::now(),
         )?;
+
+        let ike_workers = crate::ike_pool::worker_count(config.ike.workers);
+        let (ike_pool, ike_done_rx) = if ike_workers > 0 {
+            let (pool, rx) = IkePool::start(ike_workers).context("starting the IKE workers")?;
+            node.set_ike_offload(true);
+            (Some(pool), Some(rx))
+        } else {
+            (None, None)
+        };
+        tracing::info!(
+            ike_workers,
+            "IKE_SA_INIT key computation {}",
+            if ike_workers > 0 {
+                "on worker threads"
+            } else {
+                "on the control task"
+            }
+        );
 
         let (utx, underlay_rx) = mpsc::channel(QUEUE_DEPTH);
         let (itx, sa_init_rx) = mpsc::channel(QUEUE_DEPTH);
@@ -568,6 +612,8 @@ impl Daemon {
                     dmvpn_config::AeadChoice::AwsLc => "aws-lc-rs",
                 },
             },
+            ike_pool,
+            ike_done_rx,
         };
         // The configured static routes: a failure stops the start.
         control.carry_out().await?;

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod control_plane;
 pub mod ctl;
 pub mod datapath;
+pub mod ike_pool;
 pub mod keylog;
 pub mod metrics;
 pub mod metrics_events;

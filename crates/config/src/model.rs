@@ -119,6 +119,10 @@ pub struct Ike {
     pub nat_keepalive: Option<Duration>,
     /// IKE SA lifetime before rekey (Cisco `lifetime`, default 86400 s).
     pub lifetime: Duration,
+    /// Threads computing responder IKE_SA_INIT D-H and key derivation off the control task:
+    /// `None` (unset) one fewer than the CPUs the daemon may run on, `Some(0)` none (all
+    /// inline on the control task).
+    pub workers: Option<u32>,
 }
 
 impl Ike {

@@ -45,6 +45,7 @@ pub(crate) struct RawIke {
     pub dpd: RawDpd,
     pub nat_keepalive: Option<Spanned<u32>>,
     pub lifetime: Option<Spanned<u32>>,
+    pub workers: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

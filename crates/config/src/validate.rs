@@ -194,6 +194,7 @@ pub(crate) fn validate(
     )?;
     // Down to 60 s for tests and labs; below 120 s `Config::warnings` says so.
     in_range(&cx, &ike.lifetime, "ike.lifetime", 60..=86400, " s")?;
+    in_range(&cx, &ike.workers, "ike.workers", 0..=64, "; 0 = none")?;
     let ike_out = Ike {
         proposals: ike
             .proposals
@@ -213,6 +214,7 @@ pub(crate) fn validate(
         },
         nat_keepalive: Some(secs(&ike.nat_keepalive, 20)).filter(|d| !d.is_zero()),
         lifetime: secs(&ike.lifetime, 86400),
+        workers: ike.workers.as_ref().map(|w| *w.get_ref()),
     };
 
     // IPsec

@@ -143,6 +143,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("underlay", new.underlay != old.underlay),
         ("debug.key-export", new.key_export != old.key_export),
         ("dataplane", new.dataplane != old.dataplane),
+        // The IKE worker pool is started once, with the daemon.
+        ("ike.workers", new.ike.workers != old.ike.workers),
         // The listener is bound once at start; max-peers is read at every scrape.
         ("metrics.listen", new.metrics.listen != old.metrics.listen),
         // The socket is bound and its groups resolved once at start; a reload that seemed to

@@ -35,6 +35,30 @@ impl Node {
         self.drive(now);
     }
 
+    /// Offload mode for IKE's expensive computations (`dmvpn_ike`'s jobs): the daemon turns
+    /// it on when it runs a worker pool; simulations leave it off and stay inline.
+    pub fn set_ike_offload(&mut self, on: bool) {
+        self.ike.set_offload(on);
+    }
+
+    /// The next IKE job to run (offload mode): [`dmvpn_ike::Job::run`] on any thread, then
+    /// [`Node::complete_ike_job`].
+    #[must_use]
+    pub fn poll_ike_job(&mut self) -> Option<dmvpn_ike::Job> {
+        self.ike.poll_job()
+    }
+
+    /// A finished IKE job: its IKE SA answers the IKE_SA_INIT it waited for.
+    pub fn complete_ike_job(&mut self, now: Instant, done: dmvpn_ike::JobDone) {
+        self.ike.complete_job(now, done);
+        self.drive(now);
+    }
+
+    /// An IKE job the daemon cannot queue: its IKE_SA_INIT goes unanswered (counted).
+    pub fn cancel_ike_job(&mut self, job: dmvpn_ike::Job) {
+        self.ike.cancel_job(job);
+    }
+
     /// A packet the dataplane could not finish on its own.
     pub fn handle_slow_path(&mut self, now: Instant, s: SlowPath) {
         match s {

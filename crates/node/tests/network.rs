@@ -106,6 +106,21 @@ fn spokes_register_and_reach_each_other_via_the_hub() {
 }
 
 #[test]
+fn spokes_register_through_a_hub_that_offloads_its_ike_work() {
+    let mut net = network();
+    net.hosts[HUB].node.set_ike_offload(true);
+    net.hosts[HUB].offload = true;
+    net.idle(Duration::from_secs(10));
+    assert!(registered(&net, A_TUNNEL) && registered(&net, B_TUNNEL));
+    let c = net.hosts[HUB].node.ike().counters();
+    assert_eq!((c.jobs_late, c.jobs_refused), (0, 0));
+    // One IKE_SA_INIT per spoke, each through a job.
+    assert!(net.hosts[HUB].jobs_run >= 2);
+    ping(&mut net, A, A_HOST, B_HOST, 1);
+    assert_eq!(delivered_ids(&net, B), vec![1]);
+}
+
+#[test]
 fn redirect_builds_a_direct_shortcut_that_carries_traffic() {
     let mut net = shortcut_network();
     let before = esp_sent_to(&net, A, B_PUBLIC);

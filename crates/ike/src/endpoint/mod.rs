@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod fragment;
 mod informational;
+mod jobs;
 mod recovery;
 mod rekey_ike;
 mod sa;
@@ -26,6 +27,7 @@ pub use challenge::CHALLENGE_BUDGET;
 use cookie::CookieSecrets;
 use error::ExchangeError;
 pub use event::*;
+pub use jobs::{Job, JobDone};
 use sa::*;
 use table::SaTable;
 
@@ -105,6 +107,11 @@ pub struct Endpoint {
     /// in it.
     unprotected_budget: (Option<Instant>, u32),
     counters: Counters,
+    /// Offload mode and the jobs waiting to be polled (jobs.rs).
+    offload: bool,
+    jobs: VecDeque<Job>,
+    /// Number of the last job created.
+    next_job: u64,
 }
 
 /// What the endpoint refused without state (for the operator's counters).
@@ -114,6 +121,12 @@ pub struct Counters {
     /// IKE_SA_INIT requests dropped because the half-open caps were reached
     /// ([`Config::max_half_open`], [`Config::max_half_open_per_peer`]).
     pub half_open_refused: u64,
+    /// Job results that came back for an SA that is gone or no longer waits
+    /// for them (deleted, timed out), dropped.
+    pub jobs_late: u64,
+    /// Jobs handed back with [`Endpoint::cancel_job`] (the caller's queue
+    /// was full); their IKE_SA_INIT went unanswered.
+    pub jobs_refused: u64,
 }
 
 impl core::fmt::Debug for Endpoint {
@@ -137,6 +150,9 @@ impl Endpoint {
             cookies,
             unprotected_budget: (None, 0),
             counters: Counters::default(),
+            offload: false,
+            jobs: VecDeque::new(),
+            next_job: 0,
         }
     }
 

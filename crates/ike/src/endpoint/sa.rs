@@ -37,6 +37,28 @@ impl AuthKeys {
     }
 }
 
+/// Responder, IKE_SA_INIT accepted: its D-H and key derivation are out as
+/// a [`Job`] (offload mode), and the response goes out when the job comes
+/// back. Counted as half-open (§2.6), so the half-open caps also bound the
+/// jobs outstanding.
+pub(super) struct ExpectSaInitKeys {
+    /// Which job answers it: a result for an earlier job of a vanished
+    /// SA with a reused SPI is not taken for this one's.
+    pub(super) job: u64,
+    /// The request's header (its SPIi, for the response).
+    pub(super) request: Header,
+    pub(super) init_request: Vec<u8>,
+    pub(super) nonce_i: Vec<u8>,
+    pub(super) nonce_r: Vec<u8>,
+    pub(super) suite: IkeSuite,
+    pub(super) chosen: Proposal,
+    /// Our NAT_DETECTION_SOURCE_IP data, drawn when the request came (it
+    /// may be random), so finishing the job uses no randomness.
+    pub(super) nat_source: Vec<u8>,
+    /// The half-open timeout, counted from the request.
+    pub(super) deadline: Instant,
+}
+
 /// Responder, IKE_SA_INIT answered.
 pub(super) struct ExpectAuthRequest {
     pub(super) nonce_i: Vec<u8>,
@@ -85,6 +107,7 @@ pub(super) struct RekeyCollision {
 
 pub(super) enum State {
     ExpectSaInitResponse(ExpectSaInitResponse),
+    ExpectSaInitKeys(ExpectSaInitKeys),
     ExpectAuthRequest(ExpectAuthRequest),
     ExpectAuthResponse(ExpectAuthResponse),
     Established(Established),
@@ -98,6 +121,8 @@ impl State {
     pub(super) fn public(&self) -> IkeSaState {
         match self {
             Self::ExpectSaInitResponse(_) => IkeSaState::ExpectSaInitResponse,
+            // Half-open to everyone outside: the response is only late.
+            Self::ExpectSaInitKeys(_) => IkeSaState::ExpectAuthRequest,
             Self::ExpectAuthRequest(_) => IkeSaState::ExpectAuthRequest,
             Self::ExpectAuthResponse(_) => IkeSaState::ExpectAuthResponse,
             Self::Established(_) => IkeSaState::Established,

@@ -135,56 +135,36 @@ impl Endpoint {
             // §1.2: tell the initiator which group we want.
             return Err(ExchangeError::InvalidKePayload(suite.dh));
         }
-        let Ok(dh) = DhPrivate::generate(suite.dh, self.rng.as_mut()) else {
-            return Ok(());
-        };
-        let gir = dh
-            .agree(&ke.data)
-            .map_err(|_| ExchangeError::InvalidSyntax)?;
+        // The KE data's length is checked here, cheaply; whether it is a point on the
+        // curve only the D-H computation tells (RFC 5903 §7, RFC 8031 §2.1).
+        if ke.data.len() != suite.dh.public_len() {
+            return Err(ExchangeError::InvalidSyntax);
+        }
+        // Our private scalar, SPI and Nr now, in the order the inline code always drew
+        // them: the job that computes the keys needs no randomness (jobs.rs).
+        let mut scalar = Secret::zeroed(suite.dh.private_len());
+        self.rng.fill(scalar.expose_mut());
         let id = self.new_spi();
         let nonce_r = self.nonce();
-        let Ok(keys) = IkeKeys::derive(suite.prf, nonce_i, &nonce_r, gir.expose(), h.spi_i, id)
-        else {
-            return Ok(());
-        };
         let (nat_local, nat_remote) = nat_detect(p, h.spi_i, 0, local, remote);
         let mut sa = IkeSa::new(id, false, local, remote, now, State::Closed);
         sa.spi_i = h.spi_i;
-        let auth_keys = AuthKeys::of(&keys);
-        sa.suite = Some(suite);
-        sa.keys = Some(keys);
         sa.nat_local = nat_local || self.config.force_encap;
         sa.nat_remote = nat_remote;
         sa.expect_request_id = 1;
-        let reply = vec![
-            Payload::Sa(vec![chosen]),
-            Payload::Ke(KeyExchange {
-                dh_group: DhId::from(suite.dh),
-                data: dh.public_value().to_vec(),
-            }),
-            Payload::Nonce(nonce_r.clone()),
-            Payload::Notify(Notify::new(
-                NotifyType::NAT_DETECTION_SOURCE_IP,
-                self.nat_source_hash(h.spi_i, id, local),
-            )),
-            Payload::Notify(Notify::new(
-                NotifyType::NAT_DETECTION_DESTINATION_IP,
-                nat_hash(h.spi_i, id, remote).to_vec(),
-            )),
-        ];
-        let Some(resp) = self.plain_reply(local, remote, h, id, reply) else {
-            return Ok(());
-        };
-        sa.last_response = Some((0, resp.clone()));
-        sa.state = State::ExpectAuthRequest(ExpectAuthRequest {
+        self.next_job = self.next_job.wrapping_add(1);
+        let st = ExpectSaInitKeys {
+            job: self.next_job,
+            request: h.clone(),
+            init_request: bytes.to_vec(),
             nonce_i: nonce_i.clone(),
             nonce_r,
-            init_request: bytes.to_vec(),
-            init_response: resp,
+            suite,
+            chosen,
+            nat_source: self.nat_source_hash(h.spi_i, id, local),
             deadline: now + self.config.half_open_timeout,
-            keys: auth_keys,
-        });
-        self.put_back(sa);
+        };
+        self.start_sa_init_keys(sa, st, scalar, ke.data.clone());
         Ok(())
     }
 

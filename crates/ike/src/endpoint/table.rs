@@ -65,6 +65,15 @@ fn spis_of(sa: &IkeSa) -> Vec<u32> {
     v
 }
 
+/// A responder SA that has not seen IKE_AUTH yet, its keys computed or not
+/// (§2.6 counts both: each holds state an unauthenticated peer created).
+fn is_half_open(state: &State) -> bool {
+    matches!(
+        state,
+        State::ExpectSaInitKeys(_) | State::ExpectAuthRequest(_)
+    )
+}
+
 fn unlink<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Vec<u64>>, k: &K, id: u64) {
     if let Some(v) = m.get_mut(k) {
         v.retain(|&x| x != id);
@@ -101,8 +110,7 @@ impl SaTable {
         if let Some(i) = &identity {
             self.by_identity.entry(i.clone()).or_default().push(id);
         }
-        let half_open =
-            matches!(sa.state, State::ExpectAuthRequest(_)).then_some((sa.remote, sa.spi_i));
+        let half_open = is_half_open(&sa.state).then_some((sa.remote, sa.spi_i));
         if let Some(k) = half_open
             && self.half_open.insert(k, id).is_none()
         {
@@ -250,7 +258,7 @@ impl SaTable {
             if let Some(i) = &sa.remote_id {
                 assert!(self.with_identity(i).contains(&sa.id));
             }
-            if matches!(sa.state, State::ExpectAuthRequest(_)) {
+            if is_half_open(&sa.state) {
                 half_open.insert((sa.remote, sa.spi_i), sa.id);
             }
             for s in spis_of(sa) {

@@ -34,6 +34,7 @@ impl Endpoint {
         }
         match &sa.state {
             State::ExpectAuthRequest(s) => add(s.deadline),
+            State::ExpectSaInitKeys(s) => add(s.deadline),
             State::Deleting(s) => add(s.deadline),
             State::Established(e) => {
                 add(e.rekey_at);
@@ -120,6 +121,11 @@ impl Endpoint {
         match &mut sa.state {
             State::ExpectAuthRequest(s) if s.deadline <= now => {
                 // A half-open SA that never authenticated: drop silently.
+                sa.state = State::Closed;
+            }
+            State::ExpectSaInitKeys(s) if s.deadline <= now => {
+                // Its job never came back (the daemon lost it): the same. A result
+                // arriving later finds no SA and is counted late.
                 sa.state = State::Closed;
             }
             State::Deleting(s) if s.deadline <= now => {

@@ -177,6 +177,11 @@ pub struct Host {
     /// A new NAT mapping in front of the host: its port 4500 appears as this port, and
     /// datagrams to the old mapping (4500) are lost. `None`: ports kept.
     pub nat_port: Option<u16>,
+    /// IKE jobs come out of the node (offload mode) and are run here, out of order, as the
+    /// daemon's worker pool would.
+    pub offload: bool,
+    /// How many IKE jobs ran for it.
+    pub jobs_run: usize,
 }
 
 /// Decides whether a datagram (source, destination — post-NAT —, kind and bytes) is lost.
@@ -311,6 +316,8 @@ impl Net {
             ike_sent: Vec::new(),
             alive: true,
             nat_port: None,
+            offload: false,
+            jobs_run: 0,
         });
         let h = self.hosts.len() - 1;
         self.outputs(h);
@@ -327,6 +334,16 @@ impl Net {
     pub fn outputs(&mut self, h: usize) {
         let now = self.now;
         let host = &mut self.hosts[h];
+        if host.offload {
+            let mut jobs = Vec::new();
+            while let Some(j) = host.node.poll_ike_job() {
+                jobs.push(j);
+            }
+            host.jobs_run += jobs.len();
+            for j in jobs.into_iter().rev() {
+                host.node.complete_ike_job(now, j.run());
+            }
+        }
         check_mappings(&host.node, now);
         if let Some(t) = host.node.poll_tables() {
             host.tables = Arc::new(t);
