@@ -316,6 +316,10 @@ impl ControlPlane {
                     "ike_half_open_refused",
                     self.node.ike().counters().half_open_refused,
                 ),
+                (
+                    "ike_half_open_evicted",
+                    self.node.ike().counters().half_open_evicted,
+                ),
                 ("ike_jobs_refused", self.node.ike().counters().jobs_refused),
             ],
         )

@@ -338,7 +338,7 @@ impl Scrape {
         family(
             enc,
             "dmvpn_dataplane_drops",
-            "Packets dropped, by reason: every dataplane reason (zero or not) and the daemon's own (underlay_*, tun_*, ike_half_open_refused, ike_jobs_refused).",
+            "Packets dropped, by reason: every dataplane reason (zero or not) and the daemon's own (underlay_*, tun_*, ike_half_open_refused, ike_half_open_evicted, ike_jobs_refused).",
             None,
             MetricType::Counter,
             c.drops

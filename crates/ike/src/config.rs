@@ -249,8 +249,8 @@ pub struct Config {
     /// How long a responder keeps a half-open SA.
     pub half_open_timeout: Duration,
     /// Most half-open responder SAs at once (each holds a D-H key, ≈ 9 KiB, for up to
-    /// `half_open_timeout`); further IKE_SA_INIT requests are dropped unanswered and
-    /// counted, and their senders retransmit (§2.1).
+    /// `half_open_timeout`); past it the oldest one gives way to each new IKE_SA_INIT
+    /// (counted as evicted), so memory stays bounded and a flood cannot lock new peers out.
     pub max_half_open: usize,
     /// Most half-open responder SAs from one IP address (a NAT with many peers behind it
     /// still fits; one flooding host cannot take the whole budget).

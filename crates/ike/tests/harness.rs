@@ -942,10 +942,11 @@ fn higher_major_version_sa_init_gets_invalid_major_version() {
 
 #[test]
 fn half_open_sas_are_capped_globally_and_per_source() {
-    // (global cap, per-source cap, kept, refused outright): past the per-source cap the
-    // requests get a cookie challenge instead (never answered here), past the global cap
-    // they are dropped.
-    for (global, per_peer, kept, refused) in [(100, 2, 2, 0), (3, 100, 3, 2)] {
+    // (global cap, per-source cap, kept, refused outright, evicted): past the per-source
+    // cap the requests get a cookie challenge instead (never answered here); at the global
+    // cap the oldest half-open SA gives way to the new request, so the table stays full of
+    // the newest and nobody is locked out.
+    for (global, per_peer, kept, refused, evicted) in [(100, 2, 2, 0, 0), (3, 100, 3, 0, 2)] {
         let mut cb = config(b"k");
         cb.max_half_open = global;
         cb.max_half_open_per_peer = per_peer;
@@ -964,6 +965,7 @@ fn half_open_sas_are_capped_globally_and_per_source() {
                 .count();
         assert_eq!(half_open, kept, "global {global}, per peer {per_peer}");
         assert_eq!(n.b.counters().half_open_refused, refused);
+        assert_eq!(n.b.counters().half_open_evicted, evicted);
         // Every request was answered (response or cookie) except the refused ones.
         assert_eq!(
             n.sent_b.len() as u64,
@@ -1057,4 +1059,34 @@ fn a_spoofed_flood_does_not_lock_the_real_peer_out() {
     n.ev_a.clear();
     n.initiate();
     assert_eq!(Net::children(&n.ev_a).len(), 1, "{:?}", n.ev_a);
+}
+
+/// §2.6: at the hard cap the oldest half-open SA gives way, so a peer arriving while a
+/// flood holds the table (even one that returns cookies) still gets its SA.
+#[test]
+fn a_full_half_open_table_gives_way_to_a_new_peer() {
+    let mut cb = config(b"k");
+    cb.max_half_open = 4;
+    cb.cookie_threshold = 1000;
+    let mut n = Net::new(config(b"k"), cb, false);
+    // A "flood" from other addresses whose answers never arrive, one request per 100 ms.
+    let mut flood = Endpoint::new(config(b"k"), Box::new(TestRng::new(77)));
+    for i in 0..10u8 {
+        let src: std::net::SocketAddr = format!("192.0.2.{}:500", i + 10).parse().unwrap();
+        flood.initiate(n.now, src, n.b_local()).unwrap();
+        let t = flood.poll_transmit().expect("IKE_SA_INIT");
+        n.b.handle_datagram(n.now, n.b_local(), src, &t.bytes);
+        while n.b.poll_transmit().is_some() {}
+        n.now += Duration::from_millis(100);
+    }
+    assert_eq!(n.b.counters().half_open_evicted, 6);
+    // An honest spoke now: it gets through at once.
+    n.initiate();
+    assert_eq!(
+        count(&n.ev_b, |e| matches!(e, Event::IkeSaUp { .. })),
+        1,
+        "{:?}",
+        n.ev_b
+    );
+    assert_eq!(n.b.counters().half_open_refused, 0);
 }

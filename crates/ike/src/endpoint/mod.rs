@@ -121,6 +121,8 @@ pub struct Counters {
     /// IKE_SA_INIT requests dropped because the half-open caps were reached
     /// ([`Config::max_half_open`], [`Config::max_half_open_per_peer`]).
     pub half_open_refused: u64,
+    /// Half-open responder SAs given up for a newer IKE_SA_INIT at the hard cap (§2.6).
+    pub half_open_evicted: u64,
     /// Job results that came back for an SA that is gone or no longer waits
     /// for them (deleted, timed out), dropped.
     pub jobs_late: u64,

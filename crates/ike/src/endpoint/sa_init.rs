@@ -95,11 +95,31 @@ impl Endpoint {
         // retry carries it). With cookies a source may hold twice the cap, no more.
         let from_source = self.sas.half_open_from(remote.ip());
         let per_source = self.config.max_half_open_per_peer;
-        if self.sas.half_open_count() >= self.config.max_half_open
-            || from_source >= per_source.saturating_mul(2)
-        {
+        if from_source >= per_source.saturating_mul(2) {
             self.counters.half_open_refused += 1;
             return;
+        }
+        // At the hard cap the oldest half-open SA gives way rather than the newcomer: a
+        // flood that returns cookies (so from addresses it really has) would otherwise hold
+        // the whole table for the half-open timeout and lock every new peer out; this way a
+        // half-open SA lives as long as the flood takes to send the cap's worth of requests,
+        // which at thousands a second is still far longer than an honest peer's round trip
+        // to IKE_AUTH.
+        if self.sas.half_open_count() >= self.config.max_half_open {
+            match self
+                .sas
+                .oldest_half_open()
+                .and_then(|id| self.sas.remove(id))
+            {
+                Some(oldest) => {
+                    self.sas.forget(&oldest);
+                    self.counters.half_open_evicted += 1;
+                }
+                None => {
+                    self.counters.half_open_refused += 1;
+                    return;
+                }
+            }
         }
         let busy_source = from_source >= per_source;
         if let Err(e) = self.accept_sa_init(now, local, remote, h, bytes, busy_source) {

@@ -25,6 +25,8 @@ struct Indexed {
     ip: IpAddr,
     identity: Option<Identification>,
     half_open: Option<(SocketAddr, u64)>,
+    /// Its key in `half_open_age` while half-open.
+    half_open_age: Option<(Instant, u64)>,
     spis: Vec<u32>,
 }
 
@@ -43,6 +45,9 @@ pub(super) struct SaTable {
     half_open: HashMap<(SocketAddr, u64), u64>,
     /// Half-open responder SAs per peer IP (§2.6 flood accounting).
     half_open_by_ip: HashMap<IpAddr, usize>,
+    /// Half-open responder SAs oldest first (creation time, id): the one to give up when
+    /// the hard cap is reached.
+    half_open_age: BTreeSet<(Instant, u64)>,
 }
 
 /// Every inbound SPI an SA holds: its children's, and the ones it offered
@@ -111,10 +116,14 @@ impl SaTable {
             self.by_identity.entry(i.clone()).or_default().push(id);
         }
         let half_open = is_half_open(&sa.state).then_some((sa.remote, sa.spi_i));
+        let mut half_open_age = None;
         if let Some(k) = half_open
             && self.half_open.insert(k, id).is_none()
         {
             *self.half_open_by_ip.entry(k.0.ip()).or_default() += 1;
+            let age = (sa.created, id);
+            self.half_open_age.insert(age);
+            half_open_age = Some(age);
         }
         self.indexed.insert(
             id,
@@ -123,6 +132,7 @@ impl SaTable {
                 ip,
                 identity,
                 half_open,
+                half_open_age,
                 spis,
             },
         );
@@ -140,6 +150,9 @@ impl SaTable {
             unlink(&mut self.by_ip, &ix.ip, id);
             if let Some(i) = ix.identity.take() {
                 unlink(&mut self.by_identity, &i, id);
+            }
+            if let Some(age) = ix.half_open_age.take() {
+                self.half_open_age.remove(&age);
             }
             if let Some(k) = ix.half_open.take()
                 && self.half_open.get(&k) == Some(&id)
@@ -223,6 +236,11 @@ impl SaTable {
         self.half_open.len()
     }
 
+    /// The oldest half-open responder SA.
+    pub(super) fn oldest_half_open(&self) -> Option<u64> {
+        self.half_open_age.first().map(|&(_, id)| id)
+    }
+
     /// Number of half-open responder SAs from `ip`.
     pub(super) fn half_open_from(&self, ip: IpAddr) -> usize {
         self.half_open_by_ip.get(&ip).copied().unwrap_or(0)
@@ -272,6 +290,12 @@ impl SaTable {
             *by_ip.entry(k.0.ip()).or_default() += 1;
         }
         assert_eq!(by_ip, self.half_open_by_ip);
+        let ages: BTreeSet<(Instant, u64)> = half_open
+            .values()
+            .filter_map(|id| self.sas.get(id))
+            .map(|sa| (sa.created, sa.id))
+            .collect();
+        assert_eq!(ages, self.half_open_age);
         assert_eq!(n_ip, self.by_ip.values().map(Vec::len).sum::<usize>());
         let live: usize = self.sas.values().map(|s| spis_of(s).len()).sum();
         assert_eq!(live, self.spis.len(), "stale SPI reservations");
