@@ -26,6 +26,25 @@ const UNMAPPED: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 50);
 const FALLBACK: u64 = 30;
 const SPOKE: usize = 3;
 
+fn spoke_text() -> String {
+    // Listed worst first: the order of configuration breaks only ties of priority.
+    let more = format!(
+        "[[nhrp.nhs]]\naddress = \"10.250.0.3\"\nnbma = \"{}\"\nmulticast = true\npriority = 3\ncluster = 1\n\
+         [[nhrp.nhs]]\naddress = \"10.250.0.2\"\nnbma = \"{}\"\nmulticast = true\npriority = 2\ncluster = 1\n\
+         [[nhrp.cluster]]\nid = 1\nmax-connections = 2\n",
+        HUB_NBMA[2], HUB_NBMA[1]
+    );
+    spoke_config("10.250.0.11", HUB_NBMA[0], &more)
+        .replace(
+            "multicast = true\n[[route]]",
+            "multicast = true\npriority = 1\ncluster = 1\n[[route]]",
+        )
+        .replace(
+            "shortcut = true\n",
+            &format!("shortcut = true\nnhs-fallback = {FALLBACK}\n"),
+        )
+}
+
 fn network() -> Net {
     let mut net = Net::new();
     for (i, nbma) in HUB_NBMA.iter().enumerate() {
@@ -41,22 +60,7 @@ fn network() -> Net {
             u64::from(n),
         );
     }
-    // Listed worst first: the order of configuration breaks only ties of priority.
-    let more = format!(
-        "[[nhrp.nhs]]\naddress = \"10.250.0.3\"\nnbma = \"{}\"\nmulticast = true\npriority = 3\ncluster = 1\n\
-         [[nhrp.nhs]]\naddress = \"10.250.0.2\"\nnbma = \"{}\"\nmulticast = true\npriority = 2\ncluster = 1\n\
-         [[nhrp.cluster]]\nid = 1\nmax-connections = 2\n",
-        HUB_NBMA[2], HUB_NBMA[1]
-    );
-    let spoke = spoke_config("10.250.0.11", HUB_NBMA[0], &more)
-        .replace(
-            "multicast = true\n[[route]]",
-            "multicast = true\npriority = 1\ncluster = 1\n[[route]]",
-        )
-        .replace(
-            "shortcut = true\n",
-            &format!("shortcut = true\nnhs-fallback = {FALLBACK}\n"),
-        );
+    let spoke = spoke_text();
     net.add(
         "spoke",
         &spoke,
@@ -230,4 +234,23 @@ fn the_best_two_register_the_third_stands_by_and_takes_over_and_falls_back() {
     );
     assert_eq!(role(&net, 2), ClusterRole::Down);
     let _ = Kind::Esp;
+}
+
+#[test]
+fn a_reload_that_changes_clusters_asks_for_a_restart() {
+    let mut net = network();
+    let now = net.now;
+    let node = &mut net.hosts[SPOKE].node;
+    let wider = spoke_text().replace("max-connections = 2", "max-connections = 3");
+    match node.reload(now, sim::parse(&wider)) {
+        Err(dmvpn_node::NodeError::RestartRequired(keys)) => assert_eq!(keys, ["nhrp.cluster"]),
+        other => panic!("{other:?}"),
+    }
+    let moved = spoke_text().replace("priority = 3\ncluster = 1", "priority = 3\ncluster = 2");
+    match node.reload(now, sim::parse(&moved)) {
+        Err(dmvpn_node::NodeError::RestartRequired(keys)) => {
+            assert_eq!(keys, ["nhrp.nhs.cluster"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
