@@ -202,6 +202,7 @@ impl Node {
             self.nhrp.shortcut_used(now, IpAddr::V4(prefix));
         }
         self.feed_nhrp_routes();
+        self.close_reserve_sas(now);
     }
 
     /// NHRP answers resolutions from the routing table: routes into the tunnel name the next

@@ -424,6 +424,27 @@ impl Node {
         }
     }
 
+    /// Closes the SA with each NHS its cluster keeps in reserve without probing it (DOWN):
+    /// max-connections limits the hubs a spoke holds tunnels with, not only registrations, and
+    /// an idle SA would otherwise be rekeyed forever. Run at housekeeping, so the purge of its
+    /// registration (sent through that SA when it went to reserve) has left long before.
+    pub(crate) fn close_reserve_sas(&mut self, now: Instant) {
+        if !self.nhs_clusters.limited() {
+            return;
+        }
+        for nbma in self.nhs_clusters.nbmas().collect::<Vec<_>>() {
+            let idle = self.nhs_clusters.role(nbma) == crate::nhs_choice::ClusterRole::Down
+                && !self.nhrp.nhs_active(IpAddr::V4(nbma))
+                && self.master.paths.contains_key(&nbma)
+                && !self.shortcuts.waits_for(nbma)
+                && !self.sa_queue.has(nbma);
+            if idle && self.ike.delete(now, IpAddr::V4(nbma)).is_ok() {
+                tracing::info!(nhs = %nbma, "NHS in reserve: its SA closed");
+                self.remove_peer_sas(nbma);
+            }
+        }
+    }
+
     /// `nbma`'s NHS cluster and its place there (`show nhrp`); `None` for a peer that is not
     /// an NHS.
     pub fn nhs_cluster(&self, nbma: Ipv4Addr) -> Option<(u8, crate::nhs_choice::ClusterRole)> {

@@ -233,6 +233,24 @@ fn the_best_two_register_the_third_stands_by_and_takes_over_and_falls_back() {
         "traffic back on hub 1 (its fallback time served while it was probed)"
     );
     assert_eq!(role(&net, 2), ClusterRole::Down);
+    // Within a housekeeping period the SA with hub 3 is closed: max-connections bounds the
+    // hubs the spoke holds tunnels with.
+    net.run_for(Duration::from_secs(3), |_| {});
+    assert!(
+        !net.hosts[SPOKE]
+            .node
+            .tables()
+            .paths
+            .contains_key(&HUB_NBMA[2]),
+        "the SA with hub 3 closed"
+    );
+    assert!(
+        !net.hosts[SPOKE]
+            .node
+            .ike()
+            .has_sa_with(IpAddr::V4(HUB_NBMA[2])),
+        "no IKE SA with hub 3 either"
+    );
     let _ = Kind::Esp;
 }
 
