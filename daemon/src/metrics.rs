@@ -141,10 +141,11 @@ fn ike_state_name(s: IkeState) -> &'static str {
 
 /// The NHRP states a peer or NHS can be in, in the schema's names (every one is emitted, 0 or
 /// 1, so a state change is a value change rather than a series appearing).
-const NHRP_STATES: [(NhrpPeerState, &str); 7] = [
+const NHRP_STATES: [(NhrpPeerState, &str); 8] = [
     (NhrpPeerState::Up, "up"),
     (NhrpPeerState::Registering, "registering"),
     (NhrpPeerState::WaitingForSa, "waiting_for_sa"),
+    (NhrpPeerState::Standby, "standby"),
     (NhrpPeerState::Registered, "registered"),
     (NhrpPeerState::Resolved, "resolved"),
     (NhrpPeerState::Static, "static"),
@@ -560,11 +561,11 @@ impl Scrape {
         family(
             enc,
             "dmvpn_nhrp_nhs_state",
-            "Registration with each NHS (spoke): 1 for its state (up, registering, waiting_for_sa), 0 for the others.",
+            "Registration with each NHS (spoke): 1 for its state (up, registering, waiting_for_sa, standby), 0 for the others.",
             None,
             MetricType::Gauge,
             self.nhs.iter().flat_map(|e| {
-                NHRP_STATES[..3].iter().map(move |(s, name)| {
+                NHRP_STATES[..4].iter().map(move |(s, name)| {
                     let mut l = nhs_labels(e);
                     l.push(("state", (*name).to_owned()));
                     (l, u64::from(e.state == *s))

@@ -153,6 +153,7 @@ fn nhs_state(s: NhsState) -> NhrpPeerState {
         NhsState::Up => NhrpPeerState::Up,
         NhsState::Registering => NhrpPeerState::Registering,
         NhsState::WaitingForSa => NhrpPeerState::WaitingForSa,
+        NhsState::Standby => NhrpPeerState::Standby,
     }
 }
 
@@ -170,6 +171,7 @@ pub fn nhs_entry(s: &NhsStatus, now: Instant) -> NhsEntry {
         status: dmvpn_api::NhsUpDown::of(nhs_state(s.state)),
         priority: 0,
         preferred: false,
+        cluster: 0,
     }
 }
 
@@ -258,6 +260,8 @@ pub struct NodeView {
     tunnel_addr: String,
     role: NhrpRole,
     nhs_priority: Vec<(IpAddr, u8)>,
+    /// Spoke: each NHS's cluster and whether, in reserve, it is probed.
+    nhs_places: Vec<(IpAddr, u8, bool)>,
 }
 
 impl NodeView {
@@ -274,6 +278,16 @@ impl NodeView {
                 .nhs
                 .iter()
                 .map(|n| (IpAddr::V4(n.nbma), n.priority))
+                .collect(),
+            nhs_places: config
+                .nhrp
+                .nhs
+                .iter()
+                .filter_map(|n| {
+                    let (cluster, role) = node.nhs_cluster(n.nbma)?;
+                    let probed = role == dmvpn_node::nhs_choice::ClusterRole::Probe;
+                    Some((IpAddr::V4(n.nbma), cluster, probed))
+                })
                 .collect(),
         }
     }
@@ -301,6 +315,7 @@ impl<'a> Snapshot<'a> {
             backoff,
             changes: Some(node.peer_changes().all()),
             nhs_priority: &view.nhs_priority,
+            nhs_places: &view.nhs_places,
             preferred_nhs: node.preferred_nhs().map(IpAddr::V4),
         }
     }
@@ -378,6 +393,9 @@ pub struct Snapshot<'a> {
     /// Spoke: each NHS's configured priority by NBMA address, and the NHS that carries
     /// traffic without a mapping (`dmvpn_node::Node::preferred_nhs()`).
     pub nhs_priority: &'a [(IpAddr, u8)],
+    /// Spoke: each NHS's cluster and whether, in reserve, it is probed
+    /// (`dmvpn_node::Node::nhs_cluster()`).
+    pub nhs_places: &'a [(IpAddr, u8, bool)],
     pub preferred_nhs: Option<IpAddr>,
 }
 
@@ -613,6 +631,16 @@ impl<'a> Snapshot<'a> {
                         .find(|(a, _)| *a == n.nbma_addr)
                         .map_or(0, |(_, p)| *p);
                     e.preferred = self.preferred_nhs == Some(n.nbma_addr);
+                    if let Some((_, cluster, probed)) =
+                        self.nhs_places.iter().find(|(a, ..)| *a == n.nbma_addr)
+                    {
+                        e.cluster = *cluster;
+                        // IOS's names for an NHS in reserve: PROBE while the spoke tries to
+                        // reach it (it is better than a registered one), else DOWN.
+                        if *probed {
+                            e.status = dmvpn_api::NhsUpDown::Probe;
+                        }
+                    }
                     if let Some((_, b)) = self.backoff.iter().find(|(p, _)| *p == n.nbma_addr)
                         && b.until > self.now
                     {
@@ -735,6 +763,7 @@ mod tests {
             backoff: &[],
             changes: None,
             nhs_priority: &[],
+            nhs_places: &[],
             preferred_nhs: None,
         };
         let mut updown = UpDown::new();

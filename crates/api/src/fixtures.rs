@@ -162,6 +162,7 @@ pub fn nhrp() -> NhrpReport {
             status: NhsUpDown::Up,
             priority: 0,
             preferred: true,
+            cluster: 0,
         }],
         counters: NhrpCounters {
             rx,

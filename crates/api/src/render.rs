@@ -401,17 +401,24 @@ impl fmt::Display for NhrpReport {
                 let letters = match n.state {
                     NhrpPeerState::Up => "RE",
                     NhrpPeerState::Registering => "E",
+                    NhrpPeerState::Standby => "",
                     _ => "W",
                 };
                 writeln!(
                     f,
-                    "{:<15} {:<2} NBMA Address: {} {} {}, priority {}{}, expire {}{}",
+                    "{:<15} {:<2} NBMA Address: {} {} {}, priority {}{}{}, expire {}{}",
                     opt_addr(n.protocol_addr),
                     letters,
                     n.nbma,
                     n.status.text(),
                     n.state.text(),
                     n.priority,
+                    // Cluster 0 (the default) is left out, as IOS does.
+                    if n.cluster == 0 {
+                        String::new()
+                    } else {
+                        format!(", cluster {}", n.cluster)
+                    },
                     if n.preferred { " (preferred)" } else { "" },
                     n.expires_in_secs.map_or_else(|| "-".to_owned(), ios_time),
                     if n.multicast { ", multicast" } else { "" }

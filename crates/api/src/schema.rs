@@ -69,6 +69,8 @@ pub enum NhrpPeerState {
     Registering,
     /// NHS (spoke): waiting for the IPsec SA before registering.
     WaitingForSa,
+    /// NHS (spoke): kept in reserve by its cluster's `max-connections` (not registering).
+    Standby,
     /// Hub: the peer registered with us.
     Registered,
     /// Spoke: learned by resolution (phase 3 shortcut).
@@ -93,6 +95,7 @@ impl NhrpPeerState {
             Self::Up => "up",
             Self::Registering => "registering",
             Self::WaitingForSa => "waiting for SA",
+            Self::Standby => "standby",
             Self::Registered => "registered",
             Self::Resolved => "resolved",
             Self::Static => "static",
@@ -315,7 +318,8 @@ pub struct NhsEntry {
     pub protocol_addr: Option<IpAddr>,
     pub nbma: IpAddr,
     pub multicast: bool,
-    /// `up`, `registering` or `waiting_for_sa`.
+    /// `up`, `registering`, `waiting_for_sa` or `standby` (in reserve: its cluster has
+    /// `max-connections` better NHSs).
     pub state: NhrpPeerState,
     pub expires_in_secs: Option<u64>,
     /// Current registration retransmission wait; 0 when none.
@@ -329,7 +333,8 @@ pub struct NhsEntry {
     #[serde(default)]
     pub ike_last_failure: Option<String>,
     /// Cisco's NHS status (`show ip nhrp nhs`): `UP`, `PROBE` (registration requests out,
-    /// none answered) or `DOWN`.
+    /// none answered; or in reserve and probed: better than a registered NHS of its cluster)
+    /// or `DOWN` (in reserve and not probed, too).
     #[serde(default)]
     pub status: NhsUpDown,
     /// `ip nhrp nhs … priority`: lower is preferred.
@@ -338,6 +343,9 @@ pub struct NhsEntry {
     /// Traffic without an NHRP mapping of its own goes to this NHS now.
     #[serde(default)]
     pub preferred: bool,
+    /// `ip nhrp nhs … cluster`: its NHS cluster (0: the default one).
+    #[serde(default)]
+    pub cluster: u8,
 }
 
 /// An NHS's status as IOS names it.

@@ -2,6 +2,7 @@
 //! the RFCs (RFC 7296 IKEv2, RFC 4303 ESP, RFC 2332 NHRP, RFC 2890 GRE key) and the Cisco commands
 //! they replace.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -268,7 +269,14 @@ pub struct Nhrp {
     /// `ip nhrp nhs fallback SECS`: a better NHS that comes back up is used once it has been up
     /// this long (default 0: at once).
     pub nhs_fallback: Duration,
+    /// `ip nhrp nhs cluster N max-connections M`: per cluster id, the most NHSs of that
+    /// cluster registered at once. A cluster without an entry (cluster 0, the default, unless
+    /// configured) has no limit: the spoke registers with all of its NHSs.
+    pub cluster_limits: BTreeMap<u8, u8>,
 }
+
+/// Highest NHS cluster id (`ip nhrp nhs cluster 0..=10` on IOS).
+pub const MAX_NHS_CLUSTER: u8 = 10;
 
 /// Default `max-shortcut-prefix`.
 pub const DEFAULT_MAX_SHORTCUT_PREFIX: u8 = 24;
@@ -294,6 +302,9 @@ pub struct Nhs {
     /// its own goes to the lowest value (0, the default, is the highest priority), then the
     /// first configured.
     pub priority: u8,
+    /// `ip nhrp nhs ADDR … cluster N`: the group whose `max-connections` limits how many of
+    /// its NHSs are registered at once (0, the default: the clusterless group).
+    pub cluster: u8,
 }
 
 /// The NBMA side.

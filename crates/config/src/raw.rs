@@ -107,6 +107,16 @@ pub(crate) struct RawNhrp {
     pub nhs_fallback: Option<Spanned<u32>>,
     #[serde(default)]
     pub nhs: Vec<RawNhs>,
+    #[serde(default)]
+    pub cluster: Vec<RawCluster>,
+}
+
+/// `[[nhrp.cluster]]`: `ip nhrp nhs cluster ID max-connections N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawCluster {
+    pub id: Spanned<u8>,
+    pub max_connections: Spanned<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,6 +135,7 @@ pub(crate) struct RawNhs {
     pub multicast: bool,
     #[serde(default)]
     pub priority: u8,
+    pub cluster: Option<Spanned<u8>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,7 +2,7 @@
 //! tunnel subnet, NHS and routes, role-specific keys, and where each secret comes from. Every
 //! error points at the key it is about.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -381,11 +381,19 @@ pub(crate) fn validate(
                     "a spoke needs at least one [[nhrp.nhs]]",
                 );
             }
+
             Role::Spoke {
                 shortcut: n.shortcut.as_ref().is_none_or(|s| *s.get_ref()),
             }
         }
         RawRole::Hub => {
+            if let Some(c) = n.cluster.first() {
+                return cx.err(
+                    c.id.span(),
+                    "nhrp.cluster",
+                    "applies to role = \"spoke\" only",
+                );
+            }
             if let Some(s) = &n.shortcut {
                 return cx.err(
                     s.span(),
@@ -419,12 +427,52 @@ pub(crate) fn validate(
                 ),
             );
         }
+        // IOS numbers NHS clusters 0..=10.
+        in_range(
+            &cx,
+            &e.cluster,
+            &format!("nhrp.nhs[{i}].cluster"),
+            0..=MAX_NHS_CLUSTER,
+            "",
+        )?;
         nhs.push(Nhs {
             address: a,
             nbma: e.nbma,
             multicast: e.multicast,
             priority: e.priority,
+            cluster: e.cluster.as_ref().map_or(0, |c| *c.get_ref()),
         });
+    }
+    // A cluster without a [[nhrp.cluster]] entry has no limit (the spoke registers with all
+    // of its NHSs, as before clusters existed); an entry limits it to max-connections. IOS
+    // accepts 0 connections, which would leave a cluster's NHSs configured but never used:
+    // refused here, remove the NHSs instead.
+    let mut cluster_limits = BTreeMap::new();
+    for (i, c) in n.cluster.iter().enumerate() {
+        let id = Some(c.id.clone());
+        in_range(
+            &cx,
+            &id,
+            &format!("nhrp.cluster[{i}].id"),
+            0..=MAX_NHS_CLUSTER,
+            "",
+        )?;
+        let max = Some(c.max_connections.clone());
+        in_range(
+            &cx,
+            &max,
+            &format!("nhrp.cluster[{i}].max-connections"),
+            1..=255,
+            "",
+        )?;
+        let limit = u8::try_from(*c.max_connections.get_ref()).unwrap_or(u8::MAX);
+        if cluster_limits.insert(*c.id.get_ref(), limit).is_some() {
+            return cx.err(
+                c.id.span(),
+                &format!("nhrp.cluster[{i}].id"),
+                format!("cluster {} is configured twice", c.id.get_ref()),
+            );
+        }
     }
     let nhrp = Nhrp {
         network_id: *n.network_id.get_ref(),
@@ -442,6 +490,7 @@ pub(crate) fn validate(
             .map_or(DEFAULT_MAX_REGISTRATIONS_PER_NBMA, |v| *v.get_ref()),
         max_holding_time: secs(&n.max_holding_time, 65535),
         nhs_fallback: secs(&n.nhs_fallback, 0),
+        cluster_limits,
     };
 
     // Underlay

@@ -814,3 +814,78 @@ fn nhs_priority_and_fallback() {
         "out of range",
     );
 }
+
+#[test]
+fn nhs_clusters_and_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let nhs = |a: u8, cluster: &str| {
+        format!("\n[[nhrp.nhs]]\naddress = \"10.250.0.{a}\"\nnbma = \"198.51.100.{a}\"\n{cluster}")
+    };
+    let three = BASE.to_owned()
+        + &nhs(2, "cluster = 1\npriority = 1\n")
+        + &nhs(3, "cluster = 1\n")
+        + "\n[[nhrp.cluster]]\nid = 1\nmax-connections = 1\n";
+    let p = write(dir.path(), "three.toml", &three, 0o600);
+    let c = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    let clusters: Vec<u8> = c.nhrp.nhs.iter().map(|n| n.cluster).collect();
+    assert_eq!(clusters, [0, 1, 1], "no `cluster`: the clusterless group 0");
+    assert_eq!(
+        c.nhrp.cluster_limits.into_iter().collect::<Vec<_>>(),
+        [(1, 1)],
+        "cluster 0 has no entry: no limit"
+    );
+    // A cluster referenced by an NHS but not configured: no limit, accepted.
+    let p = write(
+        dir.path(),
+        "unlimited.toml",
+        &(BASE.to_owned() + &nhs(2, "cluster = 4\n")),
+        0o600,
+    );
+    let c = load(&p).unwrap();
+    assert_eq!((c.nhrp.nhs[1].cluster, c.nhrp.cluster_limits.len()), (4, 0));
+
+    assert_err(
+        &(BASE.to_owned() + &nhs(2, "cluster = 11\n")),
+        "cluster = 11",
+        "nhrp.nhs[1].cluster",
+        "out of range (0..=10)",
+    );
+    let limit =
+        |id: &str, max: &str| format!("\n[[nhrp.cluster]]\nid = {id}\nmax-connections = {max}\n");
+    assert_err(
+        &(BASE.to_owned() + &limit("1", "0")),
+        "max-connections = 0",
+        "nhrp.cluster[0].max-connections",
+        "out of range (1..=255)",
+    );
+    assert_err(
+        &(BASE.to_owned() + &limit("1", "256")),
+        "max-connections = 256",
+        "nhrp.cluster[0].max-connections",
+        "out of range (1..=255)",
+    );
+    assert_err(
+        &(BASE.to_owned() + &limit("12", "1")),
+        "id = 12",
+        "nhrp.cluster[0].id",
+        "out of range (0..=10)",
+    );
+    let twice = BASE.to_owned() + &limit("2", "1") + &limit("3", "1") + &limit("2", "2");
+    let (e, _, _dir) = load_err(&twice);
+    assert_eq!(e.key(), Some("nhrp.cluster[2].id"), "{e}");
+    assert!(
+        e.to_string().contains("cluster 2 is configured twice"),
+        "{e}"
+    );
+    let hub = BASE.replace("role = \"spoke\"", "role = \"hub\"").replace(
+        "[[nhrp.nhs]]\naddress = \"10.250.0.1\"\nnbma = \"198.51.100.1\"\nmulticast = true\n",
+        "",
+    ) + &limit("7", "1");
+    assert_err(&hub, "id = 7", "nhrp.cluster", "role = \"spoke\" only");
+    assert_err(
+        &(BASE.to_owned() + "\n[[nhrp.cluster]]\nid = 1\n"),
+        "[[nhrp.cluster]]",
+        "nhrp.cluster[0]",
+        "missing field `max-connections`",
+    );
+}

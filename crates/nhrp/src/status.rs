@@ -13,6 +13,9 @@ pub enum NhsState {
     Registering,
     /// Registered (possibly with a refresh outstanding).
     Up,
+    /// Kept in reserve: neither registering nor asking for an SA (an NHS cluster's
+    /// `max-connections` has enough better NHSs up; `Engine::set_nhs_active`).
+    Standby,
 }
 
 /// One NHS as the operator sees it.

@@ -1215,3 +1215,65 @@ fn entry_ages_count_from_creation() {
     let a = registered(&net, a_tun()).expect("A registered");
     assert!(now - a.created >= Duration::from_secs(30));
 }
+
+/// An NHS kept in reserve (an NHS cluster's `max-connections`, chosen by the node) is neither
+/// registered with nor sent multicast; made active it registers at once, and put back in
+/// reserve its registration is purged at the hub.
+#[test]
+fn an_nhs_in_reserve_is_not_registered_and_gets_no_multicast() {
+    let mut net = Net::hub_and_two_spokes();
+    let now = net.now;
+    net.nodes[A].engine.set_nhs_active(now, hub_nbma(), false);
+    assert_eq!(
+        net.nodes[A].engine.take_multicast_changes(),
+        vec![],
+        "reported set: the active multicast NHSs (none)"
+    );
+    net.register_all();
+    assert!(registered(&net, a_tun()).is_none(), "A did not register");
+    assert!(registered(&net, b_tun()).is_some(), "B did");
+    let st = net.nodes[A].engine.nhs_status(net.now);
+    assert_eq!(st[0].state, NhsState::Standby);
+    assert!(!net.nodes[A].engine.nhs_active(hub_nbma()));
+    assert!(net.nodes[A].engine.multicast_nbmas(net.now).is_empty());
+    net.advance(Duration::from_secs(3000));
+    assert!(registered(&net, a_tun()).is_none(), "not even later");
+
+    let now = net.now;
+    net.nodes[A].engine.set_nhs_active(now, hub_nbma(), true);
+    net.pump();
+    assert!(registered(&net, a_tun()).is_some(), "active: registered");
+    assert_eq!(
+        net.nodes[A].engine.take_multicast_changes(),
+        vec![(hub_nbma(), true)]
+    );
+    assert!(
+        net.take_events(A)
+            .iter()
+            .any(|e| matches!(e, Event::NhsUp { .. }))
+    );
+
+    let purges = net.sent(PacketType::PURGE_REQUEST).len();
+    let now = net.now;
+    net.nodes[A].engine.set_nhs_active(now, hub_nbma(), false);
+    net.pump();
+    assert_eq!(
+        net.sent(PacketType::PURGE_REQUEST).len(),
+        purges + 1,
+        "purged"
+    );
+    assert!(registered(&net, a_tun()).is_none(), "the hub dropped it");
+    assert!(
+        net.take_events(A)
+            .iter()
+            .any(|e| matches!(e, Event::NhsDown { .. }))
+    );
+    assert_eq!(
+        net.nodes[A].engine.take_multicast_changes(),
+        vec![(hub_nbma(), false)]
+    );
+    assert_eq!(
+        net.nodes[A].engine.nhs_status(net.now)[0].state,
+        NhsState::Standby
+    );
+}

@@ -114,6 +114,7 @@ impl Node {
         if self.nhs_choice_due(now) {
             self.nhs_state(now, None);
         }
+        // (NHS clusters: their deadline is served by the `drive` below.)
         for (peer, spi_in) in self.pending_switches.take_due(now) {
             self.switch_outbound(peer, spi_in, "switch limit");
         }
@@ -225,6 +226,7 @@ impl Node {
             self.nhrp.shortcut_used(now, IpAddr::V4(prefix));
         }
         self.feed_nhrp_routes();
+        self.close_reserve_sas(now);
     }
 
     /// NHRP answers resolutions from the routing table: routes into the tunnel name the next
@@ -338,6 +340,8 @@ impl Node {
 
     /// Drains the engines' outputs after every input or timeout, until nothing moves.
     pub(crate) fn drive(&mut self, now: Instant) {
+        // What came in may have brought an SA with an NHS in reserve up or down.
+        self.plan_nhs_clusters(now);
         loop {
             let mut moved = false;
             // Events first: a responder's Child SA must be installed (and published, see

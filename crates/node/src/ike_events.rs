@@ -439,13 +439,14 @@ impl Node {
     /// always (until registered), another peer while a shortcut or packets wait for it.
     pub(crate) fn still_wanted(&self, peer: Ipv4Addr) -> bool {
         !self.master.paths.contains_key(&peer)
-            && (self.is_nhs(peer) || self.shortcuts.waits_for(peer) || self.sa_queue.has(peer))
+            && (self.nhs_wanted(peer) || self.shortcuts.waits_for(peer) || self.sa_queue.has(peer))
     }
 
-    /// No initiation toward `peer` for `wait` (it may still initiate toward us). NHSs are
-    /// exempt: NHRP's registration schedule paces those retries itself.
+    /// No initiation toward `peer` for `wait` (it may still initiate toward us). NHSs NHRP
+    /// registers with are exempt: its registration schedule paces those retries itself (one
+    /// its cluster keeps in reserve is probed under the back-off like any peer).
     pub(crate) fn hold_down(&mut self, now: Instant, peer: Ipv4Addr, wait: Duration) {
-        if !self.is_nhs(peer) {
+        if !(self.is_nhs(peer) && self.nhrp.nhs_active(IpAddr::V4(peer))) {
             self.peers.hold_down(now, peer, wait);
         }
     }

@@ -42,7 +42,7 @@ pub use config::{IKE_PORT, NATT_PORT, ike_config, nhrp_config, restart_only_chan
 pub use types::{Event, KeyExport, NodeError, RouteUpdate, SlowPath, Transmit};
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,6 +121,9 @@ pub struct Node {
     keepalives: NatKeepalives,
     /// Spoke: which NHS carries traffic without a mapping (priority, fallback).
     nhs_choice: crate::nhs_choice::NhsChoice,
+    /// Spoke: which NHSs of clusters with `max-connections` are registered with, probed or
+    /// kept in reserve.
+    nhs_clusters: crate::nhs_choice::NhsClusters,
     /// When each peer last came up or went down (`show dmvpn` UpDn).
     changes: crate::updown::PeerChanges,
     next_housekeeping: Instant,
@@ -181,6 +184,16 @@ impl Node {
             config.nhrp.nhs_fallback,
         );
         master.default_nbma = nhs_choice.current();
+        let nhs_clusters = crate::nhs_choice::NhsClusters::new(
+            config
+                .nhrp
+                .nhs
+                .iter()
+                .map(|n| (n.nbma, n.priority, n.cluster)),
+            &config.nhrp.cluster_limits,
+            config.nhrp.nhs_fallback,
+            now,
+        );
         for n in &config.nhrp.nhs {
             master.mappings.insert(n.address, Mapping::new(n.nbma));
         }
@@ -197,6 +210,7 @@ impl Node {
         let mut node = Node {
             keepalives: NatKeepalives::new(config.ike.nat_keepalive),
             nhs_choice,
+            nhs_clusters,
             changes: crate::updown::PeerChanges::default(),
             config,
             local_nbma,
@@ -225,6 +239,12 @@ impl Node {
             route_updates,
             explain_log: explain_log::ExplainLog::default(),
         };
+        // NHSs their cluster keeps in reserve are neither registered with nor sent multicast.
+        for nbma in node.nhs_clusters.nbmas().collect::<Vec<_>>() {
+            if node.nhs_clusters.role(nbma) != crate::nhs_choice::ClusterRole::Active {
+                node.nhrp.set_nhs_active(now, IpAddr::V4(nbma), false);
+            }
+        }
         // The NHRP-derived tables (an NHS's multicast flag) are right from the first snapshot.
         node.sync_nhrp_tables(now);
         Ok(node)
@@ -325,6 +345,7 @@ impl Node {
             self.keepalives.poll_timeout(),
             self.peers.poll_timeout(),
             self.nhs_choice.deadline(),
+            self.nhs_clusters.deadline(),
             self.pending_switches.deadline(),
             self.retired.deadline(),
         ]
@@ -340,6 +361,10 @@ impl Node {
     /// carries traffic without a mapping, republishes the tables.
     /// `None`: only a fallback time ended.
     pub(crate) fn nhs_state(&mut self, now: Instant, change: Option<(Ipv4Addr, bool)>) {
+        if let Some((nbma, up)) = change {
+            self.nhs_clusters.set_up(nbma, up);
+            self.plan_nhs_clusters(now);
+        }
         let changed = match change {
             Some((nbma, up)) => self.nhs_choice.set_up(nbma, up, now),
             None => self.nhs_choice.decide(now),
@@ -352,6 +377,85 @@ impl Node {
                 "traffic without an NHRP mapping now goes to this NHS"
             );
         }
+    }
+
+    /// Applies what the NHS clusters decide at `now` (after an NHS came up or went down, at
+    /// their deadline, and at each drive and housekeeping): NHSs made active register,
+    /// those put in reserve are purged, one that failed loses its SA (so that probing it
+    /// starts over with IKE, which proves it reachable), and the probed ones get IKE.
+    pub(crate) fn plan_nhs_clusters(&mut self, now: Instant) {
+        use crate::nhs_choice::ClusterChange;
+        if !self.nhs_clusters.limited() {
+            return;
+        }
+        for nbma in self.nhs_clusters.nbmas().collect::<Vec<_>>() {
+            let reachable = self.master.paths.contains_key(&nbma);
+            self.nhs_clusters.set_reachable(nbma, reachable, now);
+        }
+        for change in self.nhs_clusters.plan(now) {
+            match change {
+                ClusterChange::Activate(nbma) => {
+                    tracing::info!(nhs = %nbma, "NHS cluster short of max-connections: registering with the next best NHS");
+                    self.nhrp.set_nhs_active(now, IpAddr::V4(nbma), true);
+                }
+                ClusterChange::Promote(nbma) => {
+                    tracing::info!(nhs = %nbma, "better NHS reachable for the fallback time: registering with it (the worst of its cluster follows to reserve)");
+                    self.nhs_choice.settle(nbma);
+                    self.nhrp.set_nhs_active(now, IpAddr::V4(nbma), true);
+                }
+                ClusterChange::Reserve(nbma) => {
+                    tracing::info!(nhs = %nbma, "NHS cluster at max-connections with better NHSs: registration purged, NHS in reserve");
+                    self.nhrp.set_nhs_active(now, IpAddr::V4(nbma), false);
+                }
+                ClusterChange::Failed(nbma) => {
+                    tracing::warn!(nhs = %nbma, "NHS failed: in reserve (probed) until an SA with it comes up again");
+                    self.nhrp.set_nhs_active(now, IpAddr::V4(nbma), false);
+                    if self.ike.has_sa_with(IpAddr::V4(nbma)) {
+                        let _ = self.ike.delete(now, IpAddr::V4(nbma));
+                        self.remove_peer_sas(nbma);
+                    }
+                }
+            }
+        }
+        for nbma in self.nhs_clusters.probes() {
+            if !self.master.paths.contains_key(&nbma) {
+                self.ensure_sa(now, nbma);
+            }
+        }
+    }
+
+    /// Closes the SA with each NHS its cluster keeps in reserve without probing it (DOWN):
+    /// max-connections limits the hubs a spoke holds tunnels with, not only registrations, and
+    /// an idle SA would otherwise be rekeyed forever. Run at housekeeping, so the purge of its
+    /// registration (sent through that SA when it went to reserve) has left long before.
+    pub(crate) fn close_reserve_sas(&mut self, now: Instant) {
+        if !self.nhs_clusters.limited() {
+            return;
+        }
+        for nbma in self.nhs_clusters.nbmas().collect::<Vec<_>>() {
+            let idle = self.nhs_clusters.role(nbma) == crate::nhs_choice::ClusterRole::Down
+                && !self.nhrp.nhs_active(IpAddr::V4(nbma))
+                && self.master.paths.contains_key(&nbma)
+                && !self.shortcuts.waits_for(nbma)
+                && !self.sa_queue.has(nbma);
+            if idle && self.ike.delete(now, IpAddr::V4(nbma)).is_ok() {
+                tracing::info!(nhs = %nbma, "NHS in reserve: its SA closed");
+                self.remove_peer_sas(nbma);
+            }
+        }
+    }
+
+    /// `nbma`'s NHS cluster and its place there (`show nhrp`); `None` for a peer that is not
+    /// an NHS.
+    pub fn nhs_cluster(&self, nbma: Ipv4Addr) -> Option<(u8, crate::nhs_choice::ClusterRole)> {
+        let n = self.config.nhrp.nhs.iter().find(|n| n.nbma == nbma)?;
+        Some((n.cluster, self.nhs_clusters.role(nbma)))
+    }
+
+    /// Whether IKE toward NHS `peer` is wanted: NHRP registers with it or its cluster probes
+    /// it (one in reserve that is not probed waits until its cluster needs it).
+    pub(crate) fn nhs_wanted(&self, peer: Ipv4Addr) -> bool {
+        self.is_nhs(peer) && self.nhs_clusters.role(peer) != crate::nhs_choice::ClusterRole::Down
     }
 
     /// Whether a better NHS's fallback time has ended.

@@ -7,6 +7,7 @@
 //! back and forth (at start, an NHS that registers for the first time is used at once). When none is up, the best configured one is used, so traffic still
 //! brings its SA up.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,14 @@ impl NhsChoice {
         self.current != old
     }
 
+    /// `nbma` served its fallback time elsewhere (its cluster brought it back only after it
+    /// was reachable that long): once registered it carries traffic at once.
+    pub fn settle(&mut self, nbma: Ipv4Addr) {
+        for c in self.candidates.iter_mut().filter(|c| c.nbma == nbma) {
+            c.went_down = false;
+        }
+    }
+
     /// When a better NHS's fallback time ends, so that [`Self::decide`] can move to it.
     pub fn deadline(&self) -> Option<Instant> {
         let current_rank = self.current.and_then(|n| self.rank(n))?;
@@ -132,6 +141,308 @@ impl NhsChoice {
             .filter(|(i, c)| (c.priority, *i) < current_rank && c.went_down)
             .filter_map(|(_, c)| c.up_since.map(|t| t + self.fallback))
             .min()
+    }
+}
+
+/// How long an NHS its cluster made active may take to register before the next one of the
+/// cluster is tried instead (IKE, then a registration and its first retransmissions).
+pub const ACTIVATION_GRACE: Duration = Duration::from_secs(30);
+
+/// An NHS's place in its cluster (`show nhrp`: UP or PROBE while active, PROBE or DOWN in
+/// reserve, as IOS names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterRole {
+    /// Registered with, or being registered.
+    Active,
+    /// In reserve and probed: better than an active one of its cluster (or the cluster is
+    /// short), so IKE is brought up toward it to learn when it is reachable.
+    Probe,
+    /// In reserve, not probed: the cluster has `max-connections` better ones.
+    Down,
+}
+
+/// What [`NhsClusters::plan`] decided for one NHS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterChange {
+    /// Register with it: its cluster is short of `max-connections`.
+    Activate(Ipv4Addr),
+    /// Register with it: it is better than the worst active one and has been reachable for
+    /// the fallback time; the worst goes to reserve once this one is registered.
+    Promote(Ipv4Addr),
+    /// Back to reserve (purge the registration): the cluster has `max-connections` better
+    /// NHSs registered.
+    Reserve(Ipv4Addr),
+    /// Back to reserve because it failed: its registration went down, or did not come up
+    /// within [`ACTIVATION_GRACE`]. Tried again only once an SA with it came up after that.
+    Failed(Ipv4Addr),
+}
+
+/// Where an NHS of a limited cluster stands.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Made active at `since`; `lost`: its registration was up and went down.
+    Active { since: Instant, lost: bool },
+    /// In reserve; `failed_at`: when it failed while active, if that is why.
+    Reserve { failed_at: Option<Instant> },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    nbma: Ipv4Addr,
+    /// (priority, configuration order): lower is better.
+    rank: (u8, usize),
+    cluster: u8,
+    slot: Slot,
+    up: bool,
+    /// An SA with it is up since.
+    reachable_since: Option<Instant>,
+}
+
+impl Member {
+    fn active(&self) -> bool {
+        matches!(self.slot, Slot::Active { .. })
+    }
+
+    /// In reserve and fit to be made active: it never failed, or an SA with it came up
+    /// since it did.
+    fn eligible(&self) -> bool {
+        match self.slot {
+            Slot::Active { .. } => false,
+            Slot::Reserve { failed_at: None } => true,
+            Slot::Reserve { failed_at: Some(t) } => self.reachable_since.is_some_and(|r| r > t),
+        }
+    }
+}
+
+/// Cisco's NHS clusters (`ip nhrp nhs cluster N max-connections M`, `ip nhrp nhs ADDR
+/// priority P cluster N`): in a cluster with a limit the spoke keeps at most that many NHSs
+/// registered, the best available by priority (lowest value, then configuration order), and
+/// the rest in reserve. When an active one fails the next best in reserve is made active at
+/// once; one in reserve that is better than the worst active one is probed (IKE toward it)
+/// and, once reachable for the fallback time, made active, and the worst active one goes to
+/// reserve as soon as the better one is registered (make before break: for that moment the
+/// cluster has one more registration than its limit). A cluster without a limit (cluster 0
+/// unless configured) keeps every NHS active, as without clusters.
+#[derive(Debug, Clone)]
+pub struct NhsClusters {
+    /// In configuration order; members of limited clusters only.
+    members: Vec<Member>,
+    limits: BTreeMap<u8, usize>,
+    fallback: Duration,
+}
+
+impl NhsClusters {
+    /// NHSs as (NBMA, priority, cluster) in configuration order, the per-cluster limits and
+    /// the fallback time; at `now` the best of each limited cluster are active.
+    pub fn new(
+        nhs: impl IntoIterator<Item = (Ipv4Addr, u8, u8)>,
+        limits: &BTreeMap<u8, u8>,
+        fallback: Duration,
+        now: Instant,
+    ) -> Self {
+        let limits: BTreeMap<u8, usize> =
+            limits.iter().map(|(c, m)| (*c, usize::from(*m))).collect();
+        let members = nhs
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (_, _, c))| limits.contains_key(c))
+            .map(|(i, (nbma, priority, cluster))| Member {
+                nbma,
+                rank: (priority, i),
+                cluster,
+                slot: Slot::Reserve { failed_at: None },
+                up: false,
+                reachable_since: None,
+            })
+            .collect();
+        let mut c = Self {
+            members,
+            limits,
+            fallback,
+        };
+        let _ = c.plan(now);
+        c
+    }
+
+    /// Whether any cluster has a limit (else every NHS is always active).
+    pub fn limited(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// The NHSs of limited clusters.
+    pub fn nbmas(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.members.iter().map(|m| m.nbma)
+    }
+
+    /// `nbma`'s place; an NHS of an unlimited cluster is always active.
+    pub fn role(&self, nbma: Ipv4Addr) -> ClusterRole {
+        let Some(m) = self.members.iter().find(|m| m.nbma == nbma) else {
+            return ClusterRole::Active;
+        };
+        if m.active() {
+            ClusterRole::Active
+        } else if self.probed(m) {
+            ClusterRole::Probe
+        } else {
+            ClusterRole::Down
+        }
+    }
+
+    /// The NHSs in reserve that are probed.
+    pub fn probes(&self) -> Vec<Ipv4Addr> {
+        self.members
+            .iter()
+            .filter(|m| !m.active() && self.probed(m))
+            .map(|m| m.nbma)
+            .collect()
+    }
+
+    fn cluster(&self, c: u8) -> impl Iterator<Item = &Member> + '_ {
+        self.members.iter().filter(move |m| m.cluster == c)
+    }
+
+    fn limit(&self, c: u8) -> usize {
+        self.limits.get(&c).copied().unwrap_or(usize::MAX)
+    }
+
+    fn active_count(&self, c: u8) -> usize {
+        self.cluster(c).filter(|m| m.active()).count()
+    }
+
+    fn worst_active(&self, c: u8) -> Option<(u8, usize)> {
+        self.cluster(c).filter(|m| m.active()).map(|m| m.rank).max()
+    }
+
+    fn probed(&self, m: &Member) -> bool {
+        self.active_count(m.cluster) < self.limit(m.cluster)
+            || self.worst_active(m.cluster).is_some_and(|w| m.rank < w)
+    }
+
+    /// Records that the registration with `nbma` came up or went down.
+    pub fn set_up(&mut self, nbma: Ipv4Addr, up: bool) {
+        for m in self.members.iter_mut().filter(|m| m.nbma == nbma) {
+            if let Slot::Active { since, lost } = m.slot {
+                m.slot = Slot::Active {
+                    since,
+                    lost: lost || (m.up && !up),
+                };
+            }
+            m.up = up;
+        }
+    }
+
+    /// Records whether an SA with `nbma` is up at `now`.
+    pub fn set_reachable(&mut self, nbma: Ipv4Addr, reachable: bool, now: Instant) {
+        for m in self.members.iter_mut().filter(|m| m.nbma == nbma) {
+            m.reachable_since = match (reachable, m.reachable_since) {
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(now),
+                (false, _) => None,
+            };
+        }
+    }
+
+    /// Re-decides every limited cluster at `now`: failed active NHSs go to reserve, a short
+    /// cluster takes the best eligible ones in reserve, a better one reachable for the
+    /// fallback time is promoted (one at a time), and once the best `max-connections` active
+    /// ones are registered the others go to reserve.
+    pub fn plan(&mut self, now: Instant) -> Vec<ClusterChange> {
+        let mut out = Vec::new();
+        let clusters: Vec<u8> = self.limits.keys().copied().collect();
+        for c in clusters {
+            let limit = self.limit(c);
+            for m in self.members.iter_mut().filter(|m| m.cluster == c) {
+                if let Slot::Active { since, lost } = m.slot
+                    && (lost || (!m.up && now >= since + ACTIVATION_GRACE))
+                {
+                    m.slot = Slot::Reserve {
+                        failed_at: Some(now),
+                    };
+                    out.push(ClusterChange::Failed(m.nbma));
+                }
+            }
+            while self.active_count(c) < limit {
+                let Some(m) = self
+                    .members
+                    .iter_mut()
+                    .filter(|m| m.cluster == c && m.eligible())
+                    .min_by_key(|m| m.rank)
+                else {
+                    break;
+                };
+                m.slot = Slot::Active {
+                    since: now,
+                    lost: false,
+                };
+                out.push(ClusterChange::Activate(m.nbma));
+            }
+            if self.active_count(c) == limit
+                && let Some(worst) = self.worst_active(c)
+            {
+                let fallback = self.fallback;
+                if let Some(m) = self
+                    .members
+                    .iter_mut()
+                    .filter(|m| m.cluster == c && m.eligible() && m.rank < worst)
+                    .filter(|m| m.reachable_since.is_some_and(|r| now >= r + fallback))
+                    .min_by_key(|m| m.rank)
+                {
+                    m.slot = Slot::Active {
+                        since: now,
+                        lost: false,
+                    };
+                    out.push(ClusterChange::Promote(m.nbma));
+                }
+            }
+            let mut active: Vec<(u8, usize)> = self
+                .cluster(c)
+                .filter(|m| m.active())
+                .map(|m| m.rank)
+                .collect();
+            active.sort_unstable();
+            let best_up = active
+                .iter()
+                .take(limit)
+                .all(|r| self.members.iter().any(|m| m.rank == *r && m.up));
+            if active.len() > limit && best_up {
+                let surplus: Vec<(u8, usize)> = active.split_off(limit);
+                for m in self
+                    .members
+                    .iter_mut()
+                    .filter(|m| surplus.contains(&m.rank))
+                {
+                    m.slot = Slot::Reserve { failed_at: None };
+                    out.push(ClusterChange::Reserve(m.nbma));
+                }
+            }
+        }
+        out
+    }
+
+    /// When [`Self::plan`] has work without an event: an active NHS's grace ends, or a better
+    /// one in reserve has been reachable for the fallback time.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut at = None;
+        for c in self.limits.keys().copied() {
+            let full = self.active_count(c) == self.limit(c);
+            let worst = self.worst_active(c);
+            for m in self.cluster(c) {
+                let t = match m.slot {
+                    Slot::Active { since, lost: false } if !m.up => Some(since + ACTIVATION_GRACE),
+                    Slot::Reserve { .. }
+                        if full && m.eligible() && worst.is_some_and(|w| m.rank < w) =>
+                    {
+                        m.reachable_since.map(|r| r + self.fallback)
+                    }
+                    _ => None,
+                };
+                at = match (at, t) {
+                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        at
     }
 }
 
@@ -199,5 +510,129 @@ mod tests {
         let empty = NhsChoice::new([], Duration::ZERO);
         assert_eq!(empty.current(), None);
         assert_eq!(empty.deadline(), None);
+    }
+
+    fn one_cluster(max: u8, fallback: u64, t: Instant) -> NhsClusters {
+        // C is the best (priority 1), then A (2), then B (3).
+        NhsClusters::new(
+            [(A, 2, 1), (B, 3, 1), (C, 1, 1)],
+            &BTreeMap::from([(1, max)]),
+            Duration::from_secs(fallback),
+            t,
+        )
+    }
+
+    fn roles(c: &NhsClusters) -> [ClusterRole; 3] {
+        [c.role(A), c.role(B), c.role(C)]
+    }
+
+    use ClusterRole::{Active, Down, Probe};
+
+    #[test]
+    fn a_cluster_keeps_its_best_active_and_the_next_takes_over_at_once() {
+        let t = Instant::now();
+        let mut c = one_cluster(2, 30, t);
+        assert!(c.limited());
+        assert_eq!(
+            roles(&c),
+            [Active, Down, Active],
+            "the best two by priority"
+        );
+        assert!(c.probes().is_empty());
+        c.set_up(C, true);
+        c.set_up(A, true);
+        assert_eq!(c.plan(secs(t, 1)), []);
+        assert_eq!(c.deadline(), None);
+        // C's registration is lost: B at once, C probed (better than B).
+        c.set_up(C, false);
+        assert_eq!(
+            c.plan(secs(t, 10)),
+            [ClusterChange::Failed(C), ClusterChange::Activate(B)]
+        );
+        assert_eq!(roles(&c), [Active, Active, Probe]);
+        assert_eq!(c.probes(), [C]);
+        c.set_up(B, true);
+        // An SA with C that comes up after it failed makes it eligible again, and C is
+        // promoted once that SA has been up for the fallback time.
+        c.set_reachable(C, true, secs(t, 20));
+        assert_eq!(c.deadline(), Some(secs(t, 50)));
+        assert_eq!(c.plan(secs(t, 49)), []);
+        assert_eq!(c.plan(secs(t, 50)), [ClusterChange::Promote(C)]);
+        assert_eq!(
+            roles(&c),
+            [Active, Active, Active],
+            "B stays until C registers"
+        );
+        assert_eq!(c.deadline(), Some(secs(t, 50) + ACTIVATION_GRACE));
+        c.set_up(C, true);
+        assert_eq!(c.plan(secs(t, 51)), [ClusterChange::Reserve(B)]);
+        assert_eq!(roles(&c), [Active, Down, Active]);
+        assert_eq!(c.deadline(), None);
+    }
+
+    #[test]
+    fn one_that_never_registers_gives_way_and_a_flapping_sa_restarts_the_fallback_time() {
+        let t = Instant::now();
+        let mut c = one_cluster(1, 60, t);
+        assert_eq!(roles(&c), [Down, Down, Active]);
+        // C never registers: after the grace A is tried, and C is probed.
+        assert_eq!(c.deadline(), Some(t + ACTIVATION_GRACE));
+        assert_eq!(
+            c.plan(t + ACTIVATION_GRACE),
+            [ClusterChange::Failed(C), ClusterChange::Activate(A)]
+        );
+        assert_eq!(roles(&c), [Active, Down, Probe]);
+        c.set_up(A, true);
+        let t1 = t + ACTIVATION_GRACE;
+        c.set_reachable(C, true, secs(t1, 10));
+        c.set_reachable(C, false, secs(t1, 40));
+        c.set_reachable(C, true, secs(t1, 50));
+        assert_eq!(c.plan(secs(t1, 70)), [], "reachable again only since 50 s");
+        assert_eq!(c.plan(secs(t1, 110)), [ClusterChange::Promote(C)]);
+        // C fails to register again: back to A alone, which stayed active.
+        assert_eq!(
+            c.plan(secs(t1, 110) + ACTIVATION_GRACE),
+            [ClusterChange::Failed(C)]
+        );
+        assert_eq!(roles(&c), [Active, Down, Probe]);
+    }
+
+    #[test]
+    fn every_nhs_down_probes_all_and_an_unlimited_cluster_keeps_all_active() {
+        let t = Instant::now();
+        let mut c = one_cluster(1, 0, t);
+        c.set_up(C, true);
+        c.set_up(C, false);
+        assert_eq!(
+            c.plan(secs(t, 1)),
+            [ClusterChange::Failed(C), ClusterChange::Activate(A)]
+        );
+        c.set_up(A, true);
+        c.set_up(A, false);
+        assert_eq!(
+            c.plan(secs(t, 2)),
+            [ClusterChange::Failed(A), ClusterChange::Activate(B)]
+        );
+        c.set_up(B, true);
+        c.set_up(B, false);
+        assert_eq!(c.plan(secs(t, 3)), [ClusterChange::Failed(B)]);
+        assert_eq!(
+            roles(&c),
+            [Probe, Probe, Probe],
+            "nothing active: all probed"
+        );
+        // Fallback 0: the first one reachable is taken at once.
+        c.set_reachable(B, true, secs(t, 4));
+        assert_eq!(c.plan(secs(t, 4)), [ClusterChange::Activate(B)]);
+
+        let unlimited = NhsClusters::new(
+            [(A, 2, 0), (B, 3, 4)],
+            &BTreeMap::from([(1, 1)]),
+            Duration::ZERO,
+            t,
+        );
+        assert!(!unlimited.limited());
+        assert_eq!([unlimited.role(A), unlimited.role(B)], [Active, Active]);
+        assert_eq!(unlimited.deadline(), None);
     }
 }

@@ -24,7 +24,9 @@ pub(super) struct Gathered<'a> {
     pub shortcut: Option<(bool, usize)>,
     pub gre_key: Option<At<u32>>,
     pub mcast_dynamic: Option<&'a Line>,
-    pub nhs_out: Vec<(Ipv4Addr, Ipv4Addr, bool, String)>,
+    pub nhs_out: Vec<NhsOut>,
+    /// `ip nhrp nhs cluster N max-connections M`: (N, M, line).
+    pub clusters: Vec<(u8, u8, usize)>,
     pub underlay_if: Option<(String, String)>,
     pub local_address: Option<(Ipv4Addr, String)>,
     pub transform: &'static str,
@@ -36,6 +38,18 @@ pub(super) struct Gathered<'a> {
     pub used_keyring: Option<String>,
     pub proposals: Vec<Proposal>,
     pub routes: Vec<(String, Ipv4Addr, usize)>,
+}
+
+/// One `ip nhrp nhs` as translated.
+#[derive(Debug)]
+pub(super) struct NhsOut {
+    pub address: Ipv4Addr,
+    pub nbma: Ipv4Addr,
+    pub multicast: bool,
+    pub priority: u8,
+    pub cluster: u8,
+    /// The IOS lines it comes from (`line N` or `lines N, M`).
+    pub lines: String,
 }
 
 /// The configuration text and the secrets text.
@@ -60,6 +74,7 @@ pub(super) fn emit(
         gre_key,
         mcast_dynamic,
         nhs_out,
+        clusters,
         underlay_if,
         local_address,
         transform,
@@ -295,17 +310,36 @@ pub(super) fn emit(
             tx.push(a.line, Kind::NotTranslated, format!("the NHRP key is the unresolved placeholder {}; written as Cisco would send it (its first 8 bytes) — give the key with --placeholder", a.value));
         }
     }
-    for (a, nbma, mc, lines) in &nhs_out {
+    for n in &nhs_out {
+        let mut ios = format!("ip nhrp nhs {} nbma {}", n.address, n.nbma);
+        if n.multicast {
+            ios.push_str(" multicast");
+        }
+        if n.priority != 0 {
+            let _ = write!(ios, " priority {}", n.priority);
+        }
+        if n.cluster != 0 {
+            let _ = write!(ios, " cluster {}", n.cluster);
+        }
+        let _ = writeln!(c, "\n# {}: {ios}", n.lines);
         let _ = writeln!(
             c,
-            "\n# {lines}: ip nhrp nhs {a} nbma {nbma}{}",
-            if *mc { " multicast" } else { "" }
+            "[[nhrp.nhs]]\naddress = {}\nnbma = {}\nmulticast = {}",
+            q(&n.address.to_string()),
+            q(&n.nbma.to_string()),
+            n.multicast
         );
+        if n.priority != 0 {
+            let _ = writeln!(c, "priority = {}", n.priority);
+        }
+        if n.cluster != 0 {
+            let _ = writeln!(c, "cluster = {}", n.cluster);
+        }
+    }
+    for (id, max, line) in &clusters {
         let _ = writeln!(
             c,
-            "[[nhrp.nhs]]\naddress = {}\nnbma = {}\nmulticast = {mc}",
-            q(&a.to_string()),
-            q(&nbma.to_string())
+            "\n# line {line}: ip nhrp nhs cluster {id} max-connections {max}\n[[nhrp.cluster]]\nid = {id}\nmax-connections = {max}"
         );
     }
 

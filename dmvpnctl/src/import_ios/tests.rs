@@ -227,7 +227,7 @@ fn missing_network_id_is_an_error() {
 #[test]
 fn unreadable_optional_forms_are_not_translated_rather_than_errors() {
     let text = spoke(
-        " ip nhrp nhs 10.9.0.1 nbma 198.51.100.1\n ip nhrp nhs cluster 0 max-connections 1\n ip nhrp map group G1 service-policy output QOS\n",
+        " ip nhrp nhs 10.9.0.1 nbma 198.51.100.1\n ip nhrp nhs cluster 0 max-connections 0\n ip nhrp map group G1 service-policy output QOS\n",
         "crypto ipsec security-association lifetime kilobytes 4608000\n",
     );
     let (c, _, findings) = run(&text);
@@ -254,6 +254,52 @@ fn no_tunnel_is_one_error_and_no_tunnel_lints() {
     assert_eq!(errors.len(), 1, "{findings:?}");
     assert!(
         !findings.iter().any(|f| matches!(f.kind, Kind::Lint(_))),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn nhs_priority_cluster_and_max_connections_translate() {
+    let text = spoke(
+        " ip nhrp nhs 10.9.0.1 nbma 198.51.100.1 multicast priority 1 cluster 1\n ip nhrp nhs 10.9.0.2 nbma 198.51.100.2 multicast priority 2 cluster 1\n ip nhrp nhs 10.9.0.3 nbma 198.51.100.3 priority 3\n ip nhrp nhs cluster 1 max-connections 1\n",
+        "",
+    );
+    let (c, toml, findings) = run(&text);
+    let c = c.unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        findings.iter().all(|f| f.kind == Kind::Note),
+        "{findings:?}"
+    );
+    let got: Vec<(String, u8, u8)> = c
+        .nhrp
+        .nhs
+        .iter()
+        .map(|n| (n.nbma.to_string(), n.priority, n.cluster))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("198.51.100.1".to_owned(), 1, 1),
+            ("198.51.100.2".to_owned(), 2, 1),
+            ("198.51.100.3".to_owned(), 3, 0),
+        ]
+    );
+    assert_eq!(
+        c.nhrp.cluster_limits.into_iter().collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+    let toml = toml.unwrap();
+    assert!(
+        toml.contains("ip nhrp nhs cluster 1 max-connections 1\n[[nhrp.cluster]]"),
+        "{toml}"
+    );
+    // An out-of-range cluster is a bad value, not silently dropped.
+    let bad = spoke(" ip nhrp nhs 10.9.0.1 nbma 198.51.100.1 cluster 11\n", "");
+    let (_, _, findings) = run(&bad);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.line == line_of(&bad, " ip nhrp nhs 10.9.0.1") && f.kind != Kind::Note),
         "{findings:?}"
     );
 }

@@ -230,7 +230,10 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
     let mut network_id: Option<At<u32>> = None;
     let mut redirect: Option<usize> = None;
     let mut shortcut: Option<(bool, usize)> = None;
-    let mut nhs: Vec<(Ipv4Addr, Option<Ipv4Addr>, bool, usize)> = Vec::new();
+    // (address, NBMA, multicast, priority, cluster, line)
+    let mut nhs: Vec<(Ipv4Addr, Option<Ipv4Addr>, bool, u8, u8, usize)> = Vec::new();
+    // `ip nhrp nhs cluster N max-connections M`: (cluster, limit, line)
+    let mut clusters: Vec<(u8, u8, usize)> = Vec::new();
     let mut maps: Vec<(Ipv4Addr, Ipv4Addr, &Line)> = Vec::new();
     let mut mcast_maps: Vec<(Ipv4Addr, &Line)> = Vec::new();
     let mut mcast_dynamic: Option<&Line> = None;
@@ -335,6 +338,20 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                 }
                 None => bad_value(tx, c),
             }
+        } else if c.starts(&["ip", "nhrp", "nhs", "cluster"]) {
+            // IOS takes 0..=255 connections; dmvpnd refuses 0 (a cluster never used).
+            let id = c.word(4).parse::<u8>().ok().filter(|n| *n <= 10);
+            let max = c.word(6).parse::<u8>().ok().filter(|n| *n >= 1);
+            match (id, c.word(5).eq_ignore_ascii_case("max-connections"), max) {
+                (Some(id), true, Some(max)) if c.words.len() == 7 => {
+                    clusters.push((id, max, c.num));
+                }
+                (Some(_), true, None) if c.word(6) == "0" => tx.untranslated(
+                    c,
+                    "max-connections 0 never registers with the cluster's NHSs: leave them out instead",
+                ),
+                _ => other_form(tx, c),
+            }
         } else if c.starts(&["ip", "nhrp", "nhs"]) {
             if c.word(3).eq_ignore_ascii_case("dynamic") {
                 tx.untranslated(
@@ -349,6 +366,8 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
             };
             let mut nbma = None;
             let mut multicast = false;
+            let mut priority = 0u8;
+            let mut cluster = 0u8;
             let mut i = 4;
             let mut extra = Vec::new();
             let mut bad = false;
@@ -367,6 +386,19 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                 } else if w == "multicast" {
                     multicast = true;
                     i += 1;
+                } else if w == "priority" || w == "cluster" {
+                    // priority 0..=255; cluster 0..=10.
+                    let v = c.word(i + 1).parse::<u8>().ok();
+                    match (w.as_str(), v) {
+                        ("priority", Some(p)) => priority = p,
+                        ("cluster", Some(n)) if n <= 10 => cluster = n,
+                        _ => {
+                            bad_value(tx, c);
+                            bad = true;
+                            break;
+                        }
+                    }
+                    i += 2;
                 } else {
                     extra.push(c.word(i).to_owned());
                     i += 1;
@@ -382,7 +414,7 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
                 );
             }
             if !bad {
-                nhs.push((addr, nbma, multicast, c.num));
+                nhs.push((addr, nbma, multicast, priority, cluster, c.num));
             }
         } else if c.starts(&["ip", "nhrp", "map", "multicast", "dynamic"]) {
             mcast_dynamic = Some(c);
@@ -474,9 +506,9 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
     facts.gre_key = gre_key.is_some();
 
     // NHSs: `ip nhrp nhs A nbma N` or the older `ip nhrp nhs A` + `ip nhrp map A N`.
-    let mut nhs_out: Vec<(Ipv4Addr, Ipv4Addr, bool, String)> = Vec::new();
+    let mut nhs_out: Vec<super::emit::NhsOut> = Vec::new();
     let mut used_maps = BTreeSet::new();
-    for (a, nbma, multicast, line) in &nhs {
+    for (a, nbma, multicast, priority, cluster, line) in &nhs {
         let nbma = match nbma {
             Some(n) => Some((*n, format!("line {line}"))),
             None => maps.iter().find(|(p, _, _)| p == a).map(|(_, n, l)| {
@@ -496,7 +528,14 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
             multicast = true;
             used_maps.insert(l.num);
         }
-        nhs_out.push((*a, nbma, multicast, lines));
+        nhs_out.push(super::emit::NhsOut {
+            address: *a,
+            nbma,
+            multicast,
+            priority: *priority,
+            cluster: *cluster,
+            lines,
+        });
     }
     for (_, _, l) in &maps {
         if !used_maps.contains(&l.num) {
@@ -751,6 +790,7 @@ fn build(ios: &Ios, opts: &Options, tx: &mut Tx, facts: &mut Facts) -> Option<(S
             gre_key,
             mcast_dynamic,
             nhs_out,
+            clusters,
             underlay_if,
             local_address,
             transform,

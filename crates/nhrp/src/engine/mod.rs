@@ -318,6 +318,10 @@ pub struct Engine {
     nhs_marks: Vec<NhsMark>,
     /// Spoke: whether `take_multicast_changes` reported the NHSs' multicast set yet.
     multicast_nhs_reported: bool,
+    /// Spoke: multicast NHSs made active (true) or kept in reserve since that report.
+    multicast_nhs_changes: Vec<(IpAddr, bool)>,
+    /// Spoke: `register` was called (an NHS made active later starts registering at once).
+    registering: bool,
     redirects: RedirectBuckets,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -386,6 +390,7 @@ impl Engine {
                 phase: NhsPhase::Idle,
                 registered_id: None,
                 up_since: None,
+                active: true,
             })
             .collect();
         Ok(Self {
@@ -403,6 +408,8 @@ impl Engine {
             sa_ready: BTreeSet::new(),
             queues: QueueTable::default(),
             multicast_nhs_reported: false,
+            multicast_nhs_changes: Vec::new(),
+            registering: false,
             redirects: RedirectBuckets::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -455,7 +462,7 @@ impl Engine {
             Role::Spoke => self
                 .nhs
                 .iter()
-                .filter(|n| n.config.multicast)
+                .filter(|n| n.config.multicast && n.active)
                 .map(|n| n.config.nbma_addr)
                 .collect(),
             Role::Hub => self
@@ -581,12 +588,12 @@ impl Engine {
             Role::Hub => table,
             Role::Spoke => {
                 if std::mem::replace(&mut self.multicast_nhs_reported, true) {
-                    return Vec::new();
+                    return std::mem::take(&mut self.multicast_nhs_changes);
                 }
                 let mut out: Vec<(IpAddr, bool)> = self
                     .nhs
                     .iter()
-                    .filter(|n| n.config.multicast)
+                    .filter(|n| n.config.multicast && n.active)
                     .map(|n| (n.config.nbma_addr, true))
                     .collect();
                 out.sort_unstable();

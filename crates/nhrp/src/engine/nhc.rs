@@ -47,6 +47,9 @@ pub(super) struct Nhs {
     /// When the current (or last) registration came up: the NHS entry's creation in
     /// `show nhrp`.
     pub(super) up_since: Option<Instant>,
+    /// Registered with (or to be): false while the spoke keeps this NHS in reserve (its NHS
+    /// cluster has `max-connections` better ones up, Cisco's backup NHS).
+    pub(super) active: bool,
 }
 
 impl Nhs {
@@ -77,13 +80,61 @@ impl Nhs {
 }
 
 impl Engine {
-    /// Spoke: register with every NHS (asking for SAs first where needed).
+    /// Spoke: register with every active NHS (asking for SAs first where needed).
     pub fn register(&mut self, now: Instant) {
         self.started.get_or_insert(now);
         self.shut_down = false;
+        self.registering = true;
         for i in 0..self.nhs.len() {
-            self.nhs_start(now, i);
+            if self.nhs.get(i).is_some_and(|n| n.active) {
+                self.nhs_start(now, i);
+            }
         }
+    }
+
+    /// Spoke: registers with the NHS at `nbma` (`active`), or stops: purges a registration it
+    /// holds there (RFC 2332 §5.2.5), reports it down and leaves it idle, neither asking for
+    /// an SA nor registering, until made active again. Every NHS starts active; the node keeps
+    /// the ones an NHS cluster's `max-connections` leaves out in reserve. Multicast follows:
+    /// it is replicated to active NHSs only ([`Engine::take_multicast_changes`]).
+    pub fn set_nhs_active(&mut self, now: Instant, nbma: IpAddr, active: bool) {
+        for i in 0..self.nhs.len() {
+            let Some(n) = self.nhs.get_mut(i) else {
+                continue;
+            };
+            if n.config.nbma_addr != nbma || n.active == active {
+                continue;
+            }
+            n.active = active;
+            if n.config.multicast && self.multicast_nhs_reported {
+                self.multicast_nhs_changes.push((nbma, active));
+            }
+            if active {
+                if self.registering && !self.shut_down {
+                    self.nhs_start(now, i);
+                }
+                continue;
+            }
+            self.send_purge(now, i);
+            let Some(n) = self.nhs.get_mut(i) else {
+                continue;
+            };
+            if n.is_up(now) {
+                self.events.push_back(Event::NhsDown {
+                    protocol_addr: n.protocol_addr,
+                    nbma,
+                });
+            }
+            n.phase = NhsPhase::Idle;
+            n.registered_id = None;
+        }
+    }
+
+    /// Whether the NHS at `nbma` is registered with or to be (see [`Engine::set_nhs_active`]).
+    pub fn nhs_active(&self, nbma: IpAddr) -> bool {
+        self.nhs
+            .iter()
+            .any(|n| n.config.nbma_addr == nbma && n.active)
     }
 
     /// Our NBMA address changed: purge the old registrations, then register
@@ -96,10 +147,13 @@ impl Engine {
         self.config.nbma_addr = nbma;
         self.public_nbma = None;
         for i in 0..self.nhs.len() {
-            if let Some(n) = self.nhs.get_mut(i) {
-                n.phase = NhsPhase::Idle;
+            let Some(n) = self.nhs.get_mut(i) else {
+                continue;
+            };
+            n.phase = NhsPhase::Idle;
+            if n.active {
+                self.nhs_start(now, i);
             }
-            self.nhs_start(now, i);
         }
     }
 
@@ -383,32 +437,37 @@ impl Engine {
     /// registration's request id (docs/interop-notes.md §6).
     fn send_purges(&mut self, now: Instant) {
         for i in 0..self.nhs.len() {
-            let Some(n) = self.nhs.get(i) else {
-                continue;
-            };
-            let (Some(id), true) = (n.registered_id, n.is_up(now)) else {
-                continue;
-            };
-            let mut p = self.base_packet(
-                PacketType::PURGE_REQUEST,
-                DIRECT_HOP_COUNT,
-                Body::Common {
-                    flags: Flags::CISCO_NAT,
-                    // docs/interop-notes.md §6: IOS matches the purge to the registration by id.
-                    request_id: id,
-                    cies: vec![Cie {
-                        prefix_len: self.request_prefix_len(),
-                        mtu: self.config.mtu,
-                        client_nbma: ip_bytes(self.config.nbma_addr),
-                        client_protocol: ip_bytes(self.config.protocol_addr),
-                        ..Cie::default()
-                    }],
-                },
-            );
-            p.dst_protocol = ip_bytes(n.protocol_addr.unwrap_or(self.config.protocol_addr));
-            p.extensions = self.auth_only_extensions();
-            let nbma = n.config.nbma_addr;
-            self.send(now, nbma, &p);
+            self.send_purge(now, i);
         }
+    }
+
+    /// Purges our registration at NHS `i` if it holds one.
+    fn send_purge(&mut self, now: Instant, i: usize) {
+        let Some(n) = self.nhs.get(i) else {
+            return;
+        };
+        let (Some(id), true) = (n.registered_id, n.is_up(now)) else {
+            return;
+        };
+        let mut p = self.base_packet(
+            PacketType::PURGE_REQUEST,
+            DIRECT_HOP_COUNT,
+            Body::Common {
+                flags: Flags::CISCO_NAT,
+                // docs/interop-notes.md §6: IOS matches the purge to the registration by id.
+                request_id: id,
+                cies: vec![Cie {
+                    prefix_len: self.request_prefix_len(),
+                    mtu: self.config.mtu,
+                    client_nbma: ip_bytes(self.config.nbma_addr),
+                    client_protocol: ip_bytes(self.config.protocol_addr),
+                    ..Cie::default()
+                }],
+            },
+        );
+        p.dst_protocol = ip_bytes(n.protocol_addr.unwrap_or(self.config.protocol_addr));
+        p.extensions = self.auth_only_extensions();
+        let nbma = n.config.nbma_addr;
+        self.send(now, nbma, &p);
     }
 }

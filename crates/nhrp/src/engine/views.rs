@@ -69,7 +69,9 @@ impl Engine {
                 protocol_addr: n.protocol_addr,
                 nbma_addr: n.config.nbma_addr,
                 multicast: n.config.multicast,
-                state: if n.is_up(now) {
+                state: if !n.active {
+                    NhsState::Standby
+                } else if n.is_up(now) {
                     NhsState::Up
                 } else if matches!(n.phase, NhsPhase::ExpectRegistrationReply { .. }) {
                     NhsState::Registering

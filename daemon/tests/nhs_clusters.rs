@@ -1,0 +1,193 @@
+//! NHS clusters (issue 14, item 2): two hubs in one cluster with `max-connections = 1`
+//! (`ip nhrp nhs cluster 1 max-connections 1`), hub 1 preferred (`priority` 0 and 1),
+//! `nhs-fallback = 10`. Spokes A and B (B behind the NAT) register with hub 1 only; hub 2
+//! stands by (`standby`, DOWN: no IKE, no registration). Hub 1 is killed (SIGKILL): the spokes
+//! notice (DPD), register with hub 2 at once and traffic A → B continues through it; hub 1 is
+//! started again: probed with IKE under the back-off, it registers once its SA has been up for
+//! the fallback time, and hub 2 goes back to standby. Timings printed.
+//!
+//! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
+
+use std::time::{Duration, Instant};
+
+use dmvpn_tests::e2e::{
+    HUB_NBMA, HUB2_NBMA, HUB2_TUNNEL, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
+};
+use dmvpn_tests::require_root_and_tools;
+use dmvpn_tests::scenario::{
+    REGISTRATION_TIMEOUT, Scenario, e2e_config, edit_config, keys, start_hub_then_spokes, table,
+};
+use serde_json::Value;
+
+const FALLBACK: u64 = 10;
+
+/// The spoke's NHS entry at `nbma` in `show nhrp --json`.
+fn nhs(s: &Scenario<'_>, node: Node, nbma: &str) -> Option<Value> {
+    let v = s.show_json(node, "nhrp");
+    v["nhs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["nbma"] == nbma)
+        .cloned()
+}
+
+/// (state, status) of the spoke's NHS at `nbma`, e.g. ("up", "UP").
+fn place(s: &Scenario<'_>, node: Node, nbma: &str) -> Option<(String, String)> {
+    let n = nhs(s, node, nbma)?;
+    Some((
+        n["state"].as_str()?.to_owned(),
+        n["status"].as_str()?.to_owned(),
+    ))
+}
+
+#[test]
+fn one_hub_registered_the_other_stands_by_takes_over_and_gives_way() {
+    require_root_and_tools();
+    let dir = TestDir::new("nhs-clusters").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let k = keys();
+    let cfgs = [
+        e2e_config(&dir, Node::Hub, &k),
+        e2e_config(&dir, Node::Hub2, &k),
+        e2e_config(&dir, Node::SpokeA, &k),
+        e2e_config(&dir, Node::SpokeB, &k),
+    ];
+    for c in &cfgs[..2] {
+        edit_config(&c.config, |t| {
+            table(t, "nhrp").insert("redirect".into(), toml::Value::Boolean(false));
+        });
+    }
+    for c in &cfgs[2..] {
+        edit_config(&c.config, |t| {
+            let nhrp = table(t, "nhrp");
+            nhrp.insert("nhs-fallback".into(), toml::Value::Integer(FALLBACK as i64));
+            let list = nhrp
+                .get_mut("nhs")
+                .and_then(toml::Value::as_array_mut)
+                .expect("[[nhrp.nhs]]");
+            if let Some(first) = list.first_mut().and_then(toml::Value::as_table_mut) {
+                first.insert("cluster".into(), toml::Value::Integer(1));
+            }
+            let mut second = toml::Table::new();
+            second.insert("address".into(), HUB2_TUNNEL.into());
+            second.insert("nbma".into(), HUB2_NBMA.into());
+            second.insert("multicast".into(), true.into());
+            second.insert("priority".into(), toml::Value::Integer(1));
+            second.insert("cluster".into(), toml::Value::Integer(1));
+            list.push(toml::Value::Table(second));
+            let mut cluster = toml::Table::new();
+            cluster.insert("id".into(), toml::Value::Integer(1));
+            cluster.insert("max-connections".into(), toml::Value::Integer(1));
+            nhrp.insert(
+                "cluster".into(),
+                toml::Value::Array(vec![toml::Value::Table(cluster)]),
+            );
+        });
+    }
+    let mut s = start_hub_then_spokes("nhs-clusters", &t, &cfgs);
+    s.step("both spokes register with hub 1 only; hub 2 stands by");
+    for spoke in [Node::SpokeA, Node::SpokeB] {
+        s.wait_registered(spoke, 0, 0);
+        s.eventually(
+            &format!("{} registered with hub 1", spoke.name()),
+            REGISTRATION_TIMEOUT,
+            |s| match place(s, spoke, HUB_NBMA) {
+                Some((_, st)) if st == "UP" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        let hub2 = nhs(&s, spoke, HUB2_NBMA).unwrap_or_default();
+        if hub2["state"] != "standby" || hub2["status"] != "DOWN" || hub2["cluster"] != 1 {
+            s.fail(format!(
+                "{}: hub 2 {hub2}\n{}",
+                spoke.name(),
+                s.show(spoke, "nhrp")
+            ));
+        }
+    }
+    s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+    let hub2_rx = s.counters(&t.hub2, WAN_IF);
+    let (got, out) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 20, "0.05").unwrap();
+    let (rx2, _) = s.counters(&t.hub2, WAN_IF).since(&hub2_rx);
+    if got != 20 || rx2 > 4 {
+        s.fail(format!(
+            "A → B via hub 1: {got}/20 answered, hub 2 (standby) received {rx2} packets\n{out}"
+        ));
+    }
+
+    s.step("hub 1 killed: both spokes register with hub 2 at once, A → B through it");
+    let killed = Instant::now();
+    s.kill(Node::Hub);
+    let mut took = Vec::new();
+    for spoke in [Node::SpokeA, Node::SpokeB] {
+        let up = s.poll(
+            &format!("{} registered with hub 2", spoke.name()),
+            Duration::from_secs(60),
+            |s| {
+                // Traffic makes on-demand DPD probe the dead hub.
+                let _ = ping(&t.spoke_a, SPOKE_B_TUNNEL, 1, "0.2");
+                let _ = ping(&t.spoke_b, dmvpn_tests::e2e::SPOKE_A_TUNNEL, 1, "0.2");
+                let (_, st) = place(s, spoke, HUB2_NBMA)?;
+                (st == "UP").then(|| killed.elapsed())
+            },
+        );
+        took.push(up);
+    }
+    let resumed = s.poll(
+        "pings A → B answered through hub 2",
+        Duration::from_secs(30),
+        |_| {
+            let (got, _) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 3, "0.2").ok()?;
+            (got >= 2).then(|| killed.elapsed())
+        },
+    );
+    s.note(format!(
+        "hub 1 killed: spoke A registered with hub 2 after {:.1?}, spoke B after {:.1?}, pings A → B answered again after {resumed:.1?}",
+        took[0], took[1]
+    ));
+    match place(&s, Node::SpokeA, HUB_NBMA) {
+        Some((state, st)) if state == "standby" && st == "PROBE" => {}
+        other => s.fail(format!(
+            "hub 1 dead should be standby/PROBE: {other:?}\n{}",
+            s.show(Node::SpokeA, "nhrp")
+        )),
+    }
+
+    s.step(&format!(
+        "hub 1 back: registered again once reachable for {FALLBACK} s, hub 2 back to standby"
+    ));
+    let restarted = Instant::now();
+    s.start(&cfgs[0]);
+    let up_again = s.poll(
+        "spoke A registered with hub 1 again",
+        Duration::from_secs(150),
+        |s| {
+            let _ = ping(&t.spoke_a, SPOKE_B_TUNNEL, 1, "0.2");
+            let (_, st) = place(s, Node::SpokeA, HUB_NBMA)?;
+            (st == "UP").then(Instant::now)
+        },
+    );
+    let standby = s.poll(
+        "spoke A puts hub 2 back in standby",
+        Duration::from_secs(10),
+        |s| {
+            let (state, _) = place(s, Node::SpokeA, HUB2_NBMA)?;
+            (state == "standby").then(Instant::now)
+        },
+    );
+    s.note(format!(
+        "hub 1 restarted: spoke A registered with it after {:.1?} (IKE back-off, then {FALLBACK} s fallback), hub 2 in standby {:.1?} after that",
+        up_again - restarted,
+        standby.saturating_duration_since(up_again)
+    ));
+    if up_again - restarted + Duration::from_secs(1) < Duration::from_secs(FALLBACK) {
+        s.fail(format!(
+            "hub 1 registered {:?} after its restart, before the {FALLBACK} s fallback",
+            up_again - restarted
+        ));
+    }
+    s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+    s.check_alive();
+    s.finish();
+}
