@@ -15,9 +15,9 @@
 //! established peers' IKE (new-SA requests have a queue of their own), the half-open count
 //! stays within the cookie threshold while cookies go unanswered and within the hard cap when
 //! they are answered, and the hub's RSS stays below its baseline plus what the hard cap can
-//! hold (see [`rss_bound`]). Not checked, printed: once an answered flood has filled the hard
-//! cap, every new IKE_SA_INIT (a new spoke's too) is dropped until half-open SAs time out;
-//! established peers are untouched.
+//! hold (see [`rss_bound`]). Printed: once an answered flood has filled the hard cap, each new
+//! IKE_SA_INIT takes the place of the oldest half-open SA (evicted), so new peers are not
+//! locked out for the half-open timeout; established peers are untouched.
 //! Printed: the flood rate achieved, the cookies, SA_INIT responses and silences the flooder
 //! saw, the hub's refusal and queue drop counters, the half-open peak and RSS peak per phase,
 //! the hub's CPU per phase, and each spoke's time from start to IKE SA up and to registered.
@@ -378,8 +378,10 @@ fn half_open(s: &Scenario<'_>) -> usize {
 /// The hub's drop counters the flood concerns (`show interface --json`).
 #[derive(Debug, Default, Clone, Copy)]
 struct HubDrops {
-    /// IKE_SA_INIT requests dropped at the half-open caps.
+    /// IKE_SA_INIT requests dropped at the per-source half-open cap.
     refused: u64,
+    /// Half-open SAs given up, oldest first, for newer requests at the hard cap.
+    evicted: u64,
     /// The control plane's queue of established peers' IKE was full.
     queue_full: u64,
     /// The control plane's queue of new IKE SAs was full.
@@ -393,6 +395,7 @@ impl std::ops::Sub for HubDrops {
     fn sub(self, o: HubDrops) -> HubDrops {
         HubDrops {
             refused: self.refused - o.refused,
+            evicted: self.evicted - o.evicted,
             queue_full: self.queue_full - o.queue_full,
             sa_init_queue_full: self.sa_init_queue_full - o.sa_init_queue_full,
             socket_drops: self.socket_drops - o.socket_drops,
@@ -405,6 +408,7 @@ fn hub_drops(s: &Scenario<'_>) -> HubDrops {
     let d = |k: &str| v["drops"][k].as_u64().unwrap_or(0);
     HubDrops {
         refused: d("ike_half_open_refused"),
+        evicted: d("ike_half_open_evicted"),
         queue_full: d("underlay_queue_full"),
         sa_init_queue_full: d("underlay_sa_init_queue_full"),
         socket_drops: d("underlay_socket_drops"),
@@ -676,13 +680,14 @@ fn ike_sa_init_flood_leaves_the_spokes_up_and_the_hub_bounded() {
         ));
         s.note(format!(
             "{name}: half-open peak {}, hub RSS peak {} (+{} over the baseline), hub CPU {:.1} s ({:.0} %), \
-             refused at the half-open caps {}, new-SA queue full {}, established peers' queue full {}, socket drops {}",
+             refused at the per-source half-open cap {}, evicted at the hard cap {}, new-SA queue full {}, established peers' queue full {}, socket drops {}",
             peaks.half_open,
             mib(peaks.rss),
             mib(peaks.rss.saturating_sub(baseline)),
             cpu,
             100.0 * cpu / secs,
             d.refused,
+            d.evicted,
             d.sa_init_queue_full,
             d.queue_full,
             d.socket_drops
@@ -699,11 +704,11 @@ fn ike_sa_init_flood_leaves_the_spokes_up_and_the_hub_bounded() {
     s.note(format!("hub RSS after the flood: {}", mib(rss_end)));
     if phase2.half_open >= ike.max_half_open {
         s.note(format!(
-            "the answered flood filled the hard cap ({}): from then on every new IKE_SA_INIT, \
-             a new spoke's as much as the flood's, was dropped unanswered ({} in phase 2); \
-             established SAs were not affected",
+            "the answered flood filled the hard cap ({}): from then on each new IKE_SA_INIT \
+             took the place of the oldest half-open SA ({} evicted in phase 2), so a new spoke \
+             is not locked out; established SAs were not affected",
             ike.max_half_open,
-            (drops_end - d1).refused
+            (drops_end - d1).evicted
         ));
     }
     for (i, node) in spokes.iter().enumerate() {
