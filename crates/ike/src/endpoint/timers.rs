@@ -151,27 +151,7 @@ impl Endpoint {
                         sa.queue.push_back(Queued::RekeyIke);
                     }
                 }
-                let mut expired = Vec::new();
-                for c in &mut sa.children {
-                    if c.expire_at <= now {
-                        expired.push(c.spi_in);
-                    } else if c.status == ChildStatus::Active && c.rekey_at <= now {
-                        c.rekey_at = c.expire_at;
-                        if !sa.queue.contains(&Queued::RekeyChild(c.spi_in)) {
-                            sa.queue.push_back(Queued::RekeyChild(c.spi_in));
-                        }
-                    }
-                }
-                for spi in expired {
-                    if !sa.queue.contains(&Queued::DeleteChild(spi)) {
-                        sa.queue.push_back(Queued::DeleteChild(spi));
-                    }
-                    if let Some(c) = sa.child_by_in(spi) {
-                        c.expire_at = now
-                            + self.config.retransmit.max_interval
-                                * self.config.retransmit.max_tries.max(1);
-                    }
-                }
+                self.child_timers(now, sa);
                 if self.dpd_deadline(sa).is_some_and(|d| d <= now)
                     && !sa.queue.contains(&Queued::Dpd)
                 {
@@ -179,6 +159,31 @@ impl Endpoint {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Child SA lifetimes of an established SA (§2.8): a rekey at the soft lifetime, a
+    /// DELETE at the hard one (re-armed past the DELETE's retransmissions).
+    fn child_timers(&self, now: Instant, sa: &mut IkeSa) {
+        let mut expired = Vec::new();
+        for c in &mut sa.children {
+            if c.expire_at <= now {
+                expired.push(c.spi_in);
+            } else if c.status == ChildStatus::Active && c.rekey_at <= now {
+                c.rekey_at = c.expire_at;
+                if !sa.queue.contains(&Queued::RekeyChild(c.spi_in)) {
+                    sa.queue.push_back(Queued::RekeyChild(c.spi_in));
+                }
+            }
+        }
+        for spi in expired {
+            if !sa.queue.contains(&Queued::DeleteChild(spi)) {
+                sa.queue.push_back(Queued::DeleteChild(spi));
+            }
+            if let Some(c) = sa.child_by_in(spi) {
+                c.expire_at = now
+                    + self.config.retransmit.max_interval * self.config.retransmit.max_tries.max(1);
+            }
         }
     }
 }

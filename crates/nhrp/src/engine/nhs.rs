@@ -97,35 +97,8 @@ impl Engine {
             return CieCode::ADMINISTRATIVELY_PROHIBITED;
         }
         let post_nat = (observed != claimed).then_some(observed);
-        if let Some(old) = self.cache.get(&key).filter(|e| e.is_live(now)) {
-            if old.kind != EntryKind::Dynamic {
-                return CieCode::ADMINISTRATIVELY_PROHIBITED;
-            }
-            let moved = old.nbma != claimed || old.post_nat_nbma != post_nat;
-            let holder = old.effective_nbma();
-            if moved && holder != observed {
-                // Another NBMA address claims it. Not while the holder is alive, unique flag
-                // or not: its SA is still up, so the claimant is another spoke (or one of
-                // us, hostile). But "alive" is asked, not assumed: a spoke back from a
-                // reboot with a new public address finds its old self here, dead and not
-                // yet known to be, and must not wait for DPD or the holding time.
-                if self.sa_ready.contains(&holder) {
-                    self.counters.drop(DropReason::SourceMismatch);
-                    self.events.push_back(Event::HolderChallenged {
-                        protocol_addr: client,
-                        holder,
-                        claimant: observed,
-                    });
-                    return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
-                }
-                // Its SA is gone (DPD, a DELETE, or the challenge's verdict): the holder
-                // is not coming back from there, and the address moves, unique or not.
-            } else if old.flags.unique && moved {
-                // Cisco `unique` (docs/interop-notes.md §6): from the same post-NAT address
-                // a unique registration keeps its claimed NBMA address until it expires or
-                // is purged.
-                return CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED;
-            }
+        if let Some(refusal) = self.conflict(now, &key, client, claimed, observed, post_nat) {
+            return refusal;
         }
         if self.nbma_quota_reached(now, observed, &key) {
             self.counters.drop(DropReason::NbmaLimit);
@@ -177,6 +150,50 @@ impl Engine {
             });
         }
         CieCode::SUCCESS
+    }
+
+    /// Whether a live entry for `key` makes this registration a conflict, and the CIE code
+    /// that refuses it: a static entry, a live holder at another NBMA address (challenged),
+    /// or a unique entry whose claimed NBMA address changed behind the same address.
+    fn conflict(
+        &mut self,
+        now: Instant,
+        key: &(IpAddr, u8),
+        client: IpAddr,
+        claimed: IpAddr,
+        observed: IpAddr,
+        post_nat: Option<IpAddr>,
+    ) -> Option<CieCode> {
+        let old = self.cache.get(key).filter(|e| e.is_live(now))?;
+        if old.kind != EntryKind::Dynamic {
+            return Some(CieCode::ADMINISTRATIVELY_PROHIBITED);
+        }
+        let moved = old.nbma != claimed || old.post_nat_nbma != post_nat;
+        let holder = old.effective_nbma();
+        if moved && holder != observed {
+            // Another NBMA address claims it. Not while the holder is alive, unique flag
+            // or not: its SA is still up, so the claimant is another spoke (or one of
+            // us, hostile). But "alive" is asked, not assumed: a spoke back from a
+            // reboot with a new public address finds its old self here, dead and not
+            // yet known to be, and must not wait for DPD or the holding time.
+            if self.sa_ready.contains(&holder) {
+                self.counters.drop(DropReason::SourceMismatch);
+                self.events.push_back(Event::HolderChallenged {
+                    protocol_addr: client,
+                    holder,
+                    claimant: observed,
+                });
+                return Some(CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED);
+            }
+            // Its SA is gone (DPD, a DELETE, or the challenge's verdict): the holder
+            // is not coming back from there, and the address moves, unique or not.
+        } else if old.flags.unique && moved {
+            // Cisco `unique` (docs/interop-notes.md §6): from the same post-NAT address
+            // a unique registration keeps its claimed NBMA address until it expires or
+            // is purged.
+            return Some(CieCode::UNIQUE_ADDRESS_ALREADY_REGISTERED);
+        }
+        None
     }
 
     /// Whether `observed` already holds `Config::max_registrations_per_nbma` live
