@@ -1090,3 +1090,28 @@ fn a_full_half_open_table_gives_way_to_a_new_peer() {
     );
     assert_eq!(n.b.counters().half_open_refused, 0);
 }
+
+/// Only a request that passed every check (its cookie too) takes a half-open slot: at the cap,
+/// spoofed requests that cannot return the cookie evict nothing.
+#[test]
+fn requests_without_their_cookie_evict_nothing_at_the_cap() {
+    let mut cb = config(b"k");
+    cb.max_half_open = 2;
+    cb.cookie_threshold = 2;
+    let mut n = Net::new(config(b"k"), cb, false);
+    let mut flood = Endpoint::new(config(b"k"), Box::new(TestRng::new(78)));
+    for i in 0..7u8 {
+        let src: std::net::SocketAddr = format!("192.0.2.{}:500", i + 10).parse().unwrap();
+        flood.initiate(n.now, src, n.b_local()).unwrap();
+        let t = flood.poll_transmit().expect("IKE_SA_INIT");
+        n.b.handle_datagram(n.now, n.b_local(), src, &t.bytes);
+        while n.b.poll_transmit().is_some() {}
+    }
+    let half_open =
+        n.b.ike_sas(n.now)
+            .iter()
+            .filter(|s| s.state == IkeSaState::ExpectAuthRequest)
+            .count();
+    assert_eq!(half_open, 2);
+    assert_eq!(n.b.counters().half_open_evicted, 0);
+}

@@ -88,8 +88,8 @@ impl Endpoint {
         if h.spi_r != 0 {
             return;
         }
-        // §2.6 flood resistance: a hard cap on half-open SAs, dropped before any D-H work.
-        // Past the per-source cap a cookie is demanded rather than the request dropped: a
+        // §2.6 flood resistance, before any D-H work: a cap per source here, the hard cap
+        // (which evicts the oldest) once the request is accepted. Past the per-source cap a cookie is demanded rather than the request dropped: a
         // blind attacker spoofing a victim's address could otherwise fill the victim's quota
         // and lock it out, but cannot return the cookie (it goes to the victim, whose own
         // retry carries it). With cookies a source may hold twice the cap, no more.
@@ -98,28 +98,6 @@ impl Endpoint {
         if from_source >= per_source.saturating_mul(2) {
             self.counters.half_open_refused += 1;
             return;
-        }
-        // At the hard cap the oldest half-open SA gives way rather than the newcomer: a
-        // flood that returns cookies (so from addresses it really has) would otherwise hold
-        // the whole table for the half-open timeout and lock every new peer out; this way a
-        // half-open SA lives as long as the flood takes to send the cap's worth of requests,
-        // which at thousands a second is still far longer than an honest peer's round trip
-        // to IKE_AUTH.
-        if self.sas.half_open_count() >= self.config.max_half_open {
-            match self
-                .sas
-                .oldest_half_open()
-                .and_then(|id| self.sas.remove(id))
-            {
-                Some(oldest) => {
-                    self.sas.forget(&oldest);
-                    self.counters.half_open_evicted += 1;
-                }
-                None => {
-                    self.counters.half_open_refused += 1;
-                    return;
-                }
-            }
         }
         let busy_source = from_source >= per_source;
         if let Err(e) = self.accept_sa_init(now, local, remote, h, bytes, busy_source) {
@@ -159,6 +137,22 @@ impl Endpoint {
         // curve only the D-H computation tells (RFC 5903 §7, RFC 8031 §2.1).
         if ke.data.len() != suite.dh.public_len() {
             return Err(ExchangeError::InvalidSyntax);
+        }
+        // The request passed every check (a cookie too, past the threshold): only now may
+        // it take a half-open slot. At the hard cap the oldest half-open SA gives way rather
+        // than the newcomer: a flood that returns cookies (so from addresses it really has)
+        // would otherwise hold the whole table for the half-open timeout and lock every new
+        // peer out; this way a half-open SA lives as long as the flood takes to send the
+        // cap's worth of valid requests, far longer than an honest peer's round trip to
+        // IKE_AUTH.
+        if self.sas.half_open_count() >= self.config.max_half_open
+            && let Some(oldest) = self
+                .sas
+                .oldest_half_open()
+                .and_then(|id| self.sas.remove(id))
+        {
+            self.sas.forget(&oldest);
+            self.counters.half_open_evicted += 1;
         }
         // Our private scalar, SPI and Nr now, in the order the inline code always drew
         // them: the job that computes the keys needs no randomness (jobs.rs).
