@@ -125,9 +125,28 @@ pub fn seal(
 ) -> Result<Vec<u8>, EmitError> {
     let mut plain = Vec::with_capacity(256);
     emit_payloads(inner, &mut Writer::new(&mut plain))?;
+    let first = inner.first().map_or(PayloadType::NONE, Payload::ty);
+    seal_plain(
+        spi_i, spi_r, exchange, flags, message_id, first, plain, key, iv,
+    )
+}
+
+/// [`seal`] of an already encoded payload chain whose first payload is of type `first`
+/// (any bytes: the fuzz targets seal chains no encoder would build).
+#[allow(clippy::too_many_arguments)]
+pub fn seal_plain(
+    spi_i: u64,
+    spi_r: u64,
+    exchange: ExchangeType,
+    flags: u8,
+    message_id: u32,
+    first: PayloadType,
+    mut plain: Vec<u8>,
+    key: &AesGcm256,
+    iv: [u8; 8],
+) -> Result<Vec<u8>, EmitError> {
     // Pad Length 0: GCM needs no block alignment (RFC 5282 §3).
     plain.push(0);
-    let first = inner.first().map_or(PayloadType::NONE, Payload::ty);
     let total = HEADER_LEN + GENERIC_LEN + AesGcm256::IV_LEN + plain.len() + AesGcm256::ICV_LEN;
     let total32 = u32::try_from(total).map_err(|_| EmitError::TooLong)?;
     let sk_len = u16::try_from(total - HEADER_LEN).map_err(|_| EmitError::TooLong)?;

@@ -374,6 +374,42 @@ impl Endpoint {
         }
     }
 
+    /// Testing and fuzzing: seals `plaintext`, a raw payload chain whose first payload is of
+    /// type `first`, as our next request on `sa` (right SPIs, message id, flags and SK
+    /// payload), so the peer's handlers behind the integrity check see payload chains no
+    /// encoder would build. `None` without keys.
+    #[cfg(feature = "testing")]
+    pub fn seal_raw_request(
+        &mut self,
+        sa: IkeSaId,
+        exchange: ExchangeType,
+        first: crate::codes::PayloadType,
+        plaintext: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mut s = self.sas.remove(sa.0)?;
+        let id = s.next_request_id;
+        let out = s.out_key().and_then(|key| {
+            s.iv_counter = s.iv_counter.wrapping_add(1);
+            crate::sk::seal_plain(
+                s.spi_i,
+                s.spi_r,
+                exchange,
+                s.flags(false),
+                id,
+                first,
+                plaintext.to_vec(),
+                &key,
+                s.iv_counter.to_be_bytes(),
+            )
+            .ok()
+        });
+        if out.is_some() {
+            s.next_request_id = id.wrapping_add(1);
+        }
+        self.put_back(s);
+        out
+    }
+
     /// Sends a liveness check now.
     pub fn probe(&mut self, now: Instant, sa: IkeSaId) -> Result<(), Error> {
         let mut s = self.sas.remove(sa.0).ok_or(Error::NoSuchSa)?;
