@@ -57,6 +57,8 @@ fn settings(node: Node) -> OspfSettings {
         Node::Hub | Node::Hub2 => HUB_LAN,
         Node::SpokeA => SPOKE_A_LAN,
         Node::SpokeB => SPOKE_B_LAN,
+        // Spoke C belongs to the BGP test.
+        Node::SpokeC => unreachable!("no OSPF test starts spoke C"),
     };
     OspfSettings {
         hostname: node.name().to_owned(),

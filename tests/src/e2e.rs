@@ -1,11 +1,15 @@
 //! The end-to-end DMVPN topology: a hub and two spokes on a WAN bridge, one spoke behind a NAT
 //! router, a LAN with one host behind each router; dmvpnd configurations generated from the
 //! `conf/` examples with only addresses (and, for tests, DPD timers) changed; packet capture on
-//! the underlay and its dissection with `tshark` and the daemons' exported keys.
+//! the underlay and its dissection with `tshark` and the daemons' exported keys. A second hub
+//! and a third spoke (C, with its LAN) are always built but only the redundant-hub and BGP
+//! tests start dmvpnd on them.
 //!
 //! ```text
 //!  lan-hub 10.1.1.106 ── 10.1.1.1 [hub] 198.51.100.1 ─┐
+//!                                  [hub2] 198.51.100.4 ─┤
 //!  lan-a 172.16.3.224 ── 172.16.3.10 [spoke-a] 198.51.100.3 ─┤ br0 [wan]
+//!  lan-c 172.16.23.224 ── 172.16.23.10 [spoke-c] 198.51.100.5 ─┤
 //!                                        198.51.100.2 [nat] ─┘   (masquerade out eth0)
 //!                                        192.168.50.1 │
 //!  lan-b 172.16.13.224 ── 172.16.13.10 [spoke-b] 192.168.50.10 (default via the NAT)
@@ -38,6 +42,8 @@ pub const NAT_OUTSIDE: &str = "198.51.100.2";
 pub const SPOKE_A_NBMA: &str = "198.51.100.3";
 /// A second hub, for the redundant-hub tests (started only by them).
 pub const HUB2_NBMA: &str = "198.51.100.4";
+/// A third spoke on the WAN bridge, for the BGP test (started only by it).
+pub const SPOKE_C_NBMA: &str = "198.51.100.5";
 pub const NAT_INSIDE: &str = "192.168.50.1";
 pub const SPOKE_B_PRIVATE: &str = "192.168.50.10";
 
@@ -45,6 +51,7 @@ pub const HUB_TUNNEL: &str = "10.250.0.1";
 pub const HUB2_TUNNEL: &str = "10.250.0.2";
 pub const SPOKE_A_TUNNEL: &str = "10.250.0.9";
 pub const SPOKE_B_TUNNEL: &str = "10.250.0.10";
+pub const SPOKE_C_TUNNEL: &str = "10.250.0.11";
 
 pub const HUB_LAN: &str = "10.1.1.0/24";
 pub const HUB_LAN_ROUTER: &str = "10.1.1.1";
@@ -55,6 +62,9 @@ pub const SPOKE_A_LAN_HOST: &str = "172.16.3.224";
 pub const SPOKE_B_LAN: &str = "172.16.13.0/24";
 pub const SPOKE_B_LAN_ROUTER: &str = "172.16.13.10";
 pub const SPOKE_B_LAN_HOST: &str = "172.16.13.224";
+pub const SPOKE_C_LAN: &str = "172.16.23.0/24";
+pub const SPOKE_C_LAN_ROUTER: &str = "172.16.23.10";
+pub const SPOKE_C_LAN_HOST: &str = "172.16.23.224";
 
 /// The WAN-side interface in every router namespace (as in the `conf/` examples).
 pub const WAN_IF: &str = "eth0";
@@ -123,11 +133,14 @@ pub struct Topology {
     pub hub2: Netns,
     pub spoke_a: Netns,
     pub spoke_b: Netns,
+    /// The third spoke (BGP test only; idle elsewhere).
+    pub spoke_c: Netns,
     pub nat: Netns,
     pub wan: Netns,
     pub lan_hub: Netns,
     pub lan_a: Netns,
     pub lan_b: Netns,
+    pub lan_c: Netns,
 }
 
 impl Topology {
@@ -138,13 +151,15 @@ impl Topology {
             hub2: namespace("hub2")?,
             spoke_a: namespace("spoke-a")?,
             spoke_b: namespace("spoke-b")?,
+            spoke_c: namespace("spoke-c")?,
             nat: namespace("nat")?,
             wan: namespace("wan")?,
             lan_hub: namespace("lan-hub")?,
             lan_a: namespace("lan-a")?,
             lan_b: namespace("lan-b")?,
+            lan_c: namespace("lan-c")?,
         };
-        // WAN: a bridge with the hub, spoke A and the NAT router's outside on one /24.
+        // WAN: a bridge with the hubs, spokes A and C and the NAT router's outside on one /24.
         // No multicast snooping: the bridge would send IGMP reports of its own onto the WAN.
         t.wan.ip(&[
             "link",
@@ -160,6 +175,7 @@ impl Topology {
             (&t.hub, "hub", HUB_NBMA),
             (&t.hub2, "hub2", HUB2_NBMA),
             (&t.spoke_a, "spoke-a", SPOKE_A_NBMA),
+            (&t.spoke_c, "spoke-c", SPOKE_C_NBMA),
             (&t.nat, "nat", NAT_OUTSIDE),
         ] {
             link(&t.wan, port, None, ns, WAN_IF, Some(&format!("{addr}/24")))?;
@@ -199,6 +215,7 @@ impl Topology {
             (&t.hub, &t.lan_hub, HUB_LAN_ROUTER, HUB_LAN_HOST),
             (&t.spoke_a, &t.lan_a, SPOKE_A_LAN_ROUTER, SPOKE_A_LAN_HOST),
             (&t.spoke_b, &t.lan_b, SPOKE_B_LAN_ROUTER, SPOKE_B_LAN_HOST),
+            (&t.spoke_c, &t.lan_c, SPOKE_C_LAN_ROUTER, SPOKE_C_LAN_HOST),
         ] {
             link(
                 router,
@@ -297,6 +314,8 @@ pub enum Node {
     Hub2,
     SpokeA,
     SpokeB,
+    /// The third spoke of the BGP test.
+    SpokeC,
 }
 
 impl Node {
@@ -306,6 +325,7 @@ impl Node {
             Node::Hub2 => "hub2",
             Node::SpokeA => "spoke-a",
             Node::SpokeB => "spoke-b",
+            Node::SpokeC => "spoke-c",
         }
     }
 
@@ -315,6 +335,7 @@ impl Node {
             Node::Hub2 => HUB2_TUNNEL,
             Node::SpokeA => SPOKE_A_TUNNEL,
             Node::SpokeB => SPOKE_B_TUNNEL,
+            Node::SpokeC => SPOKE_C_TUNNEL,
         }
     }
 
@@ -325,6 +346,7 @@ impl Node {
             Node::Hub2 => &t.hub2,
             Node::SpokeA => &t.spoke_a,
             Node::SpokeB => &t.spoke_b,
+            Node::SpokeC => &t.spoke_c,
         }
     }
 }
@@ -506,7 +528,7 @@ pub fn write_config_with(
                 routes(&[(SPOKE_A_LAN, SPOKE_A_TUNNEL), (SPOKE_B_LAN, SPOKE_B_TUNNEL)]),
             )?;
         }
-        Node::SpokeA | Node::SpokeB => {
+        Node::SpokeA | Node::SpokeB | Node::SpokeC => {
             let nhs = v
                 .get_mut("nhrp")
                 .and_then(|n| n.get_mut("nhs"))
@@ -515,16 +537,16 @@ pub fn write_config_with(
                 .context("conf/spoke.toml has no [[nhrp.nhs]]")?;
             set(nhs, &["address"], str_value(HUB_TUNNEL))?;
             set(nhs, &["nbma"], str_value(HUB_NBMA))?;
-            let other_lan = if node == Node::SpokeA {
-                SPOKE_B_LAN
-            } else {
-                SPOKE_A_LAN
+            let lans: &[(&str, &str)] = match node {
+                Node::SpokeA => &[(HUB_LAN, HUB_TUNNEL), (SPOKE_B_LAN, HUB_TUNNEL)],
+                Node::SpokeB => &[(HUB_LAN, HUB_TUNNEL), (SPOKE_A_LAN, HUB_TUNNEL)],
+                _ => &[
+                    (HUB_LAN, HUB_TUNNEL),
+                    (SPOKE_A_LAN, HUB_TUNNEL),
+                    (SPOKE_B_LAN, HUB_TUNNEL),
+                ],
             };
-            set(
-                &mut v,
-                &["route"],
-                routes(&[(HUB_LAN, HUB_TUNNEL), (other_lan, HUB_TUNNEL)]),
-            )?;
+            set(&mut v, &["route"], routes(lans))?;
         }
     }
     let config = out.join("dmvpnd.toml");

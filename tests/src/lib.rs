@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod bgp;
 pub mod e2e;
 pub mod ospf;
 pub mod scenario;

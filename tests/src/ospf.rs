@@ -209,15 +209,17 @@ pub fn parse_neighbors(v: &serde_json::Value) -> Vec<Neighbor> {
     out
 }
 
-/// zebra + ospfd for one namespace; stopped (ospfd, then zebra, by PID) and its run directory
-/// removed on drop.
+/// zebra + one routing daemon (`ospfd`, or `bgpd` for [`crate::bgp`]) for one namespace;
+/// stopped (the routing daemon, then zebra, by PID) and its run directory removed on drop.
 #[derive(Debug)]
 pub struct Frr {
     /// The `-N` path space.
     pub name: String,
     /// Configuration, pid and log files.
     pub dir: PathBuf,
-    ospfd: Option<NsProcess>,
+    /// The routing daemon: "ospfd" or "bgpd".
+    pub daemon: &'static str,
+    routing: Option<NsProcess>,
     zebra: Option<NsProcess>,
 }
 
@@ -225,6 +227,33 @@ impl Frr {
     /// Starts zebra, waits for its zserv socket, then ospfd with `ospf`'s configuration, and
     /// waits until ospfd answers vtysh. Files go to `parent/frr-<tag>/`.
     pub fn start(ns: &Netns, tag: &str, parent: &Path, ospf: &OspfSettings) -> Result<Self> {
+        let rid = ospf.router_id.as_str();
+        Self::start_daemon(
+            ns,
+            tag,
+            parent,
+            &ospf.hostname,
+            "ospfd",
+            &|log| ospf.render(log),
+            &|frr| {
+                frr.vtysh_json("show ip ospf json")
+                    .is_ok_and(|v| v["routerId"].as_str() == Some(rid))
+            },
+        )
+    }
+
+    /// Starts zebra, waits for its zserv socket, then `daemon` (in [`FRR_SBIN`]) with the
+    /// configuration `render(log file)` returns, and waits (10 s) until `ready`. Files go to
+    /// `parent/frr-<tag>/`.
+    pub fn start_daemon(
+        ns: &Netns,
+        tag: &str,
+        parent: &Path,
+        hostname: &str,
+        daemon: &'static str,
+        render: &dyn Fn(&Path) -> String,
+        ready: &dyn Fn(&Frr) -> bool,
+    ) -> Result<Self> {
         let (uid, gid) = frr_user()?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PATHSPACE_PREFIX}{}-{n}-{tag}", std::process::id());
@@ -240,16 +269,15 @@ impl Frr {
         }
         fs::create_dir_all(&run_dir)?;
         let zebra_conf = dir.join("zebra.conf");
-        let ospfd_conf = dir.join("ospfd.conf");
+        let daemon_conf = dir.join(format!("{daemon}.conf"));
         fs::write(
             &zebra_conf,
             format!(
-                "hostname {}\nlog file {} informational\n",
-                ospf.hostname,
+                "hostname {hostname}\nlog file {} informational\n",
                 dir.join("zebra.log").display()
             ),
         )?;
-        fs::write(&ospfd_conf, ospf.render(&dir.join("ospfd.log")))?;
+        fs::write(&daemon_conf, render(&dir.join(format!("{daemon}.log"))))?;
         // vtysh reads vtysh.conf from its config directory; an empty one keeps it quiet.
         fs::write(dir.join("vtysh.conf"), "")?;
         for p in [&dir, &run_dir] {
@@ -257,13 +285,14 @@ impl Frr {
                 .with_context(|| format!("chown frr {}", p.display()))?;
             fs::set_permissions(p, fs::Permissions::from_mode(0o755))?;
         }
-        for f in [&zebra_conf, &ospfd_conf] {
+        for f in [&zebra_conf, &daemon_conf] {
             std::os::unix::fs::chown(f, Some(uid), Some(gid))?;
         }
         let mut frr = Frr {
             name,
             dir,
-            ospfd: None,
+            daemon,
+            routing: None,
             zebra: None,
         };
 
@@ -277,17 +306,11 @@ impl Frr {
                 frr.logs()
             );
         }
-        frr.ospfd = Some(frr.spawn(ns, "ospfd", &ospfd_conf)?);
-        let ready = wait_for(Duration::from_secs(10), || {
-            frr.vtysh_json("show ip ospf json")
-                .ok()
-                .filter(|v| v["routerId"].as_str() == Some(ospf.router_id.as_str()))
-        });
-        if ready.is_none() {
+        frr.routing = Some(frr.spawn(ns, daemon, &daemon_conf)?);
+        if wait_for(Duration::from_secs(10), || ready(&frr).then_some(())).is_none() {
             bail!(
-                "ospfd ({}) not answering with router-id {} within 10 s:\n{}",
+                "{daemon} ({}) not ready within 10 s:\n{}",
                 frr.name,
-                ospf.router_id,
                 frr.logs()
             );
         }
@@ -329,13 +352,29 @@ impl Frr {
     /// Whether both daemons are still running.
     pub fn running(&mut self) -> bool {
         self.zebra.as_mut().is_some_and(NsProcess::running)
-            && self.ospfd.as_mut().is_some_and(NsProcess::running)
+            && self.routing.as_mut().is_some_and(NsProcess::running)
+    }
+
+    /// vtysh commands whose output explains a failure (for [`crate::scenario`]).
+    pub fn diagnostics(&self) -> &'static [&'static str] {
+        match self.daemon {
+            "bgpd" => &["show bgp summary", "show ip bgp", "show ip route"],
+            _ => &[
+                "show ip ospf neighbor",
+                "show ip ospf interface",
+                "show ip route",
+            ],
+        }
     }
 
     /// The last `n` lines of each log file (for failure messages).
     pub fn tail(&self, n: usize) -> String {
         let mut s = String::new();
-        for f in ["zebra.stderr", "zebra.log", "ospfd.stderr", "ospfd.log"] {
+        let (stderr, log) = (
+            format!("{}.stderr", self.daemon),
+            format!("{}.log", self.daemon),
+        );
+        for f in ["zebra.stderr", "zebra.log", &stderr, &log] {
             let text = fs::read_to_string(self.dir.join(f)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             s += &format!(
@@ -351,11 +390,14 @@ impl Frr {
         self.tail(30)
     }
 
-    /// Stops ospfd, then zebra (SIGTERM by PID, SIGKILL after 5 s), and removes the run
+    /// Stops the routing daemon, then zebra (SIGTERM by PID, SIGKILL after 5 s), and removes the run
     /// directory.
     pub fn stop(&mut self) -> Result<()> {
         let mut errors = Vec::new();
-        for p in [self.ospfd.take(), self.zebra.take()].into_iter().flatten() {
+        for p in [self.routing.take(), self.zebra.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut p = p;
             if let Err(e) = p.terminate(Duration::from_secs(5)) {
                 errors.push(format!("{e:#}"));

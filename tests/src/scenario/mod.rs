@@ -145,11 +145,7 @@ impl<'t> Scenario<'t> {
         }
         for (node, f) in &self.frr {
             s += &format!("\n==== FRR on {} ====\n", node.name());
-            for cmd in [
-                "show ip ospf neighbor",
-                "show ip ospf interface",
-                "show ip route",
-            ] {
+            for cmd in f.diagnostics() {
                 s += &format!(
                     "# {cmd}\n{}\n",
                     f.vtysh(cmd).unwrap_or_else(|e| format!("({e:#})"))
@@ -157,7 +153,13 @@ impl<'t> Scenario<'t> {
             }
             s += &f.tail(LOG_TAIL);
         }
-        for node in [Node::Hub, Node::SpokeA, Node::SpokeB] {
+        let mut nodes = vec![Node::Hub, Node::SpokeA, Node::SpokeB];
+        for d in &self.daemons {
+            if !nodes.contains(&d.node) {
+                nodes.push(d.node);
+            }
+        }
+        for node in nodes {
             s += &format!(
                 "\n---- routes of {} ----\n{}",
                 node.name(),
@@ -234,6 +236,25 @@ impl<'t> Scenario<'t> {
         match Frr::start(node.netns(self.t), node.name(), dir, settings) {
             Ok(f) => self.frr.push((node, f)),
             Err(e) => self.fail(format!("starting FRR on {}: {e:#}", node.name())),
+        }
+    }
+
+    /// Runs `start` (e.g. [`crate::bgp::start`]) on `node`'s namespace and keeps the FRR it
+    /// started (stopped with the scenario).
+    pub fn start_frr_with(&mut self, node: Node, start: impl FnOnce(&Netns) -> Result<Frr>) {
+        match start(node.netns(self.t)) {
+            Ok(f) => self.frr.push((node, f)),
+            Err(e) => self.fail(format!("starting FRR on {}: {e:#}", node.name())),
+        }
+    }
+
+    /// Stops FRR on `node` (its routing daemon, then zebra).
+    pub fn stop_frr(&mut self, node: Node) {
+        if let Some(i) = self.frr.iter().position(|(n, _)| *n == node) {
+            let (_, mut f) = self.frr.remove(i);
+            if let Err(e) = f.stop() {
+                self.fail(format!("stopping FRR on {}: {e:#}", node.name()));
+            }
         }
     }
 
