@@ -231,7 +231,7 @@ impl Node {
 
     /// NHRP answers resolutions from the routing table: routes into the tunnel name the next
     /// hop that owns a destination (hub); the router's other prefixes are its own (spoke).
-    fn feed_nhrp_routes(&mut self) {
+    pub(crate) fn feed_nhrp_routes(&mut self) {
         let mut v: Vec<dmvpn_nhrp::Route> = self
             .routes
             .iter()

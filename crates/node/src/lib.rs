@@ -303,6 +303,11 @@ impl Node {
     /// housekeeping deadline.
     pub fn set_routes(&mut self, routes: Arc<RouteTable>) {
         self.routes = routes;
+        // NHRP answers resolutions from these routes: a route a routing daemon just
+        // installed must not wait for the next housekeeping (up to 2 s, during which a
+        // resolution for it was refused). One pass over the table per update the daemon
+        // mirrors, which batches the kernel's notifications.
+        self.feed_nhrp_routes();
     }
 
     /// The router's own prefixes off the tunnel.
