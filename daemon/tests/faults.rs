@@ -26,31 +26,10 @@ use dmvpn_tests::e2e::{
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
     DPD_DELAY, DPD_RETRY, DPD_TRIES, Scenario, e2e_config, edit_config, expect, keys,
-    start_hub_then_spokes, start_registered, table,
+    log_secs_of_day, start_hub_then_spokes, start_registered, table, utc_secs_of_day,
 };
 
 const LOSS_PERCENT: u32 = 20;
-
-/// Seconds since midnight UTC.
-fn utc_secs_of_day(t: SystemTime) -> f64 {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    d.as_secs_f64().rem_euclid(86_400.0)
-}
-
-/// Seconds since midnight UTC of a dmvpnd log line (`2026-12-01T17:20:44.875341Z  INFO …`).
-fn log_secs_of_day(line: &str) -> Option<f64> {
-    let time = line
-        .split_whitespace()
-        .next()?
-        .split('T')
-        .nth(1)?
-        .strip_suffix('Z')?;
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let sec: f64 = parts.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + sec)
-}
 
 /// Waits for `node`'s registration (IKE SA, Child SA, NHS) with a bound that allows for loss.
 fn wait_registered_lossy(s: &mut Scenario<'_>, node: Node, bound: Duration) {

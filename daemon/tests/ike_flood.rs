@@ -39,7 +39,8 @@ use dmvpn_tests::e2e::{
     HUB_NBMA, HUB_TUNNEL, NAT_OUTSIDE, Node, PREFIX, SPOKE_A_NBMA, TestDir, Topology, WAN_IF, ping,
 };
 use dmvpn_tests::scenario::{
-    DPD_DELAY, DPD_RETRY, DPD_TRIES, Scenario, e2e_config, edit_config, expect, keys, table,
+    DPD_DELAY, DPD_RETRY, DPD_TRIES, Scenario, e2e_config, edit_config, expect, keys,
+    log_secs_of_day, table, utc_secs_of_day,
 };
 use dmvpn_tests::{Netns, require_root_and_tools, veth_named};
 use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, sendmsg, setsockopt, sockopt};
@@ -417,27 +418,6 @@ fn hub_drops(s: &Scenario<'_>) -> HubDrops {
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
-}
-
-/// Seconds since midnight UTC.
-fn utc_secs_of_day(t: SystemTime) -> f64 {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    d.as_secs_f64().rem_euclid(86_400.0)
-}
-
-/// Seconds since midnight UTC of a dmvpnd log line (`2026-12-01T17:20:44.875341Z  INFO …`).
-fn log_secs_of_day(line: &str) -> Option<f64> {
-    let time = line
-        .split_whitespace()
-        .next()?
-        .split('T')
-        .nth(1)?
-        .strip_suffix('Z')?;
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let sec: f64 = parts.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + sec)
 }
 
 /// Seconds from `start` to the first line of `node` satisfying `pred`, if logged yet.

@@ -11,30 +11,18 @@
 use std::time::{Duration, Instant};
 
 use dmvpn_tests::e2e::{
-    HUB_NBMA, HUB2_NBMA, HUB2_TUNNEL, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
+    HUB_NBMA, HUB2_NBMA, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
-    REGISTRATION_TIMEOUT, Scenario, e2e_config, edit_config, keys, start_hub_then_spokes, table,
+    REGISTRATION_TIMEOUT, Scenario, edit_config, start_hub_then_spokes, table, two_hub_configs,
 };
-use serde_json::Value;
 
 const FALLBACK: u64 = 10;
 
-/// The spoke's NHS entry at `nbma` in `show nhrp --json`.
-fn nhs(s: &Scenario<'_>, node: Node, nbma: &str) -> Option<Value> {
-    let v = s.show_json(node, "nhrp");
-    v["nhs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["nbma"] == nbma)
-        .cloned()
-}
-
 /// (state, status) of the spoke's NHS at `nbma`, e.g. ("up", "UP").
 fn place(s: &Scenario<'_>, node: Node, nbma: &str) -> Option<(String, String)> {
-    let n = nhs(s, node, nbma)?;
+    let n = s.nhs(node, nbma)?;
     Some((
         n["state"].as_str()?.to_owned(),
         n["status"].as_str()?.to_owned(),
@@ -46,40 +34,13 @@ fn one_hub_registered_the_other_stands_by_takes_over_and_gives_way() {
     require_root_and_tools();
     let dir = TestDir::new("nhs-clusters").unwrap();
     let t = Topology::new().expect("building the topology");
-    let k = keys();
-    let cfgs = [
-        e2e_config(&dir, Node::Hub, &k),
-        e2e_config(&dir, Node::Hub2, &k),
-        e2e_config(&dir, Node::SpokeA, &k),
-        e2e_config(&dir, Node::SpokeB, &k),
-    ];
-    for c in &cfgs[..2] {
-        edit_config(&c.config, |t| {
-            table(t, "nhrp").insert("redirect".into(), toml::Value::Boolean(false));
-        });
-    }
+    let cfgs = two_hub_configs(&dir, FALLBACK, Some(1));
     for c in &cfgs[2..] {
         edit_config(&c.config, |t| {
-            let nhrp = table(t, "nhrp");
-            nhrp.insert("nhs-fallback".into(), toml::Value::Integer(FALLBACK as i64));
-            let list = nhrp
-                .get_mut("nhs")
-                .and_then(toml::Value::as_array_mut)
-                .expect("[[nhrp.nhs]]");
-            if let Some(first) = list.first_mut().and_then(toml::Value::as_table_mut) {
-                first.insert("cluster".into(), toml::Value::Integer(1));
-            }
-            let mut second = toml::Table::new();
-            second.insert("address".into(), HUB2_TUNNEL.into());
-            second.insert("nbma".into(), HUB2_NBMA.into());
-            second.insert("multicast".into(), true.into());
-            second.insert("priority".into(), toml::Value::Integer(1));
-            second.insert("cluster".into(), toml::Value::Integer(1));
-            list.push(toml::Value::Table(second));
             let mut cluster = toml::Table::new();
             cluster.insert("id".into(), toml::Value::Integer(1));
             cluster.insert("max-connections".into(), toml::Value::Integer(1));
-            nhrp.insert(
+            table(t, "nhrp").insert(
                 "cluster".into(),
                 toml::Value::Array(vec![toml::Value::Table(cluster)]),
             );
@@ -97,7 +58,7 @@ fn one_hub_registered_the_other_stands_by_takes_over_and_gives_way() {
                 other => Err(format!("{other:?}")),
             },
         );
-        let hub2 = nhs(&s, spoke, HUB2_NBMA).unwrap_or_default();
+        let hub2 = s.nhs(spoke, HUB2_NBMA).unwrap_or_default();
         if hub2["state"] != "standby" || hub2["status"] != "DOWN" || hub2["cluster"] != 1 {
             s.fail(format!(
                 "{}: hub 2 {hub2}\n{}",

@@ -10,26 +10,14 @@
 use std::time::{Duration, Instant};
 
 use dmvpn_tests::e2e::{
-    HUB_NBMA, HUB2_NBMA, HUB2_TUNNEL, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
+    HUB_NBMA, HUB2_NBMA, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
-    REGISTRATION_TIMEOUT, Scenario, e2e_config, edit_config, keys, start_hub_then_spokes, table,
+    REGISTRATION_TIMEOUT, Scenario, start_hub_then_spokes, two_hub_configs,
 };
-use serde_json::Value;
 
 const FALLBACK: u64 = 10;
-
-/// The spoke's NHS entry at `nbma` in `show nhrp --json`.
-fn nhs(s: &Scenario<'_>, node: Node, nbma: &str) -> Option<Value> {
-    let v = s.show_json(node, "nhrp");
-    v["nhs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["nbma"] == nbma)
-        .cloned()
-}
 
 fn preferred(s: &Scenario<'_>, node: Node) -> Option<String> {
     let v = s.show_json(node, "nhrp");
@@ -46,33 +34,7 @@ fn traffic_fails_over_to_the_second_hub_and_falls_back() {
     require_root_and_tools();
     let dir = TestDir::new("redundant-hubs").unwrap();
     let t = Topology::new().expect("building the topology");
-    let k = keys();
-    let cfgs = [
-        e2e_config(&dir, Node::Hub, &k),
-        e2e_config(&dir, Node::Hub2, &k),
-        e2e_config(&dir, Node::SpokeA, &k),
-        e2e_config(&dir, Node::SpokeB, &k),
-    ];
-    for c in &cfgs[..2] {
-        edit_config(&c.config, |t| {
-            table(t, "nhrp").insert("redirect".into(), toml::Value::Boolean(false));
-        });
-    }
-    for c in &cfgs[2..] {
-        edit_config(&c.config, |t| {
-            let nhrp = table(t, "nhrp");
-            nhrp.insert("nhs-fallback".into(), toml::Value::Integer(FALLBACK as i64));
-            let mut second = toml::Table::new();
-            second.insert("address".into(), HUB2_TUNNEL.into());
-            second.insert("nbma".into(), HUB2_NBMA.into());
-            second.insert("multicast".into(), true.into());
-            second.insert("priority".into(), toml::Value::Integer(1));
-            nhrp.get_mut("nhs")
-                .and_then(toml::Value::as_array_mut)
-                .expect("[[nhrp.nhs]]")
-                .push(toml::Value::Table(second));
-        });
-    }
+    let cfgs = two_hub_configs(&dir, FALLBACK, None);
     let mut s = start_hub_then_spokes("redundant", &t, &cfgs);
     s.step("both spokes register with both hubs; hub 1 is preferred");
     for spoke in [Node::SpokeA, Node::SpokeB] {
@@ -82,7 +44,7 @@ fn traffic_fails_over_to_the_second_hub_and_falls_back() {
                 &format!("{} registered with {nbma}", spoke.name()),
                 REGISTRATION_TIMEOUT,
                 |s| {
-                    let n = nhs(s, spoke, nbma).ok_or("no NHS entry")?;
+                    let n = s.nhs(spoke, nbma).ok_or("no NHS entry")?;
                     (n["status"] == "UP").then_some(()).ok_or(n.to_string())
                 },
             );
@@ -139,7 +101,7 @@ fn traffic_fails_over_to_the_second_hub_and_falls_back() {
         Duration::from_secs(60),
         |s| {
             let _ = ping(&t.spoke_a, SPOKE_B_TUNNEL, 1, "0.2");
-            let n = nhs(s, Node::SpokeA, HUB_NBMA)?;
+            let n = s.nhs(Node::SpokeA, HUB_NBMA)?;
             (n["status"] == "UP").then(Instant::now)
         },
     );

@@ -21,7 +21,7 @@ pub mod show;
 use std::cell::RefCell;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use serde_json::Value;
@@ -605,6 +605,12 @@ impl<'t> Scenario<'t> {
             .cloned()
     }
 
+    /// A spoke's NHS entry for the NHS at `nbma` in `show nhrp --json`.
+    pub fn nhs(&self, node: Node, nbma: &str) -> Option<Value> {
+        let v = self.show_json(node, "nhrp");
+        array(&v, "nhs").iter().find(|n| n["nbma"] == nbma).cloned()
+    }
+
     /// The `show ike --json` SA with the peer at `nbma` (any port).
     pub fn ike_sa(&self, node: Node, nbma: &str) -> Option<Value> {
         let v = self.show_json(node, "ike");
@@ -652,6 +658,70 @@ pub fn ops_config(dir: &TestDir, node: Node, keys: &Keys) -> NodeConfig {
         });
     }
     cfg
+}
+
+/// Seconds since midnight UTC of `t`, to compare with a log line's time.
+pub fn utc_secs_of_day(t: SystemTime) -> f64 {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    d.as_secs_f64().rem_euclid(86_400.0)
+}
+
+/// Seconds since midnight UTC of a dmvpnd log line (`2026-12-01T17:20:44.875341Z  INFO …`):
+/// when the daemon decided, not when a poll saw it.
+pub fn log_secs_of_day(line: &str) -> Option<f64> {
+    let time = line
+        .split_whitespace()
+        .next()?
+        .split('T')
+        .nth(1)?
+        .strip_suffix('Z')?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + sec)
+}
+
+/// Configurations for both hubs and both spokes, every spoke listing hub 1 (priority 0) and
+/// hub 2 (priority 1) as NHSs with `nhs-fallback = fallback`, both in `cluster` when given.
+/// The hubs do not redirect, so spoke-to-spoke traffic keeps crossing the NHS in use.
+/// Returned hub, hub 2, spoke A, spoke B.
+pub fn two_hub_configs(dir: &TestDir, fallback: u64, cluster: Option<i64>) -> Vec<NodeConfig> {
+    let k = keys();
+    let cfgs: Vec<NodeConfig> = [Node::Hub, Node::Hub2, Node::SpokeA, Node::SpokeB]
+        .into_iter()
+        .map(|n| e2e_config(dir, n, &k))
+        .collect();
+    for c in &cfgs[..2] {
+        edit_config(&c.config, |t| {
+            table(t, "nhrp").insert("redirect".into(), toml::Value::Boolean(false));
+        });
+    }
+    for c in &cfgs[2..] {
+        edit_config(&c.config, |t| {
+            let nhrp = table(t, "nhrp");
+            nhrp.insert(
+                "nhs-fallback".into(),
+                toml::Value::Integer(i64::try_from(fallback).unwrap_or(i64::MAX)),
+            );
+            let list = nhrp
+                .get_mut("nhs")
+                .and_then(toml::Value::as_array_mut)
+                .expect("[[nhrp.nhs]]");
+            let mut second = toml::Table::new();
+            second.insert("address".into(), crate::e2e::HUB2_TUNNEL.into());
+            second.insert("nbma".into(), crate::e2e::HUB2_NBMA.into());
+            second.insert("multicast".into(), true.into());
+            second.insert("priority".into(), toml::Value::Integer(1));
+            list.push(toml::Value::Table(second));
+            if let Some(id) = cluster {
+                for n in list.iter_mut().filter_map(toml::Value::as_table_mut) {
+                    n.insert("cluster".into(), toml::Value::Integer(id));
+                }
+            }
+        });
+    }
+    cfgs
 }
 
 /// Reads, edits and rewrites a generated configuration file (mode kept).
