@@ -10,42 +10,13 @@ use std::time::Duration;
 
 use dmvpn_dataplane::{Route, RouteProto};
 use dmvpn_node::Event;
-use sim::three::{
-    A, A_HOST, A_NBMA, A_TUNNEL, B, B_HOST, B_PRIVATE, B_PUBLIC, B_TUNNEL, HUB, HUB_NBMA,
-};
-use sim::{Net, hub_config, spoke_config, udp_packet};
+use sim::three::{A, A_HOST, A_TUNNEL, B, B_HOST, B_TUNNEL, HUB};
+use sim::{Net, udp_packet};
 
 #[test]
 fn a_route_installed_on_the_hub_is_resolvable_at_once() {
-    let mut net = Net::new();
     // The hub starts with a route to A's LAN only; B's comes later, as from bgpd.
-    net.add(
-        "hub",
-        &hub_config(HUB_NBMA),
-        HUB_NBMA,
-        HUB_NBMA,
-        (Ipv4Addr::new(10, 0, 0, 0), 24),
-        &[(Ipv4Addr::new(10, 0, 1, 0), 24, A_TUNNEL)],
-        1,
-    );
-    net.add(
-        "spoke-a",
-        &spoke_config("10.250.0.11", HUB_NBMA, ""),
-        A_NBMA,
-        A_NBMA,
-        (Ipv4Addr::new(10, 0, 1, 0), 24),
-        &[],
-        2,
-    );
-    net.add(
-        "spoke-b",
-        &spoke_config("10.250.0.12", HUB_NBMA, ""),
-        B_PRIVATE,
-        B_PUBLIC,
-        (Ipv4Addr::new(10, 0, 2, 0), 24),
-        &[],
-        3,
-    );
+    let mut net = Net::hub_and_two_spokes_with(&[(Ipv4Addr::new(10, 0, 1, 0), 24, A_TUNNEL)]);
     // Past the first housekeeping passes, so only an immediate feed can tell NHRP.
     net.idle(Duration::from_secs(5));
     let t = net.now;

@@ -21,18 +21,22 @@ pub const B: usize = 2;
 impl Net {
     /// The hub and spokes A and B, not yet run.
     pub fn hub_and_two_spokes() -> Self {
-        let mut net = Net::new();
-        let hub_routes = [
+        Self::hub_and_two_spokes_with(&[
             (Ipv4Addr::new(10, 0, 1, 0), 24, A_TUNNEL),
             (Ipv4Addr::new(10, 0, 2, 0), 24, B_TUNNEL),
-        ];
+        ])
+    }
+
+    /// The same network with only `hub_routes` in the hub's kernel table.
+    pub fn hub_and_two_spokes_with(hub_routes: &[(Ipv4Addr, u8, Ipv4Addr)]) -> Self {
+        let mut net = Net::new();
         net.add(
             "hub",
             &hub_config(HUB_NBMA),
             HUB_NBMA,
             HUB_NBMA,
             (Ipv4Addr::new(10, 0, 0, 0), 24),
-            &hub_routes,
+            hub_routes,
             1,
         );
         net.add(
