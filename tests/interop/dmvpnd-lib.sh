@@ -38,8 +38,7 @@ dx_init() {
     ls -dt "$IX_CACHE"/logs/"$1"-* 2>/dev/null | tail -n +10 | xargs -r rm -rf || true
     [ "$(id -u)" = 0 ] || ix_fail "needs root (network namespaces, taps, TUN)"
     mkdir -p "$IX_CACHE" "$LOGS"
-    exec 8>"$IX_CACHE/rig.lock"
-    flock -w 1800 8 || ix_fail "another interop run holds $IX_CACHE/rig.lock"
+    ix_lock
     DX_BIN=$(dx_bin_dir) || ix_fail "cannot build dmvpnd"
     ix_log "dmvpnd: $DX_BIN/dmvpnd ($("$DX_BIN/dmvpnd" --version 2>&1)); logs in $LOGS"
     "$RIG" down 2>/dev/null || true

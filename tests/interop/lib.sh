@@ -17,6 +17,10 @@ IX_NAT_NS=${IX_NAT_NS:-dmvpn-ix-nat}
 IX_NAT_WAN=${IX_NAT_WAN:-$IX_WAN_NET.100}
 IX_NAT_LAN_NET=${IX_NAT_LAN_NET:-192.168.77}
 
+# One rig per machine at a time: the namespace, tap and VM names are fixed, so the lock is machine-wide,
+# not per IX_CACHE (two runs with different caches would otherwise share dmvpn-ix-wan and its taps).
+IX_LOCK=${IX_LOCK:-/run/lock/dmvpnd-interop.lock}
+
 ix_log() { printf '%s [%s] %s\n' "$(date +%T)" "${IX_TEST:-interop}" "$*" >&2; }
 ix_fail() { ix_log "FAIL: $*"; exit 1; }
 
@@ -52,4 +56,33 @@ ix_collect_logs() {
         cp "$IX_CACHE/vms/$vm/console.log" "$dir/$vm-console.log" 2>/dev/null
     done
     ix_log "logs in $dir"
+}
+
+# ix_lock: take the machine-wide rig lock (fd 8, held until the script exits; waits for a concurrent run
+# up to 30 min), then remove what a run that died without its cleanup left behind. Holding the lock, every
+# namespace named dmvpn-ix-* is such a leftover: its processes (the qemu of a VM, a dmvpnd, a tcpdump) were
+# started by that run inside the namespace it created; they are stopped by PID and the namespace -- with
+# its taps and veths -- deleted. Without this, a killed run's qemu keeps its tap and every later "rig up"
+# fails with "ioctl(TUNSETIFF): Device or resource busy".
+ix_lock() {
+    mkdir -p "$(dirname "$IX_LOCK")"
+    exec 8>"$IX_LOCK"
+    flock -w 1800 8 || ix_fail "another interop run holds $IX_LOCK"
+    ix_reap_leftovers
+}
+
+ix_reap_leftovers() {
+    local ns pids p i
+    for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^dmvpn-ix-/ {print $1}'); do
+        pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+        ix_log "leftover namespace $ns of an interrupted run: deleting it${pids:+, stopping pids $pids}"
+        for p in $pids; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+        for i in $(seq 50); do
+            [ -n "$(ip netns pids "$ns" 2>/dev/null)" ] || break
+            sleep 0.1
+        done
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null || ix_log "warning: cannot delete namespace $ns"
+    done
+    return 0
 }

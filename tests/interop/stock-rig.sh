@@ -30,10 +30,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || ix_fail "needs root (network namespaces, taps)"
-# One rig per machine at a time (fixed namespace and VM names): wait for a concurrent run to finish.
+# One rig per machine at a time (fixed namespace and VM names): wait for a concurrent run to finish,
+# then remove what an interrupted one left (lib.sh).
 mkdir -p "$IX_CACHE"
-exec 8>"$IX_CACHE/rig.lock"
-flock -w 1800 8 || ix_fail "another interop run holds $IX_CACHE/rig.lock"
+ix_lock
 for t in qemu-system-x86_64 qemu-img mmdebstrap mke2fs nft; do
     command -v "$t" >/dev/null || ix_fail "$t missing: run tests/interop/install-deps.sh"
 done

@@ -36,8 +36,7 @@ status=1 T0=$SECONDS
 [ "$(id -u)" = 0 ] || ix_fail "needs root"
 ls -dt "$IX_CACHE"/logs/$IX_TEST-* 2>/dev/null | tail -n +10 | xargs -r rm -rf || true
 mkdir -p "$LOGS"
-exec 8>"$IX_CACHE/rig.lock"
-flock -w 1800 8 || ix_fail "another interop run holds $IX_CACHE/rig.lock"
+ix_lock
 
 vx() { ix_exec "$VM" "$@"; }              # run in the VM
 vsh() { ix_exec "$VM" sh -c "$1"; }       # shell snippet in the VM
