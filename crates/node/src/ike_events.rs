@@ -144,6 +144,20 @@ impl Node {
                 tracing::warn!(peer = %remote, reason = %reason, "child SA refused");
             }
             IkeEvent::InvalidIkeSpi { sa, remote } => self.invalid_spi_hint(now, sa, remote),
+            IkeEvent::CrossedSetup {
+                remote,
+                kept,
+                dropped,
+                we_delete,
+            } => {
+                tracing::info!(
+                    peer = %remote,
+                    kept = %kept,
+                    dropped = %dropped,
+                    deleted_by = if we_delete { "us" } else { "the peer" },
+                    "crossed IKE setups: both ends keep one SA"
+                );
+            }
             // Events added to the IKE engine later are logged until the node handles them.
             other => tracing::debug!(?other, "IKE event not handled"),
         }
@@ -222,14 +236,14 @@ impl Node {
             rekey: c.replaces.is_some(),
         });
         self.export_esp_keys(&c);
-        // Our own initiation is redundant once the peer's SA carries traffic: drop it if it is
-        // still half open (nothing is sent for that), or delete it if it completed too.
+        // Our own initiation, if the peer's SA came up first, is left to finish: the peer may
+        // have answered it already, and dropping it here would leave each end with a
+        // different SA. Once both are up, IKE keeps one of the twins (crossed.rs); a failure
+        // of ours meanwhile is ignored (`setup_failed`: an SA is up).
         match self.peers.sa_up(peer) {
-            Some(mine) if mine.ike_sa != c.ike_sa => {
-                let _ = self.ike.delete_sa(now, mine.ike_sa);
-            }
             // Our replacement of a stale IKE SA (after an INVALID_IKE_SPI hint, or of one
-            // without a Child SA) is up; the engine retired the old one.
+            // without a Child SA) is up, or the peer's new SA beat it: either way the peer
+            // lost what the stale SA carried.
             Some(mine) if mine.replaces.is_some() => self.replaced(now, peer),
             _ => {}
         }
@@ -417,6 +431,12 @@ impl Node {
     /// per packet), and initiated again when the hold-down ends: its registration is always
     /// wanted.
     fn setup_failed(&mut self, now: Instant, peer: Ipv4Addr, why: SetupFailure) {
+        if self.master.paths.contains_key(&peer) {
+            // A redundant initiation (crossed with the peer's, whose SA carries the
+            // traffic) failed: nothing is lost, so no hold-down and no NHRP verdict.
+            tracing::debug!(%peer, reason = why.as_str(), "redundant IKE initiation failed; an SA with the peer is up");
+            return;
+        }
         let waiting: Vec<Shortcut> = self.shortcuts.take_pending(peer);
         for s in waiting {
             self.shortcut_timer.forget(s);

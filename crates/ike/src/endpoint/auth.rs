@@ -182,7 +182,7 @@ impl Endpoint {
             Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
         self.established(now, sa, idi.clone(), psk.clone());
         if find_notify(p, NotifyType::INITIAL_CONTACT).is_some() {
-            self.initial_contact(sa.id, &idi, sa.remote, sa.nat_remote);
+            self.initial_contact(sa.created, sa.id, &idi, sa.remote, sa.nat_remote);
         }
         let mut reply = vec![Payload::IdR(idr), my_auth];
         // The first Child SA; failures here leave the IKE SA up (§1.2).
@@ -197,6 +197,7 @@ impl Endpoint {
                 reply.push(e.payload());
             }
         }
+        // (A crossed twin is settled once the response is out: `on_request`.)
         Ok(reply)
     }
 
@@ -210,6 +211,7 @@ impl Endpoint {
     ) {
         sa.remote_id = Some(remote_id.clone());
         sa.auth_key = Some(key);
+        sa.authenticated_at = Some(now);
         let lt = self.config.lifetimes;
         let rekey_at = self.rekey_deadline(now, lt.ike, lt.ike_margin);
         sa.state = State::Established(Established {
@@ -237,6 +239,7 @@ impl Endpoint {
     /// other off in a loop.
     pub(super) fn initial_contact(
         &mut self,
+        since: Instant,
         keep: u64,
         id: &Identification,
         from: SocketAddr,
@@ -244,12 +247,17 @@ impl Endpoint {
     ) {
         let same_peer =
             |s: &IkeSa| s.remote.ip() == from.ip() && (!natted || s.remote.port() == from.port());
+        // An SA we initiated that authenticated while the one carrying INITIAL_CONTACT was
+        // being set up is the twin of a crossed setup, not stale state from before the
+        // peer's restart: the peer sent INITIAL_CONTACT before it knew of it (crossed.rs
+        // settles the two with a DELETE both ends see).
+        let twin = |s: &IkeSa| s.initiator && s.authenticated_at.is_some_and(|t| t >= since);
         let stale: Vec<u64> = self
             .sas
             .with_identity(id)
             .iter()
             .copied()
-            .filter(|&s| s != keep && self.sas.get(s).is_some_and(same_peer))
+            .filter(|&s| s != keep && self.sas.get(s).is_some_and(|s| same_peer(s) && !twin(s)))
             .collect();
         for sid in stale {
             if let Some(mut s) = self.sas.remove(sid) {
@@ -332,5 +340,6 @@ impl Endpoint {
         // send on. Even if the Child SA failed: the peer has processed our
         // INITIAL_CONTACT, so the old SA is gone there either way.
         self.replace_stale(sa);
+        self.settle_crossed(now, sa);
     }
 }

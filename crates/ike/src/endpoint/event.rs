@@ -199,6 +199,19 @@ pub enum Event {
         /// The peer.
         remote: SocketAddr,
     },
+    /// Two IKE SAs with one peer, one initiated by each side at about the same time, are
+    /// both up (crossed.rs): `kept` stays and `dropped` goes, deleted by us now if
+    /// `we_delete` (we initiated it), otherwise by the peer.
+    CrossedSetup {
+        /// The peer.
+        remote: SocketAddr,
+        /// The SA both ends keep.
+        kept: IkeSaId,
+        /// The SA both ends drop.
+        dropped: IkeSaId,
+        /// We initiated `dropped` and send its DELETE.
+        we_delete: bool,
+    },
     /// Authentication failed (either direction).
     AuthFailed {
         /// The peer.

@@ -7,6 +7,7 @@ mod auth;
 mod challenge;
 mod cookie;
 mod create_child;
+mod crossed;
 mod error;
 mod event;
 mod fragment;

@@ -118,6 +118,7 @@ impl Endpoint {
         n.auth_key = old.auth_key.clone();
         n.nat_local = old.nat_local;
         n.nat_remote = old.nat_remote;
+        n.authenticated_at = old.authenticated_at;
         n.last_rx = now;
         n.last_traffic_out = old.last_traffic_out;
         n.children = std::mem::take(&mut old.children);

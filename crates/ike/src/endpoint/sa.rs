@@ -221,6 +221,9 @@ pub(super) struct IkeSa {
     pub(super) nat_local: bool,
     pub(super) nat_remote: bool,
     pub(super) created: Instant,
+    /// When IKE_AUTH authenticated the peer (kept across IKE SA rekeys): crossed setups
+    /// and INITIAL_CONTACT compare it.
+    pub(super) authenticated_at: Option<Instant>,
     pub(super) last_rx: Instant,
     pub(super) last_traffic_out: Option<Instant>,
     /// When our last DPD probe went out (or the SA came up): periodic DPD
@@ -273,6 +276,7 @@ impl IkeSa {
             nat_local: false,
             nat_remote: false,
             created: now,
+            authenticated_at: None,
             last_rx: now,
             last_traffic_out: None,
             last_probe: now,

@@ -337,6 +337,11 @@ impl Endpoint {
         // The one place a refused request gets its error notify.
         let reply = reply.unwrap_or_else(|e| e.reply());
         self.respond(sa, h.exchange, h.message_id, &reply);
+        // The SA this IKE_AUTH set up may be the twin of one we initiated (crossed.rs): a
+        // DELETE for either goes after the response, so the peer has this one first.
+        if h.exchange == ExchangeType::IKE_AUTH && matches!(sa.state, State::Established(_)) {
+            self.settle_crossed(now, sa);
+        }
     }
 
     /// Hands a decrypted request to its exchange's handler; the state it
