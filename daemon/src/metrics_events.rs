@@ -52,6 +52,8 @@ pub struct Recorder {
     shortcuts_installed: Counter,
     shortcuts_withdrawn: Counter,
     child_rekeys: Counter,
+    ike_rekeys: Counter,
+    crossed_setups: Counter,
     dpd_events: Family<Labels, Counter>,
     ike_setup_failures: Counter,
     peer_rekeys: Arc<Mutex<BTreeMap<IpAddr, u64>>>,
@@ -81,6 +83,8 @@ impl Recorder {
             shortcuts_installed: Counter::default(),
             shortcuts_withdrawn: Counter::default(),
             child_rekeys: Counter::default(),
+            ike_rekeys: Counter::default(),
+            crossed_setups: Counter::default(),
             dpd_events: Family::default(),
             ike_setup_failures: Counter::default(),
             peer_rekeys: Arc::default(),
@@ -163,6 +167,12 @@ impl Recorder {
             Event::SetupFailed { .. } => {
                 self.ike_setup_failures.inc();
             }
+            Event::IkeSaRekeyed => {
+                self.ike_rekeys.inc();
+            }
+            Event::CrossedSetup { .. } => {
+                self.crossed_setups.inc();
+            }
             _ => {}
         }
     }
@@ -239,6 +249,16 @@ impl Recorder {
             "dmvpn_child_sa_rekeys",
             "Child SAs installed to replace an older one (all peers)",
             self.child_rekeys.clone(),
+        );
+        r.register(
+            "dmvpn_ike_sa_rekeys",
+            "IKE SAs rekeyed (RFC 7296 2.18), at either end's initiative (all peers)",
+            self.ike_rekeys.clone(),
+        );
+        r.register(
+            "dmvpn_ike_crossed_setups",
+            "Crossed IKE setups (both ends initiated at once) settled on one SA",
+            self.crossed_setups.clone(),
         );
         r.register(
             "dmvpn_dpd_events",

@@ -60,6 +60,7 @@ impl Node {
             }
             IkeEvent::IkeSaRekeyed { old, new } => {
                 tracing::info!(old = %old, new = %new, "IKE SA rekeyed");
+                self.events.push_back(Event::IkeSaRekeyed);
                 self.export_ike_keys(new);
             }
             IkeEvent::IkeSaDown { sa, remote, reason } => {
@@ -157,6 +158,9 @@ impl Node {
                     deleted_by = if we_delete { "us" } else { "the peer" },
                     "crossed IKE setups: both ends keep one SA"
                 );
+                if let Some(peer) = v4(remote.ip()) {
+                    self.events.push_back(Event::CrossedSetup { peer });
+                }
             }
             // Events added to the IKE engine later are logged until the node handles them.
             other => tracing::debug!(?other, "IKE event not handled"),

@@ -261,6 +261,13 @@ pub enum Event {
         /// Only a stale SA died; the peer is up.
         stale: bool,
     },
+    /// An IKE SA was rekeyed (RFC 7296 §2.18), by either end.
+    IkeSaRekeyed,
+    /// Two IKE SAs with `peer`, one started by each end at once, were settled on one.
+    CrossedSetup {
+        /// Peer NBMA address.
+        peer: Ipv4Addr,
+    },
     /// Keys to export for Wireshark.
     Keys(KeyExport),
 }

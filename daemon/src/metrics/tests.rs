@@ -78,6 +78,15 @@ fn openmetrics_exposition_from_reports_and_events() {
             stale: false,
         },
     );
+    for _ in 0..3 {
+        r.observe(t0, &Event::IkeSaRekeyed);
+    }
+    r.observe(
+        t0,
+        &Event::CrossedSetup {
+            peer: "198.51.100.7".parse().unwrap(),
+        },
+    );
     let peer = fixtures::sa().peers[0].clone();
     let ike_peer = match peer.post_nat_nbma.unwrap_or(peer.nbma) {
         std::net::IpAddr::V4(a) => a,
@@ -157,6 +166,8 @@ fn openmetrics_exposition_from_reports_and_events() {
         "dmvpn_nhrp_registration_failures_total{nhs=\"198.51.100.1\",reason=\"timeout\"} 1\n"
     ));
     assert!(text.contains("dmvpn_dpd_events_total{event=\"peer_dead\"} 1\n"));
+    assert!(text.contains("dmvpn_ike_sa_rekeys_total 3\n"), "{text}");
+    assert!(text.contains("dmvpn_ike_crossed_setups_total 1\n"));
 
     // The peer goes down: its rekey count goes with it.
     r.observe(t0, &Event::PeerDown { peer: ike_peer });
