@@ -391,7 +391,11 @@ impl Engine {
             .filter(|c| c.client_protocol_ip() == Some(src_proto))
             .find_map(Cie::client_nbma_ip)
             .unwrap_or(src_nbma);
-        let to = if self.config.role == Role::Hub {
+        // Only a request relayed by an NHS was checked against the requester's registration
+        // (`source_held_by_sender` on the hub): one straight from another peer names whatever
+        // source it likes, so it is answered where it came from and teaches us nothing.
+        let from_nhs = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+        let to = if self.config.role == Role::Hub || !from_nhs {
             from_nbma
         } else {
             requester_nbma
@@ -402,6 +406,7 @@ impl Engine {
             && src_proto != self.config.protocol_addr
             && self.in_tunnel_prefix(src_proto);
         if self.config.role == Role::Spoke
+            && from_nhs
             && to != from_nbma
             && learnable
             && !self.cache_full_for(&(src_proto, 32))
