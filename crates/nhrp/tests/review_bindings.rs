@@ -174,7 +174,9 @@ fn one_spoke_cannot_fill_the_hubs_forwarded_request_table() {
     let now = net.now;
     for i in 0..MAX_FORWARDED_REQUESTS {
         let id = 0x1000_0000 + u32::try_from(i).unwrap();
-        let p = net.nodes[A].engine.resolution_request(ip(10, 0, 103, 5), id);
+        let p = net.nodes[A]
+            .engine
+            .resolution_request(ip(10, 0, 103, 5), id);
         net.nodes[HUB]
             .engine
             .handle_packet(now, a_nbma(), &p.to_bytes().unwrap());
