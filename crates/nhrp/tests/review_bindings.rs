@@ -55,9 +55,9 @@ fn cie(prefix_len: u8, nbma: IpAddr, protocol: IpAddr, holding_time: u16) -> Cie
 /// by the exact (prefix, length)) never sees B's (10.250.0.10, 32) entry. The new entry's next
 /// hop is B's address, and the hub's mapping for a next hop is the live entry with the lowest
 /// key: 10.250.0.0/24 sorts before 10.250.0.10/32, so every packet the hub sends to B (and to
-/// B's LAN, routed via B's tunnel address) goes to A.
+/// B's LAN, routed via B's tunnel address) goes to A. Failed before the review's fix in
+/// `register_client` (only host registrations are taken).
 #[test]
-#[ignore = "review: a registration CIE with prefix length < 32 binds another spoke's next hop to the registrant (hub hijack)"]
 fn a_registration_with_a_short_prefix_does_not_move_another_spokes_next_hop() {
     let mut net = Net::hub_and_two_spokes();
     net.register_all();
