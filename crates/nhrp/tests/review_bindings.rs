@@ -161,9 +161,9 @@ fn a_direct_request_cannot_bind_another_spokes_address_on_a_spoke() {
 /// behind B under its own (registered, so accepted) source address with fresh request ids,
 /// fills it in well under 30 s (about 140 requests a second); until the records expire the
 /// hub refuses to forward any other spoke's resolution (`RateLimited`): no spoke of the DMVPN
-/// gets a phase 3 shortcut while A keeps it up.
+/// gets a phase 3 shortcut while A keeps it up. Failed before the review's fix (a share per
+/// sender, `MAX_FORWARDED_PER_SENDER`).
 #[test]
-#[ignore = "review: one spoke fills the hub's forwarded-request table and stops every other spoke's resolutions"]
 fn one_spoke_cannot_fill_the_hubs_forwarded_request_table() {
     use dmvpn_nhrp::engine::MAX_FORWARDED_REQUESTS;
     let mut net = Net::hub_and_two_spokes();
@@ -186,6 +186,10 @@ fn one_spoke_cannot_fill_the_hubs_forwarded_request_table() {
         .engine
         .counters()
         .dropped(DropReason::RateLimited);
+    assert!(
+        refused_before > 0,
+        "A's flood of forwarded requests was never refused"
+    );
     // Ten seconds later C, honest, resolves a host on B's LAN.
     net.advance(Duration::from_secs(10));
     let now = net.now;

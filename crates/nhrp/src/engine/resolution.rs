@@ -290,7 +290,14 @@ impl Engine {
                     // back through us must answer this request (`forward_reply`).
                     let to = owner.effective_nbma();
                     let id = req.request_id().unwrap_or(0);
-                    if !self.forwarded.insert(now, src_proto, id, target, to) {
+                    // An NHS relaying for its spokes has no share of its own (they were
+                    // counted there); a spoke has one.
+                    let relay = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+                    let sender = (!relay).then_some(from_nbma);
+                    if !self
+                        .forwarded
+                        .insert(now, src_proto, id, target, to, sender)
+                    {
                         self.counters.drop(DropReason::RateLimited);
                         return;
                     }
