@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// Child SAs one IKE SA may hold when the peer asks for another (new or rekey; RFC 7296
+/// §3.10.1 NO_ADDITIONAL_SAS past it). DMVPN needs one, two while a rekey overlaps, a few
+/// more if rekeys collide; every holder of the shared PSK is an authenticated peer, and each
+/// Child SA costs an inbound SPI, keys and dataplane entries (review of issue 13).
+pub const MAX_CHILD_SAS_PER_IKE_SA: usize = 8;
+
 /// §2.23.1: in transport mode behind a NAT the peer's selector names its
 /// private address; accept any single host then, else require the address
 /// the IKE SA runs over.
@@ -87,6 +93,9 @@ impl Endpoint {
         pfs: Option<(DhAlg, Secret)>,
         replaces: Option<u32>,
     ) -> Result<Reply, ExchangeError> {
+        if sa.children.len() >= MAX_CHILD_SAS_PER_IKE_SA {
+            return Err(ExchangeError::NoAdditionalSas);
+        }
         let prf = sa.prf().ok_or(ExchangeError::InvalidSyntax)?;
         let sk_d = sa
             .keys
