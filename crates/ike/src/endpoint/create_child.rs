@@ -93,9 +93,6 @@ impl Endpoint {
         pfs: Option<(DhAlg, Secret)>,
         replaces: Option<u32>,
     ) -> Result<Reply, ExchangeError> {
-        if sa.children.len() >= MAX_CHILD_SAS_PER_IKE_SA {
-            return Err(ExchangeError::NoAdditionalSas);
-        }
         let prf = sa.prf().ok_or(ExchangeError::InvalidSyntax)?;
         let sk_d = sa
             .keys
@@ -152,6 +149,10 @@ impl Endpoint {
         let proposals = sa_of(p).ok_or(ExchangeError::InvalidSyntax)?;
         if proposals.iter().any(|pr| pr.protocol == ProtocolId::IKE) {
             return self.on_rekey_ike_request(now, sa, p, &nonce_i);
+        }
+        // Before any D-H work (PFS): the cap costs the peer's request nothing of ours.
+        if sa.children.len() >= MAX_CHILD_SAS_PER_IKE_SA {
+            return Err(ExchangeError::NoAdditionalSas);
         }
         let nonce_r = self.nonce();
         let replaces = Self::rekeyed_child(sa, p)?;
