@@ -506,7 +506,7 @@ impl EspHandler for Datapath {
             && tables.path_port_moved(peer, from.port())
             && batch.moved_report_due(from)
         {
-            self.to_slow_path(&tables, SlowPath::NatMapping { from });
+            self.to_slow_path(&tables, SlowPath::NatMapping { peer, from });
         }
         match verdict {
             Inbound::Data { peer, redirect } => {

@@ -81,8 +81,11 @@ impl Node {
             }
             SlowPath::UnknownSpi { from, encap, spi } => self.unknown_spi(now, from, encap, spi),
             // IKE follows (and confirms with a liveness check); its PeerMoved moves the paths.
-            SlowPath::NatMapping { from } => {
-                if self.master.path_port_moved(*from.ip(), from.port()) {
+            // Only the SA's own peer's port: the outer source address is the sender's to
+            // choose, so ESP sealed under one peer's SA from another peer's address (spoofed)
+            // must not move that other peer's paths (review of issue 13).
+            SlowPath::NatMapping { peer, from } => {
+                if *from.ip() == peer && self.master.path_port_moved(peer, from.port()) {
                     self.ike.peer_port_moved(now, SocketAddr::V4(from));
                 }
             }

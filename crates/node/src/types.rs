@@ -42,6 +42,8 @@ pub enum SlowPath {
     /// ESP to ([`dmvpn_dataplane::Tables::path_port_moved`]): the NAT in front of it gave it a
     /// new mapping. The daemon rate-limits these per source.
     NatMapping {
+        /// The peer the packet's SA belongs to (`Inbound`'s `peer`, from the SPI).
+        peer: Ipv4Addr,
         /// Where the packet came from.
         from: SocketAddrV4,
     },

@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// Child SAs one IKE SA may hold when the peer asks for another (new or rekey; RFC 7296
+/// §3.10.1 NO_ADDITIONAL_SAS past it). DMVPN needs one, two while a rekey overlaps, a few
+/// more if rekeys collide; every holder of the shared PSK is an authenticated peer, and each
+/// Child SA costs an inbound SPI, keys and dataplane entries (review of issue 13).
+pub const MAX_CHILD_SAS_PER_IKE_SA: usize = 8;
+
 /// §2.23.1: in transport mode behind a NAT the peer's selector names its
 /// private address; accept any single host then, else require the address
 /// the IKE SA runs over.
@@ -143,6 +149,10 @@ impl Endpoint {
         let proposals = sa_of(p).ok_or(ExchangeError::InvalidSyntax)?;
         if proposals.iter().any(|pr| pr.protocol == ProtocolId::IKE) {
             return self.on_rekey_ike_request(now, sa, p, &nonce_i);
+        }
+        // Before any D-H work (PFS): the cap costs the peer's request nothing of ours.
+        if sa.children.len() >= MAX_CHILD_SAS_PER_IKE_SA {
+            return Err(ExchangeError::NoAdditionalSas);
         }
         let nonce_r = self.nonce();
         let replaces = Self::rekeyed_child(sa, p)?;

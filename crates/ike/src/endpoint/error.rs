@@ -34,6 +34,8 @@ pub(super) enum ExchangeError {
     /// An IKE_SA_INIT request of a higher major version (§1.5, §2.5);
     /// answered unprotected.
     InvalidMajorVersion,
+    /// The IKE SA holds as many Child SAs as we allow (§3.10.1).
+    NoAdditionalSas,
 }
 
 impl ExchangeError {
@@ -51,6 +53,7 @@ impl ExchangeError {
             Self::Malformed(e) => e.notify().0,
             Self::InvalidIkeSpi => NotifyType::INVALID_IKE_SPI,
             Self::InvalidMajorVersion => NotifyType::INVALID_MAJOR_VERSION,
+            Self::NoAdditionalSas => NotifyType::NO_ADDITIONAL_SAS,
         }
     }
 

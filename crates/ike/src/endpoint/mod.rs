@@ -26,6 +26,7 @@ mod tests;
 
 pub use challenge::CHALLENGE_BUDGET;
 use cookie::CookieSecrets;
+pub use create_child::MAX_CHILD_SAS_PER_IKE_SA;
 use error::ExchangeError;
 pub use event::*;
 pub use jobs::{Job, JobDone};

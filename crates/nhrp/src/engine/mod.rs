@@ -55,7 +55,9 @@ use dmvpn_wire::Ipv4Cidr;
 
 use cache_table::CacheTable;
 use forwarded_table::ForwardedTable;
-pub use forwarded_table::{FORWARDED_REQUEST_WAIT, MAX_FORWARDED_REQUESTS};
+pub use forwarded_table::{
+    FORWARDED_REQUEST_WAIT, MAX_FORWARDED_PER_SENDER, MAX_FORWARDED_REQUESTS,
+};
 use nhc::{Nhs, NhsPhase};
 use pending_table::PendingTable;
 use queue_table::QueueTable;

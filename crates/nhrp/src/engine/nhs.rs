@@ -87,6 +87,14 @@ impl Engine {
         if !client.is_ipv4() || !claimed.is_ipv4() {
             return CieCode::ADMINISTRATIVELY_PROHIBITED;
         }
+        // A spoke registers its host address (/32, or 0xFF with `unique`: Cisco, FRR and we
+        // send nothing else). A shorter prefix would be keyed apart from the address's own
+        // /32 entry, so `conflict` would never see the live holder, while its next hop is
+        // that address: the hub's mapping for it (the lowest key with that next hop) would
+        // move to the registrant (review of issue 13).
+        if len != 32 {
+            return CieCode::ADMINISTRATIVELY_PROHIBITED;
+        }
         // Our own address, or one outside the tunnel prefix, is no spoke's to register (a
         // hostile spoke could otherwise claim any address a route points at). A hub addressed
         // as a /32 (FRR style, docs/interop-notes.md) names no tunnel prefix to check against.

@@ -290,7 +290,14 @@ impl Engine {
                     // back through us must answer this request (`forward_reply`).
                     let to = owner.effective_nbma();
                     let id = req.request_id().unwrap_or(0);
-                    if !self.forwarded.insert(now, src_proto, id, target, to) {
+                    // An NHS relaying for its spokes has no share of its own (they were
+                    // counted there); a spoke has one.
+                    let relay = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+                    let sender = (!relay).then_some(from_nbma);
+                    if !self
+                        .forwarded
+                        .insert(now, src_proto, id, target, to, sender)
+                    {
                         self.counters.drop(DropReason::RateLimited);
                         return;
                     }
@@ -391,7 +398,11 @@ impl Engine {
             .filter(|c| c.client_protocol_ip() == Some(src_proto))
             .find_map(Cie::client_nbma_ip)
             .unwrap_or(src_nbma);
-        let to = if self.config.role == Role::Hub {
+        // Only a request relayed by an NHS was checked against the requester's registration
+        // (`source_held_by_sender` on the hub): one straight from another peer names whatever
+        // source it likes, so it is answered where it came from and teaches us nothing.
+        let from_nhs = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+        let to = if self.config.role == Role::Hub || !from_nhs {
             from_nbma
         } else {
             requester_nbma
@@ -402,6 +413,7 @@ impl Engine {
             && src_proto != self.config.protocol_addr
             && self.in_tunnel_prefix(src_proto);
         if self.config.role == Role::Spoke
+            && from_nhs
             && to != from_nbma
             && learnable
             && !self.cache_full_for(&(src_proto, 32))

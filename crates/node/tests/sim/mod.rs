@@ -465,6 +465,14 @@ impl Net {
         }
     }
 
+    /// Delivers `bytes` to host `h` as an ESP datagram from `src` (any source: a spoofed one
+    /// too), then carries out what it caused.
+    pub fn inject_esp(&mut self, h: usize, src: SocketAddrV4, bytes: &[u8]) {
+        self.receive_esp(h, src, bytes);
+        self.outputs(h);
+        self.flush();
+    }
+
     fn receive_esp(&mut self, h: usize, src: SocketAddrV4, bytes: &[u8]) {
         let mut buf = PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, bytes).expect("fits");
         let host = &mut self.hosts[h];
@@ -477,7 +485,7 @@ impl Net {
         {
             let now = self.now;
             host.node
-                .handle_slow_path(now, SlowPath::NatMapping { from: src });
+                .handle_slow_path(now, SlowPath::NatMapping { peer, from: src });
         }
         match verdict {
             Inbound::Data { peer, redirect } => {
