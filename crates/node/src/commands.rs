@@ -87,6 +87,9 @@ impl Node {
             });
         }
         self.keepalives.set_interval(new.ike.nat_keepalive);
+        if new.ignore_purge && !self.config.ignore_purge {
+            crate::warn_ignore_purge();
+        }
         self.config = Arc::new(new);
         // NHS priorities, the fallback time and the clusters apply live, as `ip nhrp nhs …
         // priority` does on IOS: only the NHS choice is re-made.

@@ -108,6 +108,7 @@ pub fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config 
     c.max_registrations_per_nbma =
         usize::try_from(config.nhrp.max_registrations_per_nbma).unwrap_or(usize::MAX);
     c.max_holding_time = config.nhrp.max_holding_time;
+    c.ignore_purge = config.ignore_purge;
     c.mtu = 0;
     c
 }

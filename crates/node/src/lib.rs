@@ -135,6 +135,13 @@ pub struct Node {
     explain_log: explain_log::ExplainLog,
 }
 
+/// `[debug] ignore-purge` is on (at start, and at a reload that turns it on).
+pub(crate) fn warn_ignore_purge() {
+    tracing::warn!(
+        "[debug] ignore-purge: every NHRP Purge Request received is dropped (counted as unhandled_type), as FRR's nhrpd does; a lab knob, never for production"
+    );
+}
+
 /// NHRP request ids drawn from an [`Rng`] (the daemon passes the system RNG): the request id
 /// binds a reply to its request and a purge to its registration (RFC 2332 §5.2.0.1, §5.2.5),
 /// and every spoke holding the NHRP key sees some of ours, so they must be unpredictable.
@@ -175,6 +182,9 @@ impl Node {
         now: Instant,
     ) -> Result<Self, NodeError> {
         let tunnel = config::tunnel_params(&config)?;
+        if config.ignore_purge {
+            warn_ignore_purge();
+        }
         let ike = Endpoint::new(ike_config(&config)?, rng);
         let nhrp = dmvpn_nhrp::Engine::new(nhrp_config(&config, local_nbma), request_ids)
             .map_err(|e| NodeError::Nhrp(e.to_string()))?;
