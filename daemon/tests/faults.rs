@@ -10,6 +10,11 @@
 //!   Elastic IP): its registration is refused while the hub's entry from the old address
 //!   stands, the hub challenges the old holder, and the spoke has its address back within
 //!   seconds, not after the holding time.
+//! - Spoke B stopped with SIGTERM (purge, then IKE DELETEs) while spoke A has a shortcut to
+//!   B's LAN, against a hub that honours purges, one that ignores them (`[debug]
+//!   ignore-purge`, as FRR's nhrpd) and one that ignores them and loses B's DELETE: the hub's
+//!   entry goes at the purge, at the DELETE or at its DPD verdict on traffic toward B, and A
+//!   falls back to the hub path, where packets to B's LAN are dropped and counted.
 //! - A NAT mapping change under spoke B (the NAT forgets its mappings and gives B a new
 //!   source port): the hub follows B's first authenticated packet from the new port, with
 //!   the same IKE SA, and traffic both ways resumes at once.
@@ -20,13 +25,14 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use dmvpn_tests::e2e::{
-    HUB_TUNNEL, NAT_OUTSIDE, Node, SPOKE_A_LAN_HOST, SPOKE_A_NBMA, SPOKE_A_TUNNEL,
+    HUB_NBMA, HUB_TUNNEL, NAT_OUTSIDE, Node, SPOKE_A_LAN_HOST, SPOKE_A_NBMA, SPOKE_A_TUNNEL,
     SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
     DPD_DELAY, DPD_RETRY, DPD_TRIES, Scenario, e2e_config, edit_config, expect, keys,
-    log_secs_of_day, start_hub_then_spokes, start_registered, table, utc_secs_of_day,
+    log_secs_of_day, route_get, shortcut_route, start_hub_then_spokes, start_registered, table,
+    utc_secs_of_day,
 };
 
 const LOSS_PERCENT: u32 = 20;
@@ -399,4 +405,260 @@ fn a_spoke_back_from_a_new_address_gets_its_tunnel_address_back_in_seconds() {
     }
     s.check_alive();
     s.finish();
+}
+
+/// How the hub is set up for [`a_stopping_spoke_leaves_the_hub_whether_it_honours_purges_or_not`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PurgeHub {
+    /// A dmvpnd hub: B's Purge Request removes its registration (RFC 2332 §5.2.5).
+    Honouring,
+    /// `[debug] ignore-purge`, as FRR's nhrpd: B's IKE DELETE is what removes it.
+    Ignoring,
+    /// Ignoring, and B's IKE messages to the hub lost from the SIGTERM on (its DELETE never
+    /// arrives): only the hub's DPD, on traffic toward B, can remove the entry before its
+    /// holding time.
+    IgnoringDeleteLost,
+}
+
+/// The hub's log line (index, seconds of day) of the first match after `from`.
+fn hub_line(s: &Scenario<'_>, from: usize, pred: &dyn Fn(&str) -> bool) -> Option<(usize, f64)> {
+    let lines = s.lines(Node::Hub, from, pred);
+    let first = lines.first()?;
+    let all = s.lines(Node::Hub, from, &|_| true);
+    let at = all.iter().position(|l| l == first)?;
+    Some((at, log_secs_of_day(first)?))
+}
+
+/// A hub's drop counter `reason` in `show interface --json`.
+fn hub_drops(s: &Scenario<'_>, reason: &str) -> u64 {
+    s.show_json(Node::Hub, "interface")["drops"][reason]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Issue 14, item 5: spoke B stops with SIGTERM (it purges its registration, then deletes its
+/// IKE SAs) while spoke A has a shortcut to B's LAN, against a hub that honours purges, one
+/// that ignores them (as FRR's nhrpd), and one that ignores them and never gets B's DELETE.
+/// The hub's entry for B goes at the purge, at the IKE DELETE, or at the hub's DPD verdict on
+/// A's traffic; A's shortcut goes with B's DELETE to A, and A's traffic to B's LAN falls back
+/// to the hub path and is dropped there, counted, rather than sent into a dead shortcut.
+#[test]
+fn a_stopping_spoke_leaves_the_hub_whether_it_honours_purges_or_not() {
+    require_root_and_tools();
+    let mut figures = Vec::new();
+    for mode in [
+        PurgeHub::Honouring,
+        PurgeHub::Ignoring,
+        PurgeHub::IgnoringDeleteLost,
+    ] {
+        let label = match mode {
+            PurgeHub::Honouring => "faults-purge",
+            PurgeHub::Ignoring => "faults-purge-ignored",
+            PurgeHub::IgnoringDeleteLost => "faults-purge-delete-lost",
+        };
+        let dir = TestDir::new(label).unwrap();
+        let t = Topology::new().expect("building the topology");
+        let k = keys();
+        let cfgs = [
+            e2e_config(&dir, Node::Hub, &k),
+            e2e_config(&dir, Node::SpokeA, &k),
+            e2e_config(&dir, Node::SpokeB, &k),
+        ];
+        if mode != PurgeHub::Honouring {
+            edit_config(&cfgs[0].config, |t| {
+                table(t, "debug").insert("ignore-purge".into(), toml::Value::Boolean(true));
+            });
+        }
+        let mut s = start_hub_then_spokes(label, &t, &cfgs);
+        if mode != PurgeHub::Honouring {
+            s.wait_line(
+                Node::Hub,
+                "the ignore-purge warning",
+                0,
+                Duration::from_secs(5),
+                &|l| l.contains("WARN") && l.contains("ignore-purge"),
+            );
+        }
+        s.step(&format!(
+            "{mode:?} hub: both spokes register, spoke A has a shortcut to B's LAN"
+        ));
+        s.wait_registered(Node::SpokeA, 0, 0);
+        s.wait_registered(Node::SpokeB, 0, 0);
+        let (route_a, _) = s.wait_shortcuts(
+            &[SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL],
+            &[SPOKE_A_LAN_HOST, SPOKE_A_TUNNEL],
+            Duration::from_secs(30),
+        );
+        s.note(format!("spoke A's shortcut: {route_a}"));
+        if s.nhrp_entry(Node::Hub, SPOKE_B_TUNNEL).is_none() {
+            s.fail("the hub holds no entry for spoke B");
+        }
+        let counters = |s: &Scenario<'_>| {
+            let c = &s.show_json(Node::Hub, "nhrp")["counters"];
+            (
+                c["rx"]["purge_request"].as_u64().unwrap_or(0),
+                c["drops"]["unhandled_type"].as_u64().unwrap_or(0),
+            )
+        };
+        let (purges_before, unhandled_before) = counters(&s);
+
+        s.step("SIGTERM spoke B");
+        if mode == PurgeHub::IgnoringDeleteLost {
+            // IKE from B (behind the NAT, so UDP 4500) to the hub: the non-ESP marker, four
+            // zero bytes, opens the UDP payload (RFC 3948 §2.2). ESP, the purge, still passes.
+            t.wan
+                .nft(&[
+                    vec!["add", "table", "bridge", "ikeloss"],
+                    vec![
+                        "add",
+                        "chain",
+                        "bridge",
+                        "ikeloss",
+                        "drops",
+                        "{ type filter hook forward priority 0; }",
+                    ],
+                    vec![
+                        "add",
+                        "rule",
+                        "bridge",
+                        "ikeloss",
+                        "drops",
+                        "ip",
+                        "saddr",
+                        NAT_OUTSIDE,
+                        "ip",
+                        "daddr",
+                        HUB_NBMA,
+                        "udp",
+                        "dport",
+                        "4500",
+                        "@th,64,32",
+                        "0",
+                        "counter",
+                        "drop",
+                    ],
+                ])
+                .expect("the IKE loss rule");
+        }
+        let from = s.log_len(Node::Hub);
+        let a_from = s.log_len(Node::SpokeA);
+        let sent_wall = utc_secs_of_day(SystemTime::now());
+        let sent = Instant::now();
+        let status = s
+            .terminate(Node::SpokeB, Duration::from_secs(10))
+            .unwrap_or_else(|e| s.fail(format!("SIGTERM spoke B: {e}")));
+        if !status.success() {
+            s.fail(format!("spoke B exited with {status}"));
+        }
+        let exited = sent.elapsed();
+
+        // A's shortcut goes with B's IKE DELETE to A (never filtered here).
+        let a_back = s.poll(
+            "spoke A's shortcut to B withdrawn",
+            Duration::from_secs(5),
+            |_| {
+                shortcut_route(&t.spoke_a, &[SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL])
+                    .is_none()
+                    .then(|| sent.elapsed())
+            },
+        );
+        let via = route_get(&t.spoke_a, SPOKE_B_LAN_HOST);
+        if via["gateway"] != HUB_TUNNEL {
+            s.fail(format!(
+                "spoke A routes B's LAN through {via} after the withdrawal"
+            ));
+        }
+
+        // Traffic from A's LAN to B's LAN, one ping per poll: through the hub now, which
+        // drops it once it holds no entry for B (or, DELETE lost, sends it toward B until
+        // its DPD gives up on B: on-demand, the traffic is what makes it probe).
+        let no_mapping_before = hub_drops(&s, "no_mapping");
+        let bound = match mode {
+            PurgeHub::IgnoringDeleteLost => {
+                Duration::from_secs(u64::from(DPD_DELAY + DPD_TRIES * DPD_RETRY) + 10)
+            }
+            _ => Duration::from_secs(3),
+        };
+        let mut answered = 0;
+        s.poll("the hub's entry for spoke B gone", bound, |s| {
+            let (got, _) = ping(&t.lan_a, SPOKE_B_LAN_HOST, 1, "0.2").ok()?;
+            answered += got;
+            s.nhrp_entry(Node::Hub, SPOKE_B_TUNNEL)
+                .is_none()
+                .then_some(())
+        });
+        let removed = hub_line(&s, from, &|l| {
+            expect::registration_removed(l, SPOKE_B_TUNNEL)
+        })
+        .unwrap_or_else(|| s.fail("the hub logged no removal of B's registration"));
+        let gone_ms = ((removed.1 - sent_wall).rem_euclid(86_400.0) * 1000.0).round();
+        let sa_down = hub_line(&s, from, &|l| expect::ike_sa_down(l, NAT_OUTSIDE));
+        let dead = hub_line(&s, from, &|l| expect::peer_dead_at(l, NAT_OUTSIDE));
+        let (purges, unhandled) = counters(&s);
+        let (purges, unhandled) = (purges - purges_before, unhandled - unhandled_before);
+        // What removed it, by the order of the hub's log lines.
+        match mode {
+            PurgeHub::Honouring => {
+                let purge_first = sa_down.is_some_and(|d| removed.0 < d.0);
+                if !purge_first || purges == 0 || unhandled != 0 {
+                    s.fail(format!(
+                        "the purge did not remove B first: removal {removed:?}, IKE SA down {sa_down:?}, purges {purges}, unhandled {unhandled}"
+                    ));
+                }
+            }
+            PurgeHub::Ignoring => {
+                let delete_first = sa_down.is_some_and(|d| d.0 < removed.0);
+                if !delete_first || purges == 0 || unhandled == 0 {
+                    s.fail(format!(
+                        "not the IKE DELETE: removal {removed:?}, IKE SA down {sa_down:?}, purges {purges} (ignored {unhandled})"
+                    ));
+                }
+            }
+            PurgeHub::IgnoringDeleteLost => {
+                // On-demand DPD: delay + tries × retry after the last packet from B.
+                let dpd = f64::from(DPD_DELAY + DPD_TRIES * DPD_RETRY - 1) * 1000.0;
+                let dpd_first = dead.is_some_and(|d| d.0 <= removed.0);
+                if !dpd_first || unhandled == 0 || gone_ms < dpd {
+                    s.fail(format!(
+                        "not the DPD verdict: removal {removed:?}, peer dead {dead:?}, ignored purges {unhandled}"
+                    ));
+                }
+            }
+        }
+        if answered != 0 {
+            s.fail(format!(
+                "{answered} pings to B's LAN answered with B stopped"
+            ));
+        }
+
+        s.step("A's traffic to B's LAN: dropped at the hub, counted; no shortcut comes back");
+        let pinged = Instant::now();
+        let (got, _) = ping(&t.lan_a, SPOKE_B_LAN_HOST, 10, "0.1").expect("ping");
+        let no_mapping = hub_drops(&s, "no_mapping") - no_mapping_before;
+        if got != 0 || no_mapping < 10 {
+            s.fail(format!(
+                "after B left: {got}/10 answered, the hub counted {no_mapping} no_mapping drops"
+            ));
+        }
+        if let Some(r) = shortcut_route(&t.spoke_a, &[SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL]) {
+            s.fail(format!("spoke A has a shortcut toward B again: {r}"));
+        }
+        if s.ike_sa(Node::SpokeA, NAT_OUTSIDE).is_some() {
+            s.fail("spoke A has an IKE SA with B's address again");
+        }
+        s.no_line(Node::SpokeA, a_from, "an error", &expect::error);
+        let figure = format!(
+            "{mode:?} hub: B exited {exited:.1?} after SIGTERM; hub entry gone after {gone_ms} ms (by its log; \
+             purges received {purges}, ignored {unhandled}); A's shortcut gone after {a_back:.1?}, A then on the hub path \
+             (route via {HUB_TUNNEL}), {no_mapping} packets to B's LAN dropped at the hub as no_mapping in {:.1?}",
+            pinged.elapsed()
+        );
+        s.note(&figure);
+        figures.push(figure);
+        s.check_alive();
+        s.finish();
+    }
+    for f in figures {
+        eprintln!("purge fault: {f}");
+    }
 }

@@ -4,7 +4,9 @@
 //! stands by (`standby`, DOWN: no IKE, no registration). Hub 1 is killed (SIGKILL): the spokes
 //! notice (DPD), register with hub 2 at once and traffic A → B continues through it; hub 1 is
 //! started again: probed with IKE under the back-off, it registers once its SA has been up for
-//! the fallback time, and hub 2 goes back to standby. Timings printed.
+//! the fallback time, and hub 2 goes back to standby. Then both spokes are reloaded with hub 2
+//! first: hub 2 registers at once and hub 1 goes to standby, A → B through hub 2. Timings
+//! printed.
 //!
 //! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
 
@@ -149,6 +151,56 @@ fn one_hub_registered_the_other_stands_by_takes_over_and_gives_way() {
         ));
     }
     s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+
+    s.step("reload both spokes with hub 2 first: hub 2 registers, then hub 1 goes to standby");
+    for c in &cfgs[2..] {
+        edit_config(&c.config, |t| {
+            let list = table(t, "nhrp")
+                .get_mut("nhs")
+                .and_then(toml::Value::as_array_mut)
+                .expect("[[nhrp.nhs]]");
+            for (n, p) in list
+                .iter_mut()
+                .filter_map(toml::Value::as_table_mut)
+                .zip([5, 0])
+            {
+                n.insert("priority".into(), toml::Value::Integer(p));
+            }
+        });
+    }
+    let reloaded = Instant::now();
+    for spoke in [Node::SpokeA, Node::SpokeB] {
+        s.ctl_ok(spoke, &["reload"]);
+    }
+    let mut took = Vec::new();
+    for spoke in [Node::SpokeA, Node::SpokeB] {
+        let swapped = s.poll(
+            &format!("{}: hub 2 registered, hub 1 in standby", spoke.name()),
+            Duration::from_secs(15),
+            |s| {
+                let hub1 = place(s, spoke, HUB_NBMA)?;
+                let hub2 = place(s, spoke, HUB2_NBMA)?;
+                (hub2.1 == "UP" && hub1.0 == "standby").then(|| reloaded.elapsed())
+            },
+        );
+        took.push(swapped);
+        let hub1 = s.nhs(spoke, HUB_NBMA).unwrap_or_default();
+        if hub1["priority"] != 5 || hub1["status"] != "DOWN" {
+            s.fail(format!("{}: hub 1 after the reload: {hub1}", spoke.name()));
+        }
+    }
+    s.note(format!(
+        "reload with hub 2 first: spoke A on hub 2 with hub 1 in standby after {:.1?}, spoke B after {:.1?}",
+        took[0], took[1]
+    ));
+    let hub2_rx = s.counters(&t.hub2, WAN_IF);
+    let (got, out) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 20, "0.05").unwrap();
+    let (rx2, _) = s.counters(&t.hub2, WAN_IF).since(&hub2_rx);
+    if got < 19 || rx2 < 20 {
+        s.fail(format!(
+            "A → B via hub 2 after the reload: {got}/20 answered, hub 2 received {rx2} packets\n{out}"
+        ));
+    }
     s.check_alive();
     s.finish();
 }

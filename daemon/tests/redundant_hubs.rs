@@ -3,7 +3,9 @@
 //! redirect, so spoke-to-spoke traffic keeps crossing the preferred NHS. Hub 1 is killed
 //! (SIGKILL): the spokes notice (DPD), traffic A → B continues through hub 2; hub 1 is started
 //! again: the spokes register with it again and move back to it only once it has been up for
-//! the fallback time. Timings printed.
+//! the fallback time. Then spoke A is reloaded with hub 2 first (priorities 5 and 1): it
+//! prefers hub 2 at once, `show nhrp` gives the new priorities, and the IKE SAs and both
+//! registrations stay. Timings printed.
 //!
 //! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
 
@@ -14,7 +16,7 @@ use dmvpn_tests::e2e::{
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
-    REGISTRATION_TIMEOUT, Scenario, start_hub_then_spokes, two_hub_configs,
+    REGISTRATION_TIMEOUT, Scenario, edit_config, start_hub_then_spokes, table, two_hub_configs,
 };
 
 const FALLBACK: u64 = 10;
@@ -122,6 +124,60 @@ fn traffic_fails_over_to_the_second_hub_and_falls_back() {
         ));
     }
     s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+
+    s.step("reload spoke A with hub 2 first: it moves at once, SAs and registrations kept");
+    let spis = |s: &Scenario<'_>| {
+        [HUB_NBMA, HUB2_NBMA].map(|nbma| {
+            s.ike_sa(Node::SpokeA, nbma)
+                .map(|sa| (sa["spi_i"].to_string(), sa["spi_r"].to_string()))
+        })
+    };
+    let before = spis(&s);
+    edit_config(&cfgs[2].config, |t| {
+        let list = table(t, "nhrp")
+            .get_mut("nhs")
+            .and_then(toml::Value::as_array_mut)
+            .expect("[[nhrp.nhs]]");
+        for (n, p) in list
+            .iter_mut()
+            .filter_map(toml::Value::as_table_mut)
+            .zip([5, 1])
+        {
+            n.insert("priority".into(), toml::Value::Integer(p));
+        }
+    });
+    let reloaded = Instant::now();
+    s.ctl_ok(Node::SpokeA, &["reload"]);
+    let moved = s.poll(
+        "spoke A prefers hub 2 after the reload",
+        Duration::from_secs(2),
+        |s| (preferred(s, Node::SpokeA).as_deref() == Some(HUB2_NBMA)).then(|| reloaded.elapsed()),
+    );
+    for (nbma, priority) in [(HUB_NBMA, 5), (HUB2_NBMA, 1)] {
+        let n = s
+            .nhs(Node::SpokeA, nbma)
+            .unwrap_or_else(|| s.fail("no NHS entry"));
+        if n["priority"] != priority || n["status"] != "UP" {
+            s.fail(format!("after the reload, NHS {nbma}: {n}"));
+        }
+    }
+    if spis(&s) != before {
+        s.fail(format!(
+            "IKE SAs changed by the reload: {before:?} → {:?}",
+            spis(&s)
+        ));
+    }
+    let hub2_rx = s.counters(&t.hub2, WAN_IF);
+    let (got, out) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 20, "0.05").unwrap();
+    let (rx2, _) = s.counters(&t.hub2, WAN_IF).since(&hub2_rx);
+    if got < 19 || rx2 < 20 {
+        s.fail(format!(
+            "A → B via hub 2 after the reload: {got}/20 answered, hub 2 received {rx2} packets\n{out}"
+        ));
+    }
+    s.note(format!(
+        "reload with hub 2 first: spoke A preferred it after {moved:.1?}, same IKE SAs, both NHSs UP"
+    ));
     s.check_alive();
     s.finish();
 }

@@ -80,6 +80,7 @@ fn assert_equivalent(got: &Config, want: &Config) {
         underlay,
         routes,
         key_export,
+        ignore_purge,
         control,
         dataplane,
         metrics,
@@ -113,6 +114,7 @@ fn assert_equivalent(got: &Config, want: &Config) {
     assert_eq!(*underlay, want.underlay, "underlay");
     assert_eq!(*routes, want.routes, "route");
     assert_eq!(*key_export, want.key_export, "debug.key-export");
+    assert_eq!(*ignore_purge, want.ignore_purge, "debug.ignore-purge");
     assert_eq!(*control, want.control, "control");
     assert_eq!(*dataplane, want.dataplane, "dataplane");
     // IOS has no metrics endpoint to translate: both sides keep it off.

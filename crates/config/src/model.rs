@@ -24,6 +24,10 @@ pub struct Config {
     pub routes: Vec<StaticRoute>,
     /// Where to append IKE and ESP keys in Wireshark's formats, for debugging only.
     pub key_export: Option<PathBuf>,
+    /// `[debug] ignore-purge`: a lab knob that makes this router drop every NHRP Purge Request
+    /// it receives, as FRR's nhrpd does, to test peers against such a hub. Never in production:
+    /// a spoke's purge (RFC 2332 §5.2.5) is how a hub forgets it at once.
+    pub ignore_purge: bool,
     /// The `dmvpnctl` control socket.
     pub control: Control,
     /// Packet I/O: workers, offloads, socket buffers.

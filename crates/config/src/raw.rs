@@ -156,6 +156,7 @@ pub(crate) struct RawRoute {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawDebug {
     pub key_export: Option<Spanned<String>>,
+    pub ignore_purge: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -595,6 +595,7 @@ pub(crate) fn validate(
         underlay,
         routes,
         key_export,
+        ignore_purge: raw.debug.ignore_purge.unwrap_or(false),
         control,
         dataplane,
         metrics,

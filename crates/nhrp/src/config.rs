@@ -112,6 +112,10 @@ pub struct Config {
     pub resolution_burst: u32,
     /// Spoke: one token comes back per this interval.
     pub resolution_refill: Duration,
+    /// A lab knob (`[debug] ignore-purge`): drop every Purge Request received, counted as
+    /// [`crate::DropReason::UnhandledType`], as a router that does not implement RFC 2332
+    /// §5.2.5 purges would (FRR's nhrpd). Off by default.
+    pub ignore_purge: bool,
 }
 
 impl Config {
@@ -141,6 +145,7 @@ impl Config {
             max_holding_time: MAX_HOLDING_TIME,
             resolution_burst: DEFAULT_RESOLUTION_BURST,
             resolution_refill: DEFAULT_RESOLUTION_REFILL,
+            ignore_purge: false,
         }
     }
 

@@ -48,8 +48,9 @@ impl Node {
     }
 
     /// Applies a reloaded configuration: keys, proposals, lifetimes, DPD, NHRP key and timers,
-    /// adjust-mss, redirect, NAT keepalives and static routes (as route updates). SAs stay up
-    /// unless the new keyring no longer has a key for their peer. A change that needs a new
+    /// NHS priorities, `nhs-fallback`, NHS clusters and `max-connections`, adjust-mss,
+    /// redirect, NAT keepalives and static routes (as route updates). SAs stay up unless the
+    /// new keyring no longer has a key for their peer (or their NHS goes to reserve). A change that needs a new
     /// TUN device, role, underlay or NHRP identity is refused and nothing is applied.
     pub fn reload(&mut self, now: Instant, new: Config) -> Result<(), NodeError> {
         let restart = restart_only_changes(&self.config, &new);
@@ -86,7 +87,13 @@ impl Node {
             });
         }
         self.keepalives.set_interval(new.ike.nat_keepalive);
+        if new.ignore_purge && !self.config.ignore_purge {
+            crate::warn_ignore_purge();
+        }
         self.config = Arc::new(new);
+        // NHS priorities, the fallback time and the clusters apply live, as `ip nhrp nhs …
+        // priority` does on IOS: only the NHS choice is re-made.
+        self.reconfigure_nhs(now);
         // The reload may have fixed what failed (a key, a proposal): no peer waits out its
         // back-off, and those still wanted (an unregistered NHS) are tried at once.
         for peer in self.peers.reset_all() {

@@ -108,6 +108,7 @@ pub fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config 
     c.max_registrations_per_nbma =
         usize::try_from(config.nhrp.max_registrations_per_nbma).unwrap_or(usize::MAX);
     c.max_holding_time = config.nhrp.max_holding_time;
+    c.ignore_purge = config.ignore_purge;
     c.mtu = 0;
     c
 }
@@ -150,19 +151,19 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         // The socket is bound and its groups resolved once at start; a reload that seemed to
         // take a user out of admin-group while it kept its access would be worse than a refusal.
         ("control", new.control != old.control),
-        // The NHS clusters' plan (which NHSs are registered, which stand by) is built once
-        // from these; a restart re-plans with purges and fresh registrations.
+        // Which NHSs there are, in which order, is NHRP's identity (the NHC's per-NHS state
+        // is indexed by it); their priorities and clusters reload (`Node::reconfigure_nhs`).
         (
-            "nhrp.cluster",
-            new.nhrp.cluster_limits != old.nhrp.cluster_limits,
-        ),
-        (
-            "nhrp.nhs.cluster",
+            "nhrp.nhs",
             !new.nhrp
                 .nhs
                 .iter()
-                .map(|n| n.cluster)
-                .eq(old.nhrp.nhs.iter().map(|n| n.cluster)),
+                .map(|n| (n.address, n.nbma, n.multicast))
+                .eq(old
+                    .nhrp
+                    .nhs
+                    .iter()
+                    .map(|n| (n.address, n.nbma, n.multicast))),
         ),
     ]
     .into_iter()

@@ -135,6 +135,13 @@ pub struct Node {
     explain_log: explain_log::ExplainLog,
 }
 
+/// `[debug] ignore-purge` is on (at start, and at a reload that turns it on).
+pub(crate) fn warn_ignore_purge() {
+    tracing::warn!(
+        "[debug] ignore-purge: every NHRP Purge Request received is dropped (counted as unhandled_type), as FRR's nhrpd does; a lab knob, never for production"
+    );
+}
+
 /// NHRP request ids drawn from an [`Rng`] (the daemon passes the system RNG): the request id
 /// binds a reply to its request and a purge to its registration (RFC 2332 §5.2.0.1, §5.2.5),
 /// and every spoke holding the NHRP key sees some of ours, so they must be unpredictable.
@@ -175,6 +182,9 @@ impl Node {
         now: Instant,
     ) -> Result<Self, NodeError> {
         let tunnel = config::tunnel_params(&config)?;
+        if config.ignore_purge {
+            warn_ignore_purge();
+        }
         let ike = Endpoint::new(ike_config(&config)?, rng);
         let nhrp = dmvpn_nhrp::Engine::new(nhrp_config(&config, local_nbma), request_ids)
             .map_err(|e| NodeError::Nhrp(e.to_string()))?;
@@ -389,7 +399,6 @@ impl Node {
     /// those put in reserve are purged, one that failed loses its SA (so that probing it
     /// starts over with IKE, which proves it reachable), and the probed ones get IKE.
     pub(crate) fn plan_nhs_clusters(&mut self, now: Instant) {
-        use crate::nhs_choice::ClusterChange;
         if !self.nhs_clusters.limited() {
             return;
         }
@@ -397,7 +406,23 @@ impl Node {
             let reachable = self.master.paths.contains_key(&nbma);
             self.nhs_clusters.set_reachable(nbma, reachable, now);
         }
-        for change in self.nhs_clusters.plan(now) {
+        let changes = self.nhs_clusters.plan(now);
+        self.apply_cluster_changes(now, changes);
+        for nbma in self.nhs_clusters.probes() {
+            if !self.master.paths.contains_key(&nbma) {
+                self.ensure_sa(now, nbma);
+            }
+        }
+    }
+
+    /// Registers with, purges or fails the NHSs as their clusters decided.
+    fn apply_cluster_changes(
+        &mut self,
+        now: Instant,
+        changes: Vec<crate::nhs_choice::ClusterChange>,
+    ) {
+        use crate::nhs_choice::ClusterChange;
+        for change in changes {
             match change {
                 ClusterChange::Activate(nbma) => {
                     tracing::info!(nhs = %nbma, "NHS cluster short of max-connections: registering with the next best NHS");
@@ -420,12 +445,59 @@ impl Node {
                         self.remove_peer_sas(nbma);
                     }
                 }
+                ClusterChange::Chosen(nbma) => {
+                    tracing::info!(nhs = %nbma, "reload: NHS now among the best of its cluster: registering with it (those it displaces follow to reserve once it is registered)");
+                    // The operator ranked it first and it did not fail: once registered it
+                    // carries traffic without waiting out the fallback time.
+                    self.nhs_choice.settle(nbma);
+                    self.nhrp.set_nhs_active(now, IpAddr::V4(nbma), true);
+                }
             }
         }
-        for nbma in self.nhs_clusters.probes() {
-            if !self.master.paths.contains_key(&nbma) {
-                self.ensure_sa(now, nbma);
+    }
+
+    /// A reload changed NHS priorities, `nhs-fallback`, clusters or `max-connections` (the
+    /// NHSs themselves are the same: NHRP refuses another list without a restart). Re-ranks
+    /// which NHS carries traffic without a mapping and re-plans the clusters; SAs and the
+    /// registrations still wanted stay, an NHS newly among its cluster's best registers, and
+    /// those it displaces are purged once it is registered (`plan_nhs_clusters`), their SAs
+    /// closed at the next housekeeping when they are not probed (`close_reserve_sas`).
+    pub(crate) fn reconfigure_nhs(&mut self, now: Instant) {
+        let config = Arc::clone(&self.config);
+        let nhs = &config.nhrp.nhs;
+        let fallback = config.nhrp.nhs_fallback;
+        let changes = {
+            let (nhrp, choice) = (&self.nhrp, &self.nhs_choice);
+            self.nhs_clusters.reconfigure(
+                nhs.iter().map(|n| (n.nbma, n.priority, n.cluster)),
+                &config.nhrp.cluster_limits,
+                fallback,
+                now,
+                |nbma| (nhrp.nhs_active(IpAddr::V4(nbma)), choice.is_up(nbma)),
+            )
+        };
+        self.apply_cluster_changes(now, changes);
+        // An NHS whose cluster lost its limit (or that moved to an unlimited one) is
+        // registered with, as every NHS of an unlimited cluster is.
+        for n in nhs {
+            if self.nhs_clusters.role(n.nbma) == crate::nhs_choice::ClusterRole::Active
+                && !self.nhrp.nhs_active(IpAddr::V4(n.nbma))
+            {
+                tracing::info!(nhs = %n.nbma, "reload: NHS no longer limited by its cluster: registering with it");
+                self.nhrp.set_nhs_active(now, IpAddr::V4(n.nbma), true);
             }
+        }
+        self.plan_nhs_clusters(now);
+        if self
+            .nhs_choice
+            .reconfigure(nhs.iter().map(|n| (n.nbma, n.priority)), fallback, now)
+        {
+            self.master.default_nbma = self.nhs_choice.current();
+            self.tables_changed = true;
+            tracing::info!(
+                nhs = %self.nhs_choice.current().map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                "reload: traffic without an NHRP mapping now goes to this NHS"
+            );
         }
     }
 

@@ -69,7 +69,43 @@ impl NhsChoice {
             .and_then(|i| self.candidates.get(i).map(|c| (c.priority, i)))
     }
 
-    fn is_up(&self, nbma: Ipv4Addr) -> bool {
+    /// A reload changed the priorities or the fallback time (the NHSs themselves, and their
+    /// order, only change with a restart): re-ranks them, keeping what is known of each
+    /// (registered since, went down once), and re-decides at `now`; true when the choice
+    /// changed. A newly best NHS that has been up all along carries traffic at once; one
+    /// that came back less than the fallback time ago waits out the rest of it, as it would
+    /// have without the reload (the fallback time protects against a flapping NHS, whatever
+    /// its rank).
+    pub fn reconfigure(
+        &mut self,
+        nhs: impl IntoIterator<Item = (Ipv4Addr, u8)>,
+        fallback: Duration,
+        now: Instant,
+    ) -> bool {
+        let old = std::mem::take(&mut self.candidates);
+        self.candidates = nhs
+            .into_iter()
+            .map(
+                |(nbma, priority)| match old.iter().find(|c| c.nbma == nbma) {
+                    Some(c) => Candidate { priority, ..*c },
+                    None => Candidate {
+                        nbma,
+                        priority,
+                        up_since: None,
+                        went_down: false,
+                    },
+                },
+            )
+            .collect();
+        self.fallback = fallback;
+        if self.current.is_some_and(|n| self.rank(n).is_none()) {
+            self.current = None;
+        }
+        self.decide(now)
+    }
+
+    /// Whether the registration with `nbma` is up, as last recorded by [`Self::set_up`].
+    pub fn is_up(&self, nbma: Ipv4Addr) -> bool {
         self.candidates
             .iter()
             .any(|c| c.nbma == nbma && c.up_since.is_some())
@@ -175,6 +211,9 @@ pub enum ClusterChange {
     /// Back to reserve because it failed: its registration went down, or did not come up
     /// within [`ACTIVATION_GRACE`]. Tried again only once an SA with it came up after that.
     Failed(Ipv4Addr),
+    /// Register with it: a reload (new priorities, `max-connections` or cluster) made it one
+    /// of its cluster's best; those it displaces go to reserve once it is registered.
+    Chosen(Ipv4Addr),
 }
 
 /// Where an NHS of a limited cluster stands.
@@ -262,6 +301,93 @@ impl NhsClusters {
         };
         let _ = c.plan(now);
         c
+    }
+
+    /// A reload changed priorities, clusters, `max-connections` or the fallback time (the
+    /// NHSs themselves only change with a restart): re-ranks the members, keeping each one's
+    /// place and history, and re-plans at `now`. `state` tells, for an NHS that was not in a
+    /// limited cluster before, whether NHRP registers with it and whether that registration
+    /// is up. Each cluster's best `max-connections` of its healthy NHSs (active, or in reserve
+    /// without having failed) are made active at once, as at start, without the fallback
+    /// time: the operator chose them, and they did not fail. One in reserve because it failed
+    /// still has to be reachable for the fallback time ([`Self::plan`]'s promotion). Those
+    /// displaced stay registered until the chosen ones are (make before break), then go to
+    /// reserve. An NHS no longer in a limited cluster is no member any more:
+    /// [`Self::role`] calls it active.
+    pub fn reconfigure(
+        &mut self,
+        nhs: impl IntoIterator<Item = (Ipv4Addr, u8, u8)>,
+        limits: &BTreeMap<u8, u8>,
+        fallback: Duration,
+        now: Instant,
+        state: impl Fn(Ipv4Addr) -> (bool, bool),
+    ) -> Vec<ClusterChange> {
+        self.limits = limits.iter().map(|(c, m)| (*c, usize::from(*m))).collect();
+        self.fallback = fallback;
+        let old = std::mem::take(&mut self.members);
+        self.members = nhs
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (_, _, c))| self.limits.contains_key(c))
+            .map(|(i, (nbma, priority, cluster))| {
+                let rank = (priority, i);
+                match old.iter().find(|m| m.nbma == nbma) {
+                    Some(m) => Member {
+                        rank,
+                        cluster,
+                        ..*m
+                    },
+                    None => {
+                        let (active, up) = state(nbma);
+                        Member {
+                            nbma,
+                            rank,
+                            cluster,
+                            slot: if active {
+                                Slot::Active {
+                                    since: now,
+                                    lost: false,
+                                }
+                            } else {
+                                Slot::Reserve { failed_at: None }
+                            },
+                            up,
+                            reachable_since: None,
+                        }
+                    }
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        let clusters: Vec<u8> = self.limits.keys().copied().collect();
+        for c in clusters {
+            let healthy = |m: &Member| {
+                matches!(
+                    m.slot,
+                    Slot::Active { lost: false, .. } | Slot::Reserve { failed_at: None }
+                )
+            };
+            let mut best: Vec<(u8, usize)> = self
+                .cluster(c)
+                .filter(|m| healthy(m))
+                .map(|m| m.rank)
+                .collect();
+            best.sort_unstable();
+            best.truncate(self.limit(c));
+            for m in self
+                .members
+                .iter_mut()
+                .filter(|m| !m.active() && best.contains(&m.rank))
+            {
+                m.slot = Slot::Active {
+                    since: now,
+                    lost: false,
+                };
+                out.push(ClusterChange::Chosen(m.nbma));
+            }
+        }
+        out.extend(self.plan(now));
+        out
     }
 
     /// Whether any cluster has a limit (else every NHS is always active).
@@ -510,6 +636,79 @@ mod tests {
         let empty = NhsChoice::new([], Duration::ZERO);
         assert_eq!(empty.current(), None);
         assert_eq!(empty.deadline(), None);
+    }
+
+    #[test]
+    fn a_reload_re_ranks_and_keeps_what_is_known_of_each_nhs() {
+        let t = Instant::now();
+        let mut c = NhsChoice::new([(A, 0), (B, 1)], Duration::from_secs(30));
+        c.set_up(A, true, t);
+        c.set_up(B, true, t);
+        assert_eq!(c.current(), Some(A));
+        // B first now; up all along: at once.
+        assert!(c.reconfigure([(A, 1), (B, 0)], Duration::from_secs(30), secs(t, 5)));
+        assert_eq!(c.current(), Some(B));
+        // A first again, but A went down and came back 10 s ago: it serves the rest of its
+        // fallback time (30 s) ...
+        c.set_up(A, false, secs(t, 10));
+        c.set_up(A, true, secs(t, 20));
+        assert!(!c.reconfigure([(A, 0), (B, 1)], Duration::from_secs(30), secs(t, 30)));
+        assert_eq!(c.deadline(), Some(secs(t, 50)));
+        // ... unless the reload shortens it below the 10 s A has been up.
+        assert!(c.reconfigure([(A, 0), (B, 1)], Duration::from_secs(5), secs(t, 30)));
+        assert_eq!(c.current(), Some(A));
+        assert_eq!(c.deadline(), None);
+    }
+
+    #[test]
+    fn a_cluster_reload_chooses_the_healthy_best_and_leaves_a_failed_one_to_prove_itself() {
+        let t = Instant::now();
+        let mut c = one_cluster(1, 60, t);
+        c.set_up(C, true);
+        assert_eq!(roles(&c), [Down, Down, Active]);
+        // B becomes the best: chosen at once (it never failed); C stays until B is up.
+        let nhs = [(A, 2, 1), (B, 0, 1), (C, 1, 1)];
+        let limits = BTreeMap::from([(1, 1)]);
+        let fallback = Duration::from_secs(60);
+        let state = |_| (false, false);
+        assert_eq!(
+            c.reconfigure(nhs, &limits, fallback, secs(t, 1), state),
+            [ClusterChange::Chosen(B)]
+        );
+        assert_eq!(roles(&c), [Down, Active, Active]);
+        c.set_up(B, true);
+        assert_eq!(c.plan(secs(t, 2)), [ClusterChange::Reserve(C)]);
+        // B fails; C takes over. A reload that ranks B first again does not bring it back
+        // before an SA with it has been up for the fallback time.
+        c.set_up(B, false);
+        assert_eq!(
+            c.plan(secs(t, 3)),
+            [ClusterChange::Failed(B), ClusterChange::Activate(C)]
+        );
+        c.set_up(C, true);
+        assert_eq!(c.reconfigure(nhs, &limits, fallback, secs(t, 4), state), []);
+        assert_eq!(roles(&c), [Down, Probe, Active]);
+        c.set_reachable(B, true, secs(t, 5));
+        assert_eq!(c.plan(secs(t, 65)), [ClusterChange::Promote(B)]);
+        // No limit any more: no member, every NHS active.
+        assert_eq!(
+            c.reconfigure(nhs, &BTreeMap::new(), fallback, secs(t, 66), state),
+            []
+        );
+        assert!(!c.limited());
+        assert_eq!(roles(&c), [Active, Active, Active]);
+        // A limit again: A, new to the cluster, brings NHRP's view (registered, up).
+        let mut c = NhsClusters::new([(A, 0, 0), (B, 1, 0)], &limits, fallback, t);
+        assert!(!c.limited());
+        let moved = c.reconfigure(
+            [(A, 0, 1), (B, 1, 1)],
+            &limits,
+            fallback,
+            secs(t, 1),
+            |_| (true, true),
+        );
+        assert_eq!(moved, [ClusterChange::Reserve(B)], "A is up: B at once");
+        assert_eq!([c.role(A), c.role(B)], [Active, Down]);
     }
 
     fn one_cluster(max: u8, fallback: u64, t: Instant) -> NhsClusters {

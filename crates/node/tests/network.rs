@@ -237,6 +237,61 @@ fn shutdown_purges_the_registration_and_deletes_the_sas() {
     );
 }
 
+/// A hub that ignores Purge Requests (`[debug] ignore-purge`, as FRR's nhrpd) still forgets a
+/// spoke that stops at once: the spoke's IKE DELETE of its last SA with the hub (RFC 7296
+/// §1.4.1) takes the registration with it. With purges honoured the registration goes first
+/// (the purge, RFC 2332 §5.2.5), then the SA; ignored, the SA goes first and the registration
+/// with it, and the purge is counted as an unhandled type.
+#[test]
+fn a_hub_that_ignores_purges_forgets_a_stopping_spoke_at_its_ike_delete() {
+    for ignore in [false, true] {
+        let mut net = registered_network();
+        if ignore {
+            let text = format!(
+                "{}[debug]\nignore-purge = true\n",
+                sim::hub_config(HUB_NBMA)
+            );
+            net.reload(HUB, &text);
+        }
+        let from = net.hosts[HUB].events.len();
+        net.shutdown(A);
+        let hub = &net.hosts[HUB];
+        let at = |want: fn(&Event) -> bool| {
+            hub.events[from..]
+                .iter()
+                .position(want)
+                .unwrap_or_else(|| panic!("ignore={ignore}: {:?}", &hub.events[from..]))
+        };
+        let unregistered = at(
+            |e| matches!(e, Event::PeerUnregistered { protocol_addr, .. } if *protocol_addr == IpAddr::V4(A_TUNNEL)),
+        );
+        let down = at(|e| matches!(e, Event::PeerDown { peer } if *peer == A_NBMA));
+        let ignored = hub
+            .node
+            .nhrp()
+            .counters()
+            .drops
+            .get(&dmvpn_nhrp::DropReason::UnhandledType)
+            .copied()
+            .unwrap_or(0);
+        if ignore {
+            assert!(down < unregistered, "the IKE DELETE took it");
+            assert_eq!(ignored, 1, "the purge dropped, counted");
+        } else {
+            assert!(unregistered < down, "the purge took it");
+            assert_eq!(ignored, 0);
+        }
+        assert!(
+            !hub.node
+                .nhrp()
+                .cache_entries(net.now)
+                .iter()
+                .any(|e| e.protocol_addr == IpAddr::V4(A_TUNNEL)),
+            "ignore={ignore}: no entry for A left"
+        );
+    }
+}
+
 #[test]
 fn runs_are_deterministic() {
     let trace = || {

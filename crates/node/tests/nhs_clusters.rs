@@ -3,7 +3,9 @@
 //! cluster registers with the best two only and keeps the third in reserve (no IKE, no
 //! registration, no multicast); when one of the two dies the third registers at once; when
 //! the dead one comes back and has been reachable for the fallback time it replaces the
-//! third, whose registration is purged.
+//! third, whose registration is purged. A reload re-ranks the cluster live: new priorities,
+//! `max-connections` or clusters register the newly best NHSs before purging those they
+//! displace, and leave the SA and registration of an NHS that stays untouched.
 
 mod sim;
 
@@ -254,21 +256,150 @@ fn the_best_two_register_the_third_stands_by_and_takes_over_and_falls_back() {
     let _ = Kind::Esp;
 }
 
+/// The spoke's IKE SA with hub `hub` (SPI pair), if it has one.
+fn sa(net: &Net, hub: usize) -> Option<(u64, u64)> {
+    net.hosts[SPOKE]
+        .node
+        .ike()
+        .ike_sas(net.now)
+        .iter()
+        .find(|s| s.remote.ip() == IpAddr::V4(HUB_NBMA[hub]))
+        .map(|s| (s.spi_i, s.spi_r))
+}
+
+/// Runs one simulated second at a time until `done` holds or `bound` has passed; how long
+/// it took.
+fn until(net: &mut Net, bound: Duration, done: impl Fn(&Net) -> bool) -> Option<Duration> {
+    let start = net.now;
+    while net.now < start + bound {
+        net.run_for(Duration::from_secs(1), |_| {});
+        if done(net) {
+            return Some(net.now - start);
+        }
+    }
+    None
+}
+
 #[test]
-fn a_reload_that_changes_clusters_asks_for_a_restart() {
+fn a_reload_re_ranks_the_cluster_make_before_break_and_keeps_the_rest() {
+    let mut net = network();
+    assert_eq!(up_set(&net), [0, 1]);
+    let hub1_sa = sa(&net, 0).expect("an SA with hub 1");
+    let hub1_downs = |net: &Net| {
+        net.hosts[SPOKE]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::NhsDown { nbma } if *nbma == IpAddr::V4(HUB_NBMA[0])))
+            .count()
+    };
+
+    // Hub 3 (priority 3 → 2) and hub 2 (2 → 3) swap places: hub 3 registers at once (no
+    // fallback time: it never failed, the operator chose it), and hub 2 is purged only once
+    // hub 3 is registered.
+    let swapped = spoke_text()
+        .replace("priority = 3\ncluster = 1", "priority = 9\ncluster = 1")
+        .replace("priority = 2\ncluster = 1", "priority = 3\ncluster = 1")
+        .replace("priority = 9\ncluster = 1", "priority = 2\ncluster = 1");
+    let events_before = net.hosts[SPOKE].events.len();
+    net.reload(SPOKE, &swapped);
+    let took = until(&mut net, Duration::from_secs(20), |net| {
+        up_set(net) == [0, 2] && role(net, 1) == ClusterRole::Down
+    });
+    let took = took.unwrap_or_else(|| {
+        panic!(
+            "hub 3 registered and hub 2 in reserve within 20 s: up {:?}, roles {:?}",
+            up_set(&net),
+            (role(&net, 0), role(&net, 1), role(&net, 2))
+        )
+    });
+    eprintln!("reload (hub 3 before hub 2): hub 3 registered and hub 2 purged within {took:?}");
+    let order: Vec<_> = net.hosts[SPOKE].events[events_before..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::NhsUp { nbma } => Some(("up", *nbma)),
+            Event::NhsDown { nbma, .. } => Some(("down", *nbma)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("up", IpAddr::V4(HUB_NBMA[2])),
+            ("down", IpAddr::V4(HUB_NBMA[1]))
+        ],
+        "make before break: hub 3 registered before hub 2 was purged"
+    );
+    assert!(registered_at_hub(&net, 2), "hub 3 holds the registration");
+    assert!(!registered_at_hub(&net, 1), "hub 2's registration purged");
+    assert_eq!(multicast_set(&net), [0, 2]);
+    assert_eq!(sa(&net, 0), Some(hub1_sa), "the SA with hub 1 untouched");
+    assert_eq!(hub1_downs(&net), 0, "hub 1's registration never went down");
+    assert_eq!(net.hosts[SPOKE].node.preferred_nhs(), Some(HUB_NBMA[0]));
+    // Hub 2, in reserve and not probed (worse than both active ones), loses its SA at the
+    // next housekeeping.
+    net.run_for(Duration::from_secs(3), |_| {});
+    assert_eq!(sa(&net, 1), None, "the SA with hub 2 closed");
+
+    // max-connections 2 → 3: hub 2 registers again, nothing else moves.
+    let hub3_sa = sa(&net, 2).expect("an SA with hub 3");
+    let wider = swapped.replace("max-connections = 2", "max-connections = 3");
+    net.reload(SPOKE, &wider);
+    let took = until(&mut net, Duration::from_secs(20), |net| {
+        up_set(net) == [0, 1, 2]
+    })
+    .expect("registered with all three");
+    eprintln!("reload (max-connections 3): hub 2 registered {took:?} later");
+    assert_eq!((sa(&net, 0), sa(&net, 2)), (Some(hub1_sa), Some(hub3_sa)));
+
+    // max-connections 3 → 1: only hub 1 stays, the others are purged at once (hub 1 is
+    // registered).
+    let narrow = swapped.replace("max-connections = 2", "max-connections = 1");
+    net.reload(SPOKE, &narrow);
+    assert_eq!(up_set(&net), [0], "purged with the reload");
+    assert!(!registered_at_hub(&net, 1) && !registered_at_hub(&net, 2));
+    assert_eq!(
+        (role(&net, 1), role(&net, 2)),
+        (ClusterRole::Down, ClusterRole::Down)
+    );
+    assert_eq!(multicast_set(&net), [0]);
+
+    // Hub 3 moves to a cluster without a limit: it registers again, as every NHS of an
+    // unlimited cluster does; hub 1's SA and registration never moved.
+    let moved = narrow.replace("priority = 2\ncluster = 1", "priority = 2\ncluster = 2");
+    net.reload(SPOKE, &moved);
+    until(&mut net, Duration::from_secs(20), |net| {
+        up_set(net) == [0, 2]
+    })
+    .expect("hub 3 registered again");
+    let (cluster, place) = net.hosts[SPOKE]
+        .node
+        .nhs_cluster(HUB_NBMA[2])
+        .expect("an NHS");
+    assert_eq!((cluster, place), (2, ClusterRole::Active));
+    assert_eq!(sa(&net, 0), Some(hub1_sa));
+    assert_eq!(hub1_downs(&net), 0);
+}
+
+#[test]
+fn a_reload_that_changes_the_nhs_list_asks_for_a_restart() {
     let mut net = network();
     let now = net.now;
     let node = &mut net.hosts[SPOKE].node;
-    let wider = spoke_text().replace("max-connections = 2", "max-connections = 3");
-    match node.reload(now, sim::parse(&wider)) {
-        Err(dmvpn_node::NodeError::RestartRequired(keys)) => assert_eq!(keys, ["nhrp.cluster"]),
+    // Hub 3 loses its multicast flag: the NHS list is NHRP's identity, only a restart
+    // changes it (and nothing of the reload applies, not even the new limit).
+    let changed = spoke_text()
+        .replace(
+            "multicast = true\npriority = 3",
+            "multicast = false\npriority = 3",
+        )
+        .replace("max-connections = 2", "max-connections = 3");
+    match node.reload(now, sim::parse(&changed)) {
+        Err(dmvpn_node::NodeError::RestartRequired(keys)) => assert_eq!(keys, ["nhrp.nhs"]),
         other => panic!("{other:?}"),
     }
-    let moved = spoke_text().replace("priority = 3\ncluster = 1", "priority = 3\ncluster = 2");
-    match node.reload(now, sim::parse(&moved)) {
-        Err(dmvpn_node::NodeError::RestartRequired(keys)) => {
-            assert_eq!(keys, ["nhrp.nhs.cluster"]);
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        role(&net, 2),
+        ClusterRole::Down,
+        "the old limit still applies"
+    );
 }

@@ -815,6 +815,10 @@ impl Engine {
             (PacketType::RESOLUTION_REPLY, _) => {
                 self.on_resolution_reply(now, from_nbma, &pkt, bytes)
             }
+            // `[debug] ignore-purge`: as a router without §5.2.5 purges (FRR's nhrpd).
+            (PacketType::PURGE_REQUEST, _) if self.config.ignore_purge => {
+                self.counters.drop(DropReason::UnhandledType)
+            }
             (PacketType::PURGE_REQUEST, _) => self.on_purge_request(now, from_nbma, &pkt),
             (PacketType::PURGE_REPLY, _) => {}
             (PacketType::ERROR_INDICATION, _) => {
