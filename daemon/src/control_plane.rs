@@ -321,6 +321,11 @@ impl ControlPlane {
                     self.node.ike().counters().half_open_evicted,
                 ),
                 ("ike_jobs_refused", self.node.ike().counters().jobs_refused),
+                ("ike_sa_refused", self.node.ike().counters().ike_sas_refused),
+                (
+                    "ike_child_sa_refused",
+                    self.node.ike().counters().child_sas_refused,
+                ),
             ],
         )
     }

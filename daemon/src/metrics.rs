@@ -339,7 +339,7 @@ impl Scrape {
         family(
             enc,
             "dmvpn_dataplane_drops",
-            "Packets dropped, by reason: every dataplane reason (zero or not) and the daemon's own (underlay_*, tun_*, ike_half_open_refused, ike_half_open_evicted, ike_jobs_refused).",
+            "Packets dropped, by reason: every dataplane reason (zero or not) and the daemon's own (underlay_*, tun_*, ike_half_open_refused, ike_half_open_evicted, ike_jobs_refused, ike_sa_refused, ike_child_sa_refused).",
             None,
             MetricType::Counter,
             c.drops

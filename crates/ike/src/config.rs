@@ -255,6 +255,9 @@ pub struct Config {
     /// Most half-open responder SAs from one IP address (a NAT with many peers behind it
     /// still fits; one flooding host cannot take the whole budget).
     pub max_half_open_per_peer: usize,
+    /// Most established IKE SAs from one IP address, all ports together (many spokes
+    /// behind one NAT address each hold one); past it IKE_AUTH is refused, counted.
+    pub max_sas_per_address: usize,
     /// UDP port IKE floats to when a NAT is detected (§2.23).
     pub natt_port: u16,
     /// Pretend to be behind a NAT (a bogus NAT_DETECTION_SOURCE_IP) so ESP is
@@ -278,6 +281,7 @@ impl Default for Config {
             half_open_timeout: Duration::from_secs(30),
             max_half_open: 4096,
             max_half_open_per_peer: 64,
+            max_sas_per_address: 256,
             natt_port: 4500,
             force_encap: false,
             initial_contact: true,

@@ -67,6 +67,13 @@ pub fn ike_config(config: &Config) -> Result<dmvpn_ike::Config, NodeError> {
             ..dmvpn_ike::Lifetimes::default()
         },
         natt_port: NATT_PORT,
+        // Each spoke behind one NAT address holds an IKE SA (two while a setup crosses or a
+        // rekey overlaps) and registers its address: a hub that lets one NBMA address
+        // register more lets it hold as many IKE SAs.
+        max_sas_per_address: usize::try_from(config.nhrp.max_registrations_per_nbma)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+            .max(dmvpn_ike::Config::default().max_sas_per_address),
         ..dmvpn_ike::Config::default()
     })
 }

@@ -183,6 +183,7 @@ pub enum LogKind {
     NhrpAuthFailed,
     IkeAuthFailed,
     IkeInitiateFailed,
+    NhrpErrorIndication,
 }
 
 impl LogKind {
@@ -191,6 +192,7 @@ impl LogKind {
             LogKind::NhrpAuthFailed => "NHRP authentication failure",
             LogKind::IkeAuthFailed => "IKE authentication failure",
             LogKind::IkeInitiateFailed => "IKE initiation failure",
+            LogKind::NhrpErrorIndication => "NHRP error indication",
         }
     }
 }

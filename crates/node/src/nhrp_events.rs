@@ -7,6 +7,7 @@ use dmvpn_dataplane::Mapping;
 use dmvpn_nhrp::{EntryKind, Event as NhrpEvent};
 
 use crate::drive::v4;
+use crate::log_limit::LogKind;
 use crate::{Event, Node, RouteUpdate, SHORTCUT_METRIC};
 
 /// A log value for an address that may be unknown.
@@ -163,7 +164,10 @@ impl Node {
                 });
             }
             NhrpEvent::ErrorIndication { from_nbma, code } => {
-                tracing::warn!(from = %from_nbma, code = %code, "NHRP error indication received");
+                // Any member can send these at packet rate: rate-limited per sender.
+                if self.log_allowed(now, from_nbma, LogKind::NhrpErrorIndication) {
+                    tracing::warn!(from = %from_nbma, code = %code, "NHRP error indication received");
+                }
             }
             // Recorded for `dmvpnctl explain` above; nothing else to do.
             NhrpEvent::ResolutionRequested { target, nhs_nbma } => {

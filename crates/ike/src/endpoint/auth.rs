@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Established IKE SAs one peer address and port may hold with us: its SA, the twin of a
+/// rekey or of a crossed setup, a replacement after a restart. Past it, IKE_AUTH is refused
+/// with TEMPORARY_FAILURE (counted, [`Counters::ike_sas_refused`]).
+pub const MAX_IKE_SAS_PER_SOURCE: usize = 4;
+
 impl Endpoint {
     /// §2.15: our AUTH payload, signing `our_message` (the IKE_SA_INIT
     /// message we sent) with the peer's nonce and prf(SK_p, IDours).
@@ -177,6 +182,13 @@ impl Endpoint {
             });
             return Err(ExchangeError::AuthenticationFailed);
         }
+        // Every PSK holder can authenticate, so one must not grow our SA table without
+        // bound by opening IKE SA after IKE SA. INITIAL_CONTACT removes the sender's others
+        // below, so it is not refused for them.
+        if find_notify(p, NotifyType::INITIAL_CONTACT).is_none() && self.sas_full_from(sa.remote) {
+            self.counters.ike_sas_refused += 1;
+            return Err(ExchangeError::TemporaryFailure);
+        }
         let idr = self.local_id(sa);
         let my_auth =
             Self::our_psk_auth(&st.keys, false, &psk, &st.init_response, &st.nonce_i, &idr);
@@ -199,6 +211,24 @@ impl Endpoint {
         }
         // (A crossed twin is settled once the response is out: `on_request`.)
         Ok(reply)
+    }
+
+    /// Whether `remote` already holds as many established IKE SAs as we allow: from its
+    /// address and port (one peer: its SA, a rekey's or a crossed setup's twin, a
+    /// replacement), or from its address (many spokes behind one NAT, each its own port).
+    fn sas_full_from(&self, remote: SocketAddr) -> bool {
+        let (mut same_port, mut same_ip) = (0, 0);
+        for &id in self.sas.with_peer(remote.ip()) {
+            let Some(s) = self.sas.get(id) else { continue };
+            if s.superseded || !matches!(s.state, State::Established(_)) {
+                continue;
+            }
+            same_ip += 1;
+            if s.remote.port() == remote.port() {
+                same_port += 1;
+            }
+        }
+        same_port >= MAX_IKE_SAS_PER_SOURCE || same_ip >= self.config.max_sas_per_address
     }
 
     /// The peer is authenticated: the SA is up, with its lifetimes armed.

@@ -152,6 +152,7 @@ impl Endpoint {
         }
         // Before any D-H work (PFS): the cap costs the peer's request nothing of ours.
         if sa.children.len() >= MAX_CHILD_SAS_PER_IKE_SA {
+            self.counters.child_sas_refused += 1;
             return Err(ExchangeError::NoAdditionalSas);
         }
         let nonce_r = self.nonce();

@@ -24,6 +24,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use auth::MAX_IKE_SAS_PER_SOURCE;
 pub use challenge::CHALLENGE_BUDGET;
 use cookie::CookieSecrets;
 pub use create_child::MAX_CHILD_SAS_PER_IKE_SA;
@@ -131,6 +132,13 @@ pub struct Counters {
     /// Jobs handed back with [`Endpoint::cancel_job`] (the caller's queue
     /// was full); their IKE_SA_INIT went unanswered.
     pub jobs_refused: u64,
+    /// IKE_AUTH requests refused (TEMPORARY_FAILURE) because the peer's address and
+    /// port, or its address, already held as many established IKE SAs as allowed
+    /// ([`MAX_IKE_SAS_PER_SOURCE`], [`Config::max_sas_per_address`]).
+    pub ike_sas_refused: u64,
+    /// CREATE_CHILD_SA requests refused (NO_ADDITIONAL_SAS) because the IKE SA held
+    /// [`MAX_CHILD_SAS_PER_IKE_SA`] Child SAs already.
+    pub child_sas_refused: u64,
 }
 
 impl core::fmt::Debug for Endpoint {
