@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use dmvpn_api::ctl::{
@@ -39,6 +39,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are refused with an error instead of queued.
 pub const MAX_CLIENTS: usize = 16;
+/// Of those, kept for admins (root, the daemon's user, `[control] admin-group`): read-only
+/// clients holding connections open cannot lock an admin out of `clear` and `reload`.
+pub const ADMIN_RESERVED: usize = 4;
 
 /// What the control loop receives: a request and where to send its answer. Dropping the
 /// sender without answering gives the client an error, never a hang.
@@ -60,7 +63,7 @@ pub async fn serve(
         .with_context(|| format!("stat {}", path.display()))?
         .uid();
     let access = Arc::new(Access { server_uid, groups });
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let slots = Slots::new();
     tracing::info!(
         socket = %path.display(),
         group = ?groups.group,
@@ -80,14 +83,18 @@ pub async fn serve(
             };
             let access = access.clone();
             let tx = tx.clone();
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
+            let (peer, tier_of) = match classify(&stream, &access) {
+                Some(c) => c,
+                None => continue,
+            };
+            match slots.take(tier_of) {
+                Some(permit) => {
                     tokio::spawn(async move {
-                        client(stream, &access, tx).await;
+                        client(stream, peer, tier_of, &access, tx).await;
                         drop(permit);
                     });
                 }
-                Err(_) => {
+                None => {
                     tokio::spawn(async move {
                         let mut s = stream;
                         let r = Response::error("too many control connections; try again");
@@ -97,6 +104,59 @@ pub async fn serve(
             }
         }
     }))
+}
+
+/// The connection slots: [`MAX_CLIENTS`], of which [`ADMIN_RESERVED`] only admins may take.
+struct Slots {
+    any: Arc<Semaphore>,
+    admin: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Slots {
+            any: Arc::new(Semaphore::new(MAX_CLIENTS - ADMIN_RESERVED)),
+            admin: Arc::new(Semaphore::new(ADMIN_RESERVED)),
+        }
+    }
+
+    /// A slot for a client of `tier` (`None`: refused access, which still gets its error
+    /// line from a shared slot), or `None` if all it may take are in use.
+    fn take(&self, tier: Option<Tier>) -> Option<OwnedSemaphorePermit> {
+        self.any.clone().try_acquire_owned().ok().or_else(|| {
+            (tier == Some(Tier::Admin))
+                .then(|| self.admin.clone().try_acquire_owned().ok())
+                .flatten()
+        })
+    }
+}
+
+/// Who is connecting (the kernel recorded the credentials at connect) and what they may do:
+/// `None` for the tier when nothing. `None` overall when the credentials are unreadable.
+fn classify(stream: &UnixStream, access: &Access) -> Option<(Peer, Option<Tier>)> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("control socket: no peer credentials: {e}");
+            return None;
+        }
+    };
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid().unwrap_or(0),
+    };
+    let mut tier_of = tier(access, peer.uid, peer.gid, &[]);
+    if tier_of != Some(Tier::Admin)
+        && (access.groups.group.is_some() || access.groups.admin_group.is_some())
+    {
+        // Unreadable groups only narrow access: the client gets what uid and gid give it.
+        match crate::sys::peer_groups(stream) {
+            Ok(groups) => tier_of = tier(access, peer.uid, peer.gid, &groups),
+            Err(e) => tracing::warn!(uid = peer.uid, "control socket: SO_PEERGROUPS: {e}"),
+        }
+    }
+    Some((peer, tier_of))
 }
 
 async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener> {
@@ -231,29 +291,13 @@ struct Peer {
     pid: i32,
 }
 
-async fn client(stream: UnixStream, access: &Access, tx: mpsc::Sender<Command>) {
-    let cred = match stream.peer_cred() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("control socket: no peer credentials: {e}");
-            return;
-        }
-    };
-    let peer = Peer {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid().unwrap_or(0),
-    };
-    let mut tier_of = tier(access, peer.uid, peer.gid, &[]);
-    if tier_of != Some(Tier::Admin)
-        && (access.groups.group.is_some() || access.groups.admin_group.is_some())
-    {
-        // Unreadable groups only narrow access: the client gets what uid and gid give it.
-        match crate::sys::peer_groups(&stream) {
-            Ok(groups) => tier_of = tier(access, peer.uid, peer.gid, &groups),
-            Err(e) => tracing::warn!(uid = peer.uid, "control socket: SO_PEERGROUPS: {e}"),
-        }
-    }
+async fn client(
+    stream: UnixStream,
+    peer: Peer,
+    tier_of: Option<Tier>,
+    access: &Access,
+    tx: mpsc::Sender<Command>,
+) {
     let (r, mut w) = stream.into_split();
     let Some(tier_of) = tier_of else {
         tracing::warn!(
@@ -387,6 +431,24 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_cannot_take_the_admins_slots() {
+        let slots = Slots::new();
+        let readers: Vec<_> = std::iter::from_fn(|| slots.take(Some(Tier::ReadOnly))).collect();
+        assert_eq!(readers.len(), MAX_CLIENTS - ADMIN_RESERVED);
+        assert!(
+            slots.take(None).is_none(),
+            "a refused client gets no reserved slot"
+        );
+        let admins: Vec<_> = std::iter::from_fn(|| slots.take(Some(Tier::Admin))).collect();
+        assert_eq!(admins.len(), ADMIN_RESERVED, "an admin still gets in");
+        drop(readers);
+        assert!(
+            slots.take(Some(Tier::ReadOnly)).is_some(),
+            "slots come back"
+        );
+    }
 
     #[test]
     fn who_may_do_what() {
