@@ -20,6 +20,7 @@ fn tunnel_cfg(name: &str) -> Tunnel {
     Tunnel {
         interface: name.to_owned(),
         address: "10.250.0.9/24".parse::<Ipv4Net>().unwrap(),
+        network: "10.250.0.0/24".parse::<Ipv4Net>().unwrap(),
         mtu: 1400,
         adjust_mss: Some(1360),
         gre_key: Some(100),
