@@ -74,7 +74,10 @@ pub fn ike_config(config: &Config) -> Result<dmvpn_ike::Config, NodeError> {
 /// Builds the NHRP engine's configuration from ours.
 pub fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config {
     let addr = IpAddr::V4(config.tunnel.address.addr);
-    let len = config.tunnel.address.prefix_len;
+    // NHRP's prefix is the tunnel subnet, also with a /32 interface address: its checks ("a
+    // registered or next-hop address lies in the tunnel prefix") must not lapse because the
+    // interface is addressed FRR-style.
+    let len = config.tunnel.network.prefix_len;
     let mut c = match config.nhrp.role {
         Role::Spoke { shortcut } => {
             let nhs = config
@@ -124,7 +127,9 @@ pub fn tunnel_params(config: &Config) -> Result<TunnelParams, NodeError> {
         },
         gre_key,
         address: config.tunnel.address.addr,
-        prefix_len: config.tunnel.address.prefix_len,
+        // The subnet's, for its directed broadcast (a /32 would make our own address the
+        // broadcast).
+        prefix_len: config.tunnel.network.prefix_len,
         adjust_mss: config.tunnel.adjust_mss,
         redirect: matches!(config.nhrp.role, Role::Hub { redirect: true }),
     })
@@ -137,6 +142,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("tunnel.interface", t.0.interface != t.1.interface),
         ("tunnel.address", t.0.address != t.1.address),
+        ("tunnel.network", t.0.network != t.1.network),
         ("tunnel.mtu", t.0.mtu != t.1.mtu),
         ("tunnel.gre-key", t.0.gre_key != t.1.gre_key),
         ("nhrp.role", new.nhrp.role != old.nhrp.role),
