@@ -175,3 +175,56 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     .filter_map(|(k, changed)| changed.then_some(k))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spoke(tunnel: &str) -> Config {
+        let text = format!(
+            r#"
+[[ike.proposal]]
+encryption = "aes-gcm-256"
+prf = "sha512"
+group = 19
+[[ike.keyring]]
+name = "ANY"
+peer = "0.0.0.0/0"
+psk = "a test PSK of at least 16 bytes"
+[tunnel]
+{tunnel}
+gre-key = 100
+[nhrp]
+role = "spoke"
+network-id = 100
+[[nhrp.nhs]]
+address = "10.250.0.1"
+nbma = "198.51.100.1"
+multicast = true
+"#
+        );
+        dmvpn_config::parse_str(&text, std::path::Path::new("/nonexistent/dmvpnd.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// With FRR-style addressing the engines still see the tunnel subnet: NHRP's prefix
+    /// checks and the directed broadcast are those of a /24 address, not of the /32.
+    #[test]
+    fn a_host_tunnel_address_gives_nhrp_and_the_dataplane_the_tunnel_subnet() {
+        let host = spoke("address = \"10.250.0.9/32\"\nnetwork = \"10.250.0.0/24\"");
+        let subnet = spoke("address = \"10.250.0.9/24\"");
+        for c in [&host, &subnet] {
+            let n = nhrp_config(c, Ipv4Addr::new(198, 51, 100, 9));
+            assert_eq!(
+                (n.protocol_addr, n.prefix_len),
+                (IpAddr::V4(Ipv4Addr::new(10, 250, 0, 9)), 24)
+            );
+            let t = tunnel_params(c).unwrap();
+            assert_eq!(t.prefix_len, 24);
+            assert_eq!(t.broadcast(), Ipv4Addr::new(10, 250, 0, 255));
+        }
+        assert_eq!(restart_only_changes(&subnet, &host), ["tunnel.address"]);
+        let wider = spoke("address = \"10.250.0.9/32\"\nnetwork = \"10.250.0.0/16\"");
+        assert_eq!(restart_only_changes(&host, &wider), ["tunnel.network"]);
+    }
+}
