@@ -214,12 +214,23 @@ fn ospf_point_to_multipoint_over_dmvpnd_learns_the_lans_and_carries_lan_traffic(
 
 #[test]
 fn ospf_routes_give_way_to_nhrp_shortcuts_and_come_back_when_they_go() {
+    shortcuts_over_ospf(Addressing::Subnet);
+}
+
+/// Phase 3 with FRR-style /32 tunnel addresses: the shortcut's next hop is reached through
+/// dmvpnd's route of the tunnel network instead of the connected one.
+#[test]
+fn ospf_routes_give_way_to_nhrp_shortcuts_with_host_tunnel_addresses() {
+    shortcuts_over_ospf(Addressing::Host);
+}
+
+fn shortcuts_over_ospf(addressing: Addressing) {
     require_root_and_tools();
     require_frr();
     cleanup_stale().expect("removing stale FRR run directories");
     let dir = TestDir::new("ospf-sc").unwrap();
     let t = Topology::new().expect("building the topology");
-    let mut s = ospf_up(&t, &dir, Addressing::Subnet);
+    let mut s = ospf_up(&t, &dir, addressing);
     s.reach(&t.lan_a, "spoke A LAN host", SPOKE_B_LAN_HOST);
 
     s.step("6. the hub's redirect leads to shortcut routes (proto 77) on both spokes");
