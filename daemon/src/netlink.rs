@@ -156,6 +156,38 @@ impl Netlink {
             .with_context(|| format!("installing route {prefix}/{prefix_len} via {gateway:?}"))
     }
 
+    /// Routes the tunnel subnet `prefix/len` into the tunnel (`dev tunnel scope link src SRC proto
+    /// 77 metric 0`) for an interface addressed with a /32 (`tunnel.network`): what the kernel adds
+    /// by itself, as `proto kernel`, for a subnet address. Without it unicast to another router's
+    /// tunnel address (an OSPF neighbour's database exchange, a ping) would follow the default
+    /// route onto the underlay. Replaces an existing one (a restart onto a persistent device); the
+    /// route goes with the device.
+    pub async fn install_network_route(
+        &self,
+        index: u32,
+        prefix: Ipv4Addr,
+        prefix_len: u8,
+        src: Ipv4Addr,
+    ) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(prefix, prefix_len)
+            .output_interface(index)
+            .pref_source(src)
+            .priority(0)
+            .protocol(RouteProtocol::Other(RouteProto::DMVPND.0))
+            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+            .kind(RouteType::Unicast)
+            .scope(RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("routing the tunnel network {prefix}/{prefix_len}"))
+    }
+
     /// Withdraws a route installed by [`Netlink::install_route`]; a route already gone is fine.
     pub async fn withdraw_route(
         &self,

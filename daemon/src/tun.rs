@@ -89,6 +89,12 @@ impl TunDevice {
             .configure_tunnel(index, cfg.address.addr, cfg.address.prefix_len, cfg.mtu)
             .await
             .with_context(|| format!("configuring {name}"))?;
+        if let Some(net) = cfg.network_route() {
+            netlink
+                .install_network_route(index, net.addr, net.prefix_len, cfg.address.addr)
+                .await
+                .with_context(|| format!("configuring {name}"))?;
+        }
         Ok(TunDevice {
             queues: all,
             offload,

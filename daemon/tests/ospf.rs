@@ -4,7 +4,9 @@
 //! replicated (spoke → NHS flagged `multicast`, hub → every registered spoke): the adjacencies
 //! form over the tunnel, the spokes learn each other's LAN (and the hub's) from OSPF alone (the
 //! dmvpnd configurations have no `[[route]]`), LAN-to-LAN traffic flows, and after the hub's
-//! redirect it takes the NHRP shortcut (proto 77) while the OSPF route stays via the hub.
+//! redirect it takes the NHRP shortcut (proto 77) while the OSPF route stays via the hub. Both
+//! tunnel addressings of docs/ospf.md: the subnet on every dmvpn0 (`10.250.0.X/24`, as IOS), and
+//! (issue 14, item 7) a /32 with `tunnel.network` on every router (as FRR nhrpd hubs).
 //!
 //! Topology and configurations: `dmvpn_tests::e2e` (spoke B is behind the NAT router), FRR
 //! helpers: `dmvpn_tests::ospf`, driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft`,
@@ -18,7 +20,9 @@ use dmvpn_tests::e2e::{
     SPOKE_A_TUNNEL, SPOKE_B_LAN, SPOKE_B_LAN_HOST, SPOKE_B_TUNNEL, TUNNEL_IF, TestDir, Topology,
     WAN_IF, ping, routes_with_proto, write_config,
 };
-use dmvpn_tests::ospf::{OspfSettings, adapt_config, cleanup_stale, require_frr};
+use dmvpn_tests::ospf::{
+    OspfSettings, adapt_config, cleanup_stale, host_tunnel_address, require_frr,
+};
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
     PROTO_DMVPND, SETTLE_TIMEOUT, Scenario, keys, route_get, start_hub_then_spokes,
@@ -74,9 +78,23 @@ fn settings(node: Node) -> OspfSettings {
     }
 }
 
+/// How the routers address their tunnel interfaces (docs/ospf.md): as IOS does, with the
+/// subnet (`10.250.0.9/24`), or as FRR nhrpd routers do, with a /32 and `tunnel.network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    Subnet,
+    Host,
+}
+
 /// The `conf/` configuration of `node` without static routes (OSPF supplies them).
-fn config(dir: &TestDir, node: Node, keys: &Keys) -> NodeConfig {
-    let c = write_config(dir.path(), node, keys, None).and_then(|c| adapt_config(&c).map(|()| c));
+fn config(dir: &TestDir, node: Node, keys: &Keys, addressing: Addressing) -> NodeConfig {
+    let c = write_config(dir.path(), node, keys, None).and_then(|c| {
+        adapt_config(&c)?;
+        if addressing == Addressing::Host {
+            host_tunnel_address(&c)?;
+        }
+        Ok(c)
+    });
     let c = c.unwrap_or_else(|e| panic!("generating the {} configuration: {e:#}", node.name()));
     let text = std::fs::read_to_string(&c.config).unwrap();
     assert!(
@@ -106,9 +124,9 @@ fn missing_adjacencies(s: &Scenario<'_>) -> Vec<String> {
 
 /// Steps 0–4: dmvpnd on the hub and both spokes (registered), no LAN routed over the tunnel
 /// before OSPF, FRR started, FULL adjacencies, OSPF routes in the kernels.
-fn ospf_up<'t>(t: &'t Topology, dir: &TestDir) -> Scenario<'t> {
+fn ospf_up<'t>(t: &'t Topology, dir: &TestDir, addressing: Addressing) -> Scenario<'t> {
     let keys = keys();
-    let cfgs = [Node::Hub, Node::SpokeA, Node::SpokeB].map(|n| config(dir, n, &keys));
+    let cfgs = [Node::Hub, Node::SpokeA, Node::SpokeB].map(|n| config(dir, n, &keys, addressing));
     let mut s = start_hub_then_spokes("ospf", t, &cfgs);
     s.step("0. both spokes register");
     s.wait_registered(Node::SpokeA, 0, 0);
@@ -182,7 +200,7 @@ fn ospf_point_to_multipoint_over_dmvpnd_learns_the_lans_and_carries_lan_traffic(
     cleanup_stale().expect("removing stale FRR run directories");
     let dir = TestDir::new("ospf").unwrap();
     let t = Topology::new().expect("building the topology");
-    let mut s = ospf_up(&t, &dir);
+    let mut s = ospf_up(&t, &dir, Addressing::Subnet);
 
     s.step("5. LAN ↔ LAN over the OSPF routes (hub LAN and the other spoke's LAN)");
     s.reach(&t.lan_a, "spoke A LAN host", HUB_LAN_HOST);
@@ -196,12 +214,23 @@ fn ospf_point_to_multipoint_over_dmvpnd_learns_the_lans_and_carries_lan_traffic(
 
 #[test]
 fn ospf_routes_give_way_to_nhrp_shortcuts_and_come_back_when_they_go() {
+    shortcuts_over_ospf(Addressing::Subnet);
+}
+
+/// Phase 3 with FRR-style /32 tunnel addresses: the shortcut's next hop is reached through
+/// dmvpnd's route of the tunnel network instead of the connected one.
+#[test]
+fn ospf_routes_give_way_to_nhrp_shortcuts_with_host_tunnel_addresses() {
+    shortcuts_over_ospf(Addressing::Host);
+}
+
+fn shortcuts_over_ospf(addressing: Addressing) {
     require_root_and_tools();
     require_frr();
     cleanup_stale().expect("removing stale FRR run directories");
     let dir = TestDir::new("ospf-sc").unwrap();
     let t = Topology::new().expect("building the topology");
-    let mut s = ospf_up(&t, &dir);
+    let mut s = ospf_up(&t, &dir, addressing);
     s.reach(&t.lan_a, "spoke A LAN host", SPOKE_B_LAN_HOST);
 
     s.step("6. the hub's redirect leads to shortcut routes (proto 77) on both spokes");
@@ -304,6 +333,58 @@ fn ospf_routes_give_way_to_nhrp_shortcuts_and_come_back_when_they_go() {
     s.poll(&what, Duration::from_secs(10), |_| {
         ospf_route(&t.spoke_a, SPOKE_B_LAN, HUB_TUNNEL)
     });
+    s.reach(&t.lan_a, "spoke A LAN host", SPOKE_B_LAN_HOST);
+    s.check_alive();
+    s.note(format!("passed in {:.1} s", s.elapsed().as_secs_f32()));
+}
+
+/// FRR-style addressing on every router (`address = "10.250.0.X/32"`, `network =
+/// "10.250.0.0/24"`), as against an FRR nhrpd hub: each dmvpn0 holds only its /32, dmvpnd routes
+/// the subnet into it, and point-to-multipoint adjacencies form with /32 masks in the hellos
+/// (FRR skips the mask check on a point-to-multipoint /32, RFC 2328 §10.5 only on
+/// point-to-point links); the LANs are learned and reachable, spoke to spoke too.
+#[test]
+fn ospf_point_to_multipoint_with_host_tunnel_addresses_learns_the_lans() {
+    require_root_and_tools();
+    require_frr();
+    cleanup_stale().expect("removing stale FRR run directories");
+    let dir = TestDir::new("ospf32").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let mut s = ospf_up(&t, &dir, Addressing::Host);
+
+    s.step("5. every dmvpn0 has only its /32; the tunnel subnet is dmvpnd's on-link route");
+    for (ns, node) in [
+        (&t.hub, Node::Hub),
+        (&t.spoke_a, Node::SpokeA),
+        (&t.spoke_b, Node::SpokeB),
+    ] {
+        let addr = ns
+            .ip_json(&["-4", "addr", "show", "dev", TUNNEL_IF])
+            .unwrap_or_default();
+        let info = &addr[0]["addr_info"][0];
+        if info["local"].as_str() != Some(node.tunnel_address()) || info["prefixlen"] != 32 {
+            s.fail(format!(
+                "{}: {TUNNEL_IF} is not {}/32: {addr}",
+                node.name(),
+                node.tunnel_address()
+            ));
+        }
+        let rt = routes_with_proto(ns, PROTO_DMVPND).unwrap_or_default();
+        if !rt.iter().any(|r| {
+            r["dst"].as_str() == Some("10.250.0.0/24")
+                && r["dev"].as_str() == Some(TUNNEL_IF)
+                && r.get("gateway").is_none()
+        }) {
+            s.fail(format!(
+                "{}: no on-link 10.250.0.0/24 proto 77: {rt:?}",
+                node.name()
+            ));
+        }
+    }
+
+    s.step("6. LAN ↔ LAN over the OSPF routes");
+    s.reach(&t.lan_a, "spoke A LAN host", HUB_LAN_HOST);
+    s.reach(&t.lan_hub, "hub LAN host", SPOKE_B_LAN_HOST);
     s.reach(&t.lan_a, "spoke A LAN host", SPOKE_B_LAN_HOST);
     s.check_alive();
     s.note(format!("passed in {:.1} s", s.elapsed().as_secs_f32()));

@@ -14,6 +14,7 @@ RIG="$IX_DIR/rig.sh"
 IX_DUT_NS=${IX_DUT_NS:-dmvpn-ix-dut}          # namespace of the (first) dmvpnd
 IX_DUT_NBMA=${IX_DUT_NBMA:-$IX_WAN_NET.9}
 IX_DUT_TUNNEL=${IX_DUT_TUNNEL:-10.250.0.9}
+IX_TUNNEL_NET=${IX_TUNNEL_NET:-10.250.0.0/24}  # the rig's tunnel subnet (ixvm.py --tunnel-net)
 IX_PSK_VALUE=${IX_PSK:-dmvpn-interop-psk}     # the rig's defaults (ixvm.py)
 IX_NHRP_KEY_VALUE=${IX_NHRP_KEY:-keykey00}
 DX_PIDS=()            # dmvpnd processes started by this scenario
@@ -104,16 +105,18 @@ dx_cleanup() {
 dx_pass() { status=0; echo "$IX_TEST: 1 passed, 0 failed"; }
 
 # dx_config INST ROLE [key=value...]: write $LOGS/INST/dmvpnd.toml from conf/<ROLE>.toml.
-# keys: tunnel=ADDR (spoke), nhs_nbma=IP (spoke), local=IP (hub), psk=S, nhrp_key=K, dpd_delay=N, dpd_retry=N
+# keys: tunnel=ADDR (spoke), nhs_nbma=IP (spoke), local=IP (hub), psk=S, nhrp_key=K, dpd_delay=N, dpd_retry=N,
+#       host=1 (spoke: tunnel address as a /32 with `network = "10.250.0.0/24"`, FRR-style), routes=none (no [[route]])
 dx_config() {
     local inst=$1 role=$2; shift 2
     local tunnel=$IX_DUT_TUNNEL nhs_nbma=$IX_HUB_NBMA local=$IX_DUT_NBMA psk=$IX_PSK_VALUE nhrp_key=$IX_NHRP_KEY_VALUE
-    local dpd_delay= dpd_retry= kv
+    local dpd_delay= dpd_retry= host= routes= kv
     for kv in "$@"; do
         case ${kv%%=*} in
             tunnel) tunnel=${kv#*=} ;; nhs_nbma) nhs_nbma=${kv#*=} ;; local) local=${kv#*=} ;;
             psk) psk=${kv#*=} ;; nhrp_key) nhrp_key=${kv#*=} ;;
             dpd_delay) dpd_delay=${kv#*=} ;; dpd_retry) dpd_retry=${kv#*=} ;;
+            host) host=${kv#*=} ;; routes) routes=${kv#*=} ;;
             *) ix_fail "dx_config: unknown key $kv" ;;
         esac
     done
@@ -121,13 +124,18 @@ dx_config() {
     mkdir -p "$d"
     local sed_args=()
     if [ "$role" = spoke ]; then
-        sed_args+=(-e "s|^address = \"10\.250\.0\.9/24\"|address = \"$tunnel/24\"|"
-                   -e "s|^nbma = \"198\.51\.100\.1\"|nbma = \"$nhs_nbma\"|")
+        if [ -z "$host" ]; then
+            sed_args+=(-e "s|^address = \"10\.250\.0\.9/24\"|address = \"$tunnel/24\"|")
+        else
+            sed_args+=(-e "s|^address = \"10\.250\.0\.9/24\".*|address = \"$tunnel/32\"\nnetwork = \"$IX_TUNNEL_NET\"|")
+        fi
+        sed_args+=(-e "s|^nbma = \"198\.51\.100\.1\"|nbma = \"$nhs_nbma\"|")
     else
         sed_args+=(-e "s|^local-address = \"198\.51\.100\.1\"|local-address = \"$local\"|")
     fi
     [ -z "$dpd_delay" ] || sed_args+=(-e "/^\[ike\.dpd\]/,/^\[/ s|^delay = [0-9]*|delay = $dpd_delay|")
     [ -z "$dpd_retry" ] || sed_args+=(-e "/^\[ike\.dpd\]/,/^\[/ s|^retry = [0-9]*|retry = $dpd_retry|")
+    [ "$routes" != none ] || sed_args+=(-e '/^\[\[route\]\]/,/^$/d')
     sed "${sed_args[@]}" "$IX_REPO/conf/$role.toml" > "$d/dmvpnd.toml"
     cat >> "$d/dmvpnd.toml" <<EOF
 

@@ -15,6 +15,7 @@ HOST_PACKAGES=(
     iputils-ping      # pings from attached namespaces
     tcpdump           # captures on the WAN bridge
     tshark            # dissects the captures with dmvpnd's exported keys (dmvpnd-spoke.sh, wrong-keys.sh)
+    frr               # zebra + ospfd beside the dmvpnd spoke (ospf-frr.sh)
 )
 
 # The commands the harness runs and the package that provides each: checked after installing,
@@ -24,7 +25,7 @@ HOST_PACKAGES=(
 # version that matches.)
 COMMANDS=(qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
           mke2fs:e2fsprogs ip:iproute2 nft:nftables python3:python3 ping:iputils-ping
-          tcpdump:tcpdump tshark:tshark)
+          tcpdump:tcpdump tshark:tshark vtysh:frr)
 
 missing_commands() {
     local c

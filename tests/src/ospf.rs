@@ -119,6 +119,48 @@ pub fn adapt_config(cfg: &NodeConfig) -> Result<()> {
     .with_context(|| format!("writing {}", cfg.config.display()))
 }
 
+/// Readdresses a generated configuration FRR-style: `tunnel.address` becomes the same address as
+/// a /32 and `tunnel.network` names the subnet it had (docs/ospf.md, "FRR hubs"). The comment
+/// header is kept.
+pub fn host_tunnel_address(cfg: &NodeConfig) -> Result<()> {
+    let text = fs::read_to_string(&cfg.config)
+        .with_context(|| format!("reading {}", cfg.config.display()))?;
+    let mut v: toml::Value = toml::from_str(&text).context("re-reading the generated config")?;
+    let tunnel = v
+        .get_mut("tunnel")
+        .and_then(toml::Value::as_table_mut)
+        .context("no [tunnel]")?;
+    let configured = tunnel
+        .get("address")
+        .and_then(toml::Value::as_str)
+        .context("no tunnel.address")?;
+    let (addr, len) = configured
+        .split_once('/')
+        .context("tunnel.address without a prefix length")?;
+    let addr: std::net::Ipv4Addr = addr.parse()?;
+    let len: u32 = len.parse()?;
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    let network = format!(
+        "{}/{len}",
+        std::net::Ipv4Addr::from_bits(addr.to_bits() & mask)
+    );
+    tunnel.insert("address".into(), format!("{addr}/32").into());
+    tunnel.insert("network".into(), network.into());
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(
+        &cfg.config,
+        format!(
+            "{header}# tunnel address as a /32 with tunnel.network (FRR-style)\n{}",
+            toml::to_string(&v)?
+        ),
+    )
+    .with_context(|| format!("writing {}", cfg.config.display()))
+}
+
 /// The OSPF settings of one router, rendered into an `ospfd` configuration by [`Self::render`].
 #[derive(Debug, Clone)]
 pub struct OspfSettings {
@@ -150,10 +192,12 @@ impl OspfSettings {
         if self.mtu_ignore {
             s += " ip ospf mtu-ignore\n";
         }
-        s += &format!("!\nrouter ospf\n ospf router-id {}\n", self.router_id);
+        // Per interface: FRR 8.4 deprecates `passive-interface IFNAME` under `router ospf`
+        // (it warns "This command is deprecated, because it is not VRF-aware").
         for p in &self.passive {
-            s += &format!(" passive-interface {p}\n");
+            s += &format!("!\ninterface {p}\n ip ospf passive\n");
         }
+        s += &format!("!\nrouter ospf\n ospf router-id {}\n", self.router_id);
         for n in &self.networks {
             s += &format!(" network {n} area 0\n");
         }
@@ -466,12 +510,14 @@ mod tests {
             " ip ospf hello-interval 10",
             " ip ospf dead-interval 40",
             " ospf router-id 10.250.0.9",
-            " passive-interface eth1",
+            "interface eth1",
+            " ip ospf passive",
             " network 10.250.0.0/24 area 0",
             " network 172.16.3.0/24 area 0",
         ] {
             assert!(s.lines().any(|x| x == l), "{l:?} missing from\n{s}");
         }
         assert!(!s.contains("mtu-ignore"));
+        assert!(!s.contains("passive-interface"), "deprecated form in\n{s}");
     }
 }

@@ -20,6 +20,7 @@ fn tunnel_cfg(name: &str) -> Tunnel {
     Tunnel {
         interface: name.to_owned(),
         address: "10.250.0.9/24".parse::<Ipv4Net>().unwrap(),
+        network: "10.250.0.0/24".parse::<Ipv4Net>().unwrap(),
         mtu: 1400,
         adjust_mss: Some(1360),
         gre_key: Some(100),
@@ -94,6 +95,70 @@ fn tun_device_has_address_mtu_and_flags() {
         ns.ip(&["link", "show", "dev", name]).is_err(),
         "device should be gone"
     );
+}
+
+/// FRR-style addressing (`address = "10.250.0.9/32"`, `network = "10.250.0.0/24"`): the
+/// interface holds only the /32, and dmvpnd routes the subnet into the tunnel itself (the kernel
+/// adds no route for a host address), so the other routers' tunnel addresses stay reachable
+/// through the tunnel and the route mirror hands them to the dataplane on-link.
+#[test]
+fn tun_device_with_a_host_address_routes_the_tunnel_network() {
+    require_root_and_tools();
+    let ns = Netns::new("tun32").unwrap();
+    let dev = "dmvpn0";
+    ns.block_on(async {
+        let nl = Netlink::open().unwrap();
+        let cfg = Tunnel {
+            address: "10.250.0.9/32".parse::<Ipv4Net>().unwrap(),
+            ..tunnel_cfg(dev)
+        };
+        let tun = TunDevice::create(&cfg, &nl, 1, false).await.unwrap();
+        let routes = shared(RouteTable::new());
+        spawn_route_mirror(tun.index, routes.clone()).await.unwrap();
+
+        let addr = &ns.ip_json(&["addr", "show", "dev", dev]).unwrap()[0];
+        let inet: Vec<&Value> = addr["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["family"] == "inet")
+            .collect();
+        assert_eq!(inet.len(), 1, "{addr}");
+        assert_eq!(inet[0]["local"], "10.250.0.9");
+        assert_eq!(inet[0]["prefixlen"], 32, "{addr}");
+
+        let all = kernel_routes(&ns, dev);
+        let net = all
+            .iter()
+            .find(|r| r["dst"] == "10.250.0.0/24")
+            .unwrap_or_else(|| panic!("no route of the tunnel network: {all:?}"));
+        assert_eq!(net["scope"], "link", "{net}");
+        assert_eq!(net["prefsrc"], "10.250.0.9", "{net}");
+        assert_eq!(net["protocol"], "77", "{net}");
+        assert!(net.get("gateway").is_none(), "{net}");
+        // The kernel sends a peer's tunnel address into the tunnel, from our own address.
+        let got = &ns
+            .ip_json(&["route", "get", "10.250.0.1"])
+            .unwrap_or_default()[0];
+        assert_eq!(got["dev"], dev, "{got}");
+        assert_eq!(got["prefsrc"], "10.250.0.9", "{got}");
+
+        // The mirror sees it as the on-link tunnel subnet, as for a /24 address.
+        let r = poll(|| routes.load().lookup(ip("10.250.0.77")).copied())
+            .await
+            .expect("tunnel network in the mirror");
+        assert_eq!(
+            (r.prefix, r.prefix_len, r.gateway),
+            (ip("10.250.0.0"), 24, None)
+        );
+        assert_eq!(r.next_hop(ip("10.250.0.77")), ip("10.250.0.77"));
+
+        // Configuring again (a restart onto a persistent device) replaces it.
+        nl.install_network_route(tun.index, ip("10.250.0.0"), 24, ip("10.250.0.9"))
+            .await
+            .unwrap();
+        drop(tun);
+    });
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn load_shared(args: &Args) -> Result<(Shared, Pool, Vec<Ipv4Addr>)> {
     // The generator sends no ESP data, so on-demand DPD would never probe; no DPD of our own.
     ike.dpd = None;
     let nhrp = dmvpn_node::nhrp_config(&cfg, Ipv4Addr::UNSPECIFIED);
-    let tunnel = Pool::new(cfg.tunnel.address.addr, cfg.tunnel.address.prefix_len)
+    let tunnel = Pool::new(cfg.tunnel.network.addr, cfg.tunnel.network.prefix_len)
         .context("tunnel prefix too narrow")?;
     let skip: Vec<Ipv4Addr> = cfg.nhrp.nhs.iter().map(|n| n.address).collect();
     Ok((
@@ -354,7 +354,7 @@ fn main() -> Result<()> {
     let nbma_pool = Pool::parse(&args.nbma_prefix).context("--nbma-prefix: A.B.C.D/LEN")?;
     if u64::from(args.spokes) > tunnel_pool.capacity(&skip) {
         bail!(
-            "{} spokes do not fit the tunnel prefix ({} addresses): widen tunnel.address",
+            "{} spokes do not fit the tunnel prefix ({} addresses): widen the tunnel subnet",
             args.spokes,
             tunnel_pool.capacity(&skip)
         );

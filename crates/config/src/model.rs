@@ -242,13 +242,30 @@ pub enum IpsecMode {
 pub struct Tunnel {
     /// Linux interface name (at most 15 bytes, IFNAMSIZ - 1).
     pub interface: String,
-    /// Own tunnel (protocol) address and the tunnel subnet's prefix length.
+    /// Own tunnel (protocol) address with the prefix length the interface gets: the tunnel
+    /// subnet's (`10.250.0.9/24`, as IOS `ip address`), or a host prefix (`10.250.0.9/32`, as
+    /// FRR nhrpd routers address their GRE interface).
     pub address: Ipv4Net,
+    /// The tunnel subnet every DMVPN router's tunnel address lies in (a network, no host bits):
+    /// the subnet of `address`, or `tunnel.network` when `address` is a /32. NHRP's checks
+    /// ("a registered or next-hop address lies in the tunnel subnet") and the directed
+    /// broadcast use it.
+    pub network: Ipv4Net,
     pub mtu: u16,
     /// Clamp the MSS option of TCP SYNs crossing the tunnel (`ip tcp adjust-mss`).
     pub adjust_mss: Option<u16>,
     /// GRE key (RFC 2890 §2.1), `tunnel key`.
     pub gre_key: Option<u32>,
+}
+
+impl Tunnel {
+    /// The route into the tunnel that the kernel does not add by itself: the tunnel subnet,
+    /// when the interface has only a /32 (the kernel adds the subnet's route for a /24
+    /// address, none for a host address). Without it, unicast to a peer's tunnel address (OSPF
+    /// database exchange, ping) would follow the default route onto the underlay.
+    pub fn network_route(&self) -> Option<Ipv4Net> {
+        (self.address.prefix_len == 32).then_some(self.network)
+    }
 }
 
 /// `ip nhrp …`.

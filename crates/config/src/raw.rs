@@ -87,6 +87,7 @@ pub(crate) struct RawIpsec {
 pub(crate) struct RawTunnel {
     pub interface: Option<Spanned<String>>,
     pub address: Spanned<Ipv4Net>,
+    pub network: Option<Spanned<Ipv4Net>>,
     pub mtu: Option<Spanned<u16>>,
     pub adjust_mss: Option<Spanned<u16>>,
     pub gre_key: Option<u32>,

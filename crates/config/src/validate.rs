@@ -265,20 +265,7 @@ pub(crate) fn validate(
         }
     };
     let address = *t.address.get_ref();
-    if address.prefix_len > 30 || address.is_network() || address.addr == broadcast(&address) {
-        return cx.err(
-            t.address.span(),
-            "tunnel.address",
-            format!("{address} is not a host address in a multipoint subnet (prefix length 8..=30, not the network or broadcast address)"),
-        );
-    }
-    if address.prefix_len < 8 {
-        return cx.err(
-            t.address.span(),
-            "tunnel.address",
-            format!("prefix length /{} is wider than /8", address.prefix_len),
-        );
-    }
+    let network = tunnel_network(&cx, t)?;
     let mtu = t.mtu.as_ref().map_or(1400, |m| *m.get_ref());
     if let Some(m) = &t.mtu {
         if !(576..=9000).contains(m.get_ref()) {
@@ -306,6 +293,7 @@ pub(crate) fn validate(
     let tunnel = Tunnel {
         interface,
         address,
+        network,
         mtu,
         adjust_mss: t.adjust_mss.as_ref().map(|m| *m.get_ref()),
         gre_key: t.gre_key,
@@ -416,15 +404,11 @@ pub(crate) fn validate(
     let mut nhs = Vec::new();
     for (i, e) in n.nhs.iter().enumerate() {
         let a = *e.address.get_ref();
-        if !address.contains(a) || a == address.addr {
+        if !network.contains(a) || a == address.addr {
             return cx.err(
                 e.address.span(),
                 &format!("nhrp.nhs[{i}].address"),
-                format!(
-                    "{a} is not another address in the tunnel subnet {}/{}",
-                    address.network(),
-                    address.prefix_len
-                ),
+                format!("{a} is not another address in the tunnel subnet {network}"),
             );
         }
         // IOS numbers NHS clusters 0..=10.
@@ -518,15 +502,11 @@ pub(crate) fn validate(
             );
         }
         let via = *r.via.get_ref();
-        if !address.contains(via) || via == address.addr {
+        if !network.contains(via) || via == address.addr {
             return cx.err(
                 r.via.span(),
                 &format!("route[{i}].via"),
-                format!(
-                    "{via} is not a peer address in the tunnel subnet {}/{}",
-                    address.network(),
-                    address.prefix_len
-                ),
+                format!("{via} is not a peer address in the tunnel subnet {network}"),
             );
         }
         routes.push(StaticRoute { prefix, via });
@@ -636,6 +616,110 @@ fn validate_metrics(
             .as_ref()
             .map_or(crate::model::DEFAULT_METRICS_MAX_PEERS, |m| *m.get_ref()),
     })
+}
+
+/// `tunnel.address` and `tunnel.network`, checked together; returns the tunnel subnet.
+///
+/// Two layouts, as the peers use them. IOS addresses a multipoint tunnel with the subnet
+/// (`ip address 10.250.0.9 255.255.255.0`): `address = "10.250.0.9/24"`, the subnet is the
+/// address's, and `network` may only repeat it. FRR nhrpd routers put a host prefix on the GRE
+/// interface and route the subnet into it (FRR's nhrpd documentation): `address =
+/// "10.250.0.9/32"` with `network = "10.250.0.0/24"`, required then. OSPF needs the layout of
+/// the hub: a point-to-multipoint interface checks the hello's network mask against its own
+/// unless that is a /32 (RFC 2328 §10.5 skips the check on point-to-point links only; FRR's
+/// ospfd since 8.0 also on point-to-multipoint /32), docs/ospf.md.
+fn tunnel_network(cx: &Ctx<'_>, t: &crate::raw::RawTunnel) -> Result<Ipv4Net, ConfigError> {
+    let address = *t.address.get_ref();
+    // A peer's address, not the subnet's network or (directed) broadcast address.
+    let hosts = |net: &Ipv4Net| {
+        net.contains(address.addr) && address.addr != net.addr && address.addr != broadcast(net)
+    };
+    if address.prefix_len == 32 {
+        let Some(n) = &t.network else {
+            let hint = Ipv4Net {
+                addr: Ipv4Net {
+                    addr: address.addr,
+                    prefix_len: 24,
+                }
+                .network(),
+                prefix_len: 24,
+            };
+            return cx.err(
+                t.address.span(),
+                "tunnel.address",
+                format!(
+                    "{address} is a host address: name the tunnel subnet in tunnel.network (e.g. network = \"{hint}\"), which dmvpnd then routes into the tunnel"
+                ),
+            );
+        };
+        let net = *n.get_ref();
+        if !net.is_network() {
+            return cx.err(
+                n.span(),
+                "tunnel.network",
+                format!(
+                    "{net} has host bits set; did you mean {}/{}?",
+                    net.network(),
+                    net.prefix_len
+                ),
+            );
+        }
+        if !(8..=30).contains(&net.prefix_len) {
+            return cx.err(
+                n.span(),
+                "tunnel.network",
+                format!(
+                    "prefix length /{} is not a multipoint subnet (8..=30)",
+                    net.prefix_len
+                ),
+            );
+        }
+        if !hosts(&net) {
+            return cx.err(
+                n.span(),
+                "tunnel.network",
+                format!(
+                    "{net} does not hold tunnel.address {} as a host address (inside it, not its network or broadcast address)",
+                    address.addr
+                ),
+            );
+        }
+        return Ok(net);
+    }
+    let net = Ipv4Net {
+        addr: address.network(),
+        prefix_len: address.prefix_len,
+    };
+    if address.prefix_len > 30 || !hosts(&net) {
+        return cx.err(
+            t.address.span(),
+            "tunnel.address",
+            format!(
+                "{address} is not a host address in a multipoint subnet (prefix length 8..=30, not the network or broadcast address; or a /32 with tunnel.network)"
+            ),
+        );
+    }
+    if address.prefix_len < 8 {
+        return cx.err(
+            t.address.span(),
+            "tunnel.address",
+            format!("prefix length /{} is wider than /8", address.prefix_len),
+        );
+    }
+    if let Some(n) = &t.network
+        && *n.get_ref() != net
+    {
+        return cx.err(
+            n.span(),
+            "tunnel.network",
+            format!(
+                "{} is not the subnet of tunnel.address {address} ({net}): tunnel.network names the subnet of a /32 tunnel.address; with a /{} address leave it out",
+                n.get_ref(),
+                address.prefix_len
+            ),
+        );
+    }
+    Ok(net)
 }
 
 fn broadcast(n: &Ipv4Net) -> std::net::Ipv4Addr {

@@ -287,6 +287,107 @@ fn nhs_outside_tunnel_subnet() {
     );
 }
 
+/// FRR-style tunnel addressing: a /32 on the interface and the subnet in `tunnel.network`.
+#[test]
+fn host_tunnel_address_takes_its_subnet_from_tunnel_network() {
+    let host = BASE.replace(
+        "address = \"10.250.0.9/24\"",
+        "address = \"10.250.0.9/32\"\nnetwork = \"10.250.0.0/24\"",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(&write(dir.path(), "d.toml", &host, 0o600)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.tunnel.address.to_string(), "10.250.0.9/32");
+    assert_eq!(c.tunnel.network.to_string(), "10.250.0.0/24");
+    // The kernel adds no route for a /32: dmvpnd must route the subnet into the tunnel.
+    assert_eq!(
+        c.tunnel.network_route().map(|n| n.to_string()),
+        Some("10.250.0.0/24".into())
+    );
+    // The NHS and route checks use the subnet, not the /32.
+    let route = format!("{host}\n[[route]]\nprefix = \"10.1.1.0/24\"\nvia = \"10.250.0.1\"\n");
+    let c = load(&write(dir.path(), "r.toml", &route, 0o600)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes.len(), 1);
+    let off = route.replace("via = \"10.250.0.1\"", "via = \"10.251.0.1\"");
+    assert_err(
+        &off,
+        "via = \"10.251.0.1\"",
+        "route[0].via",
+        "not a peer address in the tunnel subnet 10.250.0.0/24",
+    );
+
+    // A /24 address is its own subnet; the kernel routes it (no extra route), and repeating
+    // the subnet in tunnel.network is allowed.
+    let c = load(&write(dir.path(), "b.toml", BASE, 0o600)).unwrap();
+    assert_eq!(c.tunnel.network.to_string(), "10.250.0.0/24");
+    assert_eq!(c.tunnel.network_route(), None);
+    let same = BASE.replace(
+        "address = \"10.250.0.9/24\"",
+        "address = \"10.250.0.9/24\"\nnetwork = \"10.250.0.0/24\"",
+    );
+    load(&write(dir.path(), "s.toml", &same, 0o600)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn bad_tunnel_network_combinations_are_refused() {
+    let with = |address: &str, network: Option<&str>| {
+        let n = network.map_or(String::new(), |n| format!("\nnetwork = \"{n}\""));
+        BASE.replace(
+            "address = \"10.250.0.9/24\"",
+            &format!("address = \"{address}\"{n}"),
+        )
+    };
+    // A /32 without its subnet: nothing would route the peers into the tunnel.
+    assert_err(
+        &with("10.250.0.9/32", None),
+        "10.250.0.9/32",
+        "tunnel.address",
+        "name the tunnel subnet in tunnel.network (e.g. network = \"10.250.0.0/24\")",
+    );
+    // The subnet must be a network...
+    assert_err(
+        &with("10.250.0.9/32", Some("10.250.0.1/24")),
+        "network = ",
+        "tunnel.network",
+        "has host bits set; did you mean 10.250.0.0/24?",
+    );
+    // ...a multipoint one...
+    for bad in ["10.250.0.8/31", "10.250.0.9/32", "10.0.0.0/7"] {
+        assert_err(
+            &with("10.250.0.9/32", Some(bad)),
+            "network = ",
+            "tunnel.network",
+            "is not a multipoint subnet (8..=30)",
+        );
+    }
+    // ...holding the address as a host, not as its network or broadcast address.
+    for (addr, net) in [
+        ("10.251.0.9/32", "10.250.0.0/24"),
+        ("10.250.0.0/32", "10.250.0.0/24"),
+        ("10.250.0.255/32", "10.250.0.0/24"),
+    ] {
+        assert_err(
+            &with(addr, Some(net)),
+            "network = ",
+            "tunnel.network",
+            "does not hold tunnel.address",
+        );
+    }
+    // With a subnet address, tunnel.network may only repeat its subnet.
+    assert_err(
+        &with("10.250.0.9/24", Some("10.250.0.0/16")),
+        "network = ",
+        "tunnel.network",
+        "is not the subnet of tunnel.address 10.250.0.9/24 (10.250.0.0/24)",
+    );
+    // /31 is neither layout.
+    assert_err(
+        &with("10.250.0.9/31", None),
+        "10.250.0.9/31",
+        "tunnel.address",
+        "or a /32 with tunnel.network",
+    );
+}
+
 #[test]
 fn spoke_without_nhs() {
     let cut = BASE.find("[[nhrp.nhs]]").unwrap();

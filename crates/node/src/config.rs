@@ -81,7 +81,10 @@ pub fn ike_config(config: &Config) -> Result<dmvpn_ike::Config, NodeError> {
 /// Builds the NHRP engine's configuration from ours.
 pub fn nhrp_config(config: &Config, local_nbma: Ipv4Addr) -> dmvpn_nhrp::Config {
     let addr = IpAddr::V4(config.tunnel.address.addr);
-    let len = config.tunnel.address.prefix_len;
+    // NHRP's prefix is the tunnel subnet, also with a /32 interface address: its checks ("a
+    // registered or next-hop address lies in the tunnel prefix") must not lapse because the
+    // interface is addressed FRR-style.
+    let len = config.tunnel.network.prefix_len;
     let mut c = match config.nhrp.role {
         Role::Spoke { shortcut } => {
             let nhs = config
@@ -132,7 +135,9 @@ pub fn tunnel_params(config: &Config) -> Result<TunnelParams, NodeError> {
         },
         gre_key,
         address: config.tunnel.address.addr,
-        prefix_len: config.tunnel.address.prefix_len,
+        // The subnet's, for its directed broadcast (a /32 would make our own address the
+        // broadcast).
+        prefix_len: config.tunnel.network.prefix_len,
         adjust_mss: config.tunnel.adjust_mss,
         redirect: matches!(config.nhrp.role, Role::Hub { redirect: true }),
     })
@@ -145,6 +150,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("tunnel.interface", t.0.interface != t.1.interface),
         ("tunnel.address", t.0.address != t.1.address),
+        ("tunnel.network", t.0.network != t.1.network),
         ("tunnel.mtu", t.0.mtu != t.1.mtu),
         ("tunnel.gre-key", t.0.gre_key != t.1.gre_key),
         ("nhrp.role", new.nhrp.role != old.nhrp.role),
@@ -176,4 +182,57 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spoke(tunnel: &str) -> Config {
+        let text = format!(
+            r#"
+[[ike.proposal]]
+encryption = "aes-gcm-256"
+prf = "sha512"
+group = 19
+[[ike.keyring]]
+name = "ANY"
+peer = "0.0.0.0/0"
+psk = "a test PSK of at least 16 bytes"
+[tunnel]
+{tunnel}
+gre-key = 100
+[nhrp]
+role = "spoke"
+network-id = 100
+[[nhrp.nhs]]
+address = "10.250.0.1"
+nbma = "198.51.100.1"
+multicast = true
+"#
+        );
+        dmvpn_config::parse_str(&text, std::path::Path::new("/nonexistent/dmvpnd.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// With FRR-style addressing the engines still see the tunnel subnet: NHRP's prefix
+    /// checks and the directed broadcast are those of a /24 address, not of the /32.
+    #[test]
+    fn a_host_tunnel_address_gives_nhrp_and_the_dataplane_the_tunnel_subnet() {
+        let host = spoke("address = \"10.250.0.9/32\"\nnetwork = \"10.250.0.0/24\"");
+        let subnet = spoke("address = \"10.250.0.9/24\"");
+        for c in [&host, &subnet] {
+            let n = nhrp_config(c, Ipv4Addr::new(198, 51, 100, 9));
+            assert_eq!(
+                (n.protocol_addr, n.prefix_len),
+                (IpAddr::V4(Ipv4Addr::new(10, 250, 0, 9)), 24)
+            );
+            let t = tunnel_params(c).unwrap();
+            assert_eq!(t.prefix_len, 24);
+            assert_eq!(t.broadcast(), Ipv4Addr::new(10, 250, 0, 255));
+        }
+        assert_eq!(restart_only_changes(&subnet, &host), ["tunnel.address"]);
+        let wider = spoke("address = \"10.250.0.9/32\"\nnetwork = \"10.250.0.0/16\"");
+        assert_eq!(restart_only_changes(&host, &wider), ["tunnel.network"]);
+    }
 }

@@ -483,11 +483,11 @@ impl Node {
         }
     }
 
-    /// A shortcut's kernel route (the next hop's own /32 on the connected tunnel subnet needs
-    /// none).
+    /// A shortcut's kernel route (the next hop's own /32 inside the tunnel subnet needs none:
+    /// the subnet's route, connected or dmvpnd's for a /32 address, carries it).
     pub(crate) fn install_shortcut_route(&mut self, now: Instant, (p, len, nh): Shortcut) {
         tracing::info!(prefix = %format_args!("{p}/{len}"), via = %nh, "NHRP shortcut installed");
-        let connected = len == 32 && p == nh && self.config.tunnel.address.contains(p);
+        let connected = len == 32 && p == nh && self.config.tunnel.network.contains(p);
         if !connected {
             self.route_updates.push_back(RouteUpdate::Install {
                 prefix: p,

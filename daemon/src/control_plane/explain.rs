@@ -25,6 +25,9 @@ use crate::status::nhrp_entry;
 fn route_source(r: &Route) -> &'static str {
     match r.proto {
         RouteProto::DMVPND if r.metric == dmvpn_node::SHORTCUT_METRIC => "nhrp_shortcut",
+        // dmvpnd's route of the tunnel subnet for a /32 tunnel address (`tunnel.network`)
+        // stands in for the connected route; shortcuts and static routes have a gateway.
+        RouteProto::DMVPND if r.gateway.is_none() => "connected",
         RouteProto::DMVPND => "dmvpnd_static",
         // The kernel adds the on-link route of the tunnel subnet with the address.
         RouteProto::KERNEL if r.gateway.is_none() => "connected",
@@ -314,6 +317,8 @@ mod tests {
                 "dmvpnd_static",
             ),
             (route(RouteProto::KERNEL, None, 0), "connected"),
+            // The tunnel subnet's route dmvpnd adds for a /32 tunnel address.
+            (route(RouteProto::DMVPND, None, 0), "connected"),
             (route(RouteProto::KERNEL, gw, 0), "kernel"),
             (route(RouteProto(3), gw, 0), "boot"),
             (route(RouteProto::STATIC, gw, 0), "static"),

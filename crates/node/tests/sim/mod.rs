@@ -276,8 +276,8 @@ impl Net {
         let tunnel = config.tunnel.address.addr;
         let mut routes = RouteTable::new();
         routes.insert(Route {
-            prefix: tunnel,
-            prefix_len: config.tunnel.address.prefix_len,
+            prefix: config.tunnel.network.addr,
+            prefix_len: config.tunnel.network.prefix_len,
             gateway: None,
             metric: 0,
             proto: RouteProto::KERNEL,
