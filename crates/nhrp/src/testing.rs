@@ -58,6 +58,37 @@ pub fn b_public() -> IpAddr {
     ip(203, 0, 113, 10)
 }
 
+/// A third spoke's tunnel address (the attacker, or a bystander, in the trust tests).
+pub fn c_tun() -> IpAddr {
+    ip(10, 250, 0, 11)
+}
+/// That third spoke's NBMA address.
+pub fn c_nbma() -> IpAddr {
+    ip(198, 51, 100, 7)
+}
+
+/// An NHRP packet of type `t` carrying the network's key, as any member can build one:
+/// source NBMA and protocol addresses `src`, destination protocol address `dst_protocol`.
+pub fn keyed(
+    t: PacketType,
+    body: crate::packet::Body,
+    src: (IpAddr, IpAddr),
+    dst_protocol: IpAddr,
+) -> Vec<u8> {
+    use crate::packet::{Authentication, Extension, ExtensionBody, ip_bytes};
+    let mut p = Packet::new_ipv4(t, 64, body);
+    p.src_nbma = ip_bytes(src.0);
+    p.src_protocol = ip_bytes(src.1);
+    p.dst_protocol = ip_bytes(dst_protocol);
+    p.extensions = Some(vec![Extension::compulsory(ExtensionBody::Authentication(
+        Authentication::cleartext(b"keykey00"),
+    ))]);
+    match p.to_bytes() {
+        Ok(b) => b,
+        Err(e) => panic!("a test packet does not encode: {e}"),
+    }
+}
+
 /// The authentication key and network-id every node of the topology shares.
 pub fn key(c: &mut Config) {
     c.auth_key = Some(b"keykey00".to_vec());

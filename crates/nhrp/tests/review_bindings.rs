@@ -7,35 +7,17 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use dmvpn_nhrp::packet::ip_bytes;
-use dmvpn_nhrp::testing::{A, B, HUB, Net, a_nbma, a_tun, b_public, b_tun, ip, spoke};
+use dmvpn_nhrp::testing::{
+    A, B, HUB, Net, a_nbma, a_tun, b_public, b_tun, c_nbma, c_tun, ip, keyed, spoke,
+};
 use dmvpn_nhrp::{
-    Authentication, Body, Cie, CieCode, DropReason, EntryKind, Event, Extension, ExtensionBody,
-    Flags, Packet, PacketType,
+    Body, Cie, CieCode, DropReason, EntryKind, Event, ExtensionBody, Flags, Packet, PacketType,
 };
 
-/// A third spoke (honest unless a test says otherwise).
-fn c_tun() -> IpAddr {
-    ip(10, 250, 0, 11)
-}
-fn c_nbma() -> IpAddr {
-    ip(198, 51, 100, 7)
-}
 /// An address no spoke has: where an attacker points a victim (a second host it controls,
 /// or a black hole).
 fn elsewhere() -> IpAddr {
     ip(192, 0, 2, 66)
-}
-
-/// An NHRP packet carrying the network's key, as any member can build one.
-fn keyed(t: PacketType, body: Body, src: (IpAddr, IpAddr), dst_protocol: IpAddr) -> Vec<u8> {
-    let mut p = Packet::new_ipv4(t, 64, body);
-    p.src_nbma = ip_bytes(src.0);
-    p.src_protocol = ip_bytes(src.1);
-    p.dst_protocol = ip_bytes(dst_protocol);
-    p.extensions = Some(vec![Extension::compulsory(ExtensionBody::Authentication(
-        Authentication::cleartext(b"keykey00"),
-    ))]);
-    p.to_bytes().unwrap()
 }
 
 fn cie(prefix_len: u8, nbma: IpAddr, protocol: IpAddr, holding_time: u16) -> Cie {

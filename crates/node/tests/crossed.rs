@@ -13,43 +13,8 @@ use std::time::Duration;
 
 use dmvpn_ike::IkeSaState;
 use dmvpn_node::Event;
-use sim::three::{A, A_HOST, A_NBMA, A_TUNNEL, B, B_HOST, B_TUNNEL, HUB_NBMA};
-use sim::{Kind, Net, hub_config, spoke_config, udp_packet};
-
-/// B with a public address this time (as the two spokes of the BGP test).
-const B_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
-
-/// The hub and spokes A and B, both with public addresses.
-fn two_public_spokes() -> Net {
-    let mut net = Net::new();
-    net.add(
-        "hub",
-        &hub_config(HUB_NBMA),
-        HUB_NBMA,
-        HUB_NBMA,
-        (Ipv4Addr::new(10, 0, 0, 0), 24),
-        &[
-            (Ipv4Addr::new(10, 0, 1, 0), 24, A_TUNNEL),
-            (Ipv4Addr::new(10, 0, 2, 0), 24, B_TUNNEL),
-        ],
-        1,
-    );
-    for (name, tunnel, nbma, lan, seed) in [
-        ("spoke-a", "10.250.0.11", A_NBMA, 1, 2),
-        ("spoke-b", "10.250.0.12", B_PUBLIC, 2, 3),
-    ] {
-        net.add(
-            name,
-            &spoke_config(tunnel, HUB_NBMA, ""),
-            nbma,
-            nbma,
-            (Ipv4Addr::new(10, 0, lan, 0), 24),
-            &[],
-            seed,
-        );
-    }
-    net
-}
+use sim::three::{A, A_HOST, A_NBMA, B, B_HOST, B_OWN_PUBLIC as B_PUBLIC, HUB_NBMA};
+use sim::{Kind, Net, udp_packet};
 
 const IKE_SA_INIT: u8 = 34;
 const IKE_AUTH: u8 = 35;
@@ -89,7 +54,7 @@ fn sas_with(net: &Net, h: usize, peer: Ipv4Addr) -> Vec<(u64, u64)> {
 
 #[test]
 fn crossed_setups_between_two_spokes_settle_on_one_sa() {
-    let mut net = two_public_spokes();
+    let mut net = Net::hub_and_two_public_spokes();
     net.idle(Duration::from_secs(5));
     // Each spoke's first IKE_SA_INIT toward the other is lost: both retransmit after the
     // same interval, so the two setups cross on the wire (both IKE_SA_INITs, then both

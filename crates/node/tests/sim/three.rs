@@ -10,6 +10,8 @@ pub const HUB_NBMA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const A_NBMA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 pub const B_PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 2);
 pub const B_PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// B's address in [`Net::hub_and_two_public_spokes`] (no NAT).
+pub const B_OWN_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 pub const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
 pub const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 12);
 pub const A_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 5);
@@ -29,6 +31,27 @@ impl Net {
 
     /// The same network with only `hub_routes` in the hub's kernel table.
     pub fn hub_and_two_spokes_with(hub_routes: &[(Ipv4Addr, u8, Ipv4Addr)]) -> Self {
+        Self::three(hub_routes, B_PRIVATE, B_PUBLIC)
+    }
+
+    /// The same network with spoke B on a public address of its own, [`B_OWN_PUBLIC`] (two
+    /// spokes that can both initiate to each other, as in the BGP namespace test).
+    pub fn hub_and_two_public_spokes() -> Self {
+        Self::three(
+            &[
+                (Ipv4Addr::new(10, 0, 1, 0), 24, A_TUNNEL),
+                (Ipv4Addr::new(10, 0, 2, 0), 24, B_TUNNEL),
+            ],
+            B_OWN_PUBLIC,
+            B_OWN_PUBLIC,
+        )
+    }
+
+    fn three(
+        hub_routes: &[(Ipv4Addr, u8, Ipv4Addr)],
+        b_private: Ipv4Addr,
+        b_public: Ipv4Addr,
+    ) -> Self {
         let mut net = Net::new();
         net.add(
             "hub",
@@ -51,8 +74,8 @@ impl Net {
         net.add(
             "spoke-b",
             &spoke_config("10.250.0.12", HUB_NBMA, ""),
-            B_PRIVATE,
-            B_PUBLIC,
+            b_private,
+            b_public,
             (Ipv4Addr::new(10, 0, 2, 0), 24),
             &[],
             3,
