@@ -218,6 +218,8 @@ fn spoke_starts_in_a_namespace_and_stops_on_sigterm() {
     let sock = dir.path().join("ctl.sock");
     let mut text = fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!("\n[control]\nsocket = \"{}\"\n", sock.display()));
+    // The example's own route, commented out there (OSPF learns it in the reference deployment).
+    text.push_str("\n[[route]]\nprefix = \"10.1.1.0/24\"\nvia = \"10.250.0.1\"\n");
     fs::write(&cfg, text).unwrap();
     let ns = Netns::new("spoke").unwrap();
     let hub = Netns::new("hub").unwrap();

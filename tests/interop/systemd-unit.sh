@@ -115,11 +115,12 @@ ix_vm configure "$VM" --guest-netns "$HUB_NS" --ip "$HUB/24" --role hub --tunnel
 ok
 
 # The installed conffile, with only what the reference deployment leaves to the operator changed: tunnel
-# address, the hub's NBMA, the underlay interface, the rig's keys, and the control group.
+# address, the hub's NBMA, the underlay interface, the rig's keys, the control group, and one static
+# route (the example leaves routing to OSPF; step 5 changes this route).
 out=$(vsh "set -e; cd /etc/dmvpnd
      sed -i -e 's|^address = \"10\.250\.0\.9/24\"|address = \"$DUT_T/24\"|' -e 's|^nbma = \"198\.51\.100\.1\"|nbma = \"$HUB\"|' \
             -e '/^\[underlay\]/,/^\[/ s|^interface = \"eth0\"|interface = \"wan0\"|' dmvpnd.toml
-     printf '\n[control]\ngroup = \"dmvpnd\"\n' >> dmvpnd.toml
+     printf '\n[control]\ngroup = \"dmvpnd\"\n\n[[route]]\nprefix = \"10.1.1.0/24\"\nvia = \"$HUB_T\"\n' >> dmvpnd.toml
      printf '[psk]\nANY = \"%s\"\n\n[nhrp]\nauthentication = \"%s\"\n' '${IX_PSK:-dmvpn-interop-psk}' '${IX_NHRP_KEY:-keykey00}' > secrets.toml
      stat -c '%a %U:%G' secrets.toml | grep -qx '600 dmvpnd:dmvpnd'
      runuser -u dmvpnd -- dmvpnd --check-config /etc/dmvpnd/dmvpnd.toml

@@ -125,8 +125,9 @@ fn spoke_example_is_the_reference_spoke() {
         .psk_for(Ipv4Addr::new(203, 0, 113, 7))
         .expect("wildcard psk");
     assert_eq!(psk.expose(), b"PRE_SHARED_KEY_HERE");
-    assert_eq!(c.routes.len(), 1);
-    assert_eq!(c.routes[0].via, Ipv4Addr::new(10, 250, 0, 1));
+    // No active example route: it could shadow a prefix the user's host already reaches
+    // (OSPF learns the enterprise prefix in the reference deployment).
+    assert!(c.routes.is_empty());
     // Debug output must not leak keys.
     assert!(!format!("{c:?}").contains("PRE_SHARED_KEY_HERE"));
 }
