@@ -2,17 +2,20 @@
 //! shared NHRP key, so its packets authenticate, and every binding it touches must still be
 //! tied to the peer that created it — a purge to its registrant, a reply to the request and
 //! target it answers and to the spoke the request went to, registrations to a per-NBMA quota,
-//! resolutions to a rate. In-memory network from `dmvpn_nhrp::testing`.
+//! resolutions to a rate, a registration reply to the NHS it answers. In-memory network from `dmvpn_nhrp::testing`.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use dmvpn_nhrp::packet::ip_bytes;
 use dmvpn_nhrp::testing::{
-    A, B, HUB, Net, a_nbma, a_tun, b_private, b_public, b_tun, c_nbma, c_tun, hub_tun, ip, keyed,
-    spoke,
+    A, B, HUB, Net, a_nbma, a_tun, b_private, b_public, b_tun, c_nbma, c_tun, hub_nbma, hub_tun, ip,
+    key, keyed, spoke,
 };
-use dmvpn_nhrp::{Body, Cie, CieCode, DropReason, EntryKind, Event, Flags, Packet, PacketType};
+use dmvpn_nhrp::{
+    Body, Cie, CieCode, Config, DropReason, Engine, EntryKind, Event, Flags, NhsConfig, NhsState,
+    Packet, PacketType, SeededRequestIds,
+};
 
 fn cie(prefix_len: u8, nbma: IpAddr, protocol: IpAddr) -> Cie {
     Cie {
@@ -586,4 +589,60 @@ fn a_spoke_filling_the_redirect_table_does_not_stop_other_spokes_redirects() {
         to_a, 1,
         "A got no redirect while B's pairs filled the table"
     );
+}
+
+#[test]
+fn a_registration_reply_counts_only_from_the_nhs_it_answers() {
+    // A spoke with two NHSs: the test network's hub, and a second one at 198.51.100.2.
+    let second_nbma = ip(198, 51, 100, 2);
+    let mut c = Config::spoke(
+        a_tun(),
+        24,
+        a_nbma(),
+        vec![
+            NhsConfig {
+                protocol_addr: Some(hub_tun()),
+                nbma_addr: hub_nbma(),
+                multicast: false,
+            },
+            NhsConfig {
+                protocol_addr: Some(ip(10, 250, 0, 2)),
+                nbma_addr: second_nbma,
+                multicast: false,
+            },
+        ],
+    );
+    key(&mut c);
+    let mut spoke = Engine::new(c, SeededRequestIds::new(5)).unwrap();
+    let mut net = Net::hub_and_two_spokes();
+    let now = net.now;
+    spoke.sa_up(now, hub_nbma());
+    spoke.sa_up(now, second_nbma);
+    spoke.register(now);
+    let to_hub = std::iter::from_fn(|| spoke.poll_transmit())
+        .find(|t| t.dst_nbma == hub_nbma())
+        .expect("a registration request to the first NHS");
+    let hub = &mut net.nodes[HUB].engine;
+    hub.handle_packet(now, a_nbma(), &to_hub.bytes);
+    let reply = hub.poll_transmit().expect("the hub's registration reply");
+    assert_eq!(
+        Packet::parse(&reply.bytes).unwrap().packet_type,
+        PacketType::REGISTRATION_REPLY
+    );
+    let state = |e: &Engine, nbma: IpAddr| {
+        e.nhs_status(now)
+            .into_iter()
+            .find(|n| n.nbma_addr == nbma)
+            .map(|n| n.state)
+    };
+    // The first NHS's answer, arriving from the second NHS (or a spoke spoofing it): the id
+    // matches a pending request, the sender does not.
+    spoke.handle_packet(now, second_nbma, &reply.bytes);
+    assert_ne!(state(&spoke, hub_nbma()), Some(NhsState::Up));
+    assert_ne!(state(&spoke, second_nbma), Some(NhsState::Up));
+    assert_eq!(spoke.counters().dropped(DropReason::UnexpectedReply), 1);
+    // From the NHS the request went to, the same reply is taken.
+    spoke.handle_packet(now, hub_nbma(), &reply.bytes);
+    assert_eq!(state(&spoke, hub_nbma()), Some(NhsState::Up));
+    assert_eq!(spoke.counters().dropped(DropReason::UnexpectedReply), 1);
 }

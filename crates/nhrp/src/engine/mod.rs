@@ -808,7 +808,9 @@ impl Engine {
             (PacketType::REGISTRATION_REQUEST, Role::Hub) => {
                 self.on_registration_request(now, from_nbma, &pkt)
             }
-            (PacketType::REGISTRATION_REPLY, Role::Spoke) => self.on_registration_reply(now, &pkt),
+            (PacketType::REGISTRATION_REPLY, Role::Spoke) => {
+                self.on_registration_reply(now, from_nbma, &pkt)
+            }
             (PacketType::RESOLUTION_REQUEST, _) => {
                 self.on_resolution_request(now, from_nbma, &pkt, bytes)
             }

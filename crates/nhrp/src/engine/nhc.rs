@@ -352,12 +352,16 @@ impl Engine {
     /// A Registration Reply (RFC 2332 §5.2.3), matched to its NHS by request id: the first CIE's
     /// code says accepted or refused. Learns the NHS's tunnel address from the Responder Address
     /// extension (§5.3.1) and our post-NAT NBMA from the NAT extension (docs/interop-notes.md §8).
-    pub(super) fn on_registration_reply(&mut self, now: Instant, p: &Packet) {
+    pub(super) fn on_registration_reply(&mut self, now: Instant, from_nbma: IpAddr, p: &Packet) {
         let Some(id) = p.request_id() else {
             return;
         };
+        // The reply must come from the NHS the request went to: with several NHSs, one of
+        // them (or a spoke spoofing its address) must not answer for another, which would mark
+        // that NHS up and set the public address it sees.
         let Some(i) = self.nhs.iter().position(|n| {
-            matches!(n.phase, NhsPhase::ExpectRegistrationReply { request_id, .. } if request_id == id)
+            n.config.nbma_addr == from_nbma
+                && matches!(n.phase, NhsPhase::ExpectRegistrationReply { request_id, .. } if request_id == id)
         }) else {
             self.counters.drop(DropReason::UnexpectedReply);
             return;
