@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use dmvpn_nhrp::packet::ip_bytes;
 use dmvpn_nhrp::testing::{
-    A, B, HUB, Net, a_nbma, a_tun, b_private, b_public, b_tun, c_nbma, c_tun, hub_nbma, hub_tun, ip,
-    key, keyed, spoke,
+    A, B, HUB, Net, a_nbma, a_tun, b_private, b_public, b_tun, c_nbma, c_tun, hub_nbma, hub_tun,
+    ip, key, keyed, spoke,
 };
 use dmvpn_nhrp::{
     Body, Cie, CieCode, Config, DropReason, Engine, EntryKind, Event, Flags, NhsConfig, NhsState,
