@@ -160,17 +160,17 @@ fn classify(stream: &UnixStream, access: &Access) -> Option<(Peer, Option<Tier>)
 }
 
 async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            // Only the group needs to reach the socket; others get nothing.
-            let mode = if group.is_some() { 0o750 } else { 0o700 };
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("chmod {}", dir.display()))?;
-            if let Some(g) = group {
-                std::os::unix::fs::chown(dir, None, Some(g))
-                    .with_context(|| format!("chgrp {g} {}", dir.display()))?;
-            }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Only the group needs to reach the socket; others get nothing.
+        let mode = if group.is_some() { 0o750 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", dir.display()))?;
+        if let Some(g) = group {
+            std::os::unix::fs::chown(dir, None, Some(g))
+                .with_context(|| format!("chgrp {g} {}", dir.display()))?;
         }
     }
     match std::fs::symlink_metadata(path) {

@@ -111,10 +111,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// [`watchdog_interval`] on given values: `None` for absent, zero or malformed values, or a
 /// `WATCHDOG_PID` that names another process (sd_watchdog_enabled(3)).
 pub fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Option<Duration> {
-    if let Some(p) = pid {
-        if p.trim().parse::<u32>().ok()? != my_pid {
-            return None;
-        }
+    if let Some(p) = pid
+        && p.trim().parse::<u32>().ok()? != my_pid
+    {
+        return None;
     }
     let us: u64 = usec?.trim().parse().ok()?;
     (us > 0).then(|| Duration::from_micros(us))

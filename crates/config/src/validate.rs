@@ -60,19 +60,19 @@ fn in_range<T: PartialOrd + std::fmt::Display>(
     range: std::ops::RangeInclusive<T>,
     unit: &str,
 ) -> Result<(), ConfigError> {
-    if let Some(v) = v {
-        if !range.contains(v.get_ref()) {
-            return cx.err(
-                v.span(),
-                key,
-                format!(
-                    "{} is out of range ({}..={}{unit})",
-                    v.get_ref(),
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
+    if let Some(v) = v
+        && !range.contains(v.get_ref())
+    {
+        return cx.err(
+            v.span(),
+            key,
+            format!(
+                "{} is out of range ({}..={}{unit})",
+                v.get_ref(),
+                range.start(),
+                range.end()
+            ),
+        );
     }
     Ok(())
 }
@@ -165,23 +165,22 @@ pub(crate) fn validate(
             psk,
         });
     }
-    if let Some(s) = &secrets {
-        if let Some((k, _)) = s
+    if let Some(s) = &secrets
+        && let Some((k, _)) = s
             .raw
             .psk
             .iter()
             .find(|(k, _)| !used_secret_psks.contains(k.get_ref()))
-        {
-            return s.ctx().err(
-                k.span(),
-                &format!("psk.{}", k.get_ref()),
-                format!(
-                    "no keyring entry named `{}` in {}",
-                    k.get_ref(),
-                    path.display()
-                ),
-            );
-        }
+    {
+        return s.ctx().err(
+            k.span(),
+            &format!("psk.{}", k.get_ref()),
+            format!(
+                "no keyring entry named `{}` in {}",
+                k.get_ref(),
+                path.display()
+            ),
+        );
     }
     in_range(&cx, &ike.dpd.delay, "ike.dpd.delay", 1..=3600, " s")?;
     in_range(&cx, &ike.dpd.retry, "ike.dpd.retry", 1..=60, " s")?;
@@ -219,17 +218,17 @@ pub(crate) fn validate(
 
     // IPsec
     let ipsec = &raw.ipsec;
-    if let Some(mode) = &ipsec.mode {
-        if mode.get_ref() != "transport" {
-            return cx.err(
-                mode.span(),
-                "ipsec.mode",
-                format!(
-                    "`{}` is not supported: only \"transport\" (GRE carries the inner packet)",
-                    mode.get_ref()
-                ),
-            );
-        }
+    if let Some(mode) = &ipsec.mode
+        && mode.get_ref() != "transport"
+    {
+        return cx.err(
+            mode.span(),
+            "ipsec.mode",
+            format!(
+                "`{}` is not supported: only \"transport\" (GRE carries the inner packet)",
+                mode.get_ref()
+            ),
+        );
     }
     in_range(
         &cx,
@@ -267,14 +266,14 @@ pub(crate) fn validate(
     let address = *t.address.get_ref();
     let network = tunnel_network(&cx, t)?;
     let mtu = t.mtu.as_ref().map_or(1400, |m| *m.get_ref());
-    if let Some(m) = &t.mtu {
-        if !(576..=9000).contains(m.get_ref()) {
-            return cx.err(
-                m.span(),
-                "tunnel.mtu",
-                format!("{} is out of range (576..=9000)", m.get_ref()),
-            );
-        }
+    if let Some(m) = &t.mtu
+        && !(576..=9000).contains(m.get_ref())
+    {
+        return cx.err(
+            m.span(),
+            "tunnel.mtu",
+            format!("{} is out of range (576..=9000)", m.get_ref()),
+        );
     }
     if let Some(mss) = &t.adjust_mss {
         // 40 = minimal IPv4 + TCP headers; a larger MSS would not fit into the tunnel MTU.

@@ -171,7 +171,7 @@ fn main() {
                 let i = (rng.next() % u64::from(n)) as u32;
                 let r = rng.next();
                 let slot = &mut generation[i as usize];
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     *slot = (*slot + 1) % 8;
                 }
                 let claimed = spoke_nbma(i, *slot & !1);

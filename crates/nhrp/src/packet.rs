@@ -317,10 +317,11 @@ impl Extension {
 
     fn emit(&self, w: &mut Writer<'_>) -> Result<(), EmitError> {
         let t = self.ext_type();
-        if let ExtensionBody::Other { ext_type, .. } = &self.body {
-            if is_known_extension(*ext_type) && *ext_type != ExtensionType::CISCO_NAT_ADDRESS {
-                return Err(EmitError::ReservedExtensionType(*ext_type));
-            }
+        if let ExtensionBody::Other { ext_type, .. } = &self.body
+            && is_known_extension(*ext_type)
+            && *ext_type != ExtensionType::CISCO_NAT_ADDRESS
+        {
+            return Err(EmitError::ReservedExtensionType(*ext_type));
         }
         let word = (t.0 & !EXTENSION_COMPULSORY)
             | if self.compulsory {

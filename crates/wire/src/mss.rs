@@ -68,7 +68,7 @@ fn clamp_segment(seg: &mut [u8], max_mss: u16) -> bool {
                     // The checksum sums 16-bit words from the segment start; a field at an
                     // odd offset straddles two words, which in one's-complement arithmetic
                     // is the same as the byte-swapped value (RFC 1071 §2(B)).
-                    let (o, n) = if field % 2 == 0 {
+                    let (o, n) = if field.is_multiple_of(2) {
                         (old, max_mss)
                     } else {
                         (old.swap_bytes(), max_mss.swap_bytes())
@@ -94,7 +94,7 @@ mod tests {
         let mut opts = vec![OPT_NOP; nops];
         opts.extend_from_slice(&[OPT_MSS, 4]);
         opts.extend_from_slice(&mss.to_be_bytes());
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(OPT_END);
         }
         let mut seg = vec![0u8; 20];

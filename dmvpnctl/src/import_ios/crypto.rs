@@ -138,11 +138,10 @@ pub(super) fn crypto_chain(
                                     tx.untranslated(l, "no dmvpnd equivalent");
                                 }
                                 for (what, a) in [("local", &ikp.auth_local), ("remote", &ikp.auth_remote)] {
-                                    if let Some(a) = a {
-                                        if !a.value.eq_ignore_ascii_case("pre-share") {
+                                    if let Some(a) = a
+                                        && !a.value.eq_ignore_ascii_case("pre-share") {
                                             tx.error(a.line, format!("`authentication {what} {}`: dmvpnd authenticates with pre-shared keys only", a.value));
                                         }
-                                    }
                                 }
                                 if let Some(l) = &ikp.lifetime {
                                     ike_lifetime = (l.value, format!("line {}", l.line));

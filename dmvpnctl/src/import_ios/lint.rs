@@ -124,47 +124,46 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
         .underlay_mtu
         .as_ref()
         .map_or(DEFAULT_UNDERLAY_MTU, |m| m.value);
-    if let Some(t) = &facts.transform_set {
-        if let Some(m) = &t.mode {
-            if m.value.0 == "transport" && !m.value.1 {
-                let mut msg = format!(
-                    "transform-set {}: `mode transport` without `require`: IOS falls back to \
+    if let Some(t) = &facts.transform_set
+        && let Some(m) = &t.mode
+        && m.value.0 == "transport"
+        && !m.value.1
+    {
+        let mut msg = format!(
+            "transform-set {}: `mode transport` without `require`: IOS falls back to \
                      tunnel mode if the peer does not agree (20 more bytes per packet; dmvpnd \
                      refuses tunnel mode)",
-                    t.name
-                );
-                if let Some((_, iv, align, icv)) = &cost {
-                    let fallback =
-                        outer_size(tunnel_mtu, facts.gre_key, (*iv, *align, *icv), true, true);
-                    if fallback > underlay {
-                        msg += &format!(
-                            "; in tunnel mode a {tunnel_mtu}-byte packet becomes {fallback} bytes \
+            t.name
+        );
+        if let Some((_, iv, align, icv)) = &cost {
+            let fallback = outer_size(tunnel_mtu, facts.gre_key, (*iv, *align, *icv), true, true);
+            if fallback > underlay {
+                msg += &format!(
+                    "; in tunnel mode a {tunnel_mtu}-byte packet becomes {fallback} bytes \
                              with NAT-T, over the {underlay}-byte underlay"
-                        );
-                    }
-                }
-                msg += "; write `mode transport require`";
-                lint(&mut out, m.line, "transport-not-required", msg);
+                );
             }
         }
+        msg += "; write `mode transport require`";
+        lint(&mut out, m.line, "transport-not-required", msg);
     }
 
     // nhrp-key-truncated: IOS takes at most 8 characters (Cisco command reference: "The string
     // can be up to eight characters long") and sends only those; the rest is silently unused.
-    if let Some(a) = &facts.nhrp_auth {
-        if a.value.len() > 8 {
-            lint(
-                &mut out,
-                a.line,
-                "nhrp-key-truncated",
-                format!(
-                    "ip nhrp authentication: the key is {} bytes; IOS sends only the first 8, so \
+    if let Some(a) = &facts.nhrp_auth
+        && a.value.len() > 8
+    {
+        lint(
+            &mut out,
+            a.line,
+            "nhrp-key-truncated",
+            format!(
+                "ip nhrp authentication: the key is {} bytes; IOS sends only the first 8, so \
                      the rest protects nothing (the secrets file holds those 8, as Cisco peers \
                      expect)",
-                    a.value.len()
-                ),
-            );
-        }
+                a.value.len()
+            ),
+        );
     }
 
     // mtu-missing / mtu-fragments: the outer packet for a full tunnel-MTU packet must fit the
@@ -250,21 +249,21 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
     let global = ios.replay.as_ref();
     let profile = facts.profile_replay.as_ref();
     let have_profile = facts.ipsec_profile_line.is_some();
-    if let (Some(g), Some(p)) = (global, profile) {
-        if g.value != p.value {
-            lint(
-                &mut out,
-                p.line,
-                "replay-window-mismatch",
-                format!(
-                    "the IPsec profile's replay setting ({}) overrides the global one on line {} \
+    if let (Some(g), Some(p)) = (global, profile)
+        && g.value != p.value
+    {
+        lint(
+            &mut out,
+            p.line,
+            "replay-window-mismatch",
+            format!(
+                "the IPsec profile's replay setting ({}) overrides the global one on line {} \
                      ({}) for this tunnel",
-                    replay_text(p.value),
-                    g.line,
-                    replay_text(g.value)
-                ),
-            );
-        }
+                replay_text(p.value),
+                g.line,
+                replay_text(g.value)
+            ),
+        );
     }
     match profile.or(global) {
         None if !have_profile => {}
@@ -279,20 +278,20 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
             ),
         ),
         Some(r) => {
-            if let Replay::Window(n) = r.value {
-                if n < REPLAY_RECOMMENDED {
-                    lint(
-                        &mut out,
-                        r.line,
-                        "replay-window-small",
-                        format!(
-                            "replay window-size {n} is below {REPLAY_RECOMMENDED} (dmvpnd's \
+            if let Replay::Window(n) = r.value
+                && n < REPLAY_RECOMMENDED
+            {
+                lint(
+                    &mut out,
+                    r.line,
+                    "replay-window-small",
+                    format!(
+                        "replay window-size {n} is below {REPLAY_RECOMMENDED} (dmvpnd's \
                              default): packets reordered by more than {n} (QoS queues, or a \
                              dmvpnd peer sending one SA from several packet workers) are \
                              dropped as replays"
-                        ),
-                    );
-                }
+                    ),
+                );
             }
         }
     }
@@ -351,17 +350,17 @@ pub fn check(ios: &Ios, facts: &Facts) -> Vec<Finding> {
     // dpd-missing: without `dpd`, IOS never probes an IKEv2 peer, so a dead spoke's SAs and
     // NHRP entry linger until rekey or holding-time expiry (RFC 7296 §2.4 liveness checks are
     // optional).
-    if facts.dpd.is_none() {
-        if let Some(line) = facts.ike_profile_line {
-            lint(
-                &mut out,
-                line,
-                "dpd-missing",
-                "the IKEv2 profile has no `dpd`: IOS does not notice a dead peer until rekey; \
+    if facts.dpd.is_none()
+        && let Some(line) = facts.ike_profile_line
+    {
+        lint(
+            &mut out,
+            line,
+            "dpd-missing",
+            "the IKEv2 profile has no `dpd`: IOS does not notice a dead peer until rekey; \
                  dmvpnd uses on-demand DPD (40 s, retry 5 s) by default"
-                    .to_owned(),
-            );
-        }
+                .to_owned(),
+        );
     }
 
     out.sort_by_key(|f| f.line);

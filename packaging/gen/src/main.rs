@@ -218,13 +218,13 @@ fn schema_names(raw_rs: &str, structs: &dyn Fn(&str) -> bool) -> BTreeSet<String
             rename = r.split('"').next().map(str::to_owned);
             continue;
         }
-        if let Some(rest) = t.strip_prefix("pub ") {
-            if let Some((field, _)) = rest.split_once(':') {
-                let n = rename
-                    .take()
-                    .unwrap_or_else(|| field.trim().replace('_', "-"));
-                names.insert(n);
-            }
+        if let Some(rest) = t.strip_prefix("pub ")
+            && let Some((field, _)) = rest.split_once(':')
+        {
+            let n = rename
+                .take()
+                .unwrap_or_else(|| field.trim().replace('_', "-"));
+            names.insert(n);
         }
     }
     names

@@ -43,16 +43,16 @@ impl Endpoint {
             let Some(mut s) = self.sas.remove(id) else {
                 continue;
             };
-            if let State::Established(e) = &mut s.state {
-                if e.challenge.is_none() {
-                    any = true;
-                    e.challenge = Some(Challenge {
-                        since: now,
-                        next_at: now,
-                    });
-                    self.challenge_due(now, &mut s);
-                    self.pump(now, &mut s);
-                }
+            if let State::Established(e) = &mut s.state
+                && e.challenge.is_none()
+            {
+                any = true;
+                e.challenge = Some(Challenge {
+                    since: now,
+                    next_at: now,
+                });
+                self.challenge_due(now, &mut s);
+                self.pump(now, &mut s);
             }
             self.put_back(s);
         }

@@ -170,15 +170,15 @@ impl Endpoint {
             None => (None, None),
         };
         let mut c = self.child_responder(now, sa, p, &nonce_i, &nonce_r, pfs, replaces)?;
-        if let (Some(old_in), Some(new)) = (replaces, sa.children.last().map(|c| c.spi_in)) {
-            if let Some(old) = sa.child_by_in(old_in) {
-                if old.status == ChildStatus::Rekeying {
-                    // §2.8.1: simultaneous rekey; remember the
-                    // peer's nonces to settle it once ours completes.
-                    old.peer_rekey = Some((new, nonce_i.clone(), nonce_r.clone()));
-                } else {
-                    old.status = ChildStatus::Replaced;
-                }
+        if let (Some(old_in), Some(new)) = (replaces, sa.children.last().map(|c| c.spi_in))
+            && let Some(old) = sa.child_by_in(old_in)
+        {
+            if old.status == ChildStatus::Rekeying {
+                // §2.8.1: simultaneous rekey; remember the
+                // peer's nonces to settle it once ours completes.
+                old.peer_rekey = Some((new, nonce_i.clone(), nonce_r.clone()));
+            } else {
+                old.status = ChildStatus::Replaced;
             }
         }
         // Order: N(USE_TRANSPORT_MODE), SA, Nr, [KE], TSi, TSr.

@@ -73,15 +73,15 @@ impl Endpoint {
     ) {
         // A retransmitted request: answer from the cache (§2.1).
         if let Some(id) = self.sas.half_open(remote, h.spi_i) {
-            if let Some(sa) = self.sas.get(id) {
-                if let Some((0, resp)) = &sa.last_response {
-                    let resp = resp.clone();
-                    self.transmits.push_back(Transmit {
-                        local,
-                        remote,
-                        bytes: resp,
-                    });
-                }
+            if let Some(sa) = self.sas.get(id)
+                && let Some((0, resp)) = &sa.last_response
+            {
+                let resp = resp.clone();
+                self.transmits.push_back(Transmit {
+                    local,
+                    remote,
+                    bytes: resp,
+                });
             }
             return;
         }

@@ -79,41 +79,41 @@ impl Endpoint {
     }
 
     pub(super) fn timeout_sa(&mut self, now: Instant, sa: &mut IkeSa) {
-        if let Some(p) = &mut sa.pending {
-            if p.next_at <= now {
-                let max = self.max_tries(&p.req);
-                if p.tries >= max {
-                    // §2.4: no answer after the retransmission limit means
-                    // the peer is dead; the SA is deleted without notice.
-                    let established = sa.remote_id.is_some();
-                    if established && !matches!(sa.state, State::Deleting(_)) {
-                        self.events.push_back(Event::PeerDead {
-                            sa: IkeSaId(sa.id),
+        if let Some(p) = &mut sa.pending
+            && p.next_at <= now
+        {
+            let max = self.max_tries(&p.req);
+            if p.tries >= max {
+                // §2.4: no answer after the retransmission limit means
+                // the peer is dead; the SA is deleted without notice.
+                let established = sa.remote_id.is_some();
+                if established && !matches!(sa.state, State::Deleting(_)) {
+                    self.events.push_back(Event::PeerDead {
+                        sa: IkeSaId(sa.id),
+                        remote: sa.remote,
+                    });
+                } else if !established {
+                    let refused = match &sa.state {
+                        State::ExpectSaInitResponse(s) => s.refused,
+                        _ => None,
+                    };
+                    self.events.push_back(match refused {
+                        // The peer kept refusing and nothing better came (§2.21.1).
+                        Some(reason) => Event::EstablishFailed {
                             remote: sa.remote,
-                        });
-                    } else if !established {
-                        let refused = match &sa.state {
-                            State::ExpectSaInitResponse(s) => s.refused,
-                            _ => None,
-                        };
-                        self.events.push_back(match refused {
-                            // The peer kept refusing and nothing better came (§2.21.1).
-                            Some(reason) => Event::EstablishFailed {
-                                remote: sa.remote,
-                                reason,
-                            },
-                            None => Event::EstablishTimedOut { remote: sa.remote },
-                        });
-                    }
-                    self.close(sa, DownReason::Timeout);
-                    return;
+                            reason,
+                        },
+                        None => Event::EstablishTimedOut { remote: sa.remote },
+                    });
                 }
-                p.tries += 1;
-                let interval = self.retransmit_interval(&p.req, p.tries);
-                p.next_at = now + interval;
-                let bytes = p.bytes.clone();
-                self.tx(sa, bytes);
+                self.close(sa, DownReason::Timeout);
+                return;
             }
+            p.tries += 1;
+            let interval = self.retransmit_interval(&p.req, p.tries);
+            p.next_at = now + interval;
+            let bytes = p.bytes.clone();
+            self.tx(sa, bytes);
         }
         if self.challenge_due(now, sa) {
             return;

@@ -297,12 +297,12 @@ impl Endpoint {
         h: &Header,
         bytes: &[u8],
     ) {
-        if let Some((id, resp)) = &sa.last_response {
-            if *id == h.message_id {
-                let resp = resp.clone();
-                self.tx(sa, resp);
-                return;
-            }
+        if let Some((id, resp)) = &sa.last_response
+            && *id == h.message_id
+        {
+            let resp = resp.clone();
+            self.tx(sa, resp);
+            return;
         }
         // §2.3: with window size 1 we only accept the next message ID.
         if h.message_id != sa.expect_request_id {

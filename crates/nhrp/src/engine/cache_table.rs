@@ -220,13 +220,13 @@ impl CacheTable {
             }
         }
         if let Some((a, b)) = moved(old, new, |i| i.member.then(|| i.effective_nbma())) {
-            if let Some(nbma) = a {
-                if let Some(n) = self.multicast.get_mut(&nbma) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.multicast.remove(&nbma);
-                        Self::note_membership(&mut self.multicast_changes, nbma, false);
-                    }
+            if let Some(nbma) = a
+                && let Some(n) = self.multicast.get_mut(&nbma)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.multicast.remove(&nbma);
+                    Self::note_membership(&mut self.multicast_changes, nbma, false);
                 }
             }
             if let Some(nbma) = b {

@@ -428,12 +428,12 @@ impl Engine {
             .flatten()
             .filter(|c| c.client_protocol_ip() == Some(own))
             .find_map(Cie::client_nbma_ip);
-        if let Some(public) = learned {
-            if self.public_nbma != Some(public) {
-                self.public_nbma = Some(public);
-                self.events
-                    .push_back(Event::PublicNbmaLearned { nbma: public });
-            }
+        if let Some(public) = learned
+            && self.public_nbma != Some(public)
+        {
+            self.public_nbma = Some(public);
+            self.events
+                .push_back(Event::PublicNbmaLearned { nbma: public });
         }
     }
 

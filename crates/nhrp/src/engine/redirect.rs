@@ -47,10 +47,11 @@ impl RedirectBuckets {
     /// recently used only costs an evicted pair a fresh bucket, and the indications it then
     /// earns go to the spoke that sent its packets.
     fn allow(&mut self, now: Instant, pair: Pair) -> bool {
-        if !self.buckets.contains_key(&pair) && self.buckets.len() >= MAX_REDIRECT_PAIRS {
-            if let Some((_, lru)) = self.by_use.pop_first() {
-                self.buckets.remove(&lru);
-            }
+        if !self.buckets.contains_key(&pair)
+            && self.buckets.len() >= MAX_REDIRECT_PAIRS
+            && let Some((_, lru)) = self.by_use.pop_first()
+        {
+            self.buckets.remove(&lru);
         }
         let b = self.buckets.entry(pair).or_insert(RedirectBucket {
             tokens: REDIRECT_BURST,

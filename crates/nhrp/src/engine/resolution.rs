@@ -277,36 +277,36 @@ impl Engine {
             self.answer_resolution(now, from_nbma, req, src_proto, src_nbma, prefix_len);
             return;
         }
-        if self.config.role == Role::Hub {
-            if let Some(owner) = self.registered_owner(now, target) {
-                let authoritative = req.flags() & Flags::RESOLUTION_A != 0;
-                if !authoritative && owner.protocol_addr == target {
-                    // RFC 2332 §5.2.2: a non-authoritative request may be
-                    // answered from the cache (A clear in the reply).
-                    self.answer_from_cache(now, from_nbma, req, &owner);
-                } else if owner.next_hop != src_proto {
-                    // Phase 3: the spoke that owns the destination answers
-                    // directly, with its prefix, after bringing up IKE. A reply that comes
-                    // back through us must answer this request (`forward_reply`).
-                    let to = owner.effective_nbma();
-                    let id = req.request_id().unwrap_or(0);
-                    // An NHS relaying for its spokes has no share of its own (they were
-                    // counted there); a spoke has one.
-                    let relay = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
-                    let sender = (!relay).then_some(from_nbma);
-                    if !self
-                        .forwarded
-                        .insert(now, src_proto, id, target, to, sender)
-                    {
-                        self.counters.drop(DropReason::RateLimited);
-                        return;
-                    }
-                    self.forward_request(now, from_nbma, req, raw, to);
-                } else {
-                    self.negative_reply(now, from_nbma, req);
+        if self.config.role == Role::Hub
+            && let Some(owner) = self.registered_owner(now, target)
+        {
+            let authoritative = req.flags() & Flags::RESOLUTION_A != 0;
+            if !authoritative && owner.protocol_addr == target {
+                // RFC 2332 §5.2.2: a non-authoritative request may be
+                // answered from the cache (A clear in the reply).
+                self.answer_from_cache(now, from_nbma, req, &owner);
+            } else if owner.next_hop != src_proto {
+                // Phase 3: the spoke that owns the destination answers
+                // directly, with its prefix, after bringing up IKE. A reply that comes
+                // back through us must answer this request (`forward_reply`).
+                let to = owner.effective_nbma();
+                let id = req.request_id().unwrap_or(0);
+                // An NHS relaying for its spokes has no share of its own (they were
+                // counted there); a spoke has one.
+                let relay = self.nhs.iter().any(|n| n.config.nbma_addr == from_nbma);
+                let sender = (!relay).then_some(from_nbma);
+                if !self
+                    .forwarded
+                    .insert(now, src_proto, id, target, to, sender)
+                {
+                    self.counters.drop(DropReason::RateLimited);
+                    return;
                 }
-                return;
+                self.forward_request(now, from_nbma, req, raw, to);
+            } else {
+                self.negative_reply(now, from_nbma, req);
             }
+            return;
         }
         self.negative_reply(now, from_nbma, req);
     }
