@@ -262,12 +262,15 @@ pub struct NodeView {
     nhs_priority: Vec<(IpAddr, u8)>,
     /// Spoke: each NHS's cluster and whether, in reserve, it is probed.
     nhs_places: Vec<(IpAddr, u8, bool)>,
+    /// Peers whose shortcuts wait for an SA: learned, no route yet.
+    shortcuts_waiting: Vec<IpAddr>,
 }
 
 impl NodeView {
     pub fn of(node: &dmvpn_node::Node) -> Self {
         let config = node.config();
         NodeView {
+            shortcuts_waiting: node.shortcuts_waiting_for_sa().map(IpAddr::V4).collect(),
             tunnel_addr: config.tunnel.address.to_string(),
             role: match config.nhrp.role {
                 dmvpn_config::Role::Spoke { .. } => NhrpRole::Spoke,
@@ -317,6 +320,7 @@ impl<'a> Snapshot<'a> {
             nhs_priority: &view.nhs_priority,
             nhs_places: &view.nhs_places,
             preferred_nhs: node.preferred_nhs().map(IpAddr::V4),
+            shortcuts_waiting: &view.shortcuts_waiting,
         }
     }
 }
@@ -397,6 +401,9 @@ pub struct Snapshot<'a> {
     /// (`dmvpn_node::Node::nhs_cluster()`).
     pub nhs_places: &'a [(IpAddr, u8, bool)],
     pub preferred_nhs: Option<IpAddr>,
+    /// Peers whose NHRP shortcuts wait for an SA (`dmvpn_node::Node::shortcuts_waiting_for_sa()`):
+    /// their routes are not installed.
+    pub shortcuts_waiting: &'a [IpAddr],
 }
 
 /// What is known about one NBMA peer across NHRP and IKE.
@@ -582,7 +589,13 @@ impl<'a> Snapshot<'a> {
                 if p.natted() {
                     attrs.push("N");
                 }
-                if has(EntryKind::Shortcut) {
+                // T1 is "route installed" (IOS): a shortcut whose SA is not up yet has an NHRP
+                // entry but no route (issue 14: `DOWN … DT1` while nothing was installed).
+                let waiting = |a: &IpAddr| self.shortcuts_waiting.contains(a);
+                if has(EntryKind::Shortcut)
+                    && !waiting(&p.nbma)
+                    && !p.post_nat.is_some_and(|a| waiting(&a))
+                {
                     attrs.push("T1");
                 }
                 if p.tunnel.is_none() && (p.nhs.is_some() || !p.entries.is_empty()) {

@@ -299,6 +299,12 @@ impl Node {
         self.peers.backoffs()
     }
 
+    /// The NBMA addresses of peers whose NHRP shortcuts are learned but not installed yet:
+    /// they wait for an SA (`show dmvpn` has no T1 for them).
+    pub fn shortcuts_waiting_for_sa(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.shortcuts.waiting_nbmas()
+    }
+
     /// When each peer's tunnel last came up or went down.
     pub fn peer_changes(&self) -> &crate::updown::PeerChanges {
         &self.changes

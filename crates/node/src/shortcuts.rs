@@ -41,6 +41,14 @@ impl Shortcuts {
         self.pending.get(&nbma).is_some_and(|v| !v.is_empty())
     }
 
+    /// The NBMA addresses shortcuts wait for an SA to.
+    pub fn waiting_nbmas(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.pending
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, _)| *n)
+    }
+
     /// IKE toward `nbma` failed: its waiting shortcuts are not installed (NHRP withdraws them).
     pub fn drop_pending(&mut self, nbma: Ipv4Addr) {
         self.pending.remove(&nbma);

@@ -89,6 +89,7 @@ fn peer_states_from_the_engines() {
         nhs_priority: &[],
         nhs_places: &[],
         preferred_nhs: None,
+        shortcuts_waiting: &[],
     };
     let mut updown = UpDown::new();
     let d = snap.dmvpn_report(&mut updown);
@@ -226,4 +227,47 @@ fn fixture_drop_names_match_the_dataplane() {
         .map(|r| r.name())
         .collect();
     assert_eq!(names, dmvpn_api::fixtures::DATAPLANE_DROPS);
+}
+
+#[test]
+fn t1_only_once_a_shortcut_is_installed() {
+    use dmvpn_nhrp::testing::{A, Net, a_tun, b_tun};
+    // Spoke A is redirected and resolves B: a real shortcut entry in A's cache.
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    net.data_via_hub(A, a_tun(), b_tun());
+    let now = net.now;
+    let cache = net.nodes[A].engine.cache_entries(now);
+    let shortcut = cache
+        .iter()
+        .find(|e| e.kind == EntryKind::Shortcut)
+        .expect("A resolved B");
+    let to_b = shortcut.effective_nbma();
+    let attrs = |waiting: &[IpAddr]| {
+        let snap = Snapshot {
+            now,
+            interface: "dmvpn0",
+            tunnel_addr: "10.250.0.9/24",
+            role: NhrpRole::Spoke,
+            cache: &cache,
+            nhs: &[],
+            ike: &[],
+            backoff: &[],
+            changes: None,
+            nhs_priority: &[],
+            nhs_places: &[],
+            preferred_nhs: None,
+            shortcuts_waiting: waiting,
+        };
+        snap.dmvpn_report(&mut UpDown::new())
+            .peers
+            .into_iter()
+            .find(|p| p.peer_nbma == to_b)
+            .map(|p| p.attrs)
+            .expect("B's row")
+    };
+    // Waiting for an SA: an NHRP entry (D, B is behind a NAT: N), no route (no T1).
+    assert_eq!(attrs(&[to_b]), ["D", "N"]);
+    // Installed.
+    assert_eq!(attrs(&[]), ["D", "N", "T1"]);
 }
