@@ -321,6 +321,9 @@ impl ControlPlane {
                     self.node.ike().counters().half_open_evicted,
                 ),
                 ("ike_jobs_refused", self.node.ike().counters().jobs_refused),
+                // An IKE_SA_INIT whose key computation finished after its SA was gone
+                // (retransmitted past, evicted): the work is thrown away with the request.
+                ("ike_jobs_late", self.node.ike().counters().jobs_late),
                 ("ike_sa_refused", self.node.ike().counters().ike_sas_refused),
                 (
                     "ike_child_sa_refused",

@@ -317,7 +317,7 @@ impl Scrape {
         family(
             enc,
             "dmvpn_tunnel_packets",
-            "Packets through the tunnel: out = ESP handed to the underlay, in = inner packets that passed ESP and GRE.",
+            "Packets through the tunnel: out = inner packets sealed and handed to the underlay, in = inner packets that passed ESP and GRE.",
             None,
             MetricType::Counter,
             [
@@ -328,7 +328,7 @@ impl Scrape {
         family(
             enc,
             "dmvpn_tunnel_bytes",
-            "Bytes of those packets.",
+            "Inner bytes of those packets (without GRE and ESP, both ways).",
             None,
             MetricType::Counter,
             [
@@ -339,7 +339,7 @@ impl Scrape {
         family(
             enc,
             "dmvpn_dataplane_drops",
-            "Packets dropped, by reason: every dataplane reason (zero or not) and the daemon's own (underlay_*, tun_*, ike_half_open_refused, ike_half_open_evicted, ike_jobs_refused, ike_sa_refused, ike_child_sa_refused).",
+            "Packets dropped, by reason: every dataplane reason (zero or not) and the daemon's own (underlay_*, tun_*, ike_half_open_refused, ike_half_open_evicted, ike_jobs_refused, ike_jobs_late, ike_sa_refused, ike_child_sa_refused).",
             None,
             MetricType::Counter,
             c.drops

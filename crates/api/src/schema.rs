@@ -429,11 +429,13 @@ pub struct InterfaceReport {
     pub interface: String,
     pub tunnel_addr: String,
     pub mtu: u32,
-    /// ESP packets handed to the underlay.
+    /// Inner packets sealed and handed to the underlay.
     pub tx_packets: u64,
+    /// Their inner bytes (before GRE and ESP).
     pub tx_bytes: u64,
     /// Inner packets that passed ESP and GRE.
     pub rx_packets: u64,
+    /// Their inner bytes (after ESP and GRE).
     pub rx_bytes: u64,
     /// Drops by reason name; every dataplane reason is present, zero or not.
     pub drops: BTreeMap<String, u64>,

@@ -116,7 +116,8 @@ impl Counters {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// (packets, bytes) sent: ESP packets handed to the underlay.
+    /// (packets, bytes) sent: inner packets sealed and handed to the underlay, and their inner
+    /// bytes (before GRE and ESP), as the receive side counts them.
     pub fn tx_totals(&self) -> (u64, u64) {
         (
             self.tx_packets.load(Ordering::Relaxed),
@@ -124,7 +125,7 @@ impl Counters {
         )
     }
 
-    /// (packets, bytes) received: inner packets that passed ESP and GRE.
+    /// (packets, bytes) received: inner packets that passed ESP and GRE, and their inner bytes.
     pub fn rx_totals(&self) -> (u64, u64) {
         (
             self.rx_packets.load(Ordering::Relaxed),
