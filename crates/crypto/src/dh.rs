@@ -31,6 +31,15 @@ impl DhAlg {
         }
     }
 
+    /// The name IANA's Transform Type 4 registry gives the group (RFC 5903, RFC 8031).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ecp256 => "256-bit random ECP group",
+            Self::Ecp384 => "384-bit random ECP group",
+            Self::Curve25519 => "Curve25519",
+        }
+    }
+
     /// The group for an IANA transform ID, if supported.
     pub fn from_ike_group(id: u16) -> Option<Self> {
         match id {

@@ -322,7 +322,7 @@ impl Node {
         };
         match started {
             Ok(id) => {
-                tracing::info!(peer = %nbma, ike_sa = %id, to = %remote, replaces = ?childless.map(|s| s.to_string()), "initiating IKE");
+                tracing::info!(peer = %nbma, ike_sa = %id, to = %remote, replaces = %childless.map_or_else(|| "none".to_owned(), |s| s.to_string()), "initiating IKE");
                 match childless {
                     Some(stale) => self.peers.initiated_replacing(now, nbma, id, stale),
                     None => self.peers.initiated(now, nbma, id),

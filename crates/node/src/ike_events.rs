@@ -28,14 +28,14 @@ impl Node {
                 nat_remote,
                 ..
             } => {
-                let (prf, group) = self.ike.suite_of(sa).map_or(("?", 0), |s| {
+                let (prf, (group, dh)) = self.ike.suite_of(sa).map_or(("?", (0, "?")), |s| {
                     (
                         match s.prf {
                             PrfAlg::HmacSha256 => "PRF-HMAC-SHA2-256",
                             PrfAlg::HmacSha384 => "PRF-HMAC-SHA2-384",
                             PrfAlg::HmacSha512 => "PRF-HMAC-SHA2-512",
                         },
-                        s.dh.ike_group(),
+                        (s.dh.ike_group(), s.dh.name()),
                     )
                 });
                 tracing::info!(
@@ -48,6 +48,7 @@ impl Node {
                     encryption = "AES-GCM-256",
                     prf,
                     dh_group = group,
+                    dh,
                     "IKE SA up"
                 );
                 if nat_local && let SocketAddr::V4(r) = remote {
