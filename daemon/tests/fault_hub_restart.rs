@@ -102,10 +102,6 @@ fn spokes_pinging_the_hub_come_back_from_its_sigkill_and_restart_well_within_the
         "recovery after SIGKILL + restart of the hub: spoke A {a:.1?}, spoke B (NAT) {b:.1?}; DPD budget {DPD_BUDGET:?}, bound {BOUND:?}; load average {}",
         load()
     ));
-    println!(
-        "fault_hub_restart: spoke A back after {a:.1?}, spoke B (NAT) after {b:.1?} (DPD budget {DPD_BUDGET:?}; load {})",
-        load()
-    );
     for ((node, _), from) in rows.iter().zip(from) {
         // The hint is what brought it back, not the DPD verdict.
         let hinted = s.lines(*node, from, &|l| l.contains("INVALID_IKE_SPI"));

@@ -123,9 +123,13 @@ impl<'t> Scenario<'t> {
         self.step = s.to_owned();
     }
 
-    /// Prints a progress note.
+    /// Prints a note: a figure the test measured (a failover time, packets per SA, drops). It
+    /// goes to the process's stderr directly, not through `eprintln!`, which the test harness
+    /// captures and shows only for a failing test: the figures the issues check by must reach
+    /// the CI log of a passing run too (`cargo test` prints them as they come).
     pub fn note(&self, msg: impl std::fmt::Display) {
-        eprintln!("{}: {msg}", self.label);
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "{}: {msg}", self.label);
     }
 
     pub fn elapsed(&self) -> Duration {
