@@ -98,6 +98,8 @@ pub struct Scrape {
     pub ike_states: Vec<IkeState>,
     /// Peers whose IKE initiation is held down.
     pub backoff_peers: usize,
+    /// Dead peer detection's liveness checks: (sent, answered).
+    pub dpd_probes: (u64, u64),
     pub nhs: Vec<NhsEntry>,
     pub nhrp: NhrpCounters,
     /// NHRP cache entries by kind name.
@@ -253,6 +255,10 @@ impl Scrape {
                 .map(|s| crate::status::ike_sa(s).state)
                 .collect(),
             backoff_peers: backoff.iter().filter(|(_, b)| b.until > now).count(),
+            dpd_probes: (
+                ike.counters().dpd_probes_sent,
+                ike.counters().dpd_probes_answered,
+            ),
             nhs: nhrp_report.nhs,
             nhrp: nhrp_report.counters,
             nhrp_cache: kinds.into_iter().collect(),
@@ -367,6 +373,17 @@ impl Scrape {
             None,
             MetricType::Gauge,
             [(Labels::new(), self.backoff_peers as u64)],
+        )?;
+        family(
+            enc,
+            "dmvpn_dpd_probes",
+            "Dead peer detection liveness checks (empty INFORMATIONAL requests, RFC 7296 2.4): sent, and answered by the peer; the verdicts are dmvpn_dpd_events_total.",
+            None,
+            MetricType::Counter,
+            [
+                (vec![("outcome", "sent".to_owned())], self.dpd_probes.0),
+                (vec![("outcome", "answered".to_owned())], self.dpd_probes.1),
+            ],
         )?;
         family(
             enc,

@@ -211,6 +211,9 @@ fn dpd_on_demand_declares_a_silent_peer_dead() {
         "{waited:?}"
     );
     assert!(count(&n.ev_a, |e| matches!(e, Event::ChildSaDeleted { .. })) == 1);
+    // One liveness check, retransmitted until the verdict: counted once, never answered.
+    let c = n.a.counters();
+    assert_eq!((c.dpd_probes_sent, c.dpd_probes_answered), (1, 0));
 }
 
 #[test]
@@ -226,6 +229,8 @@ fn dpd_probe_answered_keeps_sa_and_waits_delay_after_inbound() {
     assert_eq!(n.sent_a.len(), 3, "probe after 40 s");
     assert_eq!(n.sent_b.len(), 3, "probe answered");
     assert!(!n.ev_a.iter().any(|e| matches!(e, Event::PeerDead { .. })));
+    let c = n.a.counters();
+    assert_eq!((c.dpd_probes_sent, c.dpd_probes_answered), (1, 1));
 }
 
 #[test]

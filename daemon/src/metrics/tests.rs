@@ -26,6 +26,7 @@ pub(crate) fn scrape(recorder: Recorder) -> Scrape {
         peers_omitted: 3,
         ike_states: vec![IkeState::Established, IkeState::Negotiating],
         backoff_peers: 1,
+        dpd_probes: (7, 6),
         nhs: nhrp.nhs,
         nhrp: nhrp.counters,
         nhrp_cache: vec![("dynamic", 2), ("shortcut", 1)],
@@ -166,6 +167,11 @@ fn openmetrics_exposition_from_reports_and_events() {
         "dmvpn_nhrp_registration_failures_total{nhs=\"198.51.100.1\",reason=\"timeout\"} 1\n"
     ));
     assert!(text.contains("dmvpn_dpd_events_total{event=\"peer_dead\"} 1\n"));
+    assert!(
+        text.contains("dmvpn_dpd_probes_total{outcome=\"sent\"} 7\n"),
+        "{text}"
+    );
+    assert!(text.contains("dmvpn_dpd_probes_total{outcome=\"answered\"} 6\n"));
     assert!(text.contains("dmvpn_ike_sa_rekeys_total 3\n"), "{text}");
     assert!(text.contains("dmvpn_ike_crossed_setups_total 1\n"));
 

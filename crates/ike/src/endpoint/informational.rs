@@ -58,6 +58,7 @@ impl Endpoint {
     /// Sends a liveness check (§2.4: an empty INFORMATIONAL request).
     pub(super) fn start_dpd(&mut self, now: Instant, sa: &mut IkeSa) {
         sa.last_probe = now;
+        self.counters.dpd_probes_sent += 1;
         self.request(now, sa, ExchangeType::INFORMATIONAL, &[], Req::Dpd);
     }
 

@@ -139,6 +139,11 @@ pub struct Counters {
     /// CREATE_CHILD_SA requests refused (NO_ADDITIONAL_SAS) because the IKE SA held
     /// [`MAX_CHILD_SAS_PER_IKE_SA`] Child SAs already.
     pub child_sas_refused: u64,
+    /// Liveness checks sent (dead peer detection, RFC 7296 §2.4: empty INFORMATIONAL
+    /// requests), each counted once however often it is retransmitted.
+    pub dpd_probes_sent: u64,
+    /// Liveness checks the peer answered.
+    pub dpd_probes_answered: u64,
 }
 
 impl core::fmt::Debug for Endpoint {

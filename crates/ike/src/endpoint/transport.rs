@@ -434,7 +434,7 @@ impl Endpoint {
                     self.initiator_auth_response(now, sa, st, &p);
                 }
             }
-            Req::Dpd => {}
+            Req::Dpd => self.counters.dpd_probes_answered += 1,
             Req::DeleteIke => self.close(sa, DownReason::DeletedLocally),
             Req::DeleteChild(spis) => {
                 for spi in spis {
