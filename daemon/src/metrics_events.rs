@@ -56,7 +56,8 @@ pub struct Recorder {
     crossed_setups: Counter,
     dpd_events: Family<Labels, Counter>,
     ike_setup_failures: Counter,
-    peer_rekeys: Arc<Mutex<BTreeMap<IpAddr, u64>>>,
+    /// Per peer since its SAs came up: (Child SA rekeys, IKE SA rekeys).
+    peer_rekeys: Arc<Mutex<BTreeMap<IpAddr, (u64, u64)>>>,
 }
 
 impl Default for Recorder {
@@ -150,7 +151,7 @@ impl Recorder {
             } => {
                 self.child_rekeys.inc();
                 if let Ok(mut m) = self.peer_rekeys.lock() {
-                    *m.entry(IpAddr::V4(*peer)).or_default() += 1;
+                    m.entry(IpAddr::V4(*peer)).or_default().0 += 1;
                 }
             }
             Event::PeerDown { peer } => {
@@ -167,8 +168,11 @@ impl Recorder {
             Event::SetupFailed { .. } => {
                 self.ike_setup_failures.inc();
             }
-            Event::IkeSaRekeyed => {
+            Event::IkeSaRekeyed { peer } => {
                 self.ike_rekeys.inc();
+                if let Ok(mut m) = self.peer_rekeys.lock() {
+                    m.entry(IpAddr::V4(*peer)).or_default().1 += 1;
+                }
             }
             Event::CrossedSetup { .. } => {
                 self.crossed_setups.inc();
@@ -289,24 +293,34 @@ impl Recorder {
     }
 }
 
-/// `dmvpn_peer_child_sa_rekeys`, for the peers one scrape shows.
+/// `dmvpn_peer_child_sa_rekeys` and `dmvpn_peer_ike_sa_rekeys`, for the peers one scrape shows.
 #[derive(Debug)]
 struct PeerRekeys {
     shown: Vec<(IpAddr, Labels)>,
-    counts: BTreeMap<IpAddr, u64>,
+    counts: BTreeMap<IpAddr, (u64, u64)>,
 }
 
 impl Collector for PeerRekeys {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let mut m = enc.encode_descriptor(
-            "dmvpn_peer_child_sa_rekeys",
-            "Child SA rekeys per peer since its SAs came up",
-            None,
-            MetricType::Counter,
-        )?;
-        for (peer, labels) in &self.shown {
-            let v = self.counts.get(peer).copied().unwrap_or(0);
-            ConstCounter::new(v).encode(m.encode_family(labels)?)?;
+        type Pick = fn(&(u64, u64)) -> u64;
+        let families: [(&str, &str, Pick); 2] = [
+            (
+                "dmvpn_peer_child_sa_rekeys",
+                "Child SA rekeys per peer since its SAs came up",
+                |c| c.0,
+            ),
+            (
+                "dmvpn_peer_ike_sa_rekeys",
+                "IKE SA rekeys per peer since its SAs came up (RFC 7296 2.18, by either end)",
+                |c| c.1,
+            ),
+        ];
+        for (name, help, pick) in families {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (peer, labels) in &self.shown {
+                let v = self.counts.get(peer).map_or(0, pick);
+                ConstCounter::new(v).encode(m.encode_family(labels)?)?;
+            }
         }
         Ok(())
     }

@@ -60,8 +60,11 @@ impl Node {
                 self.export_ike_keys(sa);
             }
             IkeEvent::IkeSaRekeyed { old, new } => {
-                tracing::info!(old = %old, new = %new, "IKE SA rekeyed");
-                self.events.push_back(Event::IkeSaRekeyed);
+                let remote = self.ike.remote_of(new);
+                tracing::info!(peer = %remote.map_or_else(|| "?".to_owned(), |r| r.to_string()), old = %old, new = %new, "IKE SA rekeyed");
+                if let Some(peer) = remote.and_then(|r| v4(r.ip())) {
+                    self.events.push_back(Event::IkeSaRekeyed { peer });
+                }
                 self.export_ike_keys(new);
             }
             IkeEvent::IkeSaDown { sa, remote, reason } => {

@@ -264,7 +264,10 @@ pub enum Event {
         stale: bool,
     },
     /// An IKE SA was rekeyed (RFC 7296 §2.18), by either end.
-    IkeSaRekeyed,
+    IkeSaRekeyed {
+        /// Peer NBMA address (post-NAT).
+        peer: Ipv4Addr,
+    },
     /// Two IKE SAs with `peer`, one started by each end at once, were settled on one.
     CrossedSetup {
         /// Peer NBMA address.

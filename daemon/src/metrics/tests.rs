@@ -80,7 +80,12 @@ fn openmetrics_exposition_from_reports_and_events() {
         },
     );
     for _ in 0..3 {
-        r.observe(t0, &Event::IkeSaRekeyed);
+        r.observe(
+            t0,
+            &Event::IkeSaRekeyed {
+                peer: "198.51.100.7".parse().unwrap(),
+            },
+        );
     }
     r.observe(
         t0,
@@ -105,6 +110,7 @@ fn openmetrics_exposition_from_reports_and_events() {
             },
         );
     }
+    r.observe(t0, &Event::IkeSaRekeyed { peer: ike_peer });
     let text = scrape(r.clone()).render(Format::OpenMetrics).unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
     let labels = format!(
@@ -127,6 +133,7 @@ fn openmetrics_exposition_from_reports_and_events() {
     );
     assert!(text.contains("# TYPE dmvpn_sa_packets counter\n"));
     assert!(text.contains(&format!("dmvpn_peer_child_sa_rekeys_total{{{labels}}} 2\n")));
+    assert!(text.contains(&format!("dmvpn_peer_ike_sa_rekeys_total{{{labels}}} 1\n")));
     assert!(text.contains("dmvpn_child_sa_rekeys_total 2\n"));
     assert!(text.contains(&format!(
         "dmvpn_peer_nhrp_state{{{labels},state=\"up\"}} 1\n"
@@ -172,7 +179,7 @@ fn openmetrics_exposition_from_reports_and_events() {
         "{text}"
     );
     assert!(text.contains("dmvpn_dpd_probes_total{outcome=\"answered\"} 6\n"));
-    assert!(text.contains("dmvpn_ike_sa_rekeys_total 3\n"), "{text}");
+    assert!(text.contains("dmvpn_ike_sa_rekeys_total 4\n"), "{text}");
     assert!(text.contains("dmvpn_ike_crossed_setups_total 1\n"));
 
     // The peer goes down: its rekey count goes with it.
@@ -181,6 +188,7 @@ fn openmetrics_exposition_from_reports_and_events() {
     assert!(!text.contains("# EOF"));
     assert!(text.contains("# TYPE dmvpn_router_info gauge\n"), "{text}");
     assert!(text.contains(&format!("dmvpn_peer_child_sa_rekeys_total{{{labels}}} 0\n")));
+    assert!(text.contains(&format!("dmvpn_peer_ike_sa_rekeys_total{{{labels}}} 0\n")));
     assert!(text.contains("dmvpn_child_sa_rekeys_total 2\n"));
 }
 

@@ -512,6 +512,11 @@ impl Endpoint {
             .map(|s| (IkeSaId(s.id), s.state.public()))
     }
 
+    /// The peer's address and port of an IKE SA. O(1).
+    pub fn remote_of(&self, sa: IkeSaId) -> Option<SocketAddr> {
+        Some(self.sas.get(sa.0)?.remote)
+    }
+
     /// The negotiated algorithms of an IKE SA (after IKE_SA_INIT). O(1).
     pub fn suite_of(&self, sa: IkeSaId) -> Option<IkeSuite> {
         self.sas.get(sa.0)?.suite
