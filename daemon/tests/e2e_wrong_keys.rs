@@ -1,6 +1,7 @@
 //! End-to-end (issue 5, item 7): a spoke with the wrong IKE pre-shared key, or the wrong NHRP
 //! authentication key, is refused with a clear log line and gets no SA, no registration and no
-//! traffic (topology in `dmvpn_tests::e2e`).
+//! traffic (topology in `dmvpn_tests::e2e`); with the wrong PSK, `dmvpnctl explain` on the spoke
+//! names the failed IKE setup as the destination's last error, with the retry time.
 //!
 //! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
 
@@ -82,6 +83,24 @@ fn wrong_psk_is_refused_with_a_clear_log_line_and_no_sa() {
         }
     }
     no_registration(&s, "with a wrong PSK");
+
+    s.step("`dmvpnctl explain` on spoke A names the failure and the retry");
+    let why = s.eventually(
+        "explain's last_error: the IKE setup toward the hub, authentication_failed",
+        SETTLE_TIMEOUT,
+        |s| {
+            let out = s.ctl_ok(Node::SpokeA, &["explain", HUB_TUNNEL, "--json"]);
+            let v: serde_json::Value =
+                serde_json::from_str(&out).map_err(|e| format!("not JSON: {e}: {out}"))?;
+            let e = &v["last_error"];
+            if e["source"] == "ike_setup" && e["reason"] == "authentication_failed" {
+                Ok(e.to_string())
+            } else {
+                Err(format!("last_error {e}"))
+            }
+        },
+    );
+    s.note(format!("spoke A: explain {HUB_TUNNEL}: last_error {why}"));
     s.check_alive();
 }
 
