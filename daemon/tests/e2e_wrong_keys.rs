@@ -1,11 +1,12 @@
 //! End-to-end (issue 5, item 7): a spoke with the wrong IKE pre-shared key, or the wrong NHRP
 //! authentication key, is refused with a clear log line and gets no SA, no registration and no
 //! traffic (topology in `dmvpn_tests::e2e`); with the wrong PSK, `dmvpnctl explain` on the spoke
-//! names the failed IKE setup as the destination's last error, with the retry time.
+//! names the failed IKE setup as the destination's last error, with the retry time, and `show ike`
+//! and `show nhrp` show the hold-down with its next attempt (issue 14 item 1).
 //!
 //! Driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft` and `ping` (tests/install-deps.sh).
 
-use dmvpn_tests::e2e::{HUB_TUNNEL, Keys, Node, SPOKE_A_TUNNEL, TestDir, Topology, ping};
+use dmvpn_tests::e2e::{HUB_NBMA, HUB_TUNNEL, Keys, Node, SPOKE_A_TUNNEL, TestDir, Topology, ping};
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
     REGISTRATION_TIMEOUT, SETTLE_TIMEOUT, Scenario, e2e_config, expect, keys, start_hub_then_spokes,
@@ -101,6 +102,34 @@ fn wrong_psk_is_refused_with_a_clear_log_line_and_no_sa() {
         },
     );
     s.note(format!("spoke A: explain {HUB_TUNNEL}: last_error {why}"));
+
+    s.step("`show ike` and `show nhrp` on spoke A show the hold-down and when IKE retries");
+    let held = s.eventually(
+        "the hub held down in show ike and show nhrp, with the next attempt and the failure",
+        SETTLE_TIMEOUT,
+        |s| {
+            let ike = s.ctl_ok(Node::SpokeA, &["show", "ike"]);
+            let row = ike
+                .lines()
+                .skip_while(|l| !l.contains("Held down"))
+                .find(|l| l.starts_with(HUB_NBMA))
+                .filter(|l| l.contains(" sec") && l.contains("authentication_failed"))
+                .ok_or_else(|| format!("no held-down row for {HUB_NBMA}:\n{ike}"))?
+                .to_owned();
+            let nhrp = s.ctl_ok(Node::SpokeA, &["show", "nhrp"]);
+            let line = nhrp
+                .lines()
+                .find(|l| {
+                    l.contains("IKE held down: next attempt in")
+                        && l.contains("authentication_failed")
+                })
+                .ok_or_else(|| format!("no hold-down under the NHS:\n{nhrp}"))?
+                .trim()
+                .to_owned();
+            Ok(format!("show ike `{}`; show nhrp `{line}`", row.trim()))
+        },
+    );
+    s.note(format!("spoke A: {held}"));
     s.check_alive();
 }
 
