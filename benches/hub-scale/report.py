@@ -58,6 +58,10 @@ def main():
         print(f"\nN={r['spokes']:,}, {r['cores']} CPU(s): registrations per 1 s bucket: {' '.join(map(str, b))}")
         if r.get("hub_cpu_pct_per_1s"):
             print(f"  hub CPU % per 1 s: {' '.join(f'{c:.0f}' for c in r['hub_cpu_pct_per_1s'])}")
+        loop = r.get("control_loop")
+        if loop:
+            print(f"  hub control loop: {loop['turns']:,} turns, longest {loop['longest_ms']:.1f} ms "
+                  f"({loop['longest_event']}), {loop['over_budget']} over 50 ms")
         s = r.get("soak", {})
         if s.get("secs"):
             rss = [x["hub_rss_bytes"] / 1e6 for x in s["samples"] if x["hub_rss_bytes"]]

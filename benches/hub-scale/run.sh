@@ -198,9 +198,20 @@ run_case() {
         --timeout "$TIMEOUT" --label "$label" --json "$WORK/result-$n-$cores.json" ${natt[@]+"${natt[@]}"} || rc=$?
     alive_or_explain "$CASE" || rc=1
     if ((rc)); then log "$CASE: the generator failed ($rc); last lines of the hub log:"; tail -n 15 "$d/hub.log" >&2; fi
-    # The hub's log volume is part of what it pays per spoke: record it.
-    echo "{\"hub_log_lines\": $(wc -l <"$d/hub.log")}" >"$WORK/extra-$n-$cores.json"
     stop_group "$CASE"
+    # The hub's log volume is part of what it pays per spoke, and its control loop's longest
+    # turn is what any event may have waited (logged when it stops): record both.
+    python3 - "$d/hub.log" >"$WORK/extra-$n-$cores.json" <<'EOF'
+import json, re, sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+out = {"hub_log_lines": len(lines)}
+for l in lines:
+    if "control loop: turns handled" in l:
+        f = dict((k, v) for k, _, v in re.findall(r'(\w+)=("?)([^" ]+)\2', l))
+        out["control_loop"] = {"turns": int(f["turns"]), "longest_ms": float(f["longest_ms"]),
+                               "longest_event": f["longest_event"], "over_budget": int(f["over_budget"])}
+print(json.dumps(out))
+EOF
     ns_del H
     ns_del G
     return "$rc"

@@ -22,6 +22,7 @@ use dmvpn_node::{Event, KeyExport, Node, RouteUpdate, SlowPath, Transmit};
 use tokio::sync::mpsc;
 
 mod explain;
+mod loop_stats;
 
 use crate::ctl::{self, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
@@ -71,6 +72,8 @@ pub struct ControlPlane {
     /// come back.
     ike_pool: Option<IkePool>,
     ike_done_rx: Option<mpsc::Receiver<dmvpn_ike::JobDone>>,
+    /// How long each turn of the loop was busy.
+    loop_stats: loop_stats::LoopStats,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -389,25 +392,44 @@ impl ControlPlane {
         loop {
             let deadline = self.node.poll_timeout().min(self.next_local_prefixes);
             let deadline = tokio::time::Instant::from_std(deadline);
-            tokio::select! {
+            // Each arm notes when its work began and what it was, for `loop_stats`.
+            let began;
+            let what: &'static str = tokio::select! {
                 _ = &mut shutdown => break,
                 r = underlay_rx.recv() => match r {
-                    Some(r) => self.handle_underlay(Self::now(), r),
+                    Some(r) => {
+                        began = Self::now();
+                        self.handle_underlay(began, r);
+                        "underlay"
+                    }
                     None => break,
                 },
                 // New IKE SAs wait on their own queue; select! picks among ready branches at
                 // random, so a flood there gets at most its share of the loop.
                 r = sa_init_rx.recv() => match r {
-                    Some(r) => self.handle_underlay(Self::now(), r),
+                    Some(r) => {
+                        began = Self::now();
+                        self.handle_underlay(began, r);
+                        "ike_sa_init"
+                    }
                     None => break,
                 },
                 s = slow_rx.recv() => match s {
-                    Some(s) => self.node.handle_slow_path(Self::now(), s),
+                    Some(s) => {
+                        began = Self::now();
+                        self.node.handle_slow_path(began, s);
+                        "slow_path"
+                    }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(deadline) => self.handle_timeout(Self::now()).await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    began = Self::now();
+                    self.handle_timeout(began).await;
+                    "timers"
+                }
                 Some(done) = async { match ike_done_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
                     let now = Self::now();
+                    began = now;
                     self.node.complete_ike_job(now, done);
                     // Whatever else is finished, in the same turn: one `carry_out` for the lot.
                     if let Some(rx) = ike_done_rx.as_mut() {
@@ -415,9 +437,11 @@ impl ControlPlane {
                             self.node.complete_ike_job(now, d);
                         }
                     }
+                    "ike_jobs"
                 }
                 Some((req, reply)) = async { match ctl_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
                     let started = Self::now();
+                    began = started;
                     let what = format!("{req:?}");
                     let resp = self.answer(started, req).await;
                     // The control loop also runs IKE, NHRP and DPD: say when a request held
@@ -429,27 +453,46 @@ impl ControlPlane {
                         tracing::debug!(request = %what, held_us = held.as_micros(), "control request answered");
                     }
                     let _ = reply.send(resp);
+                    "control_request"
                 }
                 Some(reply) = async { match metrics_rx.as_mut() { Some(r) => r.recv().await, None => None } } => {
                     let started = Self::now();
+                    began = started;
                     let _ = reply.send(self.scrape(started));
                     let held = started.elapsed();
                     if held > CONTROL_REQUEST_BUDGET {
                         tracing::warn!(held_ms = held.as_millis(), "metrics scrape held the control loop (lower metrics.max-peers)");
                     }
+                    "metrics_scrape"
                 }
                 Some(_) = async { match watchdog.as_mut() { Some(w) => Some(w.tick().await), None => None } } => {
+                    began = Self::now();
                     let _ = self.notifier.watchdog();
+                    "watchdog"
                 }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    began = Self::now();
                     tracing::info!("SIGHUP: reloading configuration");
-                    if let Err(e) = self.reload(Self::now()).await {
+                    if let Err(e) = self.reload(began).await {
                         tracing::error!("{e:#}");
                     }
+                    "reload"
                 }
-            }
+            };
             let _ = self.carry_out().await;
+            let done = Self::now();
+            self.loop_stats
+                .record(done, what, done.saturating_duration_since(began));
         }
+        let (turns, longest, longest_what, over) = self.loop_stats.summary();
+        tracing::info!(
+            turns,
+            longest_ms = format_args!("{:.1}", longest.as_secs_f64() * 1e3),
+            longest_event = longest_what,
+            over_budget = over,
+            budget_ms = loop_stats::BUDGET.as_millis(),
+            "control loop: turns handled, the longest"
+        );
         let _ = self.notifier.stopping();
         self.node.shutdown(Self::now());
         let _ = self.carry_out().await;
@@ -626,6 +669,7 @@ impl Daemon {
             },
             ike_pool,
             ike_done_rx,
+            loop_stats: loop_stats::LoopStats::default(),
         };
         // The configured static routes: a failure stops the start.
         control.carry_out().await?;
