@@ -75,3 +75,35 @@ fn a_peer_cannot_open_ike_sas_without_bound() {
     );
     assert!(net.b.counters().ike_sas_refused > 0, "refusals are counted");
 }
+
+/// Many peers behind one NAT address, each its own port (or one peer changing ports): each
+/// address and port stays under its own cap, so the per-address cap
+/// (`Config::max_sas_per_address`) is what bounds them; past it IKE_AUTH is refused, counted.
+#[test]
+fn one_address_cannot_hold_more_ike_sas_than_its_cap_whatever_the_ports() {
+    const CAP: usize = 6;
+    const OPENED: u16 = 20;
+    let mut responder = config(PSK);
+    responder.max_sas_per_address = CAP;
+    let mut net = Net::new(config(PSK), responder, false);
+    for i in 0..OPENED {
+        let local = std::net::SocketAddr::new(net.a_priv, 20_000 + i);
+        let now = net.now;
+        net.a.initiate(now, local, net.b_local()).unwrap();
+        net.flush();
+    }
+    let up = net
+        .b
+        .sas_with(net.a_pub)
+        .filter(|(_, s)| *s == dmvpn_ike::IkeSaState::Established)
+        .count();
+    assert_eq!(
+        up, CAP,
+        "the responder holds {up} IKE SAs from one address over {OPENED} ports (cap {CAP})"
+    );
+    assert_eq!(
+        net.b.counters().ike_sas_refused,
+        u64::from(OPENED) - CAP as u64,
+        "each refusal counted"
+    );
+}
