@@ -53,6 +53,9 @@ impl Endpoint {
         let (key_in, key_out) = (keys.i_to_r, keys.r_to_i);
         let lt = self.config.lifetimes;
         let rekey_at = self.rekey_deadline(now, lt.child, lt.child_margin);
+        // An IKE SA holds one Child SA, two during a rekey: room for exactly that, not the
+        // four a first push reserves (a hub keeps one of these per spoke).
+        sa.children.reserve_exact(1);
         sa.children.push(Child {
             spi_in,
             spi_out,
