@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 mod explain;
 mod loop_stats;
 
-use crate::ctl::{self, Request, Response, Show, ShowFilter};
+use crate::ctl::{self, Answer, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
 use crate::ike_pool::IkePool;
 use crate::keylog::KeyLog;
@@ -213,9 +213,9 @@ impl ControlPlane {
     }
 
     /// Answers one `dmvpnctl` request from the node's state at `now`.
-    async fn answer(&mut self, now: Instant, req: Request) -> Response {
-        match req {
-            Request::Show { what, filter } => self.show(now, what, filter),
+    async fn answer(&mut self, now: Instant, req: Request) -> Answer {
+        let resp = match req {
+            Request::Show { what, filter } => return self.show(now, what, filter),
             Request::Explain { destination } => self.explain(now, destination).await,
             Request::ClearSa { peer } => match self.node.clear_sa(now, peer) {
                 Ok(()) => Response::ok(&Ack::new(format!("IKE SA with {peer} deleted"))),
@@ -232,10 +232,13 @@ impl ControlPlane {
                     Response::error(format!("{e:#}"))
                 }
             },
-        }
+        };
+        Answer::Now(resp)
     }
 
-    fn show(&mut self, now: Instant, what: Show, filter: ShowFilter) -> Response {
+    /// A `show` report, built here from the engines' state at `now` and encoded off the
+    /// control loop (see [`Answer::Encode`]).
+    fn show(&mut self, now: Instant, what: Show, filter: ShowFilter) -> Answer {
         let (ike, nhrp, master) = (self.node.ike(), self.node.nhrp(), self.node.tables());
         let mut cache = nhrp.cache_entries(now);
         let mut nhs = nhrp.nhs_status(now);
@@ -281,7 +284,7 @@ impl ControlPlane {
                     .values()
                     .map(|p| (p.out_sa.spi(), &p.out_sa))
                     .collect();
-                Response::ok(&snap.sa_report(|c| {
+                Answer::ok(snap.sa_report(|c| {
                     let inbound = master
                         .inbound
                         .get(Spi(c.spi_in))
@@ -290,13 +293,13 @@ impl ControlPlane {
                     (inbound, outbound)
                 }))
             }
-            Show::Dmvpn => Response::ok(&snap.dmvpn_report_of(
+            Show::Dmvpn => Answer::ok(snap.dmvpn_report_of(
                 &mut self.updown,
                 filter.peer.is_some() || filter.prefix.is_some(),
             )),
-            Show::Nhrp => Response::ok(&snap.nhrp_report(nhrp.counters())),
-            Show::Ike => Response::ok(&snap.ike_report()),
-            Show::Interface => Response::ok(&self.interface_report()),
+            Show::Nhrp => Answer::ok(snap.nhrp_report(nhrp.counters())),
+            Show::Ike => Answer::ok(snap.ike_report()),
+            Show::Interface => Answer::ok(self.interface_report()),
         }
     }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use dmvpn_api::{Ack, fixtures as examples};
-use dmvpnd::ctl::{self, Command as CtlCommand, Request, Response, Show};
+use dmvpnd::ctl::{self, Answer, Command as CtlCommand, Request, Response, Show};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -20,17 +20,20 @@ fn dmvpnctl_bin() -> std::path::PathBuf {
     dmvpn_tests::bin("dmvpnctl")
 }
 
-/// The control loop's side of the channel, answering from the example reports.
-fn answer(req: Request) -> Response {
+/// The control loop's side of the channel, answering from the example reports: the `show`s
+/// as the daemon's loop does, a report encoded by the server off the loop ([`Answer::Encode`]).
+fn answer(req: Request) -> Answer {
     let hub: IpAddr = "198.51.100.1".parse().unwrap();
-    match req {
-        Request::Show { what, .. } => match what {
-            Show::Sa => Response::ok(&examples::sa()),
-            Show::Dmvpn => Response::ok(&examples::dmvpn()),
-            Show::Nhrp => Response::ok(&examples::nhrp()),
-            Show::Ike => Response::ok(&examples::ike_report()),
-            Show::Interface => Response::ok(&examples::interface()),
-        },
+    let resp = match req {
+        Request::Show { what, .. } => {
+            return match what {
+                Show::Sa => Answer::ok(examples::sa()),
+                Show::Dmvpn => Answer::ok(examples::dmvpn()),
+                Show::Nhrp => Answer::ok(examples::nhrp()),
+                Show::Ike => Answer::ok(examples::ike_report()),
+                Show::Interface => Answer::ok(examples::interface()),
+            };
+        }
         Request::ClearSa { peer } if peer == hub => {
             Response::ok(&Ack::new(format!("cleared the IKE SA with {peer}")))
         }
@@ -38,7 +41,8 @@ fn answer(req: Request) -> Response {
         Request::ClearNhrp => Response::ok(&Ack::new("cleared 3 dynamic NHRP entries")),
         Request::Reload => Response::ok(&Ack::new("configuration reloaded")),
         Request::Explain { .. } => Response::ok(&examples::explain()),
-    }
+    };
+    Answer::Now(resp)
 }
 
 async fn start(path: &Path, groups: ctl::Groups) -> tokio::task::JoinHandle<()> {

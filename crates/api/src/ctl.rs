@@ -242,6 +242,30 @@ impl Response {
         }
     }
 
+    /// The wire form of `Response::ok(data)` ([`Response::line`]), encoded straight from
+    /// `data` without building the JSON value tree first: a hub's 10,000-peer report costs
+    /// one pass instead of three. Parses back to the same [`Response`].
+    pub fn ok_line(data: &impl Serialize) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Ok<'a, T> {
+            schema_version: u32,
+            ok: bool,
+            data: &'a T,
+        }
+        let line = Ok {
+            schema_version: SCHEMA_VERSION,
+            ok: true,
+            data,
+        };
+        match serde_json::to_vec(&line) {
+            Ok(mut v) => {
+                v.push(b'\n');
+                v
+            }
+            Err(e) => Self::error(format!("internal error: cannot encode the answer: {e}")).line(),
+        }
+    }
+
     /// Failure, with a message for the operator.
     pub fn error(msg: impl Into<String>) -> Self {
         Self {

@@ -387,6 +387,28 @@ fn answers_decode_by_request() {
 
 /// Schema v1 byte for byte, field order included (the wire form goes through
 /// `serde_json::Value` and so sorts keys, but the structs' own order is kept too).
+// The daemon encodes a large `show` off its control loop with `ok_line`: a client must read
+// exactly what `Response::ok(..).line()` gives, whatever order the keys come in.
+#[test]
+fn ok_line_reads_back_as_ok() {
+    fn same<T: serde::Serialize>(data: &T) {
+        let line = Response::ok_line(data);
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        let back: Response = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, Response::ok(data));
+        let classic: Response = serde_json::from_slice(&Response::ok(data).line()).unwrap();
+        assert_eq!(back, classic);
+    }
+    same(&fixtures::sa());
+    same(&fixtures::dmvpn());
+    same(&fixtures::nhrp());
+    same(&fixtures::ike_report());
+    same(&fixtures::interface());
+    same(&fixtures::explain());
+    same(&Ack::new("cleared"));
+}
+
 #[test]
 fn schema_v1_golden() {
     assert_eq!(

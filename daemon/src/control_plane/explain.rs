@@ -274,7 +274,7 @@ impl ControlPlane {
             ..ShowFilter::default()
         };
         let report: SaReport =
-            serde_json::from_value(self.show(now, Show::Sa, filter).data?).ok()?;
+            serde_json::from_value(self.show(now, Show::Sa, filter).into_response().data?).ok()?;
         report
             .peers
             .into_iter()
