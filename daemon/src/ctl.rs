@@ -77,7 +77,11 @@ impl Answer {
     async fn line(self) -> Vec<u8> {
         match self {
             Self::Now(r) => r.line(),
-            Self::Encode(f) => tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+            Self::Encode(f) => tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+                if e.is_cancelled() {
+                    return Response::error("dmvpnd is shutting down").line();
+                }
+                tracing::error!("encoding a control answer failed: {e}");
                 Response::error("internal error: encoding the answer failed").line()
             }),
         }

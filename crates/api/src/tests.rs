@@ -302,7 +302,8 @@ fn response_wire_format() {
     let ok = Response::ok(&Ack::new("cleared"));
     assert_eq!(
         String::from_utf8(ok.line()).unwrap(),
-        // Keys inside data come out sorted (serde_json's map); JSON readers don't care.
+        // Through `Response::ok` keys inside data come out sorted (serde_json's map); JSON
+        // readers don't care (`show` answers, by `ok_line`, keep the structs' order).
         "{\"schema_version\":1,\"ok\":true,\"data\":{\"message\":\"cleared\",\"schema_version\":1}}\n"
     );
     let err = Response::error("nope");
@@ -385,10 +386,9 @@ fn answers_decode_by_request() {
     );
 }
 
-/// Schema v1 byte for byte, field order included (the wire form goes through
-/// `serde_json::Value` and so sorts keys, but the structs' own order is kept too).
-// The daemon encodes a large `show` off its control loop with `ok_line`: a client must read
-// exactly what `Response::ok(..).line()` gives, whatever order the keys come in.
+// The daemon encodes its `show` answers off the control loop with `ok_line` (keys in the
+// structs' order; explain and acknowledgements go through `Response::ok`, keys sorted): a
+// client must read exactly what `Response::ok(..).line()` gives, whatever the order.
 #[test]
 fn ok_line_reads_back_as_ok() {
     fn same<T: serde::Serialize>(data: &T) {
@@ -409,6 +409,8 @@ fn ok_line_reads_back_as_ok() {
     same(&Ack::new("cleared"));
 }
 
+/// Schema v1 byte for byte, field order included (`show` lines keep the structs' order;
+/// lines that go through `serde_json::Value` sort the keys).
 #[test]
 fn schema_v1_golden() {
     assert_eq!(

@@ -258,6 +258,7 @@ impl Endpoint {
             // docs/interop-notes.md §19: the responder installed tunnel mode. Never use
             // it; delete what the peer created (§1.4.1).
             sa.queue.push_back(Queued::DeleteChild(spi_in));
+            sa.children.reserve_exact(1);
             sa.children.push(Child {
                 spi_in,
                 spi_out,
