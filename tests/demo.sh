@@ -17,7 +17,7 @@ if ! command -v ip >/dev/null || ! command -v ping >/dev/null; then
     echo "== installing host packages (tests/install-deps.sh)"
     tests/install-deps.sh
 fi
-command -v cargo >/dev/null || { echo "demo: cargo is missing (install Rust from rustup or your distribution)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "demo: cargo is missing: install Rust 1.88 or newer (rustup; Debian 13's 1.85 is too old) and run with it on root's PATH (sudo -i, or sudo env PATH=\"\$PATH\" $0)" >&2; exit 1; }
 
 echo "== building dmvpnd and dmvpnctl (cargo build --release -p dmvpnd -p dmvpnctl)"
 cargo build --release -q -p dmvpnd -p dmvpnctl
