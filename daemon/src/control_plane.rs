@@ -9,15 +9,13 @@
 //! Also starts the daemon (TUN, sockets, route mirror, node, static routes) in the order each
 //! step depends on.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use dmvpn_config::{Config, Role};
 use dmvpn_crypto::SystemRng;
-use dmvpn_esp::Spi;
 use dmvpn_node::{Event, KeyExport, Node, RouteUpdate, SlowPath, Transmit};
 use tokio::sync::mpsc;
 
@@ -33,7 +31,7 @@ use crate::metrics_events::Recorder;
 use crate::metrics_http::ScrapeRequest;
 use crate::netlink::{Netlink, spawn_route_mirror};
 use crate::routes::{RouteTable, SharedRoutes, shared};
-use crate::status::{self, Ack, NodeView, Snapshot, UpDown};
+use crate::status::{self, Ack, UpDown};
 use crate::tun::TunDevice;
 use crate::underlay::{ControlQueues, Received, Underlay, UnderlayConfig, local_address_for};
 
@@ -41,6 +39,15 @@ use crate::underlay::{ControlQueues, Received, Underlay, UnderlayConfig, local_a
 const QUEUE_DEPTH: usize = 1024;
 /// How often the router's own (non-tunnel) prefixes are re-read for NHRP.
 const LOCAL_PREFIX_REFRESH: Duration = Duration::from_secs(30);
+
+/// The `show` reports built from a [`status::Capture`] off the control loop.
+#[derive(Debug, Clone, Copy)]
+enum PeerShow {
+    Sa,
+    Dmvpn,
+    Nhrp,
+    Ike,
+}
 
 /// What the control task owns.
 pub struct ControlPlane {
@@ -56,7 +63,7 @@ pub struct ControlPlane {
     dp: Arc<Datapath>,
     next_local_prefixes: Instant,
     /// When each peer entered its state, for `show dmvpn`'s UpDn Tm.
-    updown: UpDown,
+    updown: Arc<Mutex<UpDown>>,
     /// The control socket server and where its requests arrive.
     ctl_task: Option<tokio::task::JoinHandle<()>>,
     ctl_rx: Option<mpsc::Receiver<ctl::Command>>,
@@ -236,71 +243,41 @@ impl ControlPlane {
         Answer::Now(resp)
     }
 
-    /// A `show` report, built here from the engines' state at `now` and encoded off the
-    /// control loop (see [`Answer::Encode`]).
+    /// A `show` report of the engines' state at `now`. The loop only copies their views out
+    /// ([`status::Capture`]); filtering, the joins and the encoding run off the loop (see
+    /// [`Answer::Encode`]), so a 10,000-peer `show` costs the loop the copies alone.
     fn show(&mut self, now: Instant, what: Show, filter: ShowFilter) -> Answer {
-        let (ike, nhrp, master) = (self.node.ike(), self.node.nhrp(), self.node.tables());
-        let mut cache = nhrp.cache_entries(now);
-        let mut nhs = nhrp.nhs_status(now);
-        let mut ike = ike.ike_sas(now);
-        // `show … --peer` / `show nhrp PREFIX`: a hub answers for one peer or prefix
-        // without listing the other 10,000.
-        if let Some(p) = filter.peer {
-            cache.retain(|e| e.nbma == p || e.effective_nbma() == p);
-            nhs.retain(|n| n.nbma_addr == p);
-        }
-        if let Some(pf) = filter.prefix {
-            cache.retain(|e| pf.contains(e.protocol_addr) || pf.contains(e.next_hop));
-            nhs.retain(|n| n.protocol_addr.is_some_and(|a| pf.contains(a)));
-        }
-        if filter.peer.is_some() || filter.prefix.is_some() {
-            // IKE knows a peer by its post-NAT address: keep the SAs of every peer the
-            // filtered entries name (and the asked-for address itself).
-            let peers: std::collections::HashSet<std::net::IpAddr> = cache
-                .iter()
-                .map(|e| e.effective_nbma())
-                .chain(nhs.iter().map(|n| n.nbma_addr))
-                .chain(filter.peer.filter(|_| filter.prefix.is_none()))
-                .collect();
-            ike.retain(|s| peers.contains(&s.remote.ip()));
-        }
-        let mut backoff: Vec<(std::net::IpAddr, dmvpn_node::peers::Backoff)> = self
-            .node
-            .backoffs()
-            .map(|(p, b)| (std::net::IpAddr::V4(p), b))
-            .filter(|(p, _)| {
-                filter.peer.is_none_or(|f| f == *p)
-                    && (filter.prefix.is_none() || ike.iter().any(|s| s.remote.ip() == *p))
-            })
-            .collect();
-        backoff.sort_by_key(|(p, _)| *p);
-        let view = NodeView::of(&self.node);
-        let snap = Snapshot::of(&self.node, &view, now, &cache, &nhs, &ike, &backoff);
-        match what {
-            Show::Sa => {
-                // Outbound SAs by SPI, once: a lookup per child keeps a hub's `show sa` linear.
-                let outbound: HashMap<Spi, _> = master
-                    .paths
-                    .values()
-                    .map(|p| (p.out_sa.spi(), &p.out_sa))
-                    .collect();
-                Answer::ok(snap.sa_report(|c| {
-                    let inbound = master
-                        .inbound
-                        .get(Spi(c.spi_in))
-                        .map(|s| s.stats().snapshot());
-                    let outbound = outbound.get(&Spi(c.spi_out)).map(|o| o.stats().snapshot());
-                    (inbound, outbound)
-                }))
+        let what = match what {
+            // A handful of counters: no capture needed.
+            Show::Interface => return Answer::ok(self.interface_report()),
+            Show::Sa => PeerShow::Sa,
+            Show::Dmvpn => PeerShow::Dmvpn,
+            Show::Nhrp => PeerShow::Nhrp,
+            Show::Ike => PeerShow::Ike,
+        };
+        let mut capture = status::Capture::of(&self.node, now);
+        // Cloning the dataplane's tables is O(1) (structurally shared maps); their counters
+        // are atomics the report reads wherever it runs.
+        let master = self.node.tables().clone();
+        let nhrp_counters = self.node.nhrp().counters().clone();
+        let updown = Arc::clone(&self.updown);
+        Answer::build(move |w| {
+            capture.filter(filter);
+            let partial = filter.peer.is_some() || filter.prefix.is_some();
+            let snap = capture.snapshot();
+            match what {
+                PeerShow::Sa => Response::write_ok(w, &status::sa_report(&snap, &master)),
+                PeerShow::Dmvpn => {
+                    let report = {
+                        let mut updown = updown.lock().unwrap_or_else(PoisonError::into_inner);
+                        snap.dmvpn_report_of(&mut updown, partial)
+                    };
+                    Response::write_ok(w, &report)
+                }
+                PeerShow::Nhrp => Response::write_ok(w, &snap.nhrp_report(&nhrp_counters)),
+                PeerShow::Ike => Response::write_ok(w, &snap.ike_report()),
             }
-            Show::Dmvpn => Answer::ok(snap.dmvpn_report_of(
-                &mut self.updown,
-                filter.peer.is_some() || filter.prefix.is_some(),
-            )),
-            Show::Nhrp => Answer::ok(snap.nhrp_report(nhrp.counters())),
-            Show::Ike => Answer::ok(snap.ike_report()),
-            Show::Interface => Answer::ok(self.interface_report()),
-        }
+        })
     }
 
     /// `show interface`: the dataplane's counters with the drops the daemon counts itself.
@@ -651,7 +628,7 @@ impl Daemon {
             key_log,
             dp,
             next_local_prefixes: Instant::now(),
-            updown: UpDown::new(),
+            updown: Arc::new(Mutex::new(UpDown::new())),
             ctl_task: None,
             ctl_rx: None,
             notifier: crate::sdnotify::Notifier::from_env()

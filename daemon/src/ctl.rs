@@ -47,44 +47,156 @@ pub const ADMIN_RESERVED: usize = 4;
 /// sender without answering gives the client an error, never a hang.
 pub type Command = (Request, oneshot::Sender<Answer>);
 
+/// Writes an answer's line: a report built and encoded off the control loop.
+pub type Encoder = Box<dyn FnOnce(&mut dyn io::Write) -> io::Result<()> + Send>;
+
 /// The control loop's answer to one request.
 pub enum Answer {
     /// Complete.
     Now(Response),
-    /// A report the control loop built from its state, encoded into the response line off
-    /// the loop (on tokio's blocking pool): at 10,000 peers the encoding of a `show` is tens
-    /// of milliseconds the loop would otherwise not be running IKE, NHRP and DPD.
-    Encode(Box<dyn FnOnce() -> Vec<u8> + Send>),
+    /// A report from what the control loop copied out of its state, built and encoded into
+    /// the response line off the loop (on tokio's blocking pool) and streamed to the client
+    /// as it is encoded: at 10,000 peers the joins and the encoding of a `show` are tens of
+    /// milliseconds the loop would otherwise not be running IKE, NHRP and DPD, and megabytes
+    /// the daemon would otherwise hold in one buffer.
+    Encode(Encoder),
 }
 
 impl Answer {
     /// `Response::ok(report)`, encoded later.
     pub fn ok<T: serde::Serialize + Send + 'static>(report: T) -> Self {
-        Self::Encode(Box::new(move || Response::ok_line(&report)))
+        Self::build(move |w| Response::write_ok(w, &report))
+    }
+
+    /// An answer `write` builds and writes (with [`Response::write_ok`]) off the loop.
+    pub fn build(
+        write: impl FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + 'static,
+    ) -> Self {
+        Self::Encode(Box::new(write))
     }
 
     /// The answer as a [`Response`], encoding it here (for callers inside the daemon).
     pub fn into_response(self) -> Response {
         match self {
             Self::Now(r) => r,
-            Self::Encode(f) => serde_json::from_slice(&f()).unwrap_or_else(|e| {
-                Response::error(format!("internal error: cannot decode the answer: {e}"))
-            }),
+            Self::Encode(f) => {
+                let mut line = Vec::new();
+                if let Err(e) = f(&mut line) {
+                    return Response::error(format!(
+                        "internal error: cannot encode the answer: {e}"
+                    ));
+                }
+                serde_json::from_slice(&line).unwrap_or_else(|e| {
+                    Response::error(format!("internal error: cannot decode the answer: {e}"))
+                })
+            }
         }
     }
 
-    /// The response line, encoded on the blocking pool when it is a report.
-    async fn line(self) -> Vec<u8> {
-        match self {
-            Self::Now(r) => r.line(),
-            Self::Encode(f) => tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-                if e.is_cancelled() {
-                    return Response::error("dmvpnd is shutting down").line();
+    /// Writes the response line to `w`. A report is encoded on the blocking pool and handed
+    /// over in [`STREAM_CHUNK`]-byte pieces as it is encoded. `false`: the connection cannot
+    /// carry another answer (the client stopped reading, or an answer broke off part-way).
+    async fn write_to(self, w: &mut (impl tokio::io::AsyncWrite + Unpin)) -> bool {
+        let f = match self {
+            Self::Now(r) => return write_timed(w, &r.line()).await,
+            Self::Encode(f) => f,
+        };
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_DEPTH);
+        let encoder = tokio::task::spawn_blocking(move || {
+            let mut out = Chunks::new(tx);
+            match f(&mut out) {
+                Ok(()) => io::Write::flush(&mut out),
+                // Nothing of the line has gone out: an error line can still take its place.
+                Err(e) if !out.sent => {
+                    tracing::error!("encoding a control answer failed: {e}");
+                    out.buf.clear();
+                    out.buf.extend(
+                        Response::error(format!("internal error: cannot encode the answer: {e}"))
+                            .line(),
+                    );
+                    io::Write::flush(&mut out)
                 }
-                tracing::error!("encoding a control answer failed: {e}");
-                Response::error("internal error: encoding the answer failed").line()
-            }),
+                Err(e) => Err(e),
+            }
+        });
+        let mut written = false;
+        while let Some(chunk) = rx.recv().await {
+            if !write_timed(w, &chunk).await {
+                // Dropping the receiver stops the encoder at its next chunk.
+                return false;
+            }
+            written = true;
         }
+        match encoder.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!("control answer broke off: {e}");
+                false
+            }
+            Err(e) => {
+                let msg = if e.is_cancelled() {
+                    "dmvpnd is shutting down"
+                } else {
+                    tracing::error!("encoding a control answer failed: {e}");
+                    "internal error: encoding the answer failed"
+                };
+                !written && write_timed(w, &Response::error(msg).line()).await
+            }
+        }
+    }
+}
+
+/// Bytes of a streamed answer handed to the socket task at a time, and how many such pieces
+/// may wait for a slow client: the daemon holds at most about 256 KiB of any one answer.
+pub const STREAM_CHUNK: usize = 64 << 10;
+const STREAM_DEPTH: usize = 3;
+
+/// `write_all` within [`IDLE_TIMEOUT`]; `false` if it failed or the client stopped reading.
+async fn write_timed(w: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(IDLE_TIMEOUT, w.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The encoder's side of a streamed answer: fills a buffer and sends it on when full.
+struct Chunks {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Some of the line has gone to the socket task.
+    sent: bool,
+}
+
+impl Chunks {
+    fn new(tx: mpsc::Sender<Vec<u8>>) -> Self {
+        Chunks {
+            buf: Vec::with_capacity(STREAM_CHUNK),
+            tx,
+            sent: false,
+        }
+    }
+}
+
+impl io::Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
+        self.sent = true;
+        // Blocks while the client is slower than the encoder (STREAM_DEPTH pieces queued); an
+        // error once the socket task has given up on the client.
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }
 
@@ -392,9 +504,11 @@ async fn client(
                 return;
             }
         };
-        let resp = answer(&line, tier_of, access, peer, &tx).await.line().await;
-        let write = tokio::time::timeout(IDLE_TIMEOUT, w.write_all(&resp)).await;
-        if !matches!(write, Ok(Ok(()))) {
+        if !answer(&line, tier_of, access, peer, &tx)
+            .await
+            .write_to(&mut w)
+            .await
+        {
             return;
         }
     }

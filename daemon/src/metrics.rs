@@ -9,18 +9,15 @@
 //! NBMA address, lowest first; `[metrics] max-peers`); the others count in the router-wide
 //! series only, and `dmvpn_metrics_peers_omitted` says how many there were.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Instant;
 
 use dmvpn_api::{
     IkeSa, IkeState, InterfaceReport, NHRP_PACKET_TYPES, NhrpCounters, NhrpKind, NhrpPeerState,
     NhrpRole, NhsEntry, SaPeer,
 };
-use dmvpn_esp::Spi;
 use dmvpn_node::Node;
-use dmvpn_node::peers::Backoff;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -29,7 +26,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::metrics_events::Recorder;
-use crate::status::{NodeView, Snapshot};
+use crate::status::Capture;
 
 /// The Content-Type of the exposition in OpenMetrics 1.0 text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -209,29 +206,17 @@ impl Scrape {
         recorder: Recorder,
     ) -> Scrape {
         let config = node.config();
-        let (ike, nhrp, master) = (node.ike(), node.nhrp(), node.tables());
-        let cache = nhrp.cache_entries(now);
-        let nhs = nhrp.nhs_status(now);
-        let ike_sas = ike.ike_sas(now);
-        let backoff: Vec<(IpAddr, Backoff)> =
-            node.backoffs().map(|(p, b)| (IpAddr::V4(p), b)).collect();
-        let view = NodeView::of(node);
-        let snap = Snapshot::of(node, &view, now, &cache, &nhs, &ike_sas, &backoff);
-        let outbound: HashMap<Spi, _> = master
-            .paths
-            .values()
-            .map(|p| (p.out_sa.spi(), &p.out_sa))
-            .collect();
-        let mut peers = snap
-            .sa_report(|c| {
-                let inbound = master
-                    .inbound
-                    .get(Spi(c.spi_in))
-                    .map(|s| s.stats().snapshot());
-                let outbound = outbound.get(&Spi(c.spi_out)).map(|o| o.stats().snapshot());
-                (inbound, outbound)
-            })
-            .peers;
+        let (ike, nhrp) = (node.ike(), node.nhrp());
+        let mut capture = Capture::of(node, now);
+        let ike_states: Vec<IkeState> =
+            capture.ike().iter().map(crate::status::ike_state).collect();
+        let backoff_peers = capture
+            .backoff()
+            .iter()
+            .filter(|(_, b)| b.until > now)
+            .count();
+        let snap = capture.snapshot();
+        let mut peers = crate::status::sa_report(&snap, node.tables()).peers;
         let max_peers = usize::try_from(config.metrics.max_peers).unwrap_or(usize::MAX);
         let peers_omitted = peers.len().saturating_sub(max_peers);
         peers.truncate(max_peers);
@@ -250,11 +235,8 @@ impl Scrape {
             dataplane,
             peers,
             peers_omitted,
-            ike_states: ike_sas
-                .iter()
-                .map(|s| crate::status::ike_sa(s).state)
-                .collect(),
-            backoff_peers: backoff.iter().filter(|(_, b)| b.until > now).count(),
+            ike_states,
+            backoff_peers,
             dpd_probes: (
                 ike.counters().dpd_probes_sent,
                 ike.counters().dpd_probes_answered,

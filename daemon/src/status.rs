@@ -19,9 +19,12 @@ use dmvpn_ike::{ChildSaInfo, IkeSaInfo, Mode};
 use dmvpn_nhrp::{CacheEntry, EntryKind, NhsState, NhsStatus};
 use dmvpn_node::peers::Backoff;
 
+pub use capture::Capture;
 /// The answer to `clear …`/`reload`, and the role a [`Snapshot`] names: re-exported for the
 /// control loop, which uses them with the builders here.
 pub use dmvpn_api::{Ack, NhrpRole};
+
+mod capture;
 
 fn secs(d: Duration) -> u64 {
     d.as_secs()
@@ -42,7 +45,7 @@ fn engine_state(info: &IkeSaInfo) -> String {
 }
 
 /// The schema's coarse, stable state for an engine state.
-fn ike_state(info: &IkeSaInfo) -> IkeState {
+pub fn ike_state(info: &IkeSaInfo) -> IkeState {
     use dmvpn_ike::IkeSaState as S;
     match info.state {
         S::ExpectSaInitResponse | S::ExpectAuthRequest | S::ExpectAuthResponse => {
@@ -221,6 +224,26 @@ pub fn nhrp_counters(c: &dmvpn_nhrp::Counters) -> NhrpCounters {
     }
 }
 
+/// `show sa` of `snap`, with each Child SA's ESP counters read from the dataplane's `tables`.
+pub fn sa_report(snap: &Snapshot<'_>, tables: &dmvpn_dataplane::Tables) -> SaReport {
+    // Outbound SAs by SPI, once: a lookup per child keeps a hub's `show sa` linear.
+    let outbound: HashMap<dmvpn_esp::Spi, _> = tables
+        .paths
+        .values()
+        .map(|p| (p.out_sa.spi(), &p.out_sa))
+        .collect();
+    snap.sa_report(|c| {
+        let inbound = tables
+            .inbound
+            .get(dmvpn_esp::Spi(c.spi_in))
+            .map(|s| s.stats().snapshot());
+        let outbound = outbound
+            .get(&dmvpn_esp::Spi(c.spi_out))
+            .map(|o| o.stats().snapshot());
+        (inbound, outbound)
+    })
+}
+
 /// `show interface` from the dataplane counters. `extra_drops` adds drops the daemon counts
 /// itself (for example `("tun_no_route", n)`); names must be snake_case and not collide with
 /// dataplane reason names.
@@ -253,8 +276,7 @@ pub fn interface_report(
     }
 }
 
-/// What a [`Snapshot`] needs from the node's configuration, owned so the control loop's `show`
-/// and the metrics scrape build their snapshots the same way ([`Snapshot::of`]).
+/// What a [`Snapshot`] needs from the node's configuration, owned (part of a [`Capture`]).
 #[derive(Debug)]
 pub struct NodeView {
     tunnel_addr: String,
@@ -292,35 +314,6 @@ impl NodeView {
                     Some((IpAddr::V4(n.nbma), cluster, probed))
                 })
                 .collect(),
-        }
-    }
-}
-
-impl<'a> Snapshot<'a> {
-    /// The snapshot of `node` at `now` over the engines' views given (filtered or not).
-    pub fn of(
-        node: &'a dmvpn_node::Node,
-        view: &'a NodeView,
-        now: Instant,
-        cache: &'a [CacheEntry],
-        nhs: &'a [NhsStatus],
-        ike: &'a [IkeSaInfo],
-        backoff: &'a [(IpAddr, Backoff)],
-    ) -> Self {
-        Snapshot {
-            now,
-            interface: &node.config().tunnel.interface,
-            tunnel_addr: &view.tunnel_addr,
-            role: view.role,
-            cache,
-            nhs,
-            ike,
-            backoff,
-            changes: Some(node.peer_changes().all()),
-            nhs_priority: &view.nhs_priority,
-            nhs_places: &view.nhs_places,
-            preferred_nhs: node.preferred_nhs().map(IpAddr::V4),
-            shortcuts_waiting: &view.shortcuts_waiting,
         }
     }
 }

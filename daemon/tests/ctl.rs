@@ -46,6 +46,15 @@ fn answer(req: Request) -> Answer {
 }
 
 async fn start(path: &Path, groups: ctl::Groups) -> tokio::task::JoinHandle<()> {
+    start_with(path, groups, answer).await
+}
+
+/// The server with a control loop that answers with `answer`.
+async fn start_with(
+    path: &Path,
+    groups: ctl::Groups,
+    answer: impl Fn(Request) -> Answer + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel::<CtlCommand>(8);
     tokio::spawn(async move {
         while let Some((req, reply)) = rx.recv().await {
@@ -547,6 +556,112 @@ async fn idle_clients_are_not_a_problem_for_others() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = Client::connect(&path).await;
     assert!(c.ask(r#"{"cmd":"show","what":"ike"}"#).await.ok);
+}
+
+/// Peers in the large report below: about 9 MB of JSON, far more than the server holds of one
+/// answer at a time (`STREAM_DEPTH` pieces of `ctl::STREAM_CHUNK`).
+const BIG: usize = 20_000;
+
+/// A report encoded off the loop reaches the client whole however large it is, and an encoder
+/// that fails or a client that goes away mid-answer costs the connection, never the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_stream_and_broken_ones_end_cleanly() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock_in(dir.path());
+    // Bytes the endless encoder (`show ike`) wrote before its writer failed; 0 until then.
+    let endless_stopped = Arc::new(AtomicU64::new(0));
+    let stopped = endless_stopped.clone();
+    let _server = start_with(&path, ctl::Groups::default(), move |req| {
+        let Request::Show { what, .. } = req else {
+            return answer(req);
+        };
+        match what {
+            // Large: one example peer 20,000 times.
+            Show::Sa => Answer::build(|w| {
+                let mut r = examples::sa();
+                let peer = r.peers[0].clone();
+                r.peers = vec![peer; BIG];
+                Response::write_ok(w, &r)
+            }),
+            // Fails before writing anything: an error line can take its place.
+            Show::Dmvpn => Answer::build(|_| Err(std::io::Error::other("no report"))),
+            // Fails after a megabyte has gone out: only closing the stream is left.
+            Show::Nhrp => Answer::build(|w| {
+                w.write_all(br#"{"schema_version":1,"ok":true,"data":"#)?;
+                w.write_all(&vec![b' '; 1 << 20])?;
+                Err(std::io::Error::other("broke off"))
+            }),
+            // Never ends: only the client's going away stops it.
+            Show::Ike => {
+                let stopped = stopped.clone();
+                Answer::build(move |w| {
+                    let mut n = 0u64;
+                    loop {
+                        if let Err(e) = w.write_all(&[b' '; 4096]) {
+                            stopped.store(n.max(1), Ordering::SeqCst);
+                            return Err(e);
+                        }
+                        n += 4096;
+                    }
+                })
+            }
+            Show::Interface => answer(req),
+        }
+    })
+    .await;
+
+    let mut c = Client::connect(&path).await;
+    for _ in 0..2 {
+        let r = c.ask(r#"{"cmd":"show","what":"sa"}"#).await;
+        assert!(r.ok, "{r:?}");
+        let back: dmvpn_api::SaReport = serde_json::from_value(r.data.unwrap()).unwrap();
+        assert_eq!(back.peers.len(), BIG);
+        assert_eq!(back.peers[BIG - 1], examples::sa().peers[0]);
+    }
+    let r = c.ask(r#"{"cmd":"show","what":"dmvpn"}"#).await;
+    assert_eq!(
+        r.error.as_deref(),
+        Some("internal error: cannot encode the answer: no report")
+    );
+    // The connection still answers after that error line.
+    assert!(c.ask(r#"{"cmd":"show","what":"interface"}"#).await.ok);
+
+    // Broken off part-way: the client reads the part and then the end of the stream.
+    let mut c = UnixStream::connect(&path).await.unwrap();
+    c.write_all(b"{\"cmd\":\"show\",\"what\":\"nhrp\"}\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut got))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    assert!(got.len() >= 1 << 20, "{} bytes", got.len());
+    assert!(!got.contains(&b'\n'), "no complete line");
+    assert!(serde_json::from_slice::<Response>(&got).is_err());
+
+    // A client that asks and goes away: the encoder's next write fails and it stops.
+    let mut c = UnixStream::connect(&path).await.unwrap();
+    c.write_all(b"{\"cmd\":\"show\",\"what\":\"ike\"}\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 4096];
+    c.read_exact(&mut first).await.unwrap();
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while endless_stopped.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the encoder still runs 20 s after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The server still serves.
+    let mut c = Client::connect(&path).await;
+    assert!(c.ask(r#"{"cmd":"show","what":"interface"}"#).await.ok);
 }
 
 /// Prints every sample as dmvpnctl shows it, text and JSON, for docs/dmvpnctl.md:

@@ -246,6 +246,17 @@ impl Response {
     /// `data` without building the JSON value tree first: a hub's 10,000-peer report costs
     /// one pass instead of three. Parses back to the same [`Response`].
     pub fn ok_line(data: &impl Serialize) -> Vec<u8> {
+        let mut v = Vec::new();
+        match Self::write_ok(&mut v, data) {
+            Ok(()) => v,
+            Err(e) => Self::error(format!("internal error: cannot encode the answer: {e}")).line(),
+        }
+    }
+
+    /// [`Response::ok_line`] written to `w` as it is encoded, so a large report streams out
+    /// instead of being built in one buffer first. On an error part of the line may have been
+    /// written: the caller cannot send another answer on that stream and closes it.
+    pub fn write_ok(w: &mut dyn std::io::Write, data: &impl Serialize) -> std::io::Result<()> {
         #[derive(Serialize)]
         struct Ok<'a, T> {
             schema_version: u32,
@@ -257,13 +268,8 @@ impl Response {
             ok: true,
             data,
         };
-        match serde_json::to_vec(&line) {
-            Ok(mut v) => {
-                v.push(b'\n');
-                v
-            }
-            Err(e) => Self::error(format!("internal error: cannot encode the answer: {e}")).line(),
-        }
+        serde_json::to_writer(&mut *w, &line)?;
+        w.write_all(b"\n")
     }
 
     /// Failure, with a message for the operator.

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use dmvpn_api::{
     ExplainError, ExplainForwarding, ExplainKernel, ExplainNhrpEvent, ExplainPath, ExplainReport,
-    ExplainRoute, NhrpEntry, SCHEMA_VERSION, SaPeer, SaReport,
+    ExplainRoute, NhrpEntry, SCHEMA_VERSION, SaPeer,
 };
 use dmvpn_dataplane::{Forwarding, Route, RouteProto};
 use dmvpn_nhrp::{CacheEntry, CieCode, EntryKind, ErrorCode};
@@ -16,9 +16,9 @@ use dmvpn_node::explain_log::{NhrpNote, NhrpRecord};
 use dmvpn_node::peers::Backoff;
 
 use super::ControlPlane;
-use crate::ctl::{Response, Show, ShowFilter};
+use crate::ctl::{Response, ShowFilter};
 use crate::netlink::KernelLookup;
-use crate::status::nhrp_entry;
+use crate::status::{self, nhrp_entry};
 
 /// Where a tunnel route came from, by the kernel's protocol number (rtnetlink.h RTPROT_*,
 /// iproute2's names) and, for dmvpnd's own routes, by the metric the node gives each kind.
@@ -266,16 +266,15 @@ impl ControlPlane {
         })
     }
 
-    /// `peer` as `show sa --peer PEER` lists it: the answer of `show` itself, so the join,
-    /// the counters and any later change to them stay the same in both.
+    /// `peer` as `show sa --peer PEER` lists it: the same capture, filter and join as `show`,
+    /// so the counters and any later change to them stay the same in both.
     fn sa_peer(&mut self, now: Instant, peer: IpAddr) -> Option<SaPeer> {
-        let filter = ShowFilter {
+        let mut capture = status::Capture::of(&self.node, now);
+        capture.filter(ShowFilter {
             peer: Some(peer),
             ..ShowFilter::default()
-        };
-        let report: SaReport =
-            serde_json::from_value(self.show(now, Show::Sa, filter).into_response().data?).ok()?;
-        report
+        });
+        status::sa_report(&capture.snapshot(), self.node.tables())
             .peers
             .into_iter()
             .find(|p| p.nbma == peer || p.post_nat_nbma == Some(peer))
