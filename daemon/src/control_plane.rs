@@ -26,7 +26,7 @@ use crate::ctl::{self, Answer, Request, Response, Show, ShowFilter};
 use crate::datapath::Datapath;
 use crate::ike_pool::IkePool;
 use crate::keylog::KeyLog;
-use crate::metrics::{DataplaneInfo, Scrape};
+use crate::metrics::{DataplaneInfo, LazyScrape, Scrape};
 use crate::metrics_events::Recorder;
 use crate::metrics_http::ScrapeRequest;
 use crate::netlink::{Netlink, spawn_route_mirror};
@@ -316,9 +316,9 @@ impl ControlPlane {
         )
     }
 
-    /// What one scrape of `/metrics` shows, at `now`.
-    fn scrape(&self, now: Instant) -> Scrape {
-        Scrape::build(
+    /// What one scrape of `/metrics` shows, at `now`: copied here, joined off the loop.
+    fn scrape(&self, now: Instant) -> LazyScrape {
+        Scrape::capture(
             &self.node,
             now,
             self.interface_report(),
@@ -441,7 +441,7 @@ impl ControlPlane {
                     let _ = reply.send(self.scrape(started));
                     let held = started.elapsed();
                     if held > CONTROL_REQUEST_BUDGET {
-                        tracing::warn!(held_ms = held.as_millis(), "metrics scrape held the control loop (lower metrics.max-peers)");
+                        tracing::warn!(held_ms = held.as_millis(), "metrics scrape held the control loop");
                     }
                     "metrics_scrape"
                 }

@@ -194,59 +194,69 @@ pub fn peer_labels(p: &SaPeer) -> Labels {
     ]
 }
 
+/// A scrape still to be built: what the control loop copied, and the joins to run on them
+/// (off the loop; [`Scrape::capture`]).
+pub type LazyScrape = Box<dyn FnOnce() -> Scrape + Send>;
+
 impl Scrape {
-    /// Copies what a scrape shows from the node at `now`, as `dmvpnctl show sa` and `show
-    /// nhrp` would (the same joins, [`crate::status::Snapshot`]). `max_peers` caps the peers
-    /// with series of their own; a hub with more pays only for counting the rest.
-    pub fn build(
+    /// Copies what a scrape shows from the node at `now` ([`Capture`]) and returns the rest
+    /// of the work: the joins, as `dmvpnctl show sa` and `show nhrp` do them, which the
+    /// metrics server runs off the control loop. `max_peers` caps the peers with series of
+    /// their own; a hub with more pays only for counting the rest.
+    pub fn capture(
         node: &Node,
         now: Instant,
         interface_counters: InterfaceReport,
         dataplane: DataplaneInfo,
         recorder: Recorder,
-    ) -> Scrape {
+    ) -> LazyScrape {
         let config = node.config();
-        let (ike, nhrp) = (node.ike(), node.nhrp());
+        let ike = node.ike().counters();
+        let dpd_probes = (ike.dpd_probes_sent, ike.dpd_probes_answered);
         let mut capture = Capture::of(node, now);
-        let ike_states: Vec<IkeState> =
-            capture.ike().iter().map(crate::status::ike_state).collect();
-        let backoff_peers = capture
-            .backoff()
-            .iter()
-            .filter(|(_, b)| b.until > now)
-            .count();
-        let snap = capture.snapshot();
-        let mut peers = crate::status::sa_report(&snap, node.tables()).peers;
+        // O(1): the tables' maps are structurally shared, their counters atomics.
+        let tables = node.tables().clone();
+        let nhrp_counters = node.nhrp().counters().clone();
+        let interface = config.tunnel.interface.clone();
         let max_peers = usize::try_from(config.metrics.max_peers).unwrap_or(usize::MAX);
-        let peers_omitted = peers.len().saturating_sub(max_peers);
-        peers.truncate(max_peers);
-        let nhrp_report = snap.nhrp_report(nhrp.counters());
-        let mut kinds: BTreeMap<&'static str, u64> = CACHE_KINDS.iter().map(|k| (*k, 0)).collect();
-        for e in &nhrp_report.entries {
-            *kinds.entry(cache_kind_name(e.kind)).or_default() += 1;
-        }
-        Scrape {
-            role: match snap.role {
-                NhrpRole::Hub => "hub",
-                NhrpRole::Spoke => "spoke",
-            },
-            interface: config.tunnel.interface.clone(),
-            tunnel_addr: snap.tunnel_addr.to_owned(),
-            dataplane,
-            peers,
-            peers_omitted,
-            ike_states,
-            backoff_peers,
-            dpd_probes: (
-                ike.counters().dpd_probes_sent,
-                ike.counters().dpd_probes_answered,
-            ),
-            nhs: nhrp_report.nhs,
-            nhrp: nhrp_report.counters,
-            nhrp_cache: kinds.into_iter().collect(),
-            interface_counters,
-            recorder,
-        }
+        Box::new(move || {
+            let ike_states: Vec<IkeState> =
+                capture.ike().iter().map(crate::status::ike_state).collect();
+            let backoff_peers = capture
+                .backoff()
+                .iter()
+                .filter(|(_, b)| b.until > now)
+                .count();
+            let snap = capture.snapshot();
+            let mut peers = crate::status::sa_report(&snap, &tables).peers;
+            let peers_omitted = peers.len().saturating_sub(max_peers);
+            peers.truncate(max_peers);
+            let nhrp_report = snap.nhrp_report(&nhrp_counters);
+            let mut kinds: BTreeMap<&'static str, u64> =
+                CACHE_KINDS.iter().map(|k| (*k, 0)).collect();
+            for e in &nhrp_report.entries {
+                *kinds.entry(cache_kind_name(e.kind)).or_default() += 1;
+            }
+            Scrape {
+                role: match snap.role {
+                    NhrpRole::Hub => "hub",
+                    NhrpRole::Spoke => "spoke",
+                },
+                interface,
+                tunnel_addr: snap.tunnel_addr.to_owned(),
+                dataplane,
+                peers,
+                peers_omitted,
+                ike_states,
+                backoff_peers,
+                dpd_probes,
+                nhs: nhrp_report.nhs,
+                nhrp: nhrp_report.counters,
+                nhrp_cache: kinds.into_iter().collect(),
+                interface_counters,
+                recorder,
+            }
+        })
     }
 
     /// The exposition text (OpenMetrics ends in `# EOF`).

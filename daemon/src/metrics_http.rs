@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::metrics::{Format, Scrape};
+use crate::metrics::{Format, LazyScrape};
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_REQUEST: usize = 8192;
@@ -26,7 +26,7 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 8;
 
 /// A scrape request to the control loop: it answers with the engines' state.
-pub type ScrapeRequest = oneshot::Sender<Scrape>;
+pub type ScrapeRequest = oneshot::Sender<LazyScrape>;
 
 /// Binds `listen` and serves scrapes, asking the control loop through `tx` for each one.
 pub async fn serve(
@@ -169,8 +169,9 @@ async fn exposition(tx: &mpsc::Sender<ScrapeRequest>, format: Format) -> Result<
         .await
         .context("control loop did not answer in time")?
         .context("control loop dropped the scrape")?;
-    // Encoding a large hub's scrape is CPU work: off the async workers.
-    tokio::task::spawn_blocking(move || scrape.render(format))
+    // Joining and encoding a large hub's scrape is CPU work: off the loop and the async
+    // workers.
+    tokio::task::spawn_blocking(move || scrape().render(format))
         .await
         .context("encoder task")?
         .map_err(|_| anyhow::anyhow!("encoding the exposition failed"))
@@ -221,9 +222,9 @@ mod tests {
         if answer {
             tokio::spawn(async move {
                 while let Some(reply) = rx.recv().await {
-                    let _ = reply.send(crate::metrics::tests::scrape(
-                        crate::metrics_events::Recorder::new(),
-                    ));
+                    let scrape =
+                        crate::metrics::tests::scrape(crate::metrics_events::Recorder::new());
+                    let _ = reply.send(Box::new(move || scrape));
                 }
             });
         } else {
