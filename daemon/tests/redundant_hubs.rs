@@ -1,6 +1,8 @@
 //! Redundant hubs (issue 14, item 2): two hubs, and spokes A and B (B behind the NAT) that list
 //! both as NHSs, hub 1 preferred (`priority` 0 and 1) with `nhs-fallback = 10`. The hubs do not
-//! redirect, so spoke-to-spoke traffic keeps crossing the preferred NHS. Hub 1 is killed
+//! redirect, so spoke-to-spoke traffic keeps crossing the preferred NHS. Multicast to OSPF's
+//! group (echo requests out of spoke A's tunnel) reaches both hubs: each NHS is flagged
+//! `multicast`, and the spoke replicates to every one it is registered with. Hub 1 is killed
 //! (SIGKILL): the spokes notice (DPD), traffic A → B continues through hub 2; hub 1 is started
 //! again: the spokes register with it again and move back to it only once it has been up for
 //! the fallback time. Then spoke A is reloaded with hub 2 first (priorities 5 and 1): it
@@ -11,8 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+use dmvpn_tests::Netns;
 use dmvpn_tests::e2e::{
-    HUB_NBMA, HUB2_NBMA, Node, SPOKE_B_TUNNEL, TestDir, Topology, WAN_IF, ping,
+    HUB_NBMA, HUB2_NBMA, Node, SPOKE_B_TUNNEL, TUNNEL_IF, TestDir, Topology, WAN_IF, ping,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
@@ -29,6 +32,55 @@ fn preferred(s: &Scenario<'_>, node: Node) -> Option<String> {
         .flatten()
         .find(|n| n["preferred"] == true)
         .and_then(|n| n["nbma"].as_str().map(str::to_owned))
+}
+
+/// OSPF's all-routers group: what a spoke's hellos are sent to.
+const GROUP: &str = "224.0.0.5";
+
+/// Counts packets to [`GROUP`] coming out of `ns`'s tunnel device (nftables, before routing,
+/// so no group membership is needed for them to be seen).
+fn count_group(ns: &Netns) {
+    let rule = format!("iifname {TUNNEL_IF} ip daddr {GROUP} counter");
+    ns.nft(&[
+        vec!["add", "table", "ip", "mcprobe"],
+        vec![
+            "add",
+            "chain",
+            "ip",
+            "mcprobe",
+            "pre",
+            "{ type filter hook prerouting priority -300 ; }",
+        ],
+        vec!["add", "rule", "ip", "mcprobe", "pre", &rule],
+    ])
+    .expect("nftables counter for the group");
+}
+
+/// Packets [`count_group`] has counted in `ns`.
+fn group_hits(ns: &Netns) -> u64 {
+    let out = ns
+        .exec("nft", &["-j", "list", "chain", "ip", "mcprobe", "pre"])
+        .expect("nft list");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Three echo requests to [`GROUP`] out of `ns`'s tunnel device, as a routing daemon's hellos
+/// would leave it (TTL 1).
+fn send_to_group(ns: &Netns) {
+    let _ = ns.exec(
+        "ping",
+        &[
+            "-n", "-c", "3", "-i", "0.2", "-t", "1", "-W", "1", "-I", TUNNEL_IF, GROUP,
+        ],
+    );
 }
 
 #[test]
@@ -56,6 +108,27 @@ fn traffic_fails_over_to_the_second_hub_and_falls_back() {
         }
     }
     s.reach(&t.spoke_a, "spoke A", SPOKE_B_TUNNEL);
+
+    s.step("multicast (OSPF's group) from spoke A reaches both hubs, each an NHS with multicast");
+    for hub in [&t.hub, &t.hub2] {
+        count_group(hub);
+    }
+    let sent = Instant::now();
+    let both = s.poll(
+        "both hubs' tunnels receive spoke A's multicast",
+        Duration::from_secs(20),
+        |_| {
+            send_to_group(&t.spoke_a);
+            let hits = [group_hits(&t.hub), group_hits(&t.hub2)];
+            hits.iter().all(|&h| h >= 3).then_some(hits)
+        },
+    );
+    println!(
+        "redundant: 224.0.0.5 from spoke A: hub 1 got {}, hub 2 got {} ({:.1?})",
+        both[0],
+        both[1],
+        sent.elapsed()
+    );
     let hub2_rx = s.counters(&t.hub2, WAN_IF);
     let (got, out) = ping(&t.spoke_a, SPOKE_B_TUNNEL, 20, "0.05").unwrap();
     let (rx2, _) = s.counters(&t.hub2, WAN_IF).since(&hub2_rx);
