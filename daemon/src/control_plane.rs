@@ -228,6 +228,13 @@ impl ControlPlane {
                 Ok(()) => Response::ok(&Ack::new(format!("IKE SA with {peer} deleted"))),
                 Err(e) => Response::error(e.to_string()),
             },
+            Request::ClearChildSa { peer } => match self.node.clear_child_sa(now, peer) {
+                Ok(n) => Response::ok(&Ack::new(format!(
+                    "{n} Child SA{} with {peer} deleted; the IKE SA stays",
+                    if n == 1 { "" } else { "s" }
+                ))),
+                Err(e) => Response::error(e.to_string()),
+            },
             Request::ClearNhrp => {
                 let n = self.node.clear_nhrp(now);
                 Response::ok(&Ack::new(format!("{n} dynamic NHRP entries cleared")))

@@ -431,7 +431,10 @@ fn tier(access: &Access, uid: u32, gid: u32, groups: &[u32]) -> Option<Tier> {
 fn needs(req: &Request) -> Tier {
     match req {
         Request::Show { .. } | Request::Explain { .. } => Tier::ReadOnly,
-        Request::ClearSa { .. } | Request::ClearNhrp | Request::Reload => Tier::Admin,
+        Request::ClearSa { .. }
+        | Request::ClearChildSa { .. }
+        | Request::ClearNhrp
+        | Request::Reload => Tier::Admin,
     }
 }
 
@@ -441,6 +444,7 @@ fn cmd_name(req: &Request) -> &'static str {
         Request::Show { .. } => "show",
         Request::Explain { .. } => "explain",
         Request::ClearSa { .. } => "clear_sa",
+        Request::ClearChildSa { .. } => "clear_child_sa",
         Request::ClearNhrp => "clear_nhrp",
         Request::Reload => "reload",
     }

@@ -37,7 +37,9 @@ fn answer(req: Request) -> Answer {
         Request::ClearSa { peer } if peer == hub => {
             Response::ok(&Ack::new(format!("cleared the IKE SA with {peer}")))
         }
-        Request::ClearSa { peer } => Response::error(format!("no SA with {peer}")),
+        Request::ClearSa { peer } | Request::ClearChildSa { peer } => {
+            Response::error(format!("no SA with {peer}"))
+        }
         Request::ClearNhrp => Response::ok(&Ack::new("cleared 3 dynamic NHRP entries")),
         Request::Reload => Response::ok(&Ack::new("configuration reloaded")),
         Request::Explain { .. } => Response::ok(&examples::explain()),

@@ -119,6 +119,12 @@ pub enum ClearWhat {
         /// Peer NBMA address.
         peer: IpAddr,
     },
+    /// Delete the Child SAs (IPsec SAs) with a peer and keep its IKE SA, as IOS's `clear
+    /// crypto sa peer`; traffic brings new ones up.
+    ChildSa {
+        /// Peer NBMA address.
+        peer: IpAddr,
+    },
     /// Purge dynamic NHRP entries (static mappings and NHS registrations stay).
     Nhrp,
 }

@@ -75,6 +75,9 @@ fn run(args: &Args) -> Result<(), String> {
             what: ClearWhat::Sa { peer },
         } => Request::ClearSa { peer: *peer },
         Cmd::Clear {
+            what: ClearWhat::ChildSa { peer },
+        } => Request::ClearChildSa { peer: *peer },
+        Cmd::Clear {
             what: ClearWhat::Nhrp,
         } => Request::ClearNhrp,
         Cmd::Reload => Request::Reload,

@@ -27,6 +27,9 @@ fn answer(req: &Request) -> Response {
             Response::ok(&Ack::new(format!("IKE SA with {peer} deleted")))
         }
         Request::ClearSa { peer } => Response::error(format!("no IKE SA with {peer}")),
+        Request::ClearChildSa { peer } => {
+            Response::ok(&Ack::new(format!("1 Child SA with {peer} deleted")))
+        }
         Request::ClearNhrp => Response::ok(&Ack::new("cleared 3 dynamic NHRP entries")),
         Request::Reload => Response::ok(&Ack::new("configuration reloaded")),
         Request::Explain { .. } => Response::ok(&fixtures::explain()),
@@ -175,6 +178,11 @@ fn clear_and_reload_send_their_requests() {
             vec!["clear", "sa", "198.51.100.1"],
             r#"{"cmd":"clear_sa","peer":"198.51.100.1"}"#,
             "IKE SA with 198.51.100.1 deleted\n",
+        ),
+        (
+            vec!["clear", "child-sa", "198.51.100.1"],
+            r#"{"cmd":"clear_child_sa","peer":"198.51.100.1"}"#,
+            "1 Child SA with 198.51.100.1 deleted\n",
         ),
         (
             vec!["clear", "nhrp"],

@@ -99,7 +99,7 @@ pub struct ShowFilter {
 }
 
 /// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
-/// `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`, `{"cmd":"explain","destination":"10.1.2.3"}`.
+/// `{"cmd":"clear_child_sa","peer":"1.2.3.4"}`, `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`, `{"cmd":"explain","destination":"10.1.2.3"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRequest", into = "RawRequest")]
 pub enum Request {
@@ -109,6 +109,9 @@ pub enum Request {
     /// Delete the IKE SA (and so its Child SAs) with the peer at this NBMA address; answer
     /// with [`Ack`](crate::Ack).
     ClearSa { peer: IpAddr },
+    /// Delete the Child SAs with the peer at this NBMA address and keep the IKE SA (IOS's
+    /// `clear crypto sa peer`); answer with [`Ack`](crate::Ack).
+    ClearChildSa { peer: IpAddr },
     /// Purge the dynamic NHRP cache (static entries and NHS registrations stay); [`Ack`](crate::Ack).
     ClearNhrp,
     /// Re-read the configuration as SIGHUP does; [`Ack`](crate::Ack).
@@ -150,6 +153,9 @@ impl TryFrom<RawRequest> for Request {
             "clear_sa" => Request::ClearSa {
                 peer: r.peer.ok_or("clear_sa needs \"peer\"")?,
             },
+            "clear_child_sa" => Request::ClearChildSa {
+                peer: r.peer.ok_or("clear_child_sa needs \"peer\"")?,
+            },
             "clear_nhrp" => Request::ClearNhrp,
             "reload" => Request::Reload,
             "explain" => Request::Explain {
@@ -157,12 +163,15 @@ impl TryFrom<RawRequest> for Request {
             },
             other => {
                 return Err(format!(
-                    "unknown cmd {other:?} (expected show, clear_sa, clear_nhrp, reload or explain)"
+                    "unknown cmd {other:?} (expected show, clear_sa, clear_child_sa, clear_nhrp, reload or explain)"
                 ));
             }
         };
         let expects_what = matches!(req, Request::Show { .. });
-        let expects_peer = matches!(req, Request::ClearSa { .. } | Request::Show { .. });
+        let expects_peer = matches!(
+            req,
+            Request::ClearSa { .. } | Request::ClearChildSa { .. } | Request::Show { .. }
+        );
         if r.what.is_some() && !expects_what
             || r.peer.is_some() && !expects_peer
             || r.prefix.is_some() && !expects_what
@@ -188,6 +197,7 @@ impl From<Request> for RawRequest {
                 filter.prefix.map(|p| p.to_string()),
             ),
             Request::ClearSa { peer } => ("clear_sa", None, Some(peer), None),
+            Request::ClearChildSa { peer } => ("clear_child_sa", None, Some(peer), None),
             Request::ClearNhrp => ("clear_nhrp", None, None, None),
             Request::Reload => ("reload", None, None, None),
             Request::Explain { .. } => ("explain", None, None, None),

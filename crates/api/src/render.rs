@@ -26,7 +26,10 @@ pub fn text(request: &Request, data: serde_json::Value) -> Result<String, Decode
             Show::Interface => decode::<InterfaceReport>(data),
         },
         Request::Explain { .. } => decode::<crate::explain::ExplainReport>(data),
-        Request::ClearSa { .. } | Request::ClearNhrp | Request::Reload => decode::<Ack>(data),
+        Request::ClearSa { .. }
+        | Request::ClearChildSa { .. }
+        | Request::ClearNhrp
+        | Request::Reload => decode::<Ack>(data),
     }
 }
 

@@ -270,6 +270,12 @@ fn request_wire_format() {
                 peer: "198.51.100.1".parse().unwrap(),
             },
         ),
+        (
+            r#"{"cmd":"clear_child_sa","peer":"198.51.100.1"}"#,
+            Request::ClearChildSa {
+                peer: "198.51.100.1".parse().unwrap(),
+            },
+        ),
         (r#"{"cmd":"clear_nhrp"}"#, Request::ClearNhrp),
         (r#"{"cmd":"reload"}"#, Request::Reload),
     ];
@@ -284,6 +290,7 @@ fn request_wire_format() {
     for bad in [
         r#"{"cmd":"show","what":"routes"}"#,
         r#"{"cmd":"clear_sa","peer":"not-an-ip"}"#,
+        r#"{"cmd":"clear_child_sa"}"#,
         r#"{"cmd":"reload","extra":1}"#,
         r#"{"cmd":"clear_nhrp","peer":"198.51.100.1"}"#,
         r#"{"cmd":"show","what":"nhrp","prefix":"10.250.0.0/33"}"#,

@@ -36,6 +36,27 @@ impl Node {
         result
     }
 
+    /// `clear child-sa PEER`: deletes the Child SAs with `peer` (an INFORMATIONAL DELETE for
+    /// each, RFC 7296 §1.4.1) and keeps the IKE SA and the NHRP state, as IOS's `clear crypto
+    /// sa peer` does. The peer's path is gone until traffic or NHRP brings a new SA up, from
+    /// either end (a hub initiates for a registered spoke it has traffic for). Returns how
+    /// many Child SAs were deleted.
+    pub fn clear_child_sa(&mut self, now: Instant, peer: IpAddr) -> Result<usize, NodeError> {
+        let n = v4(peer)
+            .and_then(|p| self.children.get(&p))
+            .map_or(0, Vec::len);
+        if n == 0 {
+            return Err(NodeError::NoChildSa(peer));
+        }
+        if let Some(p) = v4(peer) {
+            // Starting over: earlier failures with the peer do not hold the new SA back.
+            self.peers.reset(p);
+            self.delete_child_sas(now, p);
+        }
+        tracing::info!(%peer, child_sas = n, "clear child-sa: Child SAs deleted by the operator; the IKE SA stays");
+        Ok(n)
+    }
+
     /// `clear nhrp`: removes the dynamic NHRP entries; returns how many.
     pub fn clear_nhrp(&mut self, now: Instant) -> usize {
         let n = self.nhrp.clear_dynamic();

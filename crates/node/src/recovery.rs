@@ -123,8 +123,8 @@ impl Node {
         self.ike.unknown_esp_spi(now, local, remote, spi);
     }
 
-    /// Deletes the Child SAs with `peer` and keeps its IKE SA: fault injection for tests (an
-    /// IKE SA whose Child SA expired or was deleted), not an operator command.
+    /// Deletes the Child SAs with `peer` and keeps its IKE SA: what [`Node::clear_child_sa`]
+    /// does, without its checks, for tests (an IKE SA whose Child SA expired or was deleted).
     #[doc(hidden)]
     pub fn delete_child_sas(&mut self, now: Instant, peer: Ipv4Addr) {
         let spis: Vec<u32> = self

@@ -296,4 +296,7 @@ pub enum NodeError {
     /// `clear sa` for a peer without an IKE SA.
     #[error("no IKE SA with {0}")]
     NoIkeSa(IpAddr),
+    /// `clear child-sa` for a peer without a Child SA.
+    #[error("no Child SA with {0}")]
+    NoChildSa(IpAddr),
 }
