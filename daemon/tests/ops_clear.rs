@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use dmvpn_tests::e2e::{
-    HUB_NBMA, HUB_TUNNEL, Keys, Node, NodeConfig, SPOKE_A_NBMA, SPOKE_A_TUNNEL, SPOKE_B_TUNNEL,
-    TestDir, Timers, Topology, ping, write_config_with,
+    HUB_NBMA, HUB_TUNNEL, Keys, NAT_OUTSIDE, Node, NodeConfig, SPOKE_A_NBMA, SPOKE_A_TUNNEL,
+    SPOKE_B_TUNNEL, TestDir, Timers, Topology, ping, write_config_with,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::show::{json_spis, strs};
@@ -212,32 +212,59 @@ fn ike_sas_with(s: &Scenario<'_>, node: Node, nbma: &str) -> Vec<serde_json::Val
         .collect()
 }
 
-/// `clear child-sa` on the hub (IOS's `clear crypto sa peer`): the Child SAs with spoke A go
+/// `clear child-sa` on the hub (IOS's `clear crypto sa peer`): the Child SAs with a spoke go
 /// at both ends, the IKE SA and the registration stay. The spoke is idle; the hub has traffic
 /// for it, and because the registration lives it initiates IKE back to the spoke (issue 14,
 /// item 3: "a hub that has a live registration for a spoke but no SA initiates IKE when it has
-/// traffic for that spoke"); the new SA replaces the childless one and the traffic goes
-/// through. Before, the hub dropped traffic to a registered spoke without an SA.
+/// traffic for that spoke"), to spoke B through its NAT on port 4500 once B has had its grace
+/// to initiate first (`NATED_PEER_GRACE`, 3 s); the new SA replaces the childless one and the
+/// traffic goes through. Before, the hub dropped traffic to a registered
+/// spoke without an SA.
 #[test]
 fn clear_child_sa_keeps_the_ike_sa_and_the_hub_brings_the_spoke_back_for_its_traffic() {
     require_root_and_tools();
     let dir = TestDir::new("ops-clear-child").unwrap();
     let t = Topology::new().expect("building the topology");
-    let (mut s, _) = start_registered("ops", &t, &dir, &[Node::SpokeA], quiet_spoke_config);
-    s.reach(&t.hub, "hub", SPOKE_A_TUNNEL);
-    let old = s.eventually("the hub's IKE SA with spoke A", SETTLE_TIMEOUT, |s| {
-        let sas = ike_sas_with(s, Node::Hub, SPOKE_A_NBMA);
-        match sas.as_slice() {
-            [sa] if sa["state"] == "established" && sa["child_count"].as_u64() >= Some(1) => {
-                Ok(sa["spi_i"].as_str().unwrap_or_default().to_owned())
-            }
-            _ => Err(format!("{sas:?}")),
-        }
-    });
+    let (mut s, _) = start_registered(
+        "ops",
+        &t,
+        &dir,
+        &[Node::SpokeA, Node::SpokeB],
+        quiet_spoke_config,
+    );
+    for (spoke, nbma, tunnel) in [
+        (Node::SpokeA, SPOKE_A_NBMA, SPOKE_A_TUNNEL),
+        (Node::SpokeB, NAT_OUTSIDE, SPOKE_B_TUNNEL),
+    ] {
+        hub_brings_back(&mut s, &t, spoke, nbma, tunnel);
+    }
+    s.check_alive();
+}
 
-    s.step("clear child-sa 198.51.100.3 on the hub: the Child SAs go, the IKE SA stays");
-    let out = s.ctl_ok(Node::Hub, &["clear", "child-sa", SPOKE_A_NBMA]);
-    let want = format!("with {SPOKE_A_NBMA} deleted; the IKE SA stays");
+/// One spoke of [`clear_child_sa_keeps_the_ike_sa_and_the_hub_brings_the_spoke_back_for_its_traffic`],
+/// known to the hub at `nbma` (post-NAT) with tunnel address `tunnel`.
+fn hub_brings_back(s: &mut Scenario<'_>, t: &Topology, spoke: Node, nbma: &str, tunnel: &str) {
+    let name = spoke.name();
+    s.reach(&t.hub, "hub", tunnel);
+    let old = s.eventually(
+        &format!("the hub's IKE SA with {name}"),
+        SETTLE_TIMEOUT,
+        |s| {
+            let sas = ike_sas_with(s, Node::Hub, nbma);
+            match sas.as_slice() {
+                [sa] if sa["state"] == "established" && sa["child_count"].as_u64() >= Some(1) => {
+                    Ok(sa["spi_i"].as_str().unwrap_or_default().to_owned())
+                }
+                _ => Err(format!("{sas:?}")),
+            }
+        },
+    );
+
+    s.step(&format!(
+        "clear child-sa {nbma} ({name}) on the hub: the Child SAs go, the IKE SA stays"
+    ));
+    let out = s.ctl_ok(Node::Hub, &["clear", "child-sa", nbma]);
+    let want = format!("with {nbma} deleted; the IKE SA stays");
     if !(out.trim().ends_with(&want) && out.contains(" Child SA")) {
         s.fail(format!("clear child-sa printed {out:?}"));
     }
@@ -245,49 +272,51 @@ fn clear_child_sa_keeps_the_ike_sa_and_the_hub_brings_the_spoke_back_for_its_tra
         "no Child SA at either end, the same IKE SA up at both",
         SETTLE_TIMEOUT,
         |s| {
-            let hub = ike_sas_with(s, Node::Hub, SPOKE_A_NBMA);
-            let spoke = ike_sas_with(s, Node::SpokeA, HUB_NBMA);
+            let hub = ike_sas_with(s, Node::Hub, nbma);
+            let at_spoke = ike_sas_with(s, spoke, HUB_NBMA);
             let childless = |sas: &[serde_json::Value]| {
                 matches!(sas, [sa] if sa["spi_i"] == old.as_str()
                     && sa["state"] == "established"
                     && sa["child_count"] == 0)
             };
-            (childless(&hub) && childless(&spoke))
+            (childless(&hub) && childless(&at_spoke))
                 .then_some(())
-                .ok_or(format!("hub {hub:?}, spoke {spoke:?}"))
+                .ok_or(format!("hub {hub:?}, {name} {at_spoke:?}"))
         },
     );
-    let entry = s.nhrp_entry(Node::Hub, SPOKE_A_TUNNEL);
+    let entry = s.nhrp_entry(Node::Hub, tunnel);
     if !entry
         .as_ref()
         .is_some_and(|e| e["kind"] == "dynamic" && strs(&e["flags"]).contains(&"registered"))
     {
-        s.fail(format!("the hub kept spoke A's registration: {entry:?}"));
+        s.fail(format!("the hub kept {name}'s registration: {entry:?}"));
     }
-    let again = s.ctl(Node::Hub, &["clear", "child-sa", SPOKE_A_NBMA]);
+    let again = s.ctl(Node::Hub, &["clear", "child-sa", nbma]);
     if again.code != Some(1)
         || !again
             .stderr
-            .contains(&format!("dmvpnctl: no Child SA with {SPOKE_A_NBMA}"))
+            .contains(&format!("dmvpnctl: no Child SA with {nbma}"))
     {
         s.fail(format!("a second clear child-sa: {again}"));
     }
 
-    s.step("traffic from the hub to the idle spoke A: the hub initiates IKE back to it");
+    s.step(&format!(
+        "traffic from the hub to the idle {name}: the hub initiates IKE back to it"
+    ));
     let began = Instant::now();
     let back = s.poll(
-        "the hub's pings to spoke A answered again",
+        &format!("the hub's pings to {name} answered again"),
         REGISTRATION_TIMEOUT,
         |_| {
-            let (got, _) = ping(&t.hub, SPOKE_A_TUNNEL, 1, "0.2").unwrap_or_default();
+            let (got, _) = ping(&t.hub, tunnel, 1, "0.2").unwrap_or_default();
             (got == 1).then(|| began.elapsed())
         },
     );
-    let sas = s.eventually(
-        "one IKE SA with spoke A on the hub, new, initiated by the hub",
+    let sa = s.eventually(
+        &format!("one IKE SA with {name} on the hub, new, initiated by the hub"),
         SETTLE_TIMEOUT,
         |s| {
-            let sas = ike_sas_with(s, Node::Hub, SPOKE_A_NBMA);
+            let sas = ike_sas_with(s, Node::Hub, nbma);
             match sas.as_slice() {
                 [sa] if sa["spi_i"] != old.as_str()
                     && sa["state"] == "established"
@@ -299,14 +328,12 @@ fn clear_child_sa_keeps_the_ike_sa_and_the_hub_brings_the_spoke_back_for_its_tra
             }
         },
     );
-    if sas["initiator"] != true {
-        s.fail(format!(
-            "the spoke, not the hub, brought the SA back: {sas}"
-        ));
+    if sa["initiator"] != true {
+        s.fail(format!("{name}, not the hub, brought the SA back: {sa}"));
     }
     println!(
-        "ops: clear child-sa on the hub: its pings to the idle spoke answered again after {back:.1?}, through an IKE SA the hub initiated"
+        "ops: clear child-sa {nbma} on the hub: its pings to the idle {name} answered again after {back:.1?}, through an IKE SA the hub initiated to {}",
+        sa["remote"]
     );
-    s.reach(&t.spoke_a, "spoke A", HUB_TUNNEL);
-    s.check_alive();
+    s.reach(&t.hub, "hub", tunnel);
 }
