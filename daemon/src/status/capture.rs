@@ -1,17 +1,19 @@
 //! What a report is built from, copied out of the node on the control loop.
 //!
-//! At 10,000 peers the joins of a `show` (peer by NBMA address, the best IKE SA of each, the
-//! UpDn bookkeeping, strings for every field) took most of the 40–50 ms a `show dmvpn` held the
-//! control loop (issue 12's budget is 50 ms). So the loop only copies the engines' views into a
-//! [`Capture`], which owns them and is `Send`; filters, joins and encoding run on tokio's
-//! blocking pool from [`Capture::snapshot`], while the loop goes back to IKE, NHRP and DPD.
+//! At 10,000 peers a `show dmvpn` held the control loop 25–40 ms (issue 12's budget is 50 ms,
+//! and the cost grows with N), most of it copying the IKE SAs out of their table. So the loop
+//! takes the IKE engine's structurally shared views of its SAs (an O(1) clone,
+//! `dmvpn_ike::SaViews`) and copies the NHRP cache (plain values), into a [`Capture`], which
+//! owns them and is `Send`; turning the views into `IkeSaInfo`s, filters, joins and encoding
+//! run on tokio's blocking pool from [`Capture::snapshot`], while the loop goes back to IKE,
+//! NHRP and DPD.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use dmvpn_api::ShowFilter;
-use dmvpn_ike::IkeSaInfo;
+use dmvpn_ike::{IkeSaInfo, SaViews};
 use dmvpn_nhrp::{CacheEntry, NhsStatus};
 use dmvpn_node::peers::Backoff;
 
@@ -25,6 +27,8 @@ pub struct Capture {
     view: NodeView,
     cache: Vec<CacheEntry>,
     nhs: Vec<NhsStatus>,
+    /// Until [`Capture::ike`] or [`Capture::filter`] turns them into `ike`.
+    ike_views: Option<SaViews>,
     ike: Vec<IkeSaInfo>,
     backoff: Vec<(IpAddr, Backoff)>,
     changes: HashMap<Ipv4Addr, (bool, Instant)>,
@@ -32,7 +36,8 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Copies what the reports need from `node` at `now`: O(N) copies, no joins or sorting.
+    /// Takes what the reports need from `node` at `now`: the IKE SAs in O(1), the NHRP cache
+    /// as a copy of plain values, no joins or sorting.
     pub fn of(node: &dmvpn_node::Node, now: Instant) -> Self {
         let (ike, nhrp) = (node.ike(), node.nhrp());
         Capture {
@@ -41,7 +46,8 @@ impl Capture {
             view: NodeView::of(node),
             cache: nhrp.cache_entries(now),
             nhs: nhrp.nhs_status(now),
-            ike: ike.ike_sas_unordered(now),
+            ike_views: Some(ike.sa_views()),
+            ike: Vec::new(),
             backoff: node.backoffs().map(|(p, b)| (IpAddr::V4(p), b)).collect(),
             changes: node.peer_changes().all().clone(),
             preferred_nhs: node.preferred_nhs().map(IpAddr::V4),
@@ -49,7 +55,10 @@ impl Capture {
     }
 
     /// The IKE SAs captured (in no particular order until [`Capture::snapshot`]).
-    pub fn ike(&self) -> &[IkeSaInfo] {
+    pub fn ike(&mut self) -> &[IkeSaInfo] {
+        if let Some(views) = self.ike_views.take() {
+            self.ike = views.infos(self.now);
+        }
         &self.ike
     }
 
@@ -61,6 +70,7 @@ impl Capture {
     /// Narrows the capture to `filter` (`show … --peer`, `show nhrp PREFIX`): a hub answers
     /// for one peer or prefix without listing the other 10,000.
     pub fn filter(&mut self, filter: ShowFilter) {
+        self.ike();
         if let Some(p) = filter.peer {
             self.cache
                 .retain(|e| e.nbma == p || e.effective_nbma() == p);
@@ -94,6 +104,7 @@ impl Capture {
     /// The snapshot the report builders read, with the IKE SAs ordered by id and the held-down
     /// peers by address (as `show ike` lists them).
     pub fn snapshot(&mut self) -> Snapshot<'_> {
+        self.ike();
         self.ike.sort_unstable_by_key(|i| i.id);
         self.backoff.sort_by_key(|(p, _)| *p);
         Snapshot {

@@ -20,6 +20,7 @@ mod sa_init;
 mod table;
 mod timers;
 mod transport;
+mod views;
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ pub use event::*;
 pub use jobs::{Job, JobDone};
 use sa::*;
 use table::SaTable;
+pub use views::{SaView, SaViews};
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -535,43 +537,15 @@ impl Endpoint {
         v
     }
 
-    /// [`Endpoint::ike_sas`] in the table's order: a hub's control loop copies 10,000 SAs
-    /// out for a `show` and leaves the sorting to whoever builds the report off the loop.
+    /// [`Endpoint::ike_sas`] in no particular order.
     pub fn ike_sas_unordered(&self, now: Instant) -> Vec<IkeSaInfo> {
-        self.sas
-            .values()
-            .map(|s| IkeSaInfo {
-                id: IkeSaId(s.id),
-                state: s.state.public(),
-                local: s.local,
-                remote: s.remote,
-                spi_i: s.spi_i,
-                spi_r: s.spi_r,
-                initiator: s.initiator,
-                suite: s.suite,
-                remote_id: s.remote_id.clone(),
-                age: now.saturating_duration_since(s.created),
-                rekey_in: match &s.state {
-                    State::Established(e) => Some(e.rekey_at.saturating_duration_since(now)),
-                    _ => None,
-                },
-                nat_local: s.nat_local,
-                nat_remote: s.nat_remote,
-                children: s
-                    .children
-                    .iter()
-                    .map(|c| ChildSaInfo {
-                        spi_in: c.spi_in,
-                        spi_out: c.spi_out,
-                        mode: Mode::Transport,
-                        esn: c.suite.esn,
-                        udp_encap: s.udp_encap(),
-                        age: now.saturating_duration_since(c.created),
-                        rekey_in: Some(c.rekey_at.saturating_duration_since(now)),
-                    })
-                    .collect(),
-            })
-            .collect()
+        self.sas.views().infos(now)
+    }
+
+    /// Every SA as the operator sees it, for reading at leisure: an O(1) clone (a hub's
+    /// control loop hands it to a `show` built elsewhere instead of copying 10,000 SAs).
+    pub fn sa_views(&self) -> SaViews {
+        self.sas.views().clone()
     }
 
     /// Panics unless every index of the SA table agrees with a recomputation

@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::sa::{IkeSa, Req, State};
+use super::views::SaViews;
 use crate::message::Identification;
 
 /// What an SA was indexed under when it went in, so it can be taken out
@@ -51,6 +52,8 @@ pub(super) struct SaTable {
     /// Half-open responder SAs oldest first (creation time, id): the one to give up when
     /// the hard cap is reached.
     half_open_age: BTreeSet<(Instant, u64)>,
+    /// What the operator sees of each SA in the table, rebuilt as it goes back in.
+    views: SaViews,
 }
 
 /// Every inbound SPI an SA holds: its children's, and the ones it offered
@@ -139,6 +142,7 @@ impl SaTable {
                 spis,
             },
         );
+        self.views.put(&sa);
         self.sas.insert(id, Box::new(sa));
     }
 
@@ -146,6 +150,7 @@ impl SaTable {
     /// it is put back or [`SaTable::forget`] runs.
     pub(super) fn remove(&mut self, id: u64) -> Option<IkeSa> {
         let sa = *self.sas.remove(&id)?;
+        self.views.take(id);
         if let Some(ix) = self.indexed.get_mut(&id) {
             if let Some(d) = ix.deadline.take() {
                 self.deadlines.remove(&(d, id));
@@ -214,6 +219,11 @@ impl SaTable {
         self.sas.values().map(|sa| &**sa)
     }
 
+    /// The operator's view of every SA in the table: an O(1) clone.
+    pub(super) fn views(&self) -> &SaViews {
+        &self.views
+    }
+
     /// The SAs with a peer at `ip`.
     pub(super) fn with_peer(&self, ip: IpAddr) -> &[u64] {
         self.by_ip.get(&ip).map_or(&[], Vec::as_slice)
@@ -267,6 +277,15 @@ impl SaTable {
     #[cfg(any(test, feature = "testing"))]
     pub(super) fn check(&self, deadline_of: impl Fn(&IkeSa) -> Option<Instant>) {
         assert_eq!(self.indexed.len(), self.sas.len());
+        assert_eq!(self.views.len(), self.sas.len(), "a view per SA");
+        for sa in self.sas.values() {
+            assert_eq!(
+                self.views.get(sa.id),
+                Some(&super::views::SaView::of(sa)),
+                "the view of SA {:#x} is stale",
+                sa.id
+            );
+        }
         let mut deadlines = BTreeSet::new();
         let mut half_open = HashMap::new();
         let mut n_ip = 0;

@@ -182,3 +182,35 @@ fn a_challenged_peer_that_answers_stays_and_a_silent_one_is_dead_within_the_budg
     assert_eq!(sends, 4, "one check a second until the verdict");
     assert_eq!(a.sa_count(), 0);
 }
+
+/// A clone of the SA views keeps what it saw while the endpoint goes on (the control loop
+/// hands one to a `show` built elsewhere), reads ages at whatever `now` it is asked, and a
+/// fresh one matches `ike_sas` field for field; the table's own check compares every view
+/// with its SA after each step.
+#[test]
+fn sa_views_are_a_snapshot_that_reads_like_ike_sas() {
+    let (mut a, _b, now, _, lb) = pair();
+    let views = a.sa_views();
+    assert_eq!(views.len(), 1);
+    let later = now + Duration::from_secs(90);
+    let info = views.infos(later).pop().unwrap();
+    let direct = a.ike_sas(later).pop().unwrap();
+    assert_eq!(format!("{info:?}"), format!("{direct:?}"));
+    assert_eq!(info.age, Duration::from_secs(90));
+    assert_eq!(info.state, IkeSaState::Established);
+    assert_eq!(info.children.len(), 1);
+    a.check_indexes();
+
+    a.delete(now, lb.ip()).unwrap();
+    while a.poll_transmit().is_some() {}
+    a.handle_timeout(now + Duration::from_secs(600));
+    a.check_indexes();
+    let still = views.infos(later);
+    assert_eq!(still.len(), 1, "the clone still has the SA");
+    assert_eq!(still[0].state, IkeSaState::Established);
+    assert!(
+        a.sa_views().iter().all(|v| v.id() != info.id),
+        "a fresh clone has no view of the closed SA: {:?}",
+        a.ike_sas(later)
+    );
+}
