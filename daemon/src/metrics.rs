@@ -217,7 +217,6 @@ impl Scrape {
         // O(1): the tables' maps are structurally shared, their counters atomics.
         let tables = node.tables().clone();
         let nhrp_counters = node.nhrp().counters().clone();
-        let interface = config.tunnel.interface.clone();
         let max_peers = usize::try_from(config.metrics.max_peers).unwrap_or(usize::MAX);
         Box::new(move || {
             let ike_states: Vec<IkeState> =
@@ -242,7 +241,7 @@ impl Scrape {
                     NhrpRole::Hub => "hub",
                     NhrpRole::Spoke => "spoke",
                 },
-                interface,
+                interface: snap.interface.to_owned(),
                 tunnel_addr: snap.tunnel_addr.to_owned(),
                 dataplane,
                 peers,

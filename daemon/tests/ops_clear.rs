@@ -195,21 +195,24 @@ fn quiet_spoke_config(dir: &TestDir, node: Node, keys: &Keys) -> NodeConfig {
         .unwrap_or_else(|e| panic!("generating the {} configuration: {e:#}", node.name()))
 }
 
-/// `show ike --json` SAs of `node` with the peer at `nbma`.
-fn ike_sas_with(s: &Scenario<'_>, node: Node, nbma: &str) -> Vec<serde_json::Value> {
-    let v = s.show_json(node, "ike");
-    v["sas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|sa| {
-            sa["remote"]
-                .as_str()
-                .and_then(|r| r.strip_prefix(nbma))
-                .is_some_and(|r| r.starts_with(':'))
-        })
-        .cloned()
-        .collect()
+/// The only IKE SA `node` has with the peer at `nbma`, if it is established, carries a Child
+/// SA and is not the one whose initiator SPI is `not`.
+fn one_with_children(
+    s: &Scenario<'_>,
+    node: Node,
+    nbma: &str,
+    not: &str,
+) -> Result<serde_json::Value, String> {
+    let sas = s.ike_sas(node, nbma);
+    match sas.as_slice() {
+        [sa] if sa["spi_i"] != not
+            && sa["state"] == "established"
+            && sa["child_count"].as_u64() >= Some(1) =>
+        {
+            Ok(sa.clone())
+        }
+        _ => Err(format!("{sas:?}")),
+    }
 }
 
 /// `clear child-sa` on the hub (IOS's `clear crypto sa peer`): the Child SAs with a spoke go
@@ -250,13 +253,8 @@ fn hub_brings_back(s: &mut Scenario<'_>, t: &Topology, spoke: Node, nbma: &str, 
         &format!("the hub's IKE SA with {name}"),
         SETTLE_TIMEOUT,
         |s| {
-            let sas = ike_sas_with(s, Node::Hub, nbma);
-            match sas.as_slice() {
-                [sa] if sa["state"] == "established" && sa["child_count"].as_u64() >= Some(1) => {
-                    Ok(sa["spi_i"].as_str().unwrap_or_default().to_owned())
-                }
-                _ => Err(format!("{sas:?}")),
-            }
+            one_with_children(s, Node::Hub, nbma, "")
+                .map(|sa| sa["spi_i"].as_str().unwrap_or_default().to_owned())
         },
     );
 
@@ -272,8 +270,8 @@ fn hub_brings_back(s: &mut Scenario<'_>, t: &Topology, spoke: Node, nbma: &str, 
         "no Child SA at either end, the same IKE SA up at both",
         SETTLE_TIMEOUT,
         |s| {
-            let hub = ike_sas_with(s, Node::Hub, nbma);
-            let at_spoke = ike_sas_with(s, spoke, HUB_NBMA);
+            let hub = s.ike_sas(Node::Hub, nbma);
+            let at_spoke = s.ike_sas(spoke, HUB_NBMA);
             let childless = |sas: &[serde_json::Value]| {
                 matches!(sas, [sa] if sa["spi_i"] == old.as_str()
                     && sa["state"] == "established"
@@ -315,18 +313,7 @@ fn hub_brings_back(s: &mut Scenario<'_>, t: &Topology, spoke: Node, nbma: &str, 
     let sa = s.eventually(
         &format!("one IKE SA with {name} on the hub, new, initiated by the hub"),
         SETTLE_TIMEOUT,
-        |s| {
-            let sas = ike_sas_with(s, Node::Hub, nbma);
-            match sas.as_slice() {
-                [sa] if sa["spi_i"] != old.as_str()
-                    && sa["state"] == "established"
-                    && sa["child_count"].as_u64() >= Some(1) =>
-                {
-                    Ok(sa.clone())
-                }
-                _ => Err(format!("{sas:?}")),
-            }
-        },
+        |s| one_with_children(s, Node::Hub, nbma, &old),
     );
     if sa["initiator"] != true {
         s.fail(format!("{name}, not the hub, brought the SA back: {sa}"));

@@ -99,7 +99,8 @@ pub struct ShowFilter {
 }
 
 /// A request line: `{"cmd":"show","what":"sa"}`, `{"cmd":"clear_sa","peer":"1.2.3.4"}`,
-/// `{"cmd":"clear_child_sa","peer":"1.2.3.4"}`, `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`, `{"cmd":"explain","destination":"10.1.2.3"}`.
+/// `{"cmd":"clear_child_sa","peer":"1.2.3.4"}`, `{"cmd":"clear_nhrp"}`, `{"cmd":"reload"}`,
+/// `{"cmd":"explain","destination":"10.1.2.3"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRequest", into = "RawRequest")]
 pub enum Request {

@@ -42,17 +42,15 @@ impl Node {
     /// either end (a hub initiates for a registered spoke it has traffic for). Returns how
     /// many Child SAs were deleted.
     pub fn clear_child_sa(&mut self, now: Instant, peer: IpAddr) -> Result<usize, NodeError> {
-        let n = v4(peer)
-            .and_then(|p| self.children.get(&p))
-            .map_or(0, Vec::len);
-        if n == 0 {
+        let Some((p, n)) = v4(peer)
+            .and_then(|p| Some((p, self.children.get(&p)?.len())))
+            .filter(|&(_, n)| n > 0)
+        else {
             return Err(NodeError::NoChildSa(peer));
-        }
-        if let Some(p) = v4(peer) {
-            // Starting over: earlier failures with the peer do not hold the new SA back.
-            self.peers.reset(p);
-            self.delete_child_sas(now, p);
-        }
+        };
+        // Starting over: earlier failures with the peer do not hold the new SA back.
+        self.peers.reset(p);
+        self.delete_child_sas(now, p);
         tracing::info!(%peer, child_sas = n, "clear child-sa: Child SAs deleted by the operator; the IKE SA stays");
         Ok(n)
     }

@@ -615,18 +615,24 @@ impl<'t> Scenario<'t> {
         array(&v, "nhs").iter().find(|n| n["nbma"] == nbma).cloned()
     }
 
-    /// The `show ike --json` SA with the peer at `nbma` (any port).
+    /// The `show ike --json` SA with the peer at `nbma` (any port); the first if several.
     pub fn ike_sa(&self, node: Node, nbma: &str) -> Option<Value> {
+        self.ike_sas(node, nbma).into_iter().next()
+    }
+
+    /// Every `show ike --json` SA with the peer at `nbma` (any port).
+    pub fn ike_sas(&self, node: Node, nbma: &str) -> Vec<Value> {
         let v = self.show_json(node, "ike");
         array(&v, "sas")
             .iter()
-            .find(|s| {
+            .filter(|s| {
                 s["remote"]
                     .as_str()
                     .and_then(|r| r.strip_prefix(nbma))
                     .is_some_and(|r| r.starts_with(':'))
             })
             .cloned()
+            .collect()
     }
 }
 

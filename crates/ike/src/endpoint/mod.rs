@@ -532,14 +532,9 @@ impl Endpoint {
 
     /// Introspection for the operator tool, ordered by SA id.
     pub fn ike_sas(&self, now: Instant) -> Vec<IkeSaInfo> {
-        let mut v = self.ike_sas_unordered(now);
+        let mut v = self.sas.views().infos(now);
         v.sort_by_key(|i| i.id);
         v
-    }
-
-    /// [`Endpoint::ike_sas`] in no particular order.
-    pub fn ike_sas_unordered(&self, now: Instant) -> Vec<IkeSaInfo> {
-        self.sas.views().infos(now)
     }
 
     /// Every SA as the operator sees it, for reading at leisure: an O(1) clone (a hub's
