@@ -481,7 +481,17 @@ impl ControlPlane {
             "control loop: turns handled, the longest"
         );
         let _ = self.notifier.stopping();
-        self.node.shutdown(Self::now());
+        let purges_sent = Self::now();
+        let delete_by = self.node.begin_shutdown(purges_sent);
+        let _ = self.carry_out().await;
+        self.await_purge_replies(&mut underlay_rx, &mut slow_rx, delete_by)
+            .await;
+        tracing::info!(
+            answered = self.node.purges_answered(),
+            waited_ms = purges_sent.elapsed().as_millis(),
+            "NHRP purges sent; deleting the IKE SAs"
+        );
+        self.node.finish_shutdown(Self::now());
         let _ = self.carry_out().await;
         if let Some(t) = self.metrics_task.take() {
             t.abort();
@@ -491,6 +501,34 @@ impl ControlPlane {
             let _ = std::fs::remove_file(&self.node.config().control.socket);
         }
         tracing::info!("control plane stopped");
+    }
+}
+
+impl ControlPlane {
+    /// Shutting down: handles what arrives from the peers (the Purge Replies among it) until
+    /// every NHS has answered the purge or `until` passes; nothing else (operator requests,
+    /// timers, new IKE SAs) is served any more.
+    async fn await_purge_replies(
+        &mut self,
+        underlay_rx: &mut mpsc::Receiver<Received>,
+        slow_rx: &mut mpsc::Receiver<SlowPath>,
+        until: Instant,
+    ) {
+        let until = tokio::time::Instant::from_std(until);
+        while !self.node.purges_answered() {
+            tokio::select! {
+                r = underlay_rx.recv() => match r {
+                    Some(r) => self.handle_underlay(Self::now(), r),
+                    None => return,
+                },
+                s = slow_rx.recv() => match s {
+                    Some(s) => self.node.handle_slow_path(Self::now(), s),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => return,
+            }
+            let _ = self.carry_out().await;
+        }
     }
 }
 

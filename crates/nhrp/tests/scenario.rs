@@ -564,6 +564,36 @@ fn purge_on_shutdown_removes_registration() {
     assert!(a_ev.iter().any(|e| matches!(e, Event::NhsDown { .. })));
 }
 
+/// The purges sent at shutdown are awaited until the NHS's Purge Reply (RFC 2332 §5.2.6) with
+/// their request id arrives from it: a reply from another address or with another id (a
+/// hostile spoke guessing) does not count, so the caller's IKE DELETE cannot overtake the purge.
+#[test]
+fn shutdown_awaits_the_purge_reply_from_the_nhs_with_its_id() {
+    let mut net = Net::hub_and_two_spokes();
+    net.register_all();
+    net.blackhole.push(a_nbma()); // the hub's answers to A are lost for now
+    let now = net.now;
+    net.nodes[A].engine.shutdown(now);
+    net.pump();
+    assert_eq!(net.nodes[A].engine.purges_unanswered(), 1);
+    let (_, to, reply) = net
+        .sent(PacketType::PURGE_REPLY)
+        .pop()
+        .expect("the hub answered the purge");
+    assert_eq!(to, a_nbma());
+    let bytes = reply.to_bytes().unwrap();
+    let mut other_id = reply.clone();
+    if let Body::Common { request_id, .. } = &mut other_id.body {
+        *request_id = request_id.wrapping_add(1);
+    }
+    let engine = &mut net.nodes[A].engine;
+    engine.handle_packet(now, b_public(), &bytes);
+    engine.handle_packet(now, hub_nbma(), &other_id.to_bytes().unwrap());
+    assert_eq!(engine.purges_unanswered(), 1, "neither answers our purge");
+    engine.handle_packet(now, hub_nbma(), &bytes);
+    assert_eq!(engine.purges_unanswered(), 0);
+}
+
 #[test]
 fn wire_note_6_purge_carries_the_registration_request_id() {
     let mut net = Net::hub_and_two_spokes();

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dmvpn_config::{Config, Role};
 
@@ -125,11 +125,34 @@ impl Node {
         Ok(())
     }
 
-    /// Purges NHRP registrations and deletes IKE SAs, like `clear crypto session` before a
-    /// shutdown, so the hub forgets us at once instead of at expiry; withdraws the shortcuts.
+    /// The orderly shutdown in one step, no wait for the purges' answers: what
+    /// [`Node::begin_shutdown`] then [`Node::finish_shutdown`] do.
     pub fn shutdown(&mut self, now: Instant) {
+        self.begin_shutdown(now);
+        self.finish_shutdown(now);
+    }
+
+    /// Begins the orderly shutdown (SIGTERM): purges the NHRP registrations (RFC 2332 §5.2.5)
+    /// so that each NHS forgets us at once instead of at expiry. Returns when the IKE SAs are
+    /// to go ([`Node::finish_shutdown`]) if not every NHS has answered by then
+    /// ([`Node::purges_answered`]): the purge rides ESP and the IKE DELETE rides IKE, so an
+    /// NHS may handle the DELETE first and the purge would find nothing; waiting for the
+    /// Purge Reply makes the order causal. A hub that ignores purges (FRR's nhrpd) costs the
+    /// whole wait, and its registration goes with the DELETE.
+    pub fn begin_shutdown(&mut self, now: Instant) -> Instant {
         self.nhrp.shutdown(now);
         self.drive(now);
+        now + PURGE_REPLY_WAIT
+    }
+
+    /// Whether every NHS purged at [`Node::begin_shutdown`] has answered.
+    pub fn purges_answered(&self) -> bool {
+        self.nhrp.purges_unanswered() == 0
+    }
+
+    /// Ends the orderly shutdown: deletes the IKE SAs, like `clear crypto session`, and
+    /// withdraws the shortcuts.
+    pub fn finish_shutdown(&mut self, now: Instant) {
         let sas: Vec<_> = self.ike.ike_sas(now).into_iter().map(|s| s.id).collect();
         for id in sas {
             let _ = self.ike.delete_sa(now, id);
@@ -145,3 +168,7 @@ impl Node {
         }
     }
 }
+
+/// How long a stopping node waits for the NHSs' Purge Replies before it deletes its IKE SAs
+/// anyway: a few round trips across the Internet; systemd's stop timeout is far longer.
+pub const PURGE_REPLY_WAIT: Duration = Duration::from_secs(1);

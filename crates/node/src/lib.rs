@@ -20,6 +20,7 @@
 )]
 
 mod commands;
+pub use commands::PURGE_REPLY_WAIT;
 pub mod config;
 pub mod deadlines;
 mod drive;

@@ -254,7 +254,17 @@ fn a_hub_that_ignores_purges_forgets_a_stopping_spoke_at_its_ike_delete() {
             net.reload(HUB, &text);
         }
         let from = net.hosts[HUB].events.len();
-        net.shutdown(A);
+        let waited = net.shutdown(A);
+        // The DELETEs wait for the Purge Reply, for the whole bound if none comes.
+        let want = if ignore {
+            dmvpn_node::PURGE_REPLY_WAIT
+        } else {
+            Duration::ZERO
+        };
+        assert_eq!(
+            waited, want,
+            "ignore={ignore}: the wait for the Purge Reply"
+        );
         let hub = &net.hosts[HUB];
         let at = |want: fn(&Event) -> bool| {
             hub.events[from..]

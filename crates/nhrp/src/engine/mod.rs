@@ -329,6 +329,9 @@ pub struct Engine {
     events: VecDeque<Event>,
     counters: Counters,
     shut_down: bool,
+    /// Spoke, shutting down: the Purge Requests sent by [`Engine::shutdown`] not answered yet,
+    /// as (NHS NBMA address, request id); at most one per configured NHS.
+    purges_awaited: Vec<(IpAddr, u32)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -417,6 +420,7 @@ impl Engine {
             events: VecDeque::new(),
             counters: Counters::default(),
             shut_down: false,
+            purges_awaited: Vec::new(),
         })
     }
 
@@ -822,7 +826,7 @@ impl Engine {
                 self.counters.drop(DropReason::UnhandledType)
             }
             (PacketType::PURGE_REQUEST, _) => self.on_purge_request(now, from_nbma, &pkt),
-            (PacketType::PURGE_REPLY, _) => {}
+            (PacketType::PURGE_REPLY, _) => self.on_purge_reply(from_nbma, &pkt),
             (PacketType::ERROR_INDICATION, _) => {
                 if let Body::ErrorIndication { error_code, .. } = pkt.body {
                     self.events.push_back(Event::ErrorIndication {

@@ -84,6 +84,7 @@ impl Engine {
     pub fn register(&mut self, now: Instant) {
         self.started.get_or_insert(now);
         self.shut_down = false;
+        self.purges_awaited.clear();
         self.registering = true;
         for i in 0..self.nhs.len() {
             if self.nhs.get(i).is_some_and(|n| n.active) {
@@ -157,8 +158,17 @@ impl Engine {
         }
     }
 
-    /// Shutting down: purge our registrations and withdraw shortcuts.
+    /// Shutting down: purge our registrations and withdraw shortcuts. The purges sent are
+    /// awaited ([`Engine::purges_unanswered`]) so that the caller can hold back the IKE
+    /// DELETEs until each NHS has answered: the purge travels in ESP, the DELETE in IKE, and
+    /// nothing orders the two on the way or inside the NHS.
     pub fn shutdown(&mut self, now: Instant) {
+        self.purges_awaited = self
+            .nhs
+            .iter()
+            .filter(|n| n.is_up(now))
+            .filter_map(|n| Some((n.config.nbma_addr, n.registered_id?)))
+            .collect();
         self.send_purges(now);
         self.shut_down = true;
         for n in &mut self.nhs {
@@ -175,6 +185,22 @@ impl Engine {
             self.remove_entry(k);
         }
         self.pending.clear();
+    }
+
+    /// How many of the Purge Requests sent at [`Engine::shutdown`] no NHS has answered yet. A
+    /// hub that ignores purges (FRR's nhrpd) never answers: the caller bounds its wait.
+    pub fn purges_unanswered(&self) -> usize {
+        self.purges_awaited.len()
+    }
+
+    /// A Purge Reply (RFC 2332 §5.2.6): it answers our purge if it comes from the NHS the
+    /// purge went to and carries its request id; anything else is ignored, as before.
+    pub(super) fn on_purge_reply(&mut self, from_nbma: IpAddr, reply: &Packet) {
+        let Some(id) = reply.request_id() else {
+            return;
+        };
+        self.purges_awaited
+            .retain(|&(nbma, awaited)| !(nbma == from_nbma && awaited == id));
     }
 
     /// NHS `i`'s timers (docs/interop-notes.md §7): ask again for a missing SA, retransmit an

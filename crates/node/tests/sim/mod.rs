@@ -651,13 +651,22 @@ impl Net {
         self.flush();
     }
 
-    /// Stops host `h` the way SIGTERM does: purge, deletes, then silence.
-    pub fn shutdown(&mut self, h: usize) {
+    /// Stops host `h` the way SIGTERM does: purges, the wait for their replies (bounded),
+    /// deletes, then silence. Returns how long the host waited for the Purge Replies.
+    pub fn shutdown(&mut self, h: usize) -> Duration {
+        let began = self.now;
+        let delete_by = self.hosts[h].node.begin_shutdown(began);
+        self.outputs(h);
+        self.flush();
+        if !self.hosts[h].node.purges_answered() {
+            self.idle(delete_by.saturating_duration_since(self.now));
+        }
         let now = self.now;
-        self.hosts[h].node.shutdown(now);
+        self.hosts[h].node.finish_shutdown(now);
         self.outputs(h);
         self.flush();
         self.hosts[h].alive = false;
+        now - began
     }
 
     pub fn idle(&mut self, d: Duration) {
