@@ -69,6 +69,12 @@ impl SaTable {
         self.inbound.values()
     }
 
+    /// The SAs of shard `i` of the table (`0..dmvpn_snapmap::SHARDS`), for a walk over all
+    /// of them in steps ([`SnapMap::shard`]).
+    pub fn shard(&self, i: usize) -> impl Iterator<Item = &Arc<InboundSa>> {
+        self.inbound.shard(i).map(|(_, sa)| sa)
+    }
+
     /// Looks up the SA by the packet's SPI and opens the packet with it.
     pub fn open(&self, buf: &mut PacketBuf) -> Result<(Spi, IpProtocol), Error> {
         let spi = EspPacket::new_checked(buf.as_slice())

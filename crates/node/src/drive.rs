@@ -12,7 +12,7 @@ use dmvpn_wire::gre::EtherType;
 use crate::config::{IKE_PORT, NATT_PORT};
 use crate::log_limit::LogKind;
 use crate::recovery::Existing;
-use crate::{HOUSEKEEPING, Node, SlowPath, TRAFFIC_SAMPLE, Transmit};
+use crate::{HOUSEKEEPING, Node, SlowPath, Transmit};
 
 /// A worn-out Child SA whose rekey did not happen is asked again after this long.
 const REKEY_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -136,10 +136,21 @@ impl Node {
     /// Tells IKE which peers carried traffic since the last look, from the SAs' packet
     /// counters: DPD on demand probes only a peer we send to and hear nothing from (RFC 7296
     /// §2.4), so how often this runs bounds how late a verdict comes (a sample every
-    /// `TRAFFIC_SAMPLE`: the verdict lands within that of delay + tries × retry).
+    /// `TRAFFIC_SAMPLE`: the verdict lands within that of delay + tries × retry). On a large
+    /// hub the look is spread over several loop turns ([`crate::sweep::Sweep`]), shard by
+    /// shard of the tables, each SA still looked at once per `TRAFFIC_SAMPLE`.
     pub(crate) fn sample_traffic(&mut self, now: Instant) {
-        self.next_traffic_sample = now + TRAFFIC_SAMPLE;
-        for (nbma, path) in self.master.paths.iter() {
+        let mut sweep = self.traffic_sweep;
+        self.next_traffic_sample = sweep.step(now, |i| self.sample_shard(now, i));
+        self.traffic_sweep = sweep;
+    }
+
+    /// The traffic sample of shard `i` of the paths and of the inbound SAs; returns how many
+    /// entries it looked at.
+    fn sample_shard(&mut self, now: Instant, i: usize) -> usize {
+        let mut seen = 0;
+        for (nbma, path) in self.master.paths.shard(i) {
+            seen += 1;
             let spi = path.out_sa.spi().0;
             let n = path.out_sa.stats().snapshot().packets;
             if self.sa_packets.insert(spi, n) != Some(n) && n > 0 {
@@ -147,7 +158,8 @@ impl Node {
             }
         }
         let mut arrived = Vec::new();
-        for sa in self.master.inbound.iter() {
+        for sa in self.master.inbound.shard(i) {
+            seen += 1;
             let spi = sa.spi();
             let n = sa.stats().snapshot().packets;
             if self.sa_packets.insert(spi.0, n) != Some(n)
@@ -165,6 +177,7 @@ impl Node {
             self.pending_switches.cancel(peer);
             self.switch_outbound(peer, spi_in, "traffic arrived on it");
         }
+        seen
     }
 
     /// Replaces worn-out Child SAs, refreshes used shortcuts, and feeds NHRP the routing

@@ -35,6 +35,7 @@ mod recovery;
 mod rekey_switch;
 pub mod sa_queue;
 pub mod shortcuts;
+pub mod sweep;
 pub mod timing;
 mod types;
 pub mod updown;
@@ -65,6 +66,10 @@ pub const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// `Node::sample_traffic`): it bounds how far a DPD verdict may come after delay + tries ×
 /// retry. Two atomic loads and a map update per SA.
 pub const TRAFFIC_SAMPLE: Duration = Duration::from_millis(250);
+/// About how many SAs (outbound paths and inbound SAs together) one loop turn of the
+/// traffic sample looks at (`Node::sample_traffic`): a hub with 50,000 spokes takes some 25
+/// turns per sample instead of one that held the loop for 20–50 ms.
+pub const TRAFFIC_SAMPLE_STEP: usize = 4096;
 /// Kernel metric of NHRP shortcut routes: below static (and OSPF) routes to the same prefix,
 /// so a shortcut wins while it lives and withdrawing it falls back to the path via the hub.
 pub const SHORTCUT_METRIC: u32 = 10;
@@ -129,6 +134,8 @@ pub struct Node {
     changes: crate::updown::PeerChanges,
     next_housekeeping: Instant,
     next_traffic_sample: Instant,
+    /// Where the traffic sample's walk over the tables stands.
+    traffic_sweep: sweep::Sweep,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     route_updates: VecDeque<RouteUpdate>,
@@ -245,6 +252,11 @@ impl Node {
             paths_changed: Vec::new(),
             next_housekeeping: now,
             next_traffic_sample: now,
+            traffic_sweep: sweep::Sweep::new(
+                dmvpn_snapmap::SHARDS,
+                TRAFFIC_SAMPLE_STEP,
+                TRAFFIC_SAMPLE,
+            ),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             route_updates,

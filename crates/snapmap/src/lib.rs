@@ -197,6 +197,13 @@ impl<K, V> SnapMap<K, V> {
         self.shards.iter().flat_map(|s| s.iter())
     }
 
+    /// The entries of shard `i` (`0..SHARDS`; none past it), in no particular order: a walk
+    /// over the whole map split into steps, one or more shards a step, that a change between
+    /// steps cannot derail (an entry moves between shards never, as its key fixes its shard).
+    pub fn shard(&self, i: usize) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.get(i).into_iter().flat_map(|s| s.iter())
+    }
+
     /// Every key.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
@@ -353,6 +360,11 @@ mod tests {
                     prop_assert_eq!(m.get(k), Some(v));
                 }
                 prop_assert_eq!(m.iter().count(), model.len());
+                // The shards, walked one by one (and one past the end), hold every entry once.
+                let walked: HashMap<u16, u32> =
+                    (0..=SHARDS).flat_map(|i| m.shard(i)).map(|(k, v)| (*k, *v)).collect();
+                prop_assert_eq!((0..=SHARDS).map(|i| m.shard(i).count()).sum::<usize>(), model.len());
+                prop_assert_eq!(&walked, &model);
             }
             for (s, frozen) in &snaps {
                 prop_assert_eq!(s.len(), frozen.len());
