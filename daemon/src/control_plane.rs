@@ -502,9 +502,7 @@ impl ControlPlane {
         }
         tracing::info!("control plane stopped");
     }
-}
 
-impl ControlPlane {
     /// Shutting down: handles what arrives from the peers (the Purge Replies among it) until
     /// every NHS has answered the purge or `until` passes; nothing else (operator requests,
     /// timers, new IKE SAs) is served any more.

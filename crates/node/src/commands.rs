@@ -125,13 +125,6 @@ impl Node {
         Ok(())
     }
 
-    /// The orderly shutdown in one step, no wait for the purges' answers: what
-    /// [`Node::begin_shutdown`] then [`Node::finish_shutdown`] do.
-    pub fn shutdown(&mut self, now: Instant) {
-        self.begin_shutdown(now);
-        self.finish_shutdown(now);
-    }
-
     /// Begins the orderly shutdown (SIGTERM): purges the NHRP registrations (RFC 2332 §5.2.5)
     /// so that each NHS forgets us at once instead of at expiry. Returns when the IKE SAs are
     /// to go ([`Node::finish_shutdown`]) if not every NHS has answered by then

@@ -54,7 +54,8 @@ impl Sweep {
     }
 
     /// Whether a sweep is under way (some shards visited, others not yet).
-    pub fn under_way(&self) -> bool {
+    #[cfg(test)]
+    fn under_way(&self) -> bool {
         self.began.is_some()
     }
 }
