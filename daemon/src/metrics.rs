@@ -324,13 +324,24 @@ impl Scrape {
         )?;
         family(
             enc,
-            "dmvpn_tunnel_bytes",
+            "dmvpn_tunnel_inner_bytes",
             "Inner bytes of those packets (without GRE and ESP, both ways).",
             None,
             MetricType::Counter,
             [
-                (vec![("direction", "out".to_owned())], c.tx_bytes),
-                (vec![("direction", "in".to_owned())], c.rx_bytes),
+                (vec![("direction", "out".to_owned())], c.tx_inner_bytes),
+                (vec![("direction", "in".to_owned())], c.rx_inner_bytes),
+            ],
+        )?;
+        family(
+            enc,
+            "dmvpn_tunnel_esp_bytes",
+            "ESP bytes of those packets (header to ICV, without the IP or a NAT-T UDP header).",
+            None,
+            MetricType::Counter,
+            [
+                (vec![("direction", "out".to_owned())], c.tx_esp_bytes),
+                (vec![("direction", "in".to_owned())], c.rx_esp_bytes),
             ],
         )?;
         family(
@@ -474,11 +485,29 @@ impl Scrape {
         )?;
         family(
             enc,
-            "dmvpn_sa_bytes",
-            "Inner bytes of those packets.",
+            "dmvpn_sa_inner_bytes",
+            "Inner bytes of those packets (without GRE and ESP).",
             None,
             MetricType::Counter,
-            sas().flat_map(|(l, c)| [(dir(&l, "in"), c.bytes_in), (dir(&l, "out"), c.bytes_out)]),
+            sas().flat_map(|(l, c)| {
+                [
+                    (dir(&l, "in"), c.inner_bytes_in),
+                    (dir(&l, "out"), c.inner_bytes_out),
+                ]
+            }),
+        )?;
+        family(
+            enc,
+            "dmvpn_sa_esp_bytes",
+            "ESP bytes of those packets (header to ICV, without the IP or a NAT-T UDP header).",
+            None,
+            MetricType::Counter,
+            sas().flat_map(|(l, c)| {
+                [
+                    (dir(&l, "in"), c.esp_bytes_in),
+                    (dir(&l, "out"), c.esp_bytes_out),
+                ]
+            }),
         )?;
         family(
             enc,

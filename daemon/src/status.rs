@@ -104,9 +104,11 @@ pub fn child_sa(
         // (RFC 2890; anything else is dropped), so inner bytes are exact, as `show interface`
         // counts them.
         packets_in: i.packets,
-        bytes_in: i.bytes.saturating_sub(GRE_HEADER * i.packets),
+        inner_bytes_in: i.bytes.saturating_sub(GRE_HEADER * i.packets),
+        esp_bytes_in: i.esp_bytes,
         packets_out: o.packets,
-        bytes_out: o.bytes.saturating_sub(GRE_HEADER * o.packets),
+        inner_bytes_out: o.bytes.saturating_sub(GRE_HEADER * o.packets),
+        esp_bytes_out: o.esp_bytes,
         replay_drops: i.replay_drops,
         auth_failures: i.auth_failures,
         age_secs: secs(info.age),
@@ -254,8 +256,7 @@ pub fn interface_report(
     c: &dmvpn_dataplane::Counters,
     extra_drops: &[(&str, u64)],
 ) -> InterfaceReport {
-    let (tx_packets, tx_bytes) = c.tx_totals();
-    let (rx_packets, rx_bytes) = c.rx_totals();
+    let (tx, rx) = (c.tx_totals(), c.rx_totals());
     let mut drops: BTreeMap<String, u64> = dmvpn_dataplane::DropReason::ALL
         .iter()
         .map(|r| (r.name().to_owned(), c.drops(*r)))
@@ -268,10 +269,12 @@ pub fn interface_report(
         interface: interface.to_owned(),
         tunnel_addr: tunnel_addr.to_owned(),
         mtu,
-        tx_packets,
-        tx_bytes,
-        rx_packets,
-        rx_bytes,
+        tx_packets: tx.packets,
+        tx_inner_bytes: tx.inner_bytes,
+        tx_esp_bytes: tx.esp_bytes,
+        rx_packets: rx.packets,
+        rx_inner_bytes: rx.inner_bytes,
+        rx_esp_bytes: rx.esp_bytes,
         drops,
     }
 }

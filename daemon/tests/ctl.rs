@@ -135,7 +135,7 @@ async fn requests_and_responses() {
     let mut c = Client::connect(&path).await;
     let r = c.ask(r#"{"cmd":"show","what":"dmvpn"}"#).await;
     assert!(r.ok, "{r:?}");
-    assert_eq!(r.schema_version, 1);
+    assert_eq!(r.schema_version, 2);
     assert_eq!(
         r.data.unwrap(),
         serde_json::to_value(examples::dmvpn()).unwrap()
@@ -333,7 +333,7 @@ async fn dmvpnctl_against_the_server() {
         assert!(out.status.success(), "{what}: {}", text(&out.stderr));
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(got, want, "{what}");
-        assert_eq!(got["schema_version"], 1);
+        assert_eq!(got["schema_version"], 2);
     }
 
     for what in ["nhrp", "ike", "interface"] {
@@ -592,7 +592,7 @@ async fn large_answers_stream_and_broken_ones_end_cleanly() {
             Show::Dmvpn => Answer::build(|_| Err(std::io::Error::other("no report"))),
             // Fails after a megabyte has gone out: only closing the stream is left.
             Show::Nhrp => Answer::build(|w| {
-                w.write_all(br#"{"schema_version":1,"ok":true,"data":"#)?;
+                w.write_all(br#"{"schema_version":2,"ok":true,"data":"#)?;
                 w.write_all(&vec![b' '; 1 << 20])?;
                 Err(std::io::Error::other("broke off"))
             }),

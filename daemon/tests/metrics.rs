@@ -274,11 +274,25 @@ fn scrapes_follow_registration_traffic_and_shortcuts() {
             }
             let bytes = sum(
                 &body,
-                "dmvpn_sa_bytes_total",
+                "dmvpn_sa_inner_bytes_total",
                 &[("peer", HUB_NBMA), ("direction", "out")],
             )?;
             if bytes < 3.0 * 84.0 {
                 return Err(format!("SA bytes out {bytes}: less than 3 pings"));
+            }
+            // Each ESP packet is its inner packet plus GRE (8), ESP's header and IV (16), 0-3
+            // bytes of padding, the trailer (2) and the ICV (16): RFC 4303 §2, RFC 4106 §3.
+            let esp = sum(
+                &body,
+                "dmvpn_sa_esp_bytes_total",
+                &[("peer", HUB_NBMA), ("direction", "out")],
+            )?;
+            let overhead = esp - bytes;
+            if overhead < 42.0 * now.0 || overhead > 45.0 * now.0 {
+                return Err(format!(
+                    "SA ESP bytes out {esp} for {bytes} inner bytes in {} packets",
+                    now.0
+                ));
             }
             Ok(())
         },

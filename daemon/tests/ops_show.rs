@@ -507,8 +507,12 @@ fn show_interface_counters_grow_with_traffic() {
                 || out1 < out0 + 10
                 || d("rx_packets") < 10
                 || d("tx_packets") < 10
-                || d("rx_bytes") < 10 * 84
-                || d("tx_bytes") < 10 * 84
+                || d("rx_inner_bytes") < 10 * 84
+                || d("tx_inner_bytes") < 10 * 84
+                // Each ESP packet is at least its inner packet plus 42 bytes (GRE, ESP header,
+                // IV, trailer, ICV).
+                || d("rx_esp_bytes") < d("rx_inner_bytes") + 42 * d("rx_packets")
+                || d("tx_esp_bytes") < d("tx_inner_bytes") + 42 * d("tx_packets")
             {
                 return Err(format!(
                     "text in {in0}→{in1}, out {out0}→{out1}; JSON before {json0:#} after {json1:#}"

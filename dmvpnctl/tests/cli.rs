@@ -167,7 +167,7 @@ fn show_prints_the_ios_text_and_the_json() {
         assert!(stdout.ends_with("}\n"), "{stdout}");
         let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(got, want_json, "{what}");
-        assert_eq!(got["schema_version"], 1);
+        assert_eq!(got["schema_version"], 2);
     }
 }
 
@@ -233,9 +233,9 @@ fn no_daemon_says_so() {
 fn another_schema_version_is_named() {
     let s = Scratch::new("schema");
     let _requests = serve_once(&s.sock, |_| {
-        let data = serde_json::json!({"schema_version": 2, "renamed": []});
+        let data = serde_json::json!({"schema_version": 3, "renamed": []});
         let r = Response {
-            schema_version: 2,
+            schema_version: 3,
             ok: true,
             data: Some(data),
             error: None,
@@ -246,7 +246,7 @@ fn another_schema_version_is_named() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("dmvpnd speaks schema version 2, this dmvpnctl version 1"),
+        err.contains("dmvpnd speaks schema version 3, this dmvpnctl version 2"),
         "{err}"
     );
 }

@@ -370,10 +370,10 @@ mod tests {
     fn show_answers_are_counted_with_or_without_the_envelope() {
         let d = Duration::from_millis(12);
         let plain =
-            br#"{"schema_version":1,"peers":[{"state":"UP"},{"state":"NHRP"},{"state":"UP"}]}"#;
+            br#"{"schema_version":2,"peers":[{"state":"UP"},{"state":"NHRP"},{"state":"UP"}]}"#;
         let r = parse_show("dmvpn", d, plain);
         assert_eq!((r.rows, r.up, r.error.as_deref()), (Some(3), Some(2), None));
-        let env = br#"{"schema_version":1,"ok":true,"data":{"entries":[{},{}]}}"#;
+        let env = br#"{"schema_version":2,"ok":true,"data":{"entries":[{},{}]}}"#;
         let r = parse_show("nhrp", d, env);
         assert_eq!((r.rows, r.up), (Some(2), None));
         assert!(parse_show("nhrp", d, b"dmvpnctl: timeout").error.is_some());

@@ -226,8 +226,8 @@ fn explain_destination(d: Option<&str>) -> Result<Ipv4Addr, String> {
     }
 }
 
-/// A response line: `{"schema_version":1,"ok":true,"data":…}` or
-/// `{"schema_version":1,"ok":false,"error":"…"}`.
+/// A response line: `{"schema_version":2,"ok":true,"data":…}` or
+/// `{"schema_version":2,"ok":false,"error":"…"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     #[serde(default)]
@@ -296,7 +296,8 @@ impl Response {
     /// The wire form: one JSON line, `\n`-terminated.
     pub fn line(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
-            br#"{"schema_version":1,"ok":false,"error":"internal error"}"#.to_vec()
+            format!(r#"{{"schema_version":{SCHEMA_VERSION},"ok":false,"error":"internal error"}}"#)
+                .into_bytes()
         });
         v.push(b'\n');
         v

@@ -213,7 +213,7 @@ fn explain_answers_decode_as_the_report() {
         crate::render::text(&req, data).unwrap(),
         fixtures::explain().to_string()
     );
-    let e = crate::render::text(&req, serde_json::json!({"schema_version": 1})).unwrap_err();
+    let e = crate::render::text(&req, serde_json::json!({"schema_version": 2})).unwrap_err();
     assert_eq!(e.other_version(), None);
 }
 

@@ -257,8 +257,8 @@ impl fmt::Display for SaReport {
             writeln!(
                 f,
                 "    #bytes encaps: {}, #bytes decaps: {}",
-                sum(|c| c.bytes_out),
-                sum(|c| c.bytes_in)
+                sum(|c| c.inner_bytes_out),
+                sum(|c| c.inner_bytes_in)
             )?;
             writeln!(f, "    #pkts verify failed: {}", sum(|c| c.auth_failures))?;
             writeln!(
@@ -292,12 +292,15 @@ impl fmt::Display for SaReport {
                     };
                     let encap = if c.udp_encap { " UDP-Encaps" } else { "" };
                     writeln!(f, "        in use settings ={{{mode}{encap}, }}")?;
-                    let (pk, by) = if inbound {
-                        (c.packets_in, c.bytes_in)
+                    let (pk, by, esp) = if inbound {
+                        (c.packets_in, c.inner_bytes_in, c.esp_bytes_in)
                     } else {
-                        (c.packets_out, c.bytes_out)
+                        (c.packets_out, c.inner_bytes_out, c.esp_bytes_out)
                     };
-                    writeln!(f, "        packets: {pk}, bytes: {by}")?;
+                    writeln!(
+                        f,
+                        "        packets: {pk}, inner bytes: {by}, esp bytes: {esp}"
+                    )?;
                     writeln!(
                         f,
                         "        sa timing: remaining key lifetime (sec): {}",
@@ -547,13 +550,13 @@ impl fmt::Display for InterfaceReport {
         writeln!(f, "  MTU {} bytes", self.mtu)?;
         writeln!(
             f,
-            "     {} packets input, {} bytes",
-            self.rx_packets, self.rx_bytes
+            "     {} packets input, {} bytes (ESP {} bytes)",
+            self.rx_packets, self.rx_inner_bytes, self.rx_esp_bytes
         )?;
         writeln!(
             f,
-            "     {} packets output, {} bytes",
-            self.tx_packets, self.tx_bytes
+            "     {} packets output, {} bytes (ESP {} bytes)",
+            self.tx_packets, self.tx_inner_bytes, self.tx_esp_bytes
         )?;
         let total: u64 = self.drops.values().sum();
         writeln!(f, "     {total} drops")?;

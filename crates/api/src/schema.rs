@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON schema; bumped only for an incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 fn schema_version() -> u32 {
     SCHEMA_VERSION
@@ -183,12 +183,16 @@ pub struct ChildSa {
     pub udp_encap: bool,
     /// Packets opened and authenticated.
     pub packets_in: u64,
-    /// Inner bytes of those packets.
-    pub bytes_in: u64,
+    /// Inner bytes of those packets (after ESP and GRE).
+    pub inner_bytes_in: u64,
+    /// ESP bytes of those packets (header to ICV; no IP or NAT-T UDP header).
+    pub esp_bytes_in: u64,
     /// Packets sealed.
     pub packets_out: u64,
-    /// Inner bytes of those packets.
-    pub bytes_out: u64,
+    /// Inner bytes of those packets (before GRE and ESP).
+    pub inner_bytes_out: u64,
+    /// ESP bytes of those packets (header to ICV; no IP or NAT-T UDP header).
+    pub esp_bytes_out: u64,
     /// Inbound packets refused by the anti-replay window.
     pub replay_drops: u64,
     /// Inbound packets whose ICV did not verify.
@@ -432,11 +436,15 @@ pub struct InterfaceReport {
     /// Inner packets sealed and handed to the underlay.
     pub tx_packets: u64,
     /// Their inner bytes (before GRE and ESP).
-    pub tx_bytes: u64,
+    pub tx_inner_bytes: u64,
+    /// The bytes of the ESP packets that carried them (header to ICV).
+    pub tx_esp_bytes: u64,
     /// Inner packets that passed ESP and GRE.
     pub rx_packets: u64,
     /// Their inner bytes (after ESP and GRE).
-    pub rx_bytes: u64,
+    pub rx_inner_bytes: u64,
+    /// The bytes of the ESP packets that carried them (header to ICV).
+    pub rx_esp_bytes: u64,
     /// Drops by reason name; every dataplane reason is present, zero or not.
     pub drops: BTreeMap<String, u64>,
 }

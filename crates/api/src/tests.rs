@@ -114,11 +114,11 @@ fn show_sa_reads_like_show_crypto_ipsec_sa() {
     );
     assert_eq!(
         after(&text, "     inbound esp sas:", "        packets:"),
-        "        packets: 1187, bytes: 145020"
+        "        packets: 1187, inner bytes: 145020, esp bytes: 196656"
     );
     assert_eq!(
         after(&text, "     outbound esp sas:", "        packets:"),
-        "        packets: 1204, bytes: 150112"
+        "        packets: 1204, inner bytes: 150112, esp bytes: 202060"
     );
     assert_eq!(
         after(&text, "     inbound esp sas:", "        sa timing"),
@@ -180,8 +180,8 @@ fn show_ike_and_interface() {
     let l = lines(&text);
     assert_eq!(l[0], "dmvpn0 is up, line protocol is up");
     assert!(l.contains(&"  Internet address is 10.250.0.9/24"));
-    assert!(l.contains(&"     1187 packets input, 145020 bytes"));
-    assert!(l.contains(&"     1204 packets output, 150112 bytes"));
+    assert!(l.contains(&"     1187 packets input, 145020 bytes (ESP 196656 bytes)"));
+    assert!(l.contains(&"     1204 packets output, 150112 bytes (ESP 202060 bytes)"));
     assert!(l.contains(&"     5 drops"));
     assert!(l.contains(&"                3 replay"));
     assert!(l.contains(&"                2 auth_failed"));
@@ -191,7 +191,7 @@ fn show_ike_and_interface() {
 #[test]
 fn json_field_names_are_stable() {
     let v = serde_json::to_value(fixtures::dmvpn()).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["nhrp_role"], "spoke");
     assert_eq!(v["tunnel_addr"], "10.250.0.9/24");
     let p = &v["peers"][1];
@@ -216,6 +216,10 @@ fn json_field_names_are_stable() {
     assert_eq!(c["mode"], "transport");
     assert_eq!(c["replay_drops"], 3);
     assert_eq!(c["rekey_in_secs"], 2400);
+    // Schema 2: every byte counter says which bytes it counts.
+    assert_eq!(c["inner_bytes_in"], 145_020);
+    assert_eq!(c["esp_bytes_out"], 202_060);
+    assert!(c.get("bytes_in").is_none());
 
     let v = serde_json::to_value(fixtures::nhrp()).unwrap();
     assert_eq!(v["entries"][0]["kind"], "local");
@@ -311,12 +315,12 @@ fn response_wire_format() {
         String::from_utf8(ok.line()).unwrap(),
         // Through `Response::ok` keys inside data come out sorted (serde_json's map); JSON
         // readers don't care (`show` answers, by `ok_line`, keep the structs' order).
-        "{\"schema_version\":1,\"ok\":true,\"data\":{\"message\":\"cleared\",\"schema_version\":1}}\n"
+        "{\"schema_version\":2,\"ok\":true,\"data\":{\"message\":\"cleared\",\"schema_version\":2}}\n"
     );
     let err = Response::error("nope");
     assert_eq!(
         String::from_utf8(err.line()).unwrap(),
-        "{\"schema_version\":1,\"ok\":false,\"error\":\"nope\"}\n"
+        "{\"schema_version\":2,\"ok\":false,\"error\":\"nope\"}\n"
     );
     let back: Response = serde_json::from_slice(&Response::ok(&fixtures::sa()).line()).unwrap();
     assert!(back.ok);
@@ -378,17 +382,17 @@ fn answers_decode_by_request() {
         assert_eq!(crate::render::text(&req, data).unwrap(), want, "{req:?}");
     }
     // A report where an Ack is expected, and a future schema.
-    let e = crate::render::text(&Request::Reload, serde_json::json!({"schema_version": 1}))
+    let e = crate::render::text(&Request::Reload, serde_json::json!({"schema_version": 2}))
         .unwrap_err();
     assert_eq!(e.other_version(), None);
     let e = crate::render::text(
         &show(Show::Dmvpn),
-        serde_json::json!({"schema_version": 2, "peers": "renamed"}),
+        serde_json::json!({"schema_version": 3, "peers": "renamed"}),
     )
     .unwrap_err();
-    assert_eq!(e.other_version(), Some(2));
+    assert_eq!(e.other_version(), Some(3));
     assert!(
-        e.to_string().starts_with("schema version 2, expected 1: "),
+        e.to_string().starts_with("schema version 3, expected 2: "),
         "{e}"
     );
 }
@@ -423,7 +427,7 @@ fn schema_v1_golden() {
     assert_eq!(
         serde_json::to_string(&fixtures::dmvpn()).unwrap(),
         concat!(
-            r#"{"schema_version":1,"interface":"dmvpn0","tunnel_addr":"10.250.0.9/24","#,
+            r#"{"schema_version":2,"interface":"dmvpn0","tunnel_addr":"10.250.0.9/24","#,
             r#""nhrp_role":"spoke","peers":[{"peer_nbma":"198.51.100.1","#,
             r#""peer_tunnel":"10.250.0.1","entries":1,"state":"UP","updn_secs":252,"#,
             r#""attrs":["S"]},{"peer_nbma":"203.0.113.7","peer_tunnel":"10.250.0.5","#,
@@ -433,7 +437,7 @@ fn schema_v1_golden() {
     assert_eq!(
         serde_json::to_string(&fixtures::sa()).unwrap(),
         concat!(
-            r#"{"schema_version":1,"interface":"dmvpn0","peers":[{"nbma":"198.51.100.1","#,
+            r#"{"schema_version":2,"interface":"dmvpn0","peers":[{"nbma":"198.51.100.1","#,
             r#""post_nat_nbma":null,"tunnel_addr":"10.250.0.1","nhrp_state":"up","#,
             r#""ike":{"state":"established","state_detail":"Established","#,
             r#""spi_i":"8f1e2d3c4b5a6978","spi_r":"0102030405060708","initiator":true,"#,
@@ -442,7 +446,8 @@ fn schema_v1_golden() {
             r#""remote_id":"198.51.100.1","nat_local":true,"nat_remote":false,"child_count":1},"#,
             r#""children":[{"spi_in":"0x1a2b3c4d","spi_out":"0xc0ffee01","mode":"transport","#,
             r#""transform":"esp-gcm-256","esn":false,"udp_encap":true,"packets_in":1187,"#,
-            r#""bytes_in":145020,"packets_out":1204,"bytes_out":150112,"replay_drops":3,"#,
+            r#""inner_bytes_in":145020,"esp_bytes_in":196656,"packets_out":1204,"#,
+            r#""inner_bytes_out":150112,"esp_bytes_out":202060,"replay_drops":3,"#,
             r#""auth_failures":2,"age_secs":1200,"rekey_in_secs":2400}]}]}"#,
         )
     );

@@ -46,7 +46,7 @@ impl Tables {
                 // Drops, counted here; multicast is replicated (and counted) by the caller.
                 _ => {
                     for verdict in run_v.iter() {
-                        self.count_out(0, *verdict);
+                        self.count_out(0, 0, *verdict);
                     }
                 }
             }
@@ -78,7 +78,7 @@ impl Tables {
                 ),
                 None => Outbound::Drop(DropReason::SequenceExhausted),
             };
-            self.count_out(inner, *verdict);
+            self.count_out(inner, buf.as_mut().len(), *verdict);
         }
     }
 }

@@ -84,22 +84,52 @@ impl DropReason {
 /// Interface counters, shared by every snapshot of the tables.
 #[derive(Debug, Default)]
 pub struct Counters {
-    tx_packets: AtomicU64,
-    tx_bytes: AtomicU64,
-    rx_packets: AtomicU64,
-    rx_bytes: AtomicU64,
+    tx: Direction,
+    rx: Direction,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
-impl Counters {
-    pub(crate) fn tx(&self, bytes: usize) {
-        self.tx_packets.fetch_add(1, Ordering::Relaxed);
-        self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+/// One direction's packets and their two sizes.
+#[derive(Debug, Default)]
+struct Direction {
+    packets: AtomicU64,
+    inner_bytes: AtomicU64,
+    esp_bytes: AtomicU64,
+}
+
+impl Direction {
+    fn count(&self, inner: usize, esp: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.inner_bytes.fetch_add(inner as u64, Ordering::Relaxed);
+        self.esp_bytes.fetch_add(esp as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn rx(&self, bytes: usize) {
-        self.rx_packets.fetch_add(1, Ordering::Relaxed);
-        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    fn totals(&self) -> Totals {
+        Totals {
+            packets: self.packets.load(Ordering::Relaxed),
+            inner_bytes: self.inner_bytes.load(Ordering::Relaxed),
+            esp_bytes: self.esp_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Packets through the tunnel one way, and their bytes counted two ways: the inner packet
+/// (what the TUN device reads or is given, without GRE and ESP) and the ESP packet that
+/// carried it (header to ICV, without the IP header or a NAT-T UDP header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub inner_bytes: u64,
+    pub esp_bytes: u64,
+}
+
+impl Counters {
+    pub(crate) fn tx(&self, inner: usize, esp: usize) {
+        self.tx.count(inner, esp);
+    }
+
+    pub(crate) fn rx(&self, inner: usize, esp: usize) {
+        self.rx.count(inner, esp);
     }
 
     /// Counts a drop (also used by the daemon for drops it decides, e.g. a full queue).
@@ -116,20 +146,13 @@ impl Counters {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// (packets, bytes) sent: inner packets sealed and handed to the underlay, and their inner
-    /// bytes (before GRE and ESP), as the receive side counts them.
-    pub fn tx_totals(&self) -> (u64, u64) {
-        (
-            self.tx_packets.load(Ordering::Relaxed),
-            self.tx_bytes.load(Ordering::Relaxed),
-        )
+    /// Sent: inner packets sealed and handed to the underlay.
+    pub fn tx_totals(&self) -> Totals {
+        self.tx.totals()
     }
 
-    /// (packets, bytes) received: inner packets that passed ESP and GRE, and their inner bytes.
-    pub fn rx_totals(&self) -> (u64, u64) {
-        (
-            self.rx_packets.load(Ordering::Relaxed),
-            self.rx_bytes.load(Ordering::Relaxed),
-        )
+    /// Received: inner packets that passed the ESP and GRE checks.
+    pub fn rx_totals(&self) -> Totals {
+        self.rx.totals()
     }
 }

@@ -19,7 +19,7 @@ mod explain;
 pub mod routes;
 mod tables;
 
-pub use counters::{Counters, DropReason};
+pub use counters::{Counters, DropReason, Totals};
 pub use explain::{Decision, Forwarding, PathInfo};
 pub use routes::{Route, RouteProto, RouteTable};
 pub use tables::{Mapping, PeerPath, Role, Tables, TunnelParams};
@@ -87,7 +87,7 @@ impl Tables {
     pub fn outbound(&self, routes: &RouteTable, buf: &mut PacketBuf) -> Outbound {
         let inner = buf.len();
         let out = self.outbound_inner(routes, buf);
-        self.count_out(inner, out);
+        self.count_out(inner, buf.len(), out);
         out
     }
 
@@ -140,7 +140,7 @@ impl Tables {
     pub fn seal_to(&self, nbma: Ipv4Addr, protocol: EtherType, buf: &mut PacketBuf) -> Outbound {
         let inner = buf.len();
         let out = self.seal_inner(nbma, protocol, buf);
-        self.count_out(inner, out);
+        self.count_out(inner, buf.len(), out);
         out
     }
 
@@ -197,11 +197,11 @@ impl Tables {
         }
     }
 
-    /// Counts a verdict; a packet sent counts its inner bytes (before GRE and ESP), as the
-    /// received ones do, so the interface's two byte counters mean the same thing.
-    fn count_out(&self, inner_len: usize, out: Outbound) {
+    /// Counts a verdict; a packet sent counts its inner bytes (before GRE and ESP) and the
+    /// ESP packet's (`esp_len`, what `buf` holds once sealed), as the received ones do.
+    fn count_out(&self, inner_len: usize, esp_len: usize, out: Outbound) {
         match out {
-            Outbound::Send { .. } => self.counters.tx(inner_len),
+            Outbound::Send { .. } => self.counters.tx(inner_len, esp_len),
             Outbound::Drop(r) => self.counters.count_drop(r),
             Outbound::NeedSa { .. } | Outbound::Multicast => {}
         }
@@ -209,10 +209,11 @@ impl Tables {
 
     /// Decrypts and decapsulates an ESP packet (without any UDP header) from `from`.
     pub fn inbound(&self, routes: &RouteTable, from: Ipv4Addr, buf: &mut PacketBuf) -> Inbound {
+        let esp = buf.len();
         let r = self.inbound_inner(routes, from, buf);
         match r {
             Inbound::Drop(reason) => self.counters.count_drop(reason),
-            Inbound::Data { .. } | Inbound::Nhrp { .. } => self.counters.rx(buf.len()),
+            Inbound::Data { .. } | Inbound::Nhrp { .. } => self.counters.rx(buf.len(), esp),
         }
         r
     }

@@ -127,7 +127,19 @@ fn a_batch_seals_like_packets_one_at_a_time() {
         .filter(|(_, v)| matches!(v, Outbound::Send { .. }))
         .map(|(b, _)| b.len() as u64)
         .sum();
-    assert_eq!(many.counters.tx_totals(), (7, inner));
+    // And the ESP packets that carried them: what lies in the sealed buffers.
+    let esp: u64 = bufs
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| matches!(v, Outbound::Send { .. }))
+        .map(|(b, _)| b.len() as u64)
+        .sum();
+    let t = many.counters.tx_totals();
+    assert_eq!((t.packets, t.inner_bytes, t.esp_bytes), (7, inner, esp));
+    assert!(
+        esp > inner + 7 * 8,
+        "ESP adds GRE, ESP's header, trailer and ICV"
+    );
 
     // What A receives opens in order with one window.
     let inbound = InboundSa::new(Spi(0x2001), &[0x22; 36], false, 1024).unwrap();

@@ -31,6 +31,7 @@ pub const MAX_SUFFIX_LEN: usize = 3 + 2 + ICV_LEN;
 pub struct SaStats {
     packets: AtomicU64,
     bytes: AtomicU64,
+    esp_bytes: AtomicU64,
     replay_drops: AtomicU64,
     auth_failures: AtomicU64,
 }
@@ -40,8 +41,11 @@ pub struct SaStats {
 pub struct SaCounters {
     /// Packets sealed, or opened and authenticated.
     pub packets: u64,
-    /// Payload bytes (inner packet, before padding) of those packets.
+    /// Payload bytes (the protected packet, before padding) of those packets.
     pub bytes: u64,
+    /// The same packets' ESP bytes as the wire carries them: header, IV, ciphertext, padding,
+    /// trailer and ICV, without the IP header or a NAT-T UDP header.
+    pub esp_bytes: u64,
     /// Inbound packets refused by the anti-replay window.
     pub replay_drops: u64,
     /// Inbound packets whose ICV did not verify.
@@ -54,14 +58,17 @@ impl SaStats {
         SaCounters {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            esp_bytes: self.esp_bytes.load(Ordering::Relaxed),
             replay_drops: self.replay_drops.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
         }
     }
 
-    fn count(&self, bytes: usize) {
+    /// One packet of `payload` bytes that is `esp` bytes as ESP.
+    fn count(&self, payload: usize, esp: usize) {
         self.packets.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(payload as u64, Ordering::Relaxed);
+        self.esp_bytes.fetch_add(esp as u64, Ordering::Relaxed);
     }
 }
 
@@ -219,7 +226,7 @@ impl OutboundSa {
         buf.push_back(ICV_LEN)
             .map_err(|_| Error::NoRoom)?
             .copy_from_slice(&icv);
-        self.stats.count(payload_len);
+        self.stats.count(payload_len, buf.len());
         Ok(())
     }
 }
@@ -372,7 +379,7 @@ impl InboundSa {
         {
             return Err(Error::BadPadding);
         }
-        self.stats.count(payload_len);
+        self.stats.count(payload_len, buf.len());
         buf.pull_front(PREFIX_LEN).map_err(|_| Error::Malformed)?;
         buf.trim_back(pad + 2 + ICV_LEN)
             .map_err(|_| Error::Malformed)?;

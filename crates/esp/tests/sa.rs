@@ -176,3 +176,28 @@ fn udp_encap_classification_is_reexported() {
     assert_eq!(esp_in_udp(&[0xff]), Ok(UdpEncap::NatKeepalive));
     assert!(matches!(esp_in_udp(&[0, 0, 0, 0, 1]), Ok(UdpEncap::Ike(_))));
 }
+
+#[test]
+fn both_ends_count_payload_and_wire_bytes() {
+    let (out, inb) = pair(false);
+    // Payloads of every length mod 4, so the padding differs from packet to packet.
+    let (mut payload, mut wire) = (0u64, 0u64);
+    for len in [40usize, 41, 42, 43, 1400] {
+        let p = sealed(&out, &vec![0x5a; len]);
+        // 8 header + 8 IV + payload + pad + 2 trailer + 16 ICV (RFC 4303 §2, RFC 4106 §3).
+        let pad = (4 - (len + 2) % 4) % 4;
+        assert_eq!(p.len(), 8 + 8 + len + pad + 2 + 16, "len {len}");
+        payload += len as u64;
+        wire += p.len() as u64;
+        let mut b = PacketBuf::from_slice(64, p.as_slice()).unwrap();
+        assert_eq!(inb.open(&mut b), Ok(IpProtocol::GRE));
+    }
+    for s in [out.stats().snapshot(), inb.stats().snapshot()] {
+        assert_eq!((s.packets, s.bytes, s.esp_bytes), (5, payload, wire));
+    }
+    // A packet that fails its ICV counts in neither.
+    let mut bad = sealed(&out, b"forged");
+    bad.as_mut_slice()[20] ^= 1;
+    assert_eq!(inb.open(&mut bad), Err(Error::Auth));
+    assert_eq!(inb.stats().snapshot().esp_bytes, wire);
+}

@@ -120,6 +120,7 @@ fn peer_states_from_the_engines() {
             Some(SaCounters {
                 packets: n,
                 bytes: n * 100,
+                esp_bytes: n * 150,
                 replay_drops: 1,
                 auth_failures: 2,
             }),
@@ -138,6 +139,9 @@ fn peer_states_from_the_engines() {
     assert_eq!(p.children[0].spi_in, "0x1a2b3c4d");
     assert_eq!(p.children[0].spi_out, "0xc0ffee01");
     assert_eq!(p.children[0].packets_in, 0x1a2b_3c4d);
+    // ESP counts the GRE packet; the report takes the keyed GRE header (8 bytes) off.
+    assert_eq!(p.children[0].inner_bytes_in, 0x1a2b_3c4d * (100 - 8));
+    assert_eq!(p.children[0].esp_bytes_in, 0x1a2b_3c4d * 150);
     assert_eq!(p.children[0].packets_out, 0, "no outbound SA: zero");
     assert_eq!(p.children[0].auth_failures, 2);
     let negotiating = sa

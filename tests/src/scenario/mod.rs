@@ -571,7 +571,7 @@ impl<'t> Scenario<'t> {
         self.ctl_ok(node, &["show", what])
     }
 
-    /// `show WHAT --json`: parsed, with `schema_version` 1 and every documented field.
+    /// `show WHAT --json`: parsed, with `schema_version` 2 and every documented field.
     #[track_caller]
     pub fn show_json(&self, node: Node, what: &str) -> Value {
         let out = self.ctl_ok(node, &["show", what, "--json"]);
