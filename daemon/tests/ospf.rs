@@ -6,7 +6,8 @@
 //! dmvpnd configurations have no `[[route]]`), LAN-to-LAN traffic flows, and after the hub's
 //! redirect it takes the NHRP shortcut (proto 77) while the OSPF route stays via the hub. Both
 //! tunnel addressings of docs/ospf.md: the subnet on every dmvpn0 (`10.250.0.X/24`, as IOS), and
-//! (issue 14, item 7) a /32 with `tunnel.network` on every router (as FRR nhrpd hubs).
+//! (issue 14, item 7) a /32 with `tunnel.network` on every router (as FRR nhrpd hubs), and the
+//! two mixed, which OSPF refuses by the hello's mask.
 //!
 //! Topology and configurations: `dmvpn_tests::e2e` (spoke B is behind the NAT router), FRR
 //! helpers: `dmvpn_tests::ospf`, driver: `dmvpn_tests::scenario`. Needs root, `ip`, `nft`,
@@ -21,7 +22,7 @@ use dmvpn_tests::e2e::{
     WAN_IF, ping, routes_with_proto, write_config,
 };
 use dmvpn_tests::ospf::{
-    OspfSettings, adapt_config, cleanup_stale, host_tunnel_address, require_frr,
+    Neighbor, OspfSettings, adapt_config, cleanup_stale, host_tunnel_address, require_frr,
 };
 use dmvpn_tests::require_root_and_tools;
 use dmvpn_tests::scenario::{
@@ -386,6 +387,113 @@ fn ospf_point_to_multipoint_with_host_tunnel_addresses_learns_the_lans() {
     s.reach(&t.lan_a, "spoke A LAN host", HUB_LAN_HOST);
     s.reach(&t.lan_hub, "hub LAN host", SPOKE_B_LAN_HOST);
     s.reach(&t.lan_a, "spoke A LAN host", SPOKE_B_LAN_HOST);
+    s.check_alive();
+    s.note(format!("passed in {:.1} s", s.elapsed().as_secs_f32()));
+}
+
+/// Mixed addressing against one IOS-like hub (docs/ospf.md's table, last row): the hub and spoke
+/// A use the subnet, spoke B a /32 with `tunnel.network`. NHRP does not mind (both spokes
+/// register and the tunnel carries their traffic), but OSPF does: the hub's point-to-multipoint
+/// /24 interface checks the Network Mask of each hello (RFC 2328 §10.5) and drops spoke B's
+/// 255.255.255.255 ones, so hub ↔ A reaches Full and spoke B never becomes the hub's neighbor.
+/// Every router of one DMVPN has to address the tunnel as its hub does.
+#[test]
+fn ospf_with_a_subnet_hub_refuses_a_host_addressed_spoke_by_its_hello_mask() {
+    require_root_and_tools();
+    require_frr();
+    cleanup_stale().expect("removing stale FRR run directories");
+    let dir = TestDir::new("ospfmix").unwrap();
+    let t = Topology::new().expect("building the topology");
+    let keys = keys();
+    let cfgs = [
+        config(&dir, Node::Hub, &keys, Addressing::Subnet),
+        config(&dir, Node::SpokeA, &keys, Addressing::Subnet),
+        config(&dir, Node::SpokeB, &keys, Addressing::Host),
+    ];
+    let mut s = start_hub_then_spokes("ospfmix", &t, &cfgs);
+    s.step("0. both spokes register (spoke B with 10.250.0.10/32) and reach the hub");
+    s.wait_registered(Node::SpokeA, 0, 0);
+    s.wait_registered(Node::SpokeB, 0, 0);
+    s.reach(&t.spoke_b, "spoke B", HUB_TUNNEL);
+
+    s.step("1. start zebra + ospfd in the hub and both spokes");
+    for node in [Node::Hub, Node::SpokeA, Node::SpokeB] {
+        s.start_frr(node, dir.path(), &settings(node));
+    }
+    let frr_started = Instant::now();
+
+    s.step("2. hub ↔ spoke A (both /24) reach Full");
+    s.eventually("hub ↔ spoke A Full", ADJACENCY_TIMEOUT, |s| {
+        let full = |node: Node, rid: &str| {
+            s.frr(node)
+                .neighbors()
+                .unwrap_or_default()
+                .iter()
+                .any(|n| n.router_id == rid && n.is_full())
+        };
+        (full(Node::Hub, SPOKE_A_TUNNEL) && full(Node::SpokeA, HUB_TUNNEL))
+            .then_some(())
+            .ok_or_else(|| "not Full yet".to_owned())
+    });
+    s.note(format!(
+        "hub ↔ spoke A Full {:.1} s after FRR started",
+        frr_started.elapsed().as_secs_f32()
+    ));
+
+    s.step("3. the hub's ospfd drops spoke B's hellos: NetworkMask mismatch, 24 against 32");
+    let mismatches = |s: &Scenario<'_>| {
+        s.frr(Node::Hub)
+            .daemon_log()
+            .lines()
+            .filter(|l| {
+                l.contains("NetworkMask mismatch")
+                    && l.contains(SPOKE_B_TUNNEL)
+                    && l.contains("indicates 32")
+            })
+            .count()
+    };
+    let first = s.eventually(
+        "the hub logs the mismatch",
+        ADJACENCY_TIMEOUT,
+        |s| match mismatches(s) {
+            0 => Err(s.frr(Node::Hub).tail(20)),
+            n => Ok(n),
+        },
+    );
+    let line = s
+        .frr(Node::Hub)
+        .daemon_log()
+        .lines()
+        .find(|l| l.contains("NetworkMask mismatch"))
+        .unwrap_or_default()
+        .to_owned();
+    s.note(format!("hub: {line}"));
+
+    s.step("4. two hellos later spoke B is still nobody's Full neighbor, A learns no B LAN");
+    // Each of B's hellos (every HELLO s) is another mismatch: two more of them mean two more
+    // chances to form the adjacency, and none did.
+    s.eventually(
+        "two more of spoke B's hellos refused",
+        3 * Duration::from_secs(HELLO.into()),
+        |s| {
+            let n = mismatches(s);
+            (n >= first + 2)
+                .then_some(())
+                .ok_or(format!("{n} mismatches"))
+        },
+    );
+    let hub = s.frr(Node::Hub).neighbors().unwrap_or_default();
+    if hub.iter().any(|n| n.router_id == SPOKE_B_TUNNEL) {
+        s.fail(format!("the hub has spoke B as a neighbor: {hub:?}"));
+    }
+    let b = s.frr(Node::SpokeB).neighbors().unwrap_or_default();
+    if b.iter().any(Neighbor::is_full) {
+        s.fail(format!("spoke B has a Full neighbor: {b:?}"));
+    }
+    s.note(format!("spoke B's view of the hub: {b:?}"));
+    if let Some(r) = ospf_route(&t.spoke_a, SPOKE_B_LAN, HUB_TUNNEL) {
+        s.fail(format!("spoke A learned spoke B's LAN: {r}"));
+    }
     s.check_alive();
     s.note(format!("passed in {:.1} s", s.elapsed().as_secs_f32()));
 }

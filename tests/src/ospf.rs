@@ -411,6 +411,11 @@ impl Frr {
         }
     }
 
+    /// The routing daemon's log file as it stands (empty before its first line).
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.dir.join(format!("{}.log", self.daemon))).unwrap_or_default()
+    }
+
     /// The last `n` lines of each log file (for failure messages).
     pub fn tail(&self, n: usize) -> String {
         let mut s = String::new();
