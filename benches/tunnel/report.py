@@ -4,7 +4,7 @@
     report.py RESULTS_DIR [--json FILE] [--markdown]
     report.py last-run.json [--markdown]        (the table again from a run's JSON)
 
-RESULTS_DIR holds meta.json and TUNNEL/ROUND/{ping.txt,tcp1.json,tcp1r.json,tcp4.json,udp.json,
+RESULTS_DIR holds meta.json and TUNNEL/ROUND/{ping.txt,tcp1.json,tcp1r.json,tcp4.json,udp.json,udpgoal.json,
 cpu.txt,info,error} as run.sh leaves them. Python standard library only.
 """
 
@@ -24,6 +24,8 @@ METRICS = [
     ("udp_offered_kpps", "UDP 1360 B sent", "kpps", 1),
     ("udp_kpps", "UDP 1360 B delivered", "kpps", 1),
     ("udp_loss", "UDP loss", "%", 1),
+    ("udpgoal_kpps", "UDP 1360 B delivered at the goal rate", "kpps", 1),
+    ("udpgoal_loss", "UDP loss at the goal rate", "%", 2),
     ("ping_avg", "ping avg (idle)", "ms", 3),
     ("ping_p99", "ping p99 (idle)", "ms", 3),
     ("cpu_per_gbit", "daemon CPU, TCP 1", "s/Gbit", 2),
@@ -91,6 +93,7 @@ def case_metrics(d):
     m["tcp1r"], _ = tcp_mbps(load_json(os.path.join(d, "tcp1r.json")))
     m["tcp4"], _ = tcp_mbps(load_json(os.path.join(d, "tcp4.json")))
     m["udp_offered_kpps"], m["udp_kpps"], m["udp_loss"] = udp(load_json(os.path.join(d, "udp.json")))
+    _, m["udpgoal_kpps"], m["udpgoal_loss"] = udp(load_json(os.path.join(d, "udpgoal.json")))
     m["ping_avg"], m["ping_p99"] = ping(os.path.join(d, "ping.txt"))
     m["cpu_per_gbit"] = None
     try:
@@ -215,7 +218,8 @@ def main():
     )
     print(
         f"{meta.get('rounds', '?')} rounds interleaved, {meta.get('seconds', '?')} s per iperf3 test, "
-        f"UDP {meta.get('udp_len', 1360)} B at {meta.get('udp_rate', '?')} offered, {meta.get('pings', '?')} pings at 10 ms; "
+        f"UDP {meta.get('udp_len', 1360)} B at {meta.get('udp_rate', '?')} and {meta.get('udp_goal_rate', '-')} offered "
+        f"(iperf3 -w {meta.get('udp_window', 'default')}), {meta.get('pings', '?')} pings at 10 ms; "
         "median (min-max) over rounds; ratios of medians"
     )
     print()
