@@ -59,6 +59,7 @@ impl Netlink {
         addr: Ipv4Addr,
         prefix_len: u8,
         mtu: u16,
+        txqueuelen: u32,
     ) -> Result<()> {
         // No IPv6 link-local address on the tunnel (addr_gen_mode none, set while the link is
         // still down): the tunnel carries IPv4 only, and the kernel's router solicitations
@@ -91,13 +92,18 @@ impl Netlink {
             .set(
                 LinkUnspec::new_with_index(index)
                     .mtu(u32::from(mtu))
+                    .append_extra_attribute(LinkAttribute::TxQueueLen(txqueuelen))
                     .multicast(true)
                     .up()
                     .build(),
             )
             .execute()
             .await
-            .with_context(|| format!("setting mtu {mtu}, multicast and up on interface {index}"))?;
+            .with_context(|| {
+                format!(
+                    "setting mtu {mtu}, txqueuelen {txqueuelen}, multicast and up on interface {index}"
+                )
+            })?;
         match self
             .handle
             .address()

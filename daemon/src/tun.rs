@@ -86,7 +86,13 @@ impl TunDevice {
             all.push(Arc::new(q));
         }
         netlink
-            .configure_tunnel(index, cfg.address.addr, cfg.address.prefix_len, cfg.mtu)
+            .configure_tunnel(
+                index,
+                cfg.address.addr,
+                cfg.address.prefix_len,
+                cfg.mtu,
+                cfg.txqueuelen,
+            )
             .await
             .with_context(|| format!("configuring {name}"))?;
         if let Some(net) = cfg.network_route() {

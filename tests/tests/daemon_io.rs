@@ -24,6 +24,7 @@ fn tunnel_cfg(name: &str) -> Tunnel {
         mtu: 1400,
         adjust_mss: Some(1360),
         gre_key: Some(100),
+        txqueuelen: 2048,
     }
 }
 
@@ -64,6 +65,8 @@ fn tun_device_has_address_mtu_and_flags() {
 
         let link = &ns.ip_json(&["link", "show", "dev", name]).unwrap()[0];
         assert_eq!(link["mtu"], 1400, "{link}");
+        // The kernel's default for a TUN device is 500.
+        assert_eq!(link["txqlen"], 2048, "{link}");
         let flags: Vec<&str> = link["flags"]
             .as_array()
             .unwrap()
@@ -85,7 +88,7 @@ fn tun_device_has_address_mtu_and_flags() {
         assert_eq!(inet[0]["prefixlen"], 24);
 
         // Configuring again (daemon restart onto a persistent device) is not an error.
-        nl.configure_tunnel(tun.index, ip("10.250.0.9"), 24, 1400)
+        nl.configure_tunnel(tun.index, ip("10.250.0.9"), 24, 1400, 2048)
             .await
             .unwrap();
         drop(tun);

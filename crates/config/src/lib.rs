@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Location};
 pub use model::{
     AeadChoice, Config, Control, DEFAULT_CONTROL_SOCKET, DEFAULT_METRICS_MAX_PEERS,
-    DEFAULT_SOCKET_BUFFER, Dataplane, DhGroup, Dpd, DpdMode, Encryption, Ike, IkeProposal, Ipsec,
-    IpsecMode, KeyringEntry, MAX_NHS_CLUSTER, Metrics, Nhrp, Nhs, Prf, Role, Secret, StaticRoute,
-    Tunnel, Underlay,
+    DEFAULT_SOCKET_BUFFER, DEFAULT_TXQUEUELEN, Dataplane, DhGroup, Dpd, DpdMode, Encryption, Ike,
+    IkeProposal, Ipsec, IpsecMode, KeyringEntry, MAX_NHS_CLUSTER, Metrics, Nhrp, Nhs, Prf, Role,
+    Secret, StaticRoute, Tunnel, Underlay,
 };
 pub use net::Ipv4Net;
 

@@ -91,6 +91,7 @@ pub(crate) struct RawTunnel {
     pub mtu: Option<Spanned<u16>>,
     pub adjust_mss: Option<Spanned<u16>>,
     pub gre_key: Option<u32>,
+    pub txqueuelen: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -289,6 +289,13 @@ pub(crate) fn validate(
             );
         }
     }
+    in_range(
+        &cx,
+        &t.txqueuelen,
+        "tunnel.txqueuelen",
+        64..=65536,
+        " packets",
+    )?;
     let tunnel = Tunnel {
         interface,
         address,
@@ -296,6 +303,10 @@ pub(crate) fn validate(
         mtu,
         adjust_mss: t.adjust_mss.as_ref().map(|m| *m.get_ref()),
         gre_key: t.gre_key,
+        txqueuelen: t
+            .txqueuelen
+            .as_ref()
+            .map_or(crate::model::DEFAULT_TXQUEUELEN, |q| *q.get_ref()),
     };
 
     // NHRP

@@ -157,6 +157,7 @@ fn defaults_apply() {
     assert_eq!(c.ike.dpd.retry, Duration::from_secs(5));
     assert_eq!(c.ike.nat_keepalive, Some(Duration::from_secs(20)));
     assert_eq!(c.tunnel.interface, "dmvpn0");
+    assert_eq!(c.tunnel.txqueuelen, dmvpn_config::DEFAULT_TXQUEUELEN);
     assert_eq!(c.underlay.local_address, None);
     assert_eq!(c.control.socket, Path::new("/run/dmvpnd/dmvpnd.sock"));
     assert_eq!(c.control.group, None);
@@ -262,6 +263,21 @@ fn mss_larger_than_mtu_allows() {
         "adjust-mss",
         "tunnel.adjust-mss",
         "at most tunnel.mtu - 40",
+    );
+}
+
+#[test]
+fn txqueuelen_is_configurable_within_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace("mtu = 1400", "mtu = 1400\ntxqueuelen = 1000");
+    let c = load(&write(dir.path(), "q.toml", &text, 0o600)).unwrap();
+    assert_eq!(c.tunnel.txqueuelen, 1000);
+    let text = BASE.replace("mtu = 1400", "mtu = 1400\ntxqueuelen = 10");
+    assert_err(
+        &text,
+        "txqueuelen = 10",
+        "tunnel.txqueuelen",
+        "out of range",
     );
 }
 

@@ -153,6 +153,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("tunnel.network", t.0.network != t.1.network),
         ("tunnel.mtu", t.0.mtu != t.1.mtu),
         ("tunnel.gre-key", t.0.gre_key != t.1.gre_key),
+        ("tunnel.txqueuelen", t.0.txqueuelen != t.1.txqueuelen),
         ("nhrp.role", new.nhrp.role != old.nhrp.role),
         ("underlay", new.underlay != old.underlay),
         ("debug.key-export", new.key_export != old.key_export),
