@@ -16,12 +16,16 @@ impl Node {
     pub fn clear_sa(&mut self, now: Instant, peer: IpAddr) -> Result<(), NodeError> {
         // The operator clears a peer to start over: no back-off from earlier failures, and
         // a peer still wanted (an NHS) is tried again at once if it has no SA to delete.
+        let mut backoff_reset = false;
         if let Some(p) = v4(peer)
             && self.peers.reset(p)
             && !self.ike.has_sa_with(peer)
-            && self.still_wanted(p)
         {
-            self.ensure_sa(now, p);
+            backoff_reset = true;
+            tracing::info!(%peer, "clear sa: back-off reset by the operator");
+            if self.still_wanted(p) {
+                self.ensure_sa(now, p);
+            }
         }
         let result = match (self.ike.delete(now, peer), v4(peer)) {
             (Ok(()), Some(p)) => {
@@ -30,6 +34,8 @@ impl Node {
                 tracing::info!(%peer, "clear sa: IKE SA deleted by the operator");
                 Ok(())
             }
+            // A held-down peer has no SA to delete; resetting its back-off was the point.
+            _ if backoff_reset => Ok(()),
             _ => Err(NodeError::NoIkeSa(peer)),
         };
         self.drive(now);

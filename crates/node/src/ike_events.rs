@@ -464,10 +464,17 @@ impl Node {
     }
 
     /// Whether an initiation toward `peer` is still wanted when its hold-down ends: an NHS
-    /// always (until registered), another peer while a shortcut or packets wait for it.
+    /// always (until registered), another peer while a shortcut, data packets or NHRP packets
+    /// (the answer to its resolution request, on the answering spoke) wait for it. NHRP asks
+    /// for the SA only when its first packet for the peer is queued, and answers to the
+    /// requester's retransmissions join that queue: forgetting them here left the answering
+    /// spoke without an SA for as long as the requester kept asking.
     pub(crate) fn still_wanted(&self, peer: Ipv4Addr) -> bool {
         !self.master.paths.contains_key(&peer)
-            && (self.nhs_wanted(peer) || self.shortcuts.waits_for(peer) || self.sa_queue.has(peer))
+            && (self.nhs_wanted(peer)
+                || self.shortcuts.waits_for(peer)
+                || self.sa_queue.has(peer)
+                || self.nhrp.holds_for_sa(IpAddr::V4(peer)))
     }
 
     /// No initiation toward `peer` for `wait` (it may still initiate toward us). NHSs NHRP

@@ -55,6 +55,11 @@ impl QueueTable {
         }
     }
 
+    /// Whether packets wait for `dst`.
+    pub(super) fn holds(&self, dst: &IpAddr) -> bool {
+        self.queues.get(dst).is_some_and(|q| !q.is_empty())
+    }
+
     /// Takes `dst`'s whole queue.
     pub(super) fn take(&mut self, dst: &IpAddr) -> Option<VecDeque<Queued>> {
         let q = self.queues.remove(dst)?;

@@ -48,6 +48,13 @@ impl Engine {
         }
     }
 
+    /// Whether NHRP packets wait for an SA to `nbma` (a phase 3 answer to a requester, say).
+    /// [`Event::NeedSa`] came once, when the first of them was queued; a daemon whose setup
+    /// was held back then asks this when it may try again.
+    pub fn holds_for_sa(&self, nbma: IpAddr) -> bool {
+        self.queues.holds(&nbma)
+    }
+
     /// The SA to `nbma` is gone (DPD, delete): drop what depends on it.
     pub fn peer_dead(&mut self, now: Instant, nbma: IpAddr) {
         self.sa_ready.remove(&nbma);
