@@ -13,6 +13,7 @@ use dmvpn_ike::{ChildSaInstalled, DownReason, Event as IkeEvent};
 use crate::drive::v4;
 use crate::log_limit::LogKind;
 use crate::peers::{FIRST_HOLD_DOWN, SetupFailure};
+use crate::recovery::RestartHint;
 use crate::shortcuts::Shortcut;
 use crate::{Event, InstalledChild, KeyExport, NATT_PORT, Node, RouteUpdate, SHORTCUT_METRIC};
 
@@ -148,7 +149,12 @@ impl Node {
             IkeEvent::ChildSaFailed { remote, reason, .. } => {
                 tracing::warn!(peer = %remote, reason = %reason, "child SA refused");
             }
-            IkeEvent::InvalidIkeSpi { sa, remote } => self.invalid_spi_hint(now, sa, remote),
+            IkeEvent::InvalidIkeSpi { sa, remote } => {
+                self.restart_suspected(now, sa, remote, RestartHint::InvalidIkeSpi);
+            }
+            IkeEvent::ProbeUnanswered { sa, remote } => {
+                self.restart_suspected(now, sa, remote, RestartHint::ProbeUnanswered);
+            }
             IkeEvent::CrossedSetup {
                 remote,
                 kept,

@@ -173,6 +173,36 @@ fn spokes_with_traffic_come_back_from_a_silent_restarted_hub_right_after_their_f
     }
 }
 
+/// The same against a restarted hub that is silent about SPIs it does not know in IKE too, as
+/// a strongSwan hub is (no INVALID_SPI for the spokes' ESP, no INVALID_IKE_SPI for their
+/// probes): the first probe, after the DPD delay of silence, goes unanswered for one
+/// retransmission interval, and that starts the new IKE SA alongside the old one. Before, the
+/// spokes waited out every retransmission (the whole DPD budget, 65 s).
+#[test]
+fn spokes_with_traffic_come_back_from_a_hub_silent_about_unknown_spis_after_one_unanswered_probe() {
+    let mut net = registered_network();
+    net.loss = Some(Box::new(|src, _, kind, b| {
+        kind == Kind::Ike
+            && *src.ip() == HUB_NBMA
+            && Message::parse(b).is_ok_and(|m| {
+                m.notifies()
+                    .any(|n| n.ty == NotifyType::INVALID_SPI || n.ty == NotifyType::INVALID_IKE_SPI)
+            })
+    }));
+    let back = restart_hub_under_traffic(&mut net);
+    eprintln!(
+        "back after the silent hub's restart: A {:?}, B (NAT) {:?}",
+        back[0], back[1]
+    );
+    for (name, b) in ["A", "B"].iter().zip(back) {
+        // DPD delay 40 s, one retry interval of 5 s, then the new SA and a registration.
+        assert!(
+            b < Duration::from_secs(40 + 5 + 4),
+            "spoke {name} back only after {b:?} (DPD budget {DPD_BUDGET:?})"
+        );
+    }
+}
+
 /// An idle spoke (no traffic at all) comes back within its registration interval: its
 /// refresh is the traffic that makes it probe, and the probe's answer brings it back.
 #[test]
@@ -457,7 +487,10 @@ fn a_spoke_the_hub_declared_dead_comes_back_at_its_next_packet() {
             back = Some(net.now - healed);
         }
     }
-    eprintln!("spoke A back {back:?} after the path healed");
+    eprintln!(
+        "spoke A back {back:?} after the path healed; hub events {:?}; A events {:?}",
+        net.hosts[HUB].events, net.hosts[A].events
+    );
     let back = back.expect("A came back");
     assert!(back <= Duration::from_secs(5), "{back:?}");
     assert_eq!(established(&net, A), 1);

@@ -199,6 +199,18 @@ pub enum Event {
         /// The peer.
         remote: SocketAddr,
     },
+    /// A liveness check on the established `sa` went unanswered for one retransmission
+    /// interval (§2.4). A peer that restarted and says nothing about SPIs it does not know
+    /// (strongSwan and the Linux kernel send neither INVALID_IKE_SPI nor INVALID_SPI) looks
+    /// like this until the whole DPD budget is spent. `sa` is unchanged and the check goes
+    /// on; as for [`Event::InvalidIkeSpi`], the caller may start a new IKE SA in parallel
+    /// and must bound how often. Reported once per check.
+    ProbeUnanswered {
+        /// The SA being checked.
+        sa: IkeSaId,
+        /// The peer.
+        remote: SocketAddr,
+    },
     /// Two IKE SAs with one peer, one initiated by each side at about the same time, are
     /// both up (crossed.rs): `kept` stays and `dropped` goes, deleted by us now if
     /// `we_delete` (we initiated it), otherwise by the peer.

@@ -31,7 +31,10 @@ impl Endpoint {
     /// INVALID_SPI notify: IKE SPIs random (§1.5 allows random or zero),
     /// Initiator flag set, Response flag clear, the SPI as notification data.
     /// With an IKE SA the notify would belong inside it; we leave that case
-    /// to DPD. Shares the unprotected notifies' rate limit (§2.21.4).
+    /// to DPD. An IKE SA still being set up does not count: it holds no
+    /// Child SA the sender's ESP could be for (our own speculative setup
+    /// toward a peer that went silent must not mute the hint that brings it
+    /// back). Shares the unprotected notifies' rate limit (§2.21.4).
     pub fn unknown_esp_spi(
         &mut self,
         now: Instant,
@@ -39,7 +42,10 @@ impl Endpoint {
         remote: SocketAddr,
         spi: u32,
     ) {
-        if self.has_sa_with(remote.ip()) || !self.unprotected_allowed(now) {
+        let authenticated = self
+            .sas_with(remote.ip())
+            .any(|(_, st)| matches!(st, IkeSaState::Established | IkeSaState::Deleting));
+        if authenticated || !self.unprotected_allowed(now) {
             return;
         }
         let spi_i = self.rng.next_u64() | 1;

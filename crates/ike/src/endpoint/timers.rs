@@ -109,6 +109,16 @@ impl Endpoint {
                 self.close(sa, DownReason::Timeout);
                 return;
             }
+            if matches!(p.req, Req::Dpd)
+                && p.tries == 1
+                && sa.remote_id.is_some()
+                && !matches!(sa.state, State::Deleting(_))
+            {
+                self.events.push_back(Event::ProbeUnanswered {
+                    sa: IkeSaId(sa.id),
+                    remote: sa.remote,
+                });
+            }
             p.tries += 1;
             let interval = self.retransmit_interval(&p.req, p.tries);
             p.next_at = now + interval;
