@@ -544,6 +544,29 @@ pub struct Daemon {
     slow_rx: mpsc::Receiver<SlowPath>,
 }
 
+/// A hub relays spoke to spoke through its kernel, and a spoke routes its LAN into the tunnel:
+/// with IPv4 forwarding off in dmvpnd's network namespace neither happens and nothing says why
+/// (seen on a lab hub: registrations and pings to the hub fine, spoke to spoke silent). Only the
+/// hub's own traffic and a spoke's own would flow.
+fn warn_if_not_forwarding(config: &Config) {
+    const KNOB: &str = "/proc/sys/net/ipv4/ip_forward";
+    match std::fs::read_to_string(KNOB) {
+        Ok(v) if v.trim() == "0" => {
+            let what = match config.nhrp.role {
+                dmvpn_config::Role::Hub { .. } => "traffic between spokes through this hub",
+                dmvpn_config::Role::Spoke { .. } => {
+                    "traffic between the tunnel and this spoke's LAN"
+                }
+            };
+            tracing::warn!(
+                "net.ipv4.ip_forward is 0: the kernel will not forward {what}; set net.ipv4.ip_forward = 1 (sysctl, /etc/sysctl.d/) unless only this host's own traffic uses the tunnel"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("reading {KNOB}: {e}"),
+    }
+}
+
 impl Daemon {
     /// Creates the TUN, mirrors its routes, opens the underlay sockets, builds the node,
     /// starts the per-packet tasks and installs static routes.
@@ -568,8 +591,10 @@ impl Daemon {
             mtu = tun.mtu,
             queues = tun.queues.len(),
             offload = tun.offload,
+            txqueuelen = config.tunnel.txqueuelen,
             "tunnel interface up"
         );
+        warn_if_not_forwarding(&config);
         let routes = shared(RouteTable::new());
         spawn_route_mirror(tun.index, routes.clone()).await?;
 
