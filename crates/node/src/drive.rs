@@ -288,7 +288,14 @@ impl Node {
             }),
             Outbound::NeedSa { nbma } => {
                 if self.sa_queue.push(nbma, protocol, buf).is_err() {
-                    self.master.counters.count_drop(DropReason::SaQueueFull);
+                    // A queue that fills while the peer is held down after a failed setup
+                    // overflows because of that failure: say so, rather than that it was short.
+                    let reason = if self.peers.held_down(now, nbma) {
+                        DropReason::IkeFailed
+                    } else {
+                        DropReason::SaQueueFull
+                    };
+                    self.master.counters.count_drop(reason);
                 }
                 self.ensure_sa(now, nbma);
             }

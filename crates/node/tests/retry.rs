@@ -8,6 +8,7 @@ mod sim;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use dmvpn_dataplane::DropReason;
 use dmvpn_node::Event;
 use dmvpn_node::peers::SetupFailure;
 use sim::{Kind, Net, PSK, hub_config, spoke_config, udp_packet};
@@ -73,6 +74,15 @@ fn data_toward_a_hub_that_refuses_us_backs_off_and_a_reload_retries_at_once() {
     let b = net.hosts[A].node.backoff(HUB_NBMA).expect("hub held down");
     assert_eq!(b.last, Some(SetupFailure::Authentication));
     assert!(b.until > net.now, "still held down");
+    // The packets that found the queue full did so because the setup failed: counted as such.
+    let drops = |r| net.hosts[A].node.tables().counters.drops(r);
+    println!(
+        "drops: ike_failed {}, sa_queue_full {}",
+        drops(DropReason::IkeFailed),
+        drops(DropReason::SaQueueFull)
+    );
+    assert!(drops(DropReason::IkeFailed) > 1000);
+    assert_eq!(drops(DropReason::SaQueueFull), 0);
 
     // Fixing the key: the reload retries at once instead of waiting out the back-off.
     let t_reload = net.now;
