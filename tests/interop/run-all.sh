@@ -4,7 +4,7 @@
 # prints "interop: N passed, M failed" and exits non-zero if any failed. IX_SCENARIOS="a b" runs a subset.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SCENARIOS=${IX_SCENARIOS:-stock-rig dmvpnd-spoke dmvpnd-spoke-nat wrong-keys dpd rekey dmvpnd-hub spoke-to-spoke ospf-frr systemd-unit}
+SCENARIOS=${IX_SCENARIOS:-stock-rig dmvpnd-spoke dmvpnd-spoke-nat wrong-keys dpd hub-restart rekey dmvpnd-hub spoke-to-spoke ospf-frr systemd-unit}
 
 "$HERE/install-deps.sh" || { echo "interop: host dependencies could not be installed"; exit 1; }
 t=$SECONDS
