@@ -48,7 +48,9 @@ impl Engine {
                     registered: n.is_up(now),
                     ..EntryFlags::default()
                 },
-                created: n.up_since.unwrap_or(now),
+                // The entry is configured, so it exists from the start: its age is not the
+                // registration's (`show nhrp`'s NHS status and `show dmvpn`'s UpDn give that).
+                created: self.started.unwrap_or(now),
                 expires,
                 holding_time: self.config.holding_time,
                 request_id: n.registered_id.unwrap_or(0),
