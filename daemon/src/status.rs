@@ -564,11 +564,10 @@ impl<'a> Snapshot<'a> {
             .map(|p| {
                 let state = p.state();
                 let key = p.post_nat.unwrap_or(p.nbma);
-                let since = if state == PeerState::Up {
-                    p.best_ike().map(|s| s.age)
-                } else {
-                    None
-                };
+                // A peer seen for the first time has been in its state about as long as its
+                // IKE SA has existed: up since it was established, negotiating since it began
+                // (a first `show dmvpn` during a long setup said 00:00:00).
+                let since = p.best_ike().map(|s| s.age);
                 let changed = match key {
                     IpAddr::V4(v4) => self.changes.and_then(|c| c.get(&v4).copied()),
                     IpAddr::V6(_) => None,

@@ -110,6 +110,8 @@ fn peer_states_from_the_engines() {
     assert_eq!(row("198.51.100.2").state, PeerState::Nhrp);
     assert_eq!(row("198.51.100.3").state, PeerState::Ipsec);
     assert_eq!(row("198.51.100.4").state, PeerState::Ike);
+    // Negotiating, seen for the first time: since its IKE SA began, not 0.
+    assert_eq!(row("198.51.100.4").updn_secs, Some(600));
     assert_eq!(row("203.0.113.7").state, PeerState::Nhrp);
     assert_eq!(row("203.0.113.7").peer_tunnel, None);
     assert_eq!(d.peers.len(), 5);
