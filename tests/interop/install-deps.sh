@@ -16,6 +16,7 @@ HOST_PACKAGES=(
     tcpdump           # captures on the WAN bridge
     tshark            # dissects the captures with dmvpnd's exported keys (dmvpnd-spoke.sh, wrong-keys.sh)
     frr               # zebra + ospfd beside the dmvpnd spoke (ospf-frr.sh)
+    iperf3            # TCP load through the tunnel during the rekeys (rekey.sh)
 )
 
 # The commands the harness runs and the package that provides each: checked after installing,
@@ -25,7 +26,7 @@ HOST_PACKAGES=(
 # version that matches.)
 COMMANDS=(qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
           mke2fs:e2fsprogs ip:iproute2 nft:nftables python3:python3 ping:iputils-ping
-          tcpdump:tcpdump tshark:tshark vtysh:frr)
+          tcpdump:tcpdump tshark:tshark vtysh:frr iperf3:iperf3)
 
 missing_commands() {
     local c

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Rekey under traffic against the stock strongSwan 6 + FRR 10 hub VM (issue 14, item 6): dmvpnd spoke with
-# 60 s IKE and Child SA lifetimes (labs only; dmvpnd warns), 100 pings/s toward the hub for 150 s. During the
+# 60 s IKE and Child SA lifetimes (labs only; dmvpnd warns), 100 pings/s toward the hub for 150 s and an
+# iperf3 TCP stream to the hub (20 Mbit/s: the hub is a one-vCPU TCG VM) all along. During the
 # run dmvpnd rekeys both SAs at its own initiative (lifetime less margin), and the hub rekeys the Child SA
 # and the IKE SA at its initiative (`swanctl --rekey`), so dmvpnd is the responder too: it keeps sending on
 # the old Child SA until strongSwan deletes it (crates/node/src/rekey_switch.rs). Passes when
-#   1. every ping is answered,
+#   1. every ping is answered and the TCP stream runs to its end (its retransmissions printed),
 #   2. dmvpnd logged at least two Child SA rekeys and one IKE SA rekey, and the hub's `swanctl --rekey`
 #      of each succeeded,
 #   3. afterwards the hub holds exactly one IKE SA and one Child SA with dmvpnd (none leaked), and dmvpnd
@@ -33,7 +34,12 @@ ix_wait "$IX_HUB" 120 "dynamic +$(dx_esc "$IX_DUT_TUNNEL") +$(dx_esc "$IX_DUT_NB
 dx_wait_log dut 30 'NHRP registered with NHS' || ix_fail "dmvpnd did not log 'NHRP registered with NHS'"
 dx_ping "$IX_DUT_NS" "$IX_DUT_TUNNEL" "$IX_HUB_TUNNEL" || ix_fail "ping before the run failed:"$'\n'"$DX_OUT"
 
-# 1. The pings, with the hub's own rekeys in the middle.
+# 1. The pings and the TCP stream, with the hub's own rekeys in the middle.
+ix_exec "$IX_HUB" iperf3 -s -D -1 -B "$IX_HUB_TUNNEL" >/dev/null || ix_fail "hub: iperf3 -s failed"
+ip netns exec "$IX_DUT_NS" iperf3 -c "$IX_HUB_TUNNEL" -B "$IX_DUT_TUNNEL" -t "$RUN" -b 20M -J \
+    > "$LOGS/iperf3.json" 2>"$LOGS/iperf3.err" &
+iperf_pid=$!
+DX_BG_PIDS+=($iperf_pid)
 count=$(awk -v r="$RUN" -v i="$RATE_INTERVAL" 'BEGIN { printf "%d", r / i }')
 ip netns exec "$IX_DUT_NS" ping -q -c "$count" -i "$RATE_INTERVAL" -W 2 -I "$IX_DUT_TUNNEL" "$IX_HUB_TUNNEL" \
     > "$LOGS/ping.txt" 2>&1 &
@@ -51,6 +57,17 @@ ix_log "pings: $stats"
 sent=$(sed -nE 's/^([0-9]+) packets transmitted.*/\1/p' <<<"$stats")
 got=$(sed -nE 's/.* ([0-9]+) received.*/\1/p' <<<"$stats")
 [ -n "$sent" ] && [ "$sent" = "$got" ] || ix_fail "pings lost during the rekeys: $stats"
+wait "$iperf_pid" || ix_fail "iperf3 failed: $(head -c 400 "$LOGS/iperf3.err") $(head -c 400 "$LOGS/iperf3.json")"
+tcp=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+if d.get("error"): sys.exit("iperf3: " + d["error"])
+e = d["end"]; r = e["sum_received"]; s = e["sum_sent"]
+per = [round(i["sum"]["bits_per_second"] / 1e6, 1) for i in d["intervals"]]
+print("%.1f MB in %.0f s (%.1f Mbit/s), %d retransmissions; slowest second %.1f Mbit/s" % (
+    r["bytes"] / 1e6, r["seconds"], r["bits_per_second"] / 1e6, s.get("retransmits", 0), min(per)))
+' "$LOGS/iperf3.json") || ix_fail "TCP stream: $tcp"
+ix_log "TCP during the rekeys: $tcp"
 
 # 2. The rekeys happened, at both ends' initiative.
 children=$(grep -c 'child SA installed.*rekey=true' "$LOGS/dut/dmvpnd.log" || true)
