@@ -19,11 +19,17 @@ fn shortcut_on_a(net: &Net) -> bool {
         .any(|e| matches!(e, Event::ShortcutInstalled { via, .. } if *via == B_TUNNEL))
 }
 
-fn b_failed_toward_a(net: &Net) -> bool {
+/// B's failed setups toward A so far.
+fn b_failures(net: &Net) -> usize {
     net.hosts[B]
         .events
         .iter()
-        .any(|e| matches!(e, Event::SetupFailed { peer, .. } if *peer == A_NBMA))
+        .filter(|e| matches!(e, Event::SetupFailed { peer, .. } if *peer == A_NBMA))
+        .count()
+}
+
+fn b_failed_toward_a(net: &Net) -> bool {
+    b_failures(net) > 0
 }
 
 /// B's configuration with its one keyring entry narrowed to the hub: no PSK for A.
@@ -79,18 +85,11 @@ fn the_answering_spoke_tries_again_after_its_hold_down() {
     let mut id = 0;
     traffic_a_to_b(&mut net, 10, &mut id);
     assert!(b_failed_toward_a(&net), "{:?}", net.hosts[B].events);
-    let attempts = |net: &Net| {
-        net.hosts[B]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::SetupFailed { peer, .. } if *peer == A_NBMA))
-            .count()
-    };
-    let first = attempts(&net);
+    let first = b_failures(&net);
     // Traffic keeps asking; the hold-downs (9 s, then longer) end and B tries again.
     traffic_a_to_b(&mut net, 60, &mut id);
     assert!(
-        attempts(&net) > first,
+        b_failures(&net) > first,
         "B tried A again after its hold-down: {:?}",
         net.hosts[B].events
     );
@@ -121,14 +120,7 @@ fn clear_sa_of_a_held_down_peer_resets_its_back_off_and_tries_at_once() {
             .has_sa_with(std::net::IpAddr::V4(A_NBMA)),
         "B still holds an IKE SA with A"
     );
-    let failures = |net: &Net| {
-        net.hosts[B]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::SetupFailed { peer, .. } if *peer == A_NBMA))
-            .count()
-    };
-    let before = failures(&net);
+    let before = b_failures(&net);
     assert!(before >= 1, "{:?}", net.hosts[B].events);
     let held_until = net.hosts[B]
         .node
@@ -151,13 +143,13 @@ fn clear_sa_of_a_held_down_peer_resets_its_back_off_and_tries_at_once() {
         "the test outran the hold-down it wants to beat"
     );
     let until = net.now + left - Duration::from_millis(500);
-    while net.now < until && failures(&net) == before {
+    while net.now < until && b_failures(&net) == before {
         id = id.wrapping_add(1);
         net.send_from_lan(A, udp_packet(A_HOST, B_HOST, id, 64));
         net.idle(Duration::from_millis(100));
     }
     assert!(
-        failures(&net) > before && net.hosts[B].node.backoff(A_NBMA).is_some(),
+        b_failures(&net) > before && net.hosts[B].node.backoff(A_NBMA).is_some(),
         "B tried A again at once (and failed again, still without the key): {:?}",
         net.hosts[B].events
     );
