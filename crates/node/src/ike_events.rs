@@ -118,7 +118,27 @@ impl Node {
                     return;
                 }
                 tracing::warn!(peer = %remote, ike_sa = %sa, "peer dead (DPD): clearing its SAs and NHRP state");
+                // A replacement started when the check went unanswered is still retransmitting
+                // on its backed-off schedule: the setup the verdict leads to starts afresh
+                // instead of waiting for it. (The peer's own setup toward us is kept.)
+                let ours: Vec<_> = self
+                    .ike
+                    .sas_with(remote.ip())
+                    .filter(|(id, st)| {
+                        *id != sa
+                            && matches!(
+                                st,
+                                dmvpn_ike::IkeSaState::ExpectSaInitResponse
+                                    | dmvpn_ike::IkeSaState::ExpectAuthResponse
+                            )
+                    })
+                    .map(|(id, _)| id)
+                    .collect();
+                for id in ours {
+                    let _ = self.ike.delete_sa(now, id);
+                }
                 if let Some(peer) = v4(remote.ip()) {
+                    self.peers.forget_attempt(peer);
                     self.remove_peer_sas(peer);
                     self.changes.down(peer, now);
                     self.drop_pending(peer);

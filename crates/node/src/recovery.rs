@@ -68,6 +68,17 @@ impl Node {
         let Some(peer) = v4(remote.ip()) else {
             return;
         };
+        // One setup of ours toward the peer at a time: one still retransmitting (its
+        // IKE_SA_INIT lives longer than the in-flight window `may_replace` keeps) settles first.
+        if self.ike.sas_with(remote.ip()).any(|(_, st)| {
+            matches!(
+                st,
+                IkeSaState::ExpectSaInitResponse | IkeSaState::ExpectAuthResponse
+            )
+        }) {
+            tracing::debug!(%peer, ike_sa = %sa, hint = ?why, "hint ignored: a setup of ours toward the peer is in flight");
+            return;
+        }
         if !self.peers.may_replace(now, peer) {
             tracing::debug!(%peer, ike_sa = %sa, hint = ?why, "hint ignored: a replacement is in flight or was tried within the back-off interval");
             return;

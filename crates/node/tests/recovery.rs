@@ -366,6 +366,73 @@ fn spoofed_hints_start_one_replacement_and_tear_nothing_down() {
     );
 }
 
+/// An unprotected INVALID_SPI notify naming `spi` (RFC 7296 §1.5), as a host without our
+/// Child SA sends for our ESP.
+fn invalid_spi_for(spi: u32) -> Vec<u8> {
+    Message {
+        header: Header {
+            spi_i: 0x1234_5678_9abc_def1,
+            spi_r: 0,
+            next_payload: PayloadType::NONE,
+            version: 0x20,
+            exchange: ExchangeType::INFORMATIONAL,
+            flags: flags::INITIATOR,
+            message_id: 0,
+            length: 0,
+        },
+        payloads: vec![Payload::Notify(Notify::new(
+            NotifyType::INVALID_SPI,
+            spi.to_be_bytes().to_vec(),
+        ))],
+    }
+    .emit()
+    .expect("encodes")
+}
+
+/// A liveness check whose answer is lost while the peer's ESP keeps arriving (an on-path
+/// host dropping IKE, after a forged INVALID_SPI made the spoke probe) starts no replacement:
+/// the peer is evidently alive, and one lost answer must not cost it its SA.
+#[test]
+fn a_lost_probe_answer_starts_no_replacement_while_the_peers_traffic_arrives() {
+    let mut net = registered_network();
+    let mut id = 0u16;
+    net.run_for(Duration::from_secs(5), |net| both_ways(net, &mut id));
+    let spi_out = net.hosts[A]
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::ChildSaInstalled { peer, spi_out, .. } if *peer == HUB_NBMA => Some(*spi_out),
+            _ => None,
+        })
+        .expect("A's Child SA with the hub");
+    net.loss = Some(Box::new(|src, dst, kind, _| {
+        kind == Kind::Ike && *src.ip() == HUB_NBMA && *dst.ip() == A_NBMA
+    }));
+    let from = net.hosts[A].ike_sent.len();
+    let now = net.now;
+    net.hosts[A].node.handle_ike(
+        now,
+        SocketAddrV4::new(HUB_NBMA, 500),
+        false,
+        &invalid_spi_for(spi_out),
+    );
+    net.run_for(Duration::from_secs(20), |net| both_ways(net, &mut id));
+    let probes = net.hosts[A].ike_sent[from..]
+        .iter()
+        .filter(|(d, _)| *d.ip() == HUB_NBMA)
+        .count();
+    assert!(
+        probes >= 2,
+        "A probed and retransmitted: {probes} IKE datagrams"
+    );
+    assert_eq!(
+        sa_init_exchanges(&net, A, HUB_NBMA, from),
+        0,
+        "no replacement for a peer whose ESP arrives"
+    );
+}
+
 /// The IKE_SA_INIT requests host `h` sent toward `to` from index `from` on: (destination,
 /// initiator SPI), retransmissions included.
 fn sa_init_requests(net: &Net, h: usize, to: Ipv4Addr, from: usize) -> Vec<(SocketAddrV4, u64)> {

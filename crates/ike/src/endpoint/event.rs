@@ -200,7 +200,8 @@ pub enum Event {
         remote: SocketAddr,
     },
     /// A liveness check on the established `sa` went unanswered for one retransmission
-    /// interval (§2.4). A peer that restarted and says nothing about SPIs it does not know
+    /// interval (§2.4), and nothing else (ESP the caller reported, IKE) came from the peer
+    /// since it began. A peer that restarted and says nothing about SPIs it does not know
     /// (strongSwan and the Linux kernel send neither INVALID_IKE_SPI nor INVALID_SPI) looks
     /// like this until the whole DPD budget is spent. `sa` is unchanged and the check goes
     /// on; as for [`Event::InvalidIkeSpi`], the caller may start a new IKE SA in parallel

@@ -109,8 +109,11 @@ impl Endpoint {
                 self.close(sa, DownReason::Timeout);
                 return;
             }
+            // Only when nothing at all came from the peer since the check began: a peer whose
+            // ESP or IKE still arrives is alive, and one lost answer must not cost it its SA.
             if matches!(p.req, Req::Dpd)
                 && p.tries == 1
+                && sa.last_rx <= sa.last_probe
                 && sa.remote_id.is_some()
                 && !matches!(sa.state, State::Deleting(_))
             {
