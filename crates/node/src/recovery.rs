@@ -83,7 +83,12 @@ impl Node {
             tracing::debug!(%peer, ike_sa = %sa, hint = ?why, "hint ignored: a replacement is in flight or was tried within the back-off interval");
             return;
         }
-        let (local, to) = self.initiation_addresses(now, peer);
+        let (local, mut to) = self.initiation_addresses(now, peer);
+        if self.is_hub() && local.port() == NATT_PORT && remote.port() != IKE_PORT {
+            // Toward a spoke behind a NAT: the port its live SA uses is the one mapping known
+            // to pass (the remembered one is cleared while a path is up).
+            to = remote;
+        }
         match self.ike.initiate_replacing(now, local, to, sa) {
             Ok(id) => {
                 tracing::info!(%peer, stale_ike_sa = %sa, ike_sa = %id, "{}: initiating a new IKE SA alongside the old one", why.says());
