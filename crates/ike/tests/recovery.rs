@@ -265,3 +265,83 @@ fn esp_to_a_restarted_peer_gets_invalid_spi_which_makes_us_probe_at_once() {
         assert!(n.a.poll_event().is_none());
     }
 }
+
+fn unanswered(ev: &[Event]) -> Vec<IkeSaId> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ProbeUnanswered { sa, .. } => Some(*sa),
+            _ => None,
+        })
+        .collect()
+}
+
+/// B goes silent (killed, its host still up: no INVALID_IKE_SPI, no ICMP). A's liveness check
+/// is reported unanswered once, at its first retransmission (one DPD retry interval, `dpd 40 5`:
+/// 5 s), with the SA left up; the check goes on, and only the spent budget (5 tries) makes B
+/// dead. Its retransmissions add no second hint.
+#[test]
+fn a_silent_peer_is_reported_unanswered_once_per_check_and_dead_after_the_budget() {
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let sa = n.initiate();
+    n.ev_a.clear();
+    n.filter = Box::new(|to_b, _| !to_b);
+    n.a.probe(n.now, sa).unwrap();
+    n.flush();
+    n.run_for(Duration::from_millis(4_900));
+    assert!(unanswered(&n.ev_a).is_empty(), "too early: {:?}", n.ev_a);
+    n.run_for(Duration::from_millis(200));
+    assert_eq!(unanswered(&n.ev_a), vec![sa], "{:?}", n.ev_a);
+    assert_eq!(established(&n.a, &n).len(), 1, "the hint leaves the SA up");
+    assert_eq!(count(&n.ev_a, |e| matches!(e, Event::PeerDead { .. })), 0);
+    // The rest of the budget: 4 more intervals of 5 s.
+    n.run_for(Duration::from_secs(21));
+    assert_eq!(unanswered(&n.ev_a), vec![sa], "one hint per check");
+    assert_eq!(
+        count(
+            &n.ev_a,
+            |e| matches!(e, Event::PeerDead { sa: s, .. } if *s == sa)
+        ),
+        1,
+        "{:?}",
+        n.ev_a
+    );
+}
+
+/// The same silence on IKE, but the peer's ESP still arrives (the daemon reports it): a peer
+/// that is heard is alive, and one lost DPD answer must not start a replacement, so no hint.
+/// When only the first request is lost, the hint comes with the retry (nothing was heard
+/// then) and the answer to the retry keeps the SA: the hint is advice, never a verdict.
+#[test]
+fn a_peer_heard_since_the_probe_gets_no_hint_and_one_answering_the_retry_keeps_its_sa() {
+    // ESP from B after the probe went out.
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let sa = n.initiate();
+    n.ev_a.clear();
+    n.filter = Box::new(|to_b, _| !to_b);
+    n.a.probe(n.now, sa).unwrap();
+    n.flush();
+    n.run_for(Duration::from_secs(1));
+    n.a.note_inbound(n.now, n.b_ip);
+    n.run_for(Duration::from_secs(6));
+    assert!(unanswered(&n.ev_a).is_empty(), "{:?}", n.ev_a);
+
+    // Only the first request is lost; the retry is answered.
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let sa = n.initiate();
+    n.ev_a.clear();
+    let mut dropped = 0;
+    n.filter = Box::new(move |to_b, _| {
+        if to_b && dropped == 0 {
+            dropped += 1;
+            return false;
+        }
+        true
+    });
+    n.a.probe(n.now, sa).unwrap();
+    n.run_for(Duration::from_secs(30));
+    // The hint is reported as the retry goes out (nothing heard yet), never again after the
+    // answer, and the SA stays.
+    assert_eq!(unanswered(&n.ev_a), vec![sa]);
+    assert_eq!(count(&n.ev_a, |e| matches!(e, Event::PeerDead { .. })), 0);
+    assert_eq!(established(&n.a, &n).len(), 1);
+}
