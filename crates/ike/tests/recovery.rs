@@ -275,18 +275,24 @@ fn unanswered(ev: &[Event]) -> Vec<IkeSaId> {
         .collect()
 }
 
+/// An established SA whose datagrams pass `filter` from now on, with A's liveness check sent.
+fn probing(filter: Filter) -> (Net, IkeSaId) {
+    let mut n = Net::new(config(b"k"), config(b"k"), false);
+    let sa = n.initiate();
+    n.ev_a.clear();
+    n.filter = filter;
+    n.a.probe(n.now, sa).unwrap();
+    n.flush();
+    (n, sa)
+}
+
 /// B goes silent (killed, its host still up: no INVALID_IKE_SPI, no ICMP). A's liveness check
 /// is reported unanswered once, at its first retransmission (one DPD retry interval, `dpd 40 5`:
 /// 5 s), with the SA left up; the check goes on, and only the spent budget (5 tries) makes B
 /// dead. Its retransmissions add no second hint.
 #[test]
 fn a_silent_peer_is_reported_unanswered_once_per_check_and_dead_after_the_budget() {
-    let mut n = Net::new(config(b"k"), config(b"k"), false);
-    let sa = n.initiate();
-    n.ev_a.clear();
-    n.filter = Box::new(|to_b, _| !to_b);
-    n.a.probe(n.now, sa).unwrap();
-    n.flush();
+    let (mut n, sa) = probing(Box::new(|to_b, _| !to_b));
     n.run_for(Duration::from_millis(4_900));
     assert!(unanswered(&n.ev_a).is_empty(), "too early: {:?}", n.ev_a);
     n.run_for(Duration::from_millis(200));
@@ -314,30 +320,21 @@ fn a_silent_peer_is_reported_unanswered_once_per_check_and_dead_after_the_budget
 #[test]
 fn a_peer_heard_since_the_probe_gets_no_hint_and_one_answering_the_retry_keeps_its_sa() {
     // ESP from B after the probe went out.
-    let mut n = Net::new(config(b"k"), config(b"k"), false);
-    let sa = n.initiate();
-    n.ev_a.clear();
-    n.filter = Box::new(|to_b, _| !to_b);
-    n.a.probe(n.now, sa).unwrap();
-    n.flush();
+    let (mut n, _) = probing(Box::new(|to_b, _| !to_b));
     n.run_for(Duration::from_secs(1));
     n.a.note_inbound(n.now, n.b_ip);
     n.run_for(Duration::from_secs(6));
     assert!(unanswered(&n.ev_a).is_empty(), "{:?}", n.ev_a);
 
     // Only the first request is lost; the retry is answered.
-    let mut n = Net::new(config(b"k"), config(b"k"), false);
-    let sa = n.initiate();
-    n.ev_a.clear();
     let mut dropped = 0;
-    n.filter = Box::new(move |to_b, _| {
+    let (mut n, sa) = probing(Box::new(move |to_b, _| {
         if to_b && dropped == 0 {
             dropped += 1;
             return false;
         }
         true
-    });
-    n.a.probe(n.now, sa).unwrap();
+    }));
     n.run_for(Duration::from_secs(30));
     // The hint is reported as the retry goes out (nothing heard yet), never again after the
     // answer, and the SA stays.
