@@ -172,20 +172,28 @@ impl Datapath {
             let (Some(batch), Some(verdicts)) = (slots.get_mut(..n), verdicts.get_mut(..n)) else {
                 continue;
             };
-            tables.outbound_batch(&routes, batch, verdicts);
-            pending.clear();
-            for (i, (slot, verdict)) in batch.iter_mut().zip(verdicts.iter()).enumerate() {
-                let buf = &mut slot.0;
-                match *verdict {
+            // Each run of packets to one peer is sent as soon as it is sealed, in its SA's
+            // turn (dmvpn_esp::OutboundSa::turn): the other worker's packets to that peer
+            // cannot overtake it on the wire and fall out of the peer's replay window.
+            tables.outbound_batch_then(&routes, batch, verdicts, |run, verdicts| {
+                pending.clear();
+                pending.extend(verdicts.iter().enumerate().filter_map(|(i, v)| match *v {
                     Outbound::Send {
                         nbma,
                         port,
                         udp_encap,
-                    } => pending.push(Pending {
+                    } => Some(Pending {
                         slot: i,
                         to: SocketAddrV4::new(nbma, port),
                         udp_encap,
                     }),
+                    _ => None,
+                }));
+                self.send_batch(worker, run, &pending, &mut raw);
+            });
+            for (slot, verdict) in batch.iter_mut().zip(verdicts.iter()) {
+                let buf = &mut slot.0;
+                match *verdict {
                     Outbound::NeedSa { nbma } => {
                         let queued = std::mem::take(buf);
                         self.to_slow_path(
@@ -198,10 +206,10 @@ impl Datapath {
                         );
                     }
                     Outbound::Multicast => self.replicate(worker, &tables, buf, &mut copy),
-                    Outbound::Drop(_) => {}
+                    // Sent with their run; drops are counted.
+                    Outbound::Send { .. } | Outbound::Drop(_) => {}
                 }
             }
-            self.send_batch(worker, &slots, &pending, &mut raw);
         }
     }
 
@@ -287,27 +295,29 @@ impl Datapath {
             };
             dst.copy_from_slice(buf.as_slice());
             // Multicast to a peer without an SA is not worth bringing one up for; the unicast
-            // path will.
-            if let Outbound::Send {
-                nbma,
-                port,
-                udp_encap,
-            } = tables.seal_to(nbma, EtherType::IPV4, copy)
-            {
-                let to = SocketAddrV4::new(nbma, port);
-                if let Err(e) = self
-                    .underlay
-                    .send_esp(worker, to, udp_encap, copy.as_slice())
+            // path will. Sent in the SA's turn, in order with the data.
+            tables.seal_to_then(nbma, EtherType::IPV4, copy, |sealed, out| {
+                if let Outbound::Send {
+                    nbma,
+                    port,
+                    udp_encap,
+                } = out
                 {
-                    tracing::debug!(peer = %nbma, "ESP send: {e}");
+                    let to = SocketAddrV4::new(nbma, port);
+                    if let Err(e) = self
+                        .underlay
+                        .send_esp(worker, to, udp_encap, sealed.as_slice())
+                    {
+                        tracing::debug!(peer = %nbma, "ESP send: {e}");
+                    }
                 }
-            }
+            });
         }
     }
 
-    /// Sends what a TUN batch sealed: raw ESP with sendmmsg; ESP-in-UDP in runs of equal-size
-    /// datagrams to one peer, each run one GSO send, the datagrams gathered from their
-    /// buffers (no copy).
+    /// Sends what a run of a TUN batch sealed (`pending` indexes `slots`): raw ESP with
+    /// sendmmsg; ESP-in-UDP in runs of equal-size datagrams to one peer, each run one GSO
+    /// send, the datagrams gathered from their buffers (no copy).
     fn send_batch(&self, worker: usize, slots: &[Slot], pending: &[Pending], raw: &mut SendBatch) {
         let raws = pending.iter().filter(|p| !p.udp_encap).filter_map(|p| {
             Some((

@@ -3,7 +3,9 @@
 //! then each run of consecutive packets to one peer is sealed from one block of sequence
 //! numbers, claimed with one atomic operation on the SA ([`dmvpn_esp::OutboundSa::reserve`]),
 //! instead of one per packet. The verdicts are the ones [`Tables::outbound`] gives one packet
-//! at a time; only the atomics differ.
+//! at a time; only the atomics differ. A run is sealed and handed to the caller's send while
+//! its SA's turn is held ([`dmvpn_esp::OutboundSa::turn`]), so that workers sharing an SA put
+//! its packets on the wire in the order of their numbers.
 
 use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
@@ -19,6 +21,20 @@ impl Tables {
         routes: &RouteTable,
         bufs: &mut [B],
         verdicts: &mut [Outbound],
+    ) {
+        self.outbound_batch_then(routes, bufs, verdicts, |_, _| {});
+    }
+
+    /// [`Self::outbound_batch`], calling `send` with each run of packets to one peer as soon
+    /// as it is sealed and before the SA's turn is given up: the run's buffers and their
+    /// verdicts (`Send`, or a drop for a packet that could not be sealed). A packet that
+    /// `send` does not put on the wire before it returns may arrive behind a later run's.
+    pub fn outbound_batch_then<B: AsMut<PacketBuf>>(
+        &self,
+        routes: &RouteTable,
+        bufs: &mut [B],
+        verdicts: &mut [Outbound],
+        mut send: impl FnMut(&mut [B], &[Outbound]),
     ) {
         let n = bufs.len().min(verdicts.len());
         let (Some(bufs), Some(verdicts)) = (bufs.get_mut(..n), verdicts.get_mut(..n)) else {
@@ -42,7 +58,7 @@ impl Tables {
                 break;
             };
             match first {
-                Outbound::NeedSa { nbma } => self.seal_run(nbma, run_b, run_v),
+                Outbound::NeedSa { nbma } => self.seal_run(nbma, run_b, run_v, &mut send),
                 // Drops, counted here; multicast is replicated (and counted) by the caller.
                 _ => {
                     for verdict in run_v.iter() {
@@ -54,17 +70,19 @@ impl Tables {
         }
     }
 
-    /// Seals a run of packets to `nbma` from one reservation.
+    /// Seals a run of packets to `nbma` from one reservation and sends it, in the SA's turn.
     fn seal_run<B: AsMut<PacketBuf>>(
         &self,
         nbma: std::net::Ipv4Addr,
         bufs: &mut [B],
         verdicts: &mut [Outbound],
+        send: &mut impl FnMut(&mut [B], &[Outbound]),
     ) {
         let Some(path) = self.paths.get(&nbma) else {
             return;
         };
-        let mut seqs = path.out_sa.reserve(bufs.len()).ok();
+        let turn = path.out_sa.turn();
+        let mut seqs = turn.reserve(bufs.len()).ok();
         for (buf, verdict) in bufs.iter_mut().zip(verdicts.iter_mut()) {
             let inner = buf.as_mut().len();
             *verdict = match seqs.as_mut() {
@@ -80,5 +98,7 @@ impl Tables {
             };
             self.count_out(inner, buf.as_mut().len(), *verdict);
         }
+        // Still in the turn: the run reaches the wire before any later block of this SA.
+        send(bufs, verdicts);
     }
 }

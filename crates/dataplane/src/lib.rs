@@ -136,11 +136,40 @@ impl Tables {
     }
 
     /// Encapsulates the packet in `buf` in GRE with `protocol` and seals it for `nbma`
-    /// (NHRP packets, multicast copies, and packets released from the SA queue).
+    /// (NHRP packets, multicast copies, and packets released from the SA queue). The caller
+    /// sends after the SA's turn (dmvpn_esp::OutboundSa::turn) is given up, so a packet
+    /// workers send meanwhile may overtake it; [`Self::seal_to_then`] sends within the turn.
     pub fn seal_to(&self, nbma: Ipv4Addr, protocol: EtherType, buf: &mut PacketBuf) -> Outbound {
+        self.seal_to_then(nbma, protocol, buf, |_, _| {})
+    }
+
+    /// [`Self::seal_to`], calling `send` with the sealed buffer and the verdict while the
+    /// SA's turn is still held, so the packet keeps its place among the SA's numbers.
+    pub fn seal_to_then(
+        &self,
+        nbma: Ipv4Addr,
+        protocol: EtherType,
+        buf: &mut PacketBuf,
+        send: impl FnOnce(&PacketBuf, Outbound),
+    ) -> Outbound {
         let inner = buf.len();
-        let out = self.seal_inner(nbma, protocol, buf);
+        let Some(path) = self.paths.get(&nbma) else {
+            let out = Outbound::NeedSa { nbma };
+            self.count_out(inner, buf.len(), out);
+            return out;
+        };
+        let turn = path.out_sa.turn();
+        // A number the packet then has no room for is skipped, which the receiver allows
+        // (RFC 4303 §3.4.3: unique and rising, not contiguous).
+        let out = match turn.reserve(1) {
+            Ok(mut seqs) => {
+                Self::seal_from(nbma, path, &mut seqs, protocol, buf, self.tunnel.gre_key)
+            }
+            Err(_) => Outbound::Drop(DropReason::SequenceExhausted),
+        };
         self.count_out(inner, buf.len(), out);
+        send(buf, out);
+        drop(turn);
         out
     }
 

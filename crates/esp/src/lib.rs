@@ -27,7 +27,7 @@ pub use dmvpn_wire::{IpProtocol, PacketBuf, Spi};
 pub use replay::{DEFAULT_WINDOW, MAX_WINDOW, Replay, ReplayWindow};
 pub use sa::{
     ICV_LEN, IV_LEN, InboundSa, MAX_SUFFIX_LEN, OutboundSa, PREFIX_LEN, SaCounters, SaStats,
-    SeqBlock,
+    SendTurn, SeqBlock,
 };
 pub use table::SaTable;
 

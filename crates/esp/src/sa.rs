@@ -101,6 +101,9 @@ pub struct OutboundSa {
     esn: bool,
     /// The last sequence number used; the first packet carries 1 (RFC 4303 §3.3.3).
     seq: AtomicU64,
+    /// Held by whoever is between claiming numbers and handing the packets to the socket
+    /// ([`Self::turn`]).
+    turn: Mutex<()>,
     soft_limit: u64,
     stats: SaStats,
 }
@@ -115,6 +118,7 @@ impl OutboundSa {
             aead: AesGcm256::new(keymat).map_err(Error::Key)?,
             esn,
             seq: AtomicU64::new(0),
+            turn: Mutex::new(()),
             // Ask for a rekey with 1/64 of the space left: at 1 Mpps that is a minute of
             // warning before a 32-bit counter runs out.
             soft_limit: max - max / 64,
@@ -175,6 +179,23 @@ impl OutboundSa {
         })
     }
 
+    /// Waits for this SA's turn to send. The receiver accepts a number only inside its
+    /// replay window (RFC 4303 §3.4.3), whose size is the peer's choice: 32 packets in
+    /// strongSwan and Linux by default, 64 in IOS, 1024 in the reference deployment. Two
+    /// packet workers that each claim a block and send it could put the later block on the
+    /// wire first whenever the earlier worker is preempted in between, by as many packets as
+    /// the other sends meanwhile, and the peer drops the earlier block as replayed. A worker
+    /// that claims its numbers from the turn and sends before dropping it keeps the wire in
+    /// the order of the numbers. Taken once per run of packets to the SA, so it is contended
+    /// only when two workers send to the same peer at the same moment; it guards no data, so
+    /// a holder that panicked leaves it usable.
+    pub fn turn(&self) -> SendTurn<'_> {
+        SendTurn {
+            sa: self,
+            _held: self.turn.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
     fn has_room(buf: &PacketBuf) -> bool {
         buf.headroom() >= PREFIX_LEN && buf.tailroom() >= pad_len(buf.len()) + 2 + ICV_LEN
     }
@@ -228,6 +249,22 @@ impl OutboundSa {
             .copy_from_slice(&icv);
         self.stats.count(payload_len, buf.len());
         Ok(())
+    }
+}
+
+/// The right to send on an SA in the order of its sequence numbers ([`OutboundSa::turn`]):
+/// numbers claimed through it go on the wire before anyone else's, if the holder sends them
+/// before dropping it.
+#[derive(Debug)]
+pub struct SendTurn<'a> {
+    sa: &'a OutboundSa,
+    _held: std::sync::MutexGuard<'a, ()>,
+}
+
+impl SendTurn<'_> {
+    /// [`OutboundSa::reserve`] while holding the turn.
+    pub fn reserve(&self, n: usize) -> Result<SeqBlock<'_>, Error> {
+        self.sa.reserve(n)
     }
 }
 
