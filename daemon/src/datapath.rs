@@ -1,7 +1,8 @@
 //! The packet workers (docs/architecture.md, "Packet path"). Each TUN queue has a thread that reads a
 //! batch (with offload, a GSO super-packet split into segments), routes, encapsulates and
-//! seals every packet in place, and sends the batch: runs of equal-size ESP-in-UDP datagrams
-//! to one peer as one UDP GSO send, raw ESP with one sendmmsg. The underlay readers
+//! seals every packet in place, and sends each run of packets to one peer while it holds that
+//! SA's turn (so the SA's numbers reach the wire in order): equal-size ESP-in-UDP datagrams
+//! as one UDP GSO send, raw ESP with one sendmmsg per run. The underlay readers
 //! (`underlay.rs`, one thread per UDP 4500 socket and one for raw ESP) open ESP in place
 //! through [`EspHandler`] and write each batch's inner packets to the TUN at once, coalescing
 //! in-order TCP segments of a flow into one super-packet where offload is on.

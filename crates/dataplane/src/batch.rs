@@ -15,7 +15,8 @@ use crate::{DropReason, Outbound, RouteTable, Tables};
 impl Tables {
     /// [`Self::outbound`] for each buffer of `bufs`, the verdicts in `verdicts` (as many as
     /// both slices hold). Packets to one peer keep their order, and their sequence numbers
-    /// rise in that order, so the batch may be sent as it lies.
+    /// rise in that order; sent after this returns, though, another thread's packets to the
+    /// same SA may go out between them ([`Self::outbound_batch_then`] sends in the turn).
     pub fn outbound_batch<B: AsMut<PacketBuf>>(
         &self,
         routes: &RouteTable,
@@ -28,7 +29,8 @@ impl Tables {
     /// [`Self::outbound_batch`], calling `send` with each run of packets to one peer as soon
     /// as it is sealed and before the SA's turn is given up: the run's buffers and their
     /// verdicts (`Send`, or a drop for a packet that could not be sealed). A packet that
-    /// `send` does not put on the wire before it returns may arrive behind a later run's.
+    /// `send` does not put on the wire before it returns may arrive behind a later run's;
+    /// `send` must not seal to the same SA (the turn is not reentrant).
     pub fn outbound_batch_then<B: AsMut<PacketBuf>>(
         &self,
         routes: &RouteTable,

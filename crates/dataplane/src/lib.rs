@@ -50,7 +50,7 @@ pub enum Outbound {
         nbma: Ipv4Addr,
     },
     /// A multicast or broadcast packet: replicate it to [`Tables::multicast`] with
-    /// [`Tables::seal_to`], one copy per NBMA.
+    /// [`Tables::seal_to_then`], one copy per NBMA.
     Multicast,
     /// Dropped and counted.
     Drop(DropReason),
@@ -144,7 +144,9 @@ impl Tables {
     }
 
     /// [`Self::seal_to`], calling `send` with the sealed buffer and the verdict while the
-    /// SA's turn is still held, so the packet keeps its place among the SA's numbers.
+    /// SA's turn is still held, so the packet keeps its place among the SA's numbers. Not
+    /// called when `nbma` has no SA (`NeedSa`); `send` must not seal to the same SA (the turn
+    /// is not reentrant).
     pub fn seal_to_then(
         &self,
         nbma: Ipv4Addr,

@@ -188,7 +188,10 @@ impl OutboundSa {
     /// that claims its numbers from the turn and sends before dropping it keeps the wire in
     /// the order of the numbers. Taken once per run of packets to the SA, so it is contended
     /// only when two workers send to the same peer at the same moment; it guards no data, so
-    /// a holder that panicked leaves it usable.
+    /// a holder that panicked leaves it usable. It orders only those who take it (the plain
+    /// [`Self::reserve`] and [`Self::seal`] do not), and it is not reentrant: a holder that
+    /// asks for the same SA's turn again waits forever. The price: one SA's packets are
+    /// sealed by one worker at a time.
     pub fn turn(&self) -> SendTurn<'_> {
         SendTurn {
             sa: self,
@@ -253,8 +256,8 @@ impl OutboundSa {
 }
 
 /// The right to send on an SA in the order of its sequence numbers ([`OutboundSa::turn`]):
-/// numbers claimed through it go on the wire before anyone else's, if the holder sends them
-/// before dropping it.
+/// numbers claimed through it go on the wire before those of the next holder, if the holder
+/// sends them before dropping it.
 #[derive(Debug)]
 pub struct SendTurn<'a> {
     sa: &'a OutboundSa,
