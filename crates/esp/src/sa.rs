@@ -181,7 +181,8 @@ impl OutboundSa {
 
     /// Waits for this SA's turn to send. The receiver accepts a number only inside its
     /// replay window (RFC 4303 §3.4.3), whose size is the peer's choice: 32 packets in
-    /// strongSwan and Linux by default, 64 in IOS, 1024 in the reference deployment. Two
+    /// strongSwan by default, 64 in IOS, 1024 in the reference deployment (interop notes
+    /// §27). Two
     /// packet workers that each claim a block and send it could put the later block on the
     /// wire first whenever the earlier worker is preempted in between, by as many packets as
     /// the other sends meanwhile, and the peer drops the earlier block as replayed. A worker
