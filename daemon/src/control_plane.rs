@@ -173,14 +173,21 @@ impl ControlPlane {
                 }
             }
         }
-        while let Some(t) = self.node.poll_transmit() {
+        loop {
+            // ESP is sealed and sent here, in its SA's turn: a packet worker's packet cannot
+            // take a later number and reach the wire first (crates/node/src/transmit.rs).
+            let underlay = &self.underlay;
+            let mut esp = Ok(());
+            let Some(t) = self.node.poll_transmit_then(|to, udp_encap, buf| {
+                esp = underlay.send_esp(0, to, udp_encap, buf.as_slice());
+            }) else {
+                break;
+            };
             let r = match &t {
                 Transmit::Ike { to, natt, bytes } => {
                     self.underlay.send_ike(*to, *natt, bytes).await
                 }
-                Transmit::Esp { to, udp_encap, buf } => {
-                    self.underlay.send_esp(0, *to, *udp_encap, buf.as_slice())
-                }
+                Transmit::Esp { .. } => esp,
                 Transmit::NatKeepalive { to } => self.underlay.send_nat_keepalive(*to).await,
             };
             if let Err(e) = r {

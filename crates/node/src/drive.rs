@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use dmvpn_dataplane::{DropReason, Outbound};
+use dmvpn_dataplane::DropReason;
 use dmvpn_wire::PacketBuf;
 use dmvpn_wire::gre::EtherType;
 
@@ -100,7 +100,7 @@ impl Node {
     /// Runs every deadline due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for to in self.keepalives.due(now) {
-            self.transmits.push_back(Transmit::NatKeepalive { to });
+            self.queue_transmit(Transmit::NatKeepalive { to });
         }
         self.ike.handle_timeout(now);
         self.nhrp.handle_timeout(now);
@@ -267,40 +267,31 @@ impl Node {
         self.nhrp.set_routes(v);
     }
 
-    /// Seals `buf` (GRE payload `protocol`) for `nbma` and queues the datagram, or queues
-    /// the packet until an SA to `nbma` exists (starting IKE toward it).
+    /// Queues `buf` (GRE payload `protocol`) for `nbma`, to be sealed when it is sent
+    /// ([`crate::transmit`]), or queues the packet until an SA to `nbma` exists (starting IKE
+    /// toward it).
     pub(crate) fn send_tunnel(
         &mut self,
         now: Instant,
         nbma: Ipv4Addr,
         protocol: EtherType,
-        mut buf: PacketBuf,
+        buf: PacketBuf,
     ) {
-        match self.master.seal_to(nbma, protocol, &mut buf) {
-            Outbound::Send {
-                nbma,
-                port,
-                udp_encap,
-            } => self.transmits.push_back(Transmit::Esp {
-                to: SocketAddrV4::new(nbma, port),
-                udp_encap,
-                buf,
-            }),
-            Outbound::NeedSa { nbma } => {
-                if self.sa_queue.push(nbma, protocol, buf).is_err() {
-                    // A queue that fills while the peer is held down after a failed setup
-                    // overflows because of that failure: say so, rather than that it was short.
-                    let reason = if self.peers.held_down(now, nbma) {
-                        DropReason::IkeFailed
-                    } else {
-                        DropReason::SaQueueFull
-                    };
-                    self.master.counters.count_drop(reason);
-                }
-                self.ensure_sa(now, nbma);
-            }
-            Outbound::Multicast | Outbound::Drop(_) => {}
+        if self.master.paths.contains_key(&nbma) {
+            self.queue_tunnel(now, nbma, protocol, buf);
+            return;
         }
+        if self.sa_queue.push(nbma, protocol, buf).is_err() {
+            // A queue that fills while the peer is held down after a failed setup
+            // overflows because of that failure: say so, rather than that it was short.
+            let reason = if self.peers.held_down(now, nbma) {
+                DropReason::IkeFailed
+            } else {
+                DropReason::SaQueueFull
+            };
+            self.master.counters.count_drop(reason);
+        }
+        self.ensure_sa(now, nbma);
     }
 
     /// Starts IKE toward `nbma` unless an SA exists or is being negotiated (by either side:
@@ -381,7 +372,7 @@ impl Node {
                     continue;
                 };
                 let natt = t.needs_non_esp_marker(NATT_PORT);
-                self.transmits.push_back(Transmit::Ike {
+                self.queue_transmit(Transmit::Ike {
                     to,
                     natt,
                     bytes: t.bytes,

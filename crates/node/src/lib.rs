@@ -6,8 +6,8 @@
 //! ([`Node::clear_sa`], [`Node::reload`], …), always with `now` as an argument, and carries
 //! out what it polls: [`Node::poll_tables`] (a new dataplane snapshot to publish),
 //! [`Node::poll_routes`] (kernel routes to install or withdraw), [`Node::poll_transmit`]
-//! (datagrams to send) and [`Node::poll_event`]. Randomness comes through the injected RNG, so
-//! a test runs a hub and spokes deterministically in memory (`tests/network.rs`).
+//! (datagrams to send; [`Node::poll_transmit_then`] sends ESP in its SA's turn) and
+//! [`Node::poll_event`]. Randomness comes through the injected RNG, so a test runs a hub and spokes deterministically in memory (`tests/network.rs`).
 //!
 //! Policy that lives here because it couples the engines: when to start IKE toward a peer
 //! ([`peers`]: one attempt at a time, NAT grace, hold-down), the one queue of packets waiting
@@ -37,6 +37,7 @@ pub mod sa_queue;
 pub mod shortcuts;
 pub mod sweep;
 pub mod timing;
+mod transmit;
 mod types;
 pub mod updown;
 
@@ -136,7 +137,7 @@ pub struct Node {
     next_traffic_sample: Instant,
     /// Where the traffic sample's walk over the tables stands.
     traffic_sweep: sweep::Sweep,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<transmit::Queued>,
     events: VecDeque<Event>,
     route_updates: VecDeque<RouteUpdate>,
     /// Last NHRP event per destination and error indication per peer (`dmvpnctl explain`).
@@ -356,12 +357,6 @@ impl Node {
     #[must_use]
     pub fn poll_routes(&mut self) -> Option<RouteUpdate> {
         self.route_updates.pop_front()
-    }
-
-    /// The next datagram to send.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
     }
 
     /// The next event.
