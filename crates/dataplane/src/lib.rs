@@ -135,10 +135,11 @@ impl Tables {
         }
     }
 
-    /// Encapsulates the packet in `buf` in GRE with `protocol` and seals it for `nbma`
-    /// (NHRP packets, multicast copies, and packets released from the SA queue). The caller
-    /// sends after the SA's turn (dmvpn_esp::OutboundSa::turn) is given up, so a packet
-    /// workers send meanwhile may overtake it; [`Self::seal_to_then`] sends within the turn.
+    /// Encapsulates the packet in `buf` in GRE with `protocol` and seals it for `nbma`, for a
+    /// caller that sends later. It sends after the SA's turn (dmvpn_esp::OutboundSa::turn) is
+    /// given up, so a packet workers send meanwhile may overtake it: dmvpnd's own senders
+    /// (multicast copies, the node's NHRP and SA-queue packets) use [`Self::seal_to_then`],
+    /// which sends within the turn.
     pub fn seal_to(&self, nbma: Ipv4Addr, protocol: EtherType, buf: &mut PacketBuf) -> Outbound {
         self.seal_to_then(nbma, protocol, buf, |_, _| {})
     }

@@ -378,6 +378,12 @@ impl Node {
                     bytes: t.bytes,
                 });
             }
+            for peer in std::mem::take(&mut self.sa_queue_release) {
+                for (protocol, buf) in self.sa_queue.take(peer) {
+                    moved = true;
+                    self.send_tunnel(now, peer, protocol, buf);
+                }
+            }
             let mut nhrp_moved = false;
             while let Some(ev) = self.nhrp.poll_event() {
                 nhrp_moved = true;
@@ -395,6 +401,9 @@ impl Node {
                     Err(e) => tracing::warn!("NHRP packet too large: {e}"),
                 }
             }
+            // A tunnel packet queued earlier whose SA went away since (deleted in this
+            // drive) waits for the next one, as a packet that never had one.
+            moved |= self.requeue_orphans(now);
             if !moved {
                 break;
             }

@@ -284,9 +284,10 @@ impl Node {
         for s in self.shortcuts.take_pending(peer) {
             self.install_shortcut_route(now, s);
         }
-        for (protocol, buf) in self.sa_queue.take(peer) {
-            self.send_tunnel(now, peer, protocol, buf);
-        }
+        // Released by `drive` after IKE's datagrams: as a responder, our IKE_AUTH response
+        // is among them, and the initiator installs its inbound SA only when that arrives
+        // (RFC 7296 §1.2), so ESP sent ahead of it would meet an unknown SPI.
+        self.sa_queue_release.push(peer);
         self.nhrp.sa_up(now, IpAddr::V4(peer));
     }
 

@@ -103,6 +103,9 @@ pub struct Node {
     master: Tables,
     tables_changed: bool,
     sa_queue: SaQueue,
+    /// Peers whose SA came up in this `drive` turn: their queued packets leave after IKE's
+    /// datagrams of the turn.
+    sa_queue_release: Vec<Ipv4Addr>,
     peers: Peers,
     /// Child SAs installed per peer NBMA, oldest first.
     children: HashMap<Ipv4Addr, Vec<InstalledChild>>,
@@ -239,6 +242,7 @@ impl Node {
             master,
             tables_changed: true,
             sa_queue: SaQueue::default(),
+            sa_queue_release: Vec::new(),
             peers: Peers::with_jitter_seed(u64::from(local_nbma.to_bits())),
             children: HashMap::new(),
             pending_switches: rekey_switch::PendingSwitches::default(),
@@ -346,8 +350,9 @@ impl Node {
     }
 
     /// A new dataplane snapshot when the tables changed since the last call. The daemon
-    /// publishes it **before** sending what [`Node::poll_transmit`] returns: an IKE_AUTH
-    /// response must not leave before its Child SA can receive the initiator's first ESP.
+    /// publishes it **before** sending what [`Node::poll_transmit`] (or
+    /// [`Node::poll_transmit_then`]) returns: an IKE_AUTH response must not leave before its
+    /// Child SA can receive the initiator's first ESP.
     #[must_use]
     pub fn poll_tables(&mut self) -> Option<Tables> {
         std::mem::take(&mut self.tables_changed).then(|| self.master.clone())

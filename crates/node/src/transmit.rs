@@ -23,7 +23,8 @@ use crate::{Node, Transmit};
 
 /// One queued datagram.
 pub(crate) enum Queued {
-    /// Ready as it is (IKE, NAT keepalives).
+    /// Ready as it is: IKE, NAT keepalives, never ESP (`queue_transmit` refuses it), so every
+    /// ESP datagram polled has gone through `send_esp`.
     Ready(Transmit),
     /// An inner packet (GRE payload `protocol`) for `nbma`, which had an SA when it was
     /// queued at `at`; sealed when polled.
@@ -49,6 +50,7 @@ impl Node {
     /// The datagram is returned afterwards as well (the caller sends only what `send_esp`
     /// was not called for). `send_esp` must not seal to the same SA: the turn is not
     /// reentrant.
+    #[must_use]
     pub fn poll_transmit_then(
         &mut self,
         mut send_esp: impl FnMut(SocketAddrV4, bool, &PacketBuf),
@@ -64,10 +66,11 @@ impl Node {
                 } => (nbma, protocol, buf, at),
             };
             if !self.master.paths.contains_key(&nbma) {
-                // Its SA went away between queueing and now (deleted in the same drive):
-                // it waits for the next one, as a packet that never had one.
+                // `drive` requeues these (`requeue_orphans`) before it returns, and the
+                // paths change only in `drive`; should one get here all the same, it waits
+                // for the next SA.
+                debug_assert!(false, "a queued tunnel packet lost its SA outside drive");
                 self.send_tunnel(at, nbma, protocol, buf);
-                self.drive(at);
                 continue;
             }
             let mut to = None;
@@ -107,8 +110,40 @@ impl Node {
         });
     }
 
+    /// Moves the queued tunnel packets whose peer has no SA any more into the SA queue
+    /// (starting IKE toward the peer); returns whether there were any.
+    pub(crate) fn requeue_orphans(&mut self, now: Instant) -> bool {
+        let paths = &self.master.paths;
+        if !self
+            .transmits
+            .iter()
+            .any(|q| matches!(q, Queued::Tunnel { nbma, .. } if !paths.contains_key(nbma)))
+        {
+            return false;
+        }
+        let queued = std::mem::take(&mut self.transmits);
+        for q in queued {
+            match q {
+                Queued::Tunnel {
+                    nbma,
+                    protocol,
+                    buf,
+                    ..
+                } if !self.master.paths.contains_key(&nbma) => {
+                    self.send_tunnel(now, nbma, protocol, buf);
+                }
+                q => self.transmits.push_back(q),
+            }
+        }
+        true
+    }
+
     /// Queues a datagram that is ready as it is.
     pub(crate) fn queue_transmit(&mut self, t: Transmit) {
+        if matches!(t, Transmit::Esp { .. }) {
+            debug_assert!(false, "ESP is queued unsealed, with queue_tunnel");
+            return;
+        }
         self.transmits.push_back(Queued::Ready(t));
     }
 }

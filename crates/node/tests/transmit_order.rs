@@ -156,3 +156,89 @@ fn poll_transmit_then_sends_inside_the_sas_turn() {
     // The transmit returned afterwards is the packet that was sent.
     assert_eq!(sent, Some(wire[0].1));
 }
+
+/// A responder that holds packets for the initiator (here the hub, which had traffic for the
+/// spoke and started its own, crossed, setup) sends them after its IKE_AUTH response: the
+/// initiator installs its inbound SA only when that response arrives (RFC 7296 §1.2), so
+/// ESP ahead of it meets an unknown SPI and is lost.
+#[test]
+fn a_responders_queued_packets_follow_its_ike_auth_response() {
+    let mut net = sim::Net::new();
+    net.add(
+        "hub",
+        &hub_config(HUB_NBMA),
+        HUB_NBMA,
+        HUB_NBMA,
+        (Ipv4Addr::new(10, 0, 0, 0), 24),
+        &[],
+        1,
+    );
+    // The spoke's IKE_SA_INIT is in flight; the hub gets a packet for the spoke meanwhile.
+    net.add(
+        "spoke-a",
+        &spoke_config("10.250.0.11", HUB_NBMA, ""),
+        A_NBMA,
+        A_NBMA,
+        (Ipv4Addr::new(10, 0, 1, 0), 24),
+        &[],
+        2,
+    );
+    let p = udp_packet(
+        Ipv4Addr::new(10, 0, 0, 5),
+        Ipv4Addr::new(10, 0, 1, 5),
+        77,
+        100,
+    );
+    let now = net.now;
+    net.hosts[HUB].node.handle_slow_path(
+        now,
+        SlowPath::NeedSa {
+            nbma: A_NBMA,
+            protocol: EtherType::IPV4,
+            buf: PacketBuf::from_slice(PacketBuf::DEFAULT_HEADROOM, &p).expect("fits"),
+        },
+    );
+    net.outputs(HUB);
+    net.idle(Duration::from_secs(5));
+    let unknown = net.hosts[A]
+        .tables
+        .counters
+        .drops(dmvpn_dataplane::DropReason::UnknownSpi);
+    let got = net.hosts[A]
+        .delivered
+        .iter()
+        .any(|d| d.len() == p.len() && d[4..6] == p[4..6]);
+    assert!(
+        got && unknown == 0,
+        "the hub's queued packet was lost (delivered: {got}, unknown-SPI drops at the spoke: {unknown})"
+    );
+}
+
+/// A queued tunnel packet whose SA is deleted before it is sent is not sealed on the dead SA:
+/// it waits in the SA queue and goes on the next SA.
+#[test]
+fn a_queued_packet_whose_sa_goes_away_waits_for_the_next() {
+    let mut net = registered();
+    queue_on_node(&mut net, 42);
+    let now = net.now;
+    net.hosts[A]
+        .node
+        .clear_sa(now, std::net::IpAddr::V4(HUB_NBMA))
+        .expect("clear");
+    let mut polled = Vec::new();
+    while let Some(t) = net.hosts[A].node.poll_transmit() {
+        polled.push(t);
+    }
+    assert!(
+        !polled.iter().any(|t| matches!(t, Transmit::Esp { .. })),
+        "ESP sent on the cleared SA: {polled:?}"
+    );
+    // (The clear's IKE datagrams polled above are lost; the hub learns by DPD or the new
+    // setup.) The spoke sets up a new SA and the packet goes on it.
+    net.idle(Duration::from_secs(10));
+    let got = net.hosts[HUB]
+        .delivered
+        .iter()
+        .any(|d| u16::from_be_bytes([d[4], d[5]]) == 42);
+    assert!(got, "the queued packet never reached the hub");
+}
