@@ -426,6 +426,26 @@ iperf_client() {
     fi
 }
 
+# The UDP counters of namespace $1 that name a loss (RFC 4113 names, from /proc/net/snmp):
+# InErrors, RcvbufErrors, SndbufErrors.
+udp_snmp() {
+    nsx "$1" awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 } else
+        print $c["InErrors"], $c["RcvbufErrors"], $c["SndbufErrors"] }' /proc/net/snmp
+}
+
+# Packets dropped machine-wide at a full per-CPU input backlog (/proc/net/softnet_stat,
+# second column, hex).
+backlog_drops() {
+    local sum=0 d
+    while read -r _ d _; do sum=$((sum + 16#$d)); done </proc/net/softnet_stat
+    echo "$sum"
+}
+
+udp_snmp_delta() {
+    local -a a=($1) b=($2)
+    echo "InErrors+$((b[0] - a[0])) RcvbufErrors+$((b[1] - a[1])) SndbufErrors+$((b[2] - a[2]))"
+}
+
 measure() {
     local before after
     start_bg "$CASE" iperf3-server "$CASE_DIR/iperf3-server.log" \
@@ -450,7 +470,13 @@ measure() {
     log "$CASE: UDP 1360 bytes at $UDP_RATE"
     iperf_client udp -u -l 1360 -b "$UDP_RATE" -w "$UDP_WINDOW"
     log "$CASE: UDP 1360 bytes at $UDP_GOAL_RATE (the goal's rate)"
+    local l0 r0 b0
+    l0=$(udp_snmp L) r0=$(udp_snmp R) b0=$(backlog_drops)
     iperf_client udpgoal -u -l 1360 -b "$UDP_GOAL_RATE" -w "$UDP_WINDOW"
+    # Where the goal test's losses fell: the UDP receive queues of each end's namespace (L
+    # holds the hub and the iperf3 server, R the spoke and the client), and the kernel's
+    # per-CPU input backlog that veth delivers through (netdev_max_backlog; machine-wide).
+    echo "udpgoal losses: L UDP $(udp_snmp_delta "$l0" "$(udp_snmp L)"); R UDP $(udp_snmp_delta "$r0" "$(udp_snmp R)"); backlog drops+$(($(backlog_drops) - b0))" >>"$CASE_DIR/info"
     alive_or_explain "$CASE" || { log "$CASE: a daemon died during the measurements"; return 1; }
 }
 
