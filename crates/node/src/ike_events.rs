@@ -274,12 +274,23 @@ impl Node {
         // have answered it already, and dropping it here would leave each end with a
         // different SA. Once both are up, IKE keeps one of the twins (crossed.rs); a failure
         // of ours meanwhile is ignored (`setup_failed`: an SA is up).
-        match self.peers.sa_up(peer) {
-            // Our replacement of a stale IKE SA (after an INVALID_IKE_SPI hint, or of one
-            // without a Child SA) is up, or the peer's new SA beat it: either way the peer
-            // lost what the stale SA carried.
-            Some(mine) if mine.replaces.is_some() => self.replaced(now, peer),
-            _ => {}
+        // Our replacement of a stale IKE SA (after an INVALID_IKE_SPI hint, or of one without
+        // a Child SA) is up, or the peer's new SA beat it: either way the peer lost what the
+        // stale SA carried.
+        let our_replacement = self
+            .peers
+            .sa_up(peer)
+            .is_some_and(|mine| mine.replaces.is_some());
+        // An NHS that set up a new IKE SA toward us (we answered; not a rekey) thinks it lost
+        // ours: a hub only initiates to a spoke when a probe went unanswered or it has traffic
+        // for a spoke without an SA. It may also have dropped that unfinished setup (its DPD
+        // verdict on the old SA came before our IKE_AUTH response reached it), leaving us on
+        // an SA it never had: registering again (`replaced`, for NHSs only) puts traffic on
+        // that SA, whose unknown-SPI and probe answers bring us back (recovery.rs), where an
+        // idle spoke would otherwise wait for its next refresh.
+        let peer_started = !c.initiator && c.replaces.is_none();
+        if our_replacement || peer_started {
+            self.replaced(now, peer);
         }
         for s in self.shortcuts.take_pending(peer) {
             self.install_shortcut_route(now, s);

@@ -102,12 +102,13 @@ impl Node {
         }
     }
 
-    /// A Child SA of our replacement toward `peer` is installed: an NHS that lost our SA
-    /// (or whose SA with us had no Child SA to carry our refreshes) may have lost our
-    /// registration too, so register again now rather than at the next refresh.
+    /// A Child SA of our replacement toward `peer` is installed, or of a new IKE SA `peer`
+    /// started toward us: an NHS that lost our SA (or whose SA with us had no Child SA to
+    /// carry our refreshes) may have lost our registration too, so register again now
+    /// rather than at the next refresh.
     pub(crate) fn replaced(&mut self, now: Instant, peer: Ipv4Addr) {
         if self.is_nhs(peer) {
-            tracing::info!(nhs = %peer, "IKE SA with the NHS replaced: registering again");
+            tracing::info!(nhs = %peer, "new IKE SA with the NHS: registering again");
             // NHRP forgets what it had via the lost SA and waits for an SA again; `sa_up`
             // (which the caller sends next) registers.
             self.nhrp.peer_dead(now, IpAddr::V4(peer));

@@ -589,3 +589,67 @@ fn a_spoke_the_hub_declared_dead_comes_back_at_its_next_packet() {
     assert!(back <= Duration::from_secs(5), "{back:?}");
     assert_eq!(established(&net, A), 1);
 }
+
+/// The same outage, but the hub's replacement (started when its probe went unanswered) got
+/// through to A: A's IKE_SA_INIT answer passed, A took the hub's IKE_AUTH with INITIAL_CONTACT
+/// and moved to the hub's new SA, while every IKE_AUTH answer of A's was lost. The hub's DPD
+/// verdict on the old SA then dropped its unfinished replacement, and A's registration with
+/// it: A is left on an SA the hub never had. A, idle toward the hub (a spoke whose traffic
+/// goes over shortcuts; seen in the namespace test with 20 % loss each way), registers again
+/// on an IKE SA the NHS started, so once the path heals that registration meets a hub without
+/// the SA and the hints bring A back within seconds, not at its next refresh (200 s here).
+#[test]
+fn an_idle_spoke_on_the_hubs_unfinished_replacement_comes_back_once_the_path_heals() {
+    let mut net = registered_network();
+    // A → hub lost, except A's answers to IKE_SA_INIT.
+    net.loss = Some(Box::new(|src, dst, kind, b| {
+        *src.ip() == A_NBMA
+            && *dst.ip() == HUB_NBMA
+            && !(kind == Kind::Ike
+                && Message::parse(b).is_ok_and(|m| m.header.exchange == ExchangeType::IKE_SA_INIT))
+    }));
+    net.hosts[A].events.clear();
+    let mut id = 0u16;
+    net.run_for(Duration::from_secs(90), |net| {
+        id += 1;
+        net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
+    });
+    assert!(
+        net.hosts[A]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)),
+        "A took the hub's replacement"
+    );
+    assert!(
+        net.hosts[HUB]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerDown { peer } if *peer == A_NBMA)),
+        "the hub declared A dead"
+    );
+    assert_eq!(established(&net, HUB), 1, "the hub kept only B's SA");
+    net.loss = None;
+    net.hosts[HUB].events.clear();
+    let healed = net.now;
+    let mut back = None;
+    while back.is_none() && net.now - healed < Duration::from_secs(60) {
+        net.idle(Duration::from_secs(1));
+        if registered(&net, A_TUNNEL) {
+            back = Some(net.now - healed);
+        }
+    }
+    eprintln!("idle spoke A registered again {back:?} after the path healed");
+    let back = back.expect("A registered again within 60 s of the path healing");
+    assert!(back <= Duration::from_secs(40), "{back:?}");
+    assert_eq!(established(&net, A), 1);
+    // The hub reaches A's LAN again.
+    let before = ids(&net, A).len();
+    net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, 60000, 64));
+    net.idle(Duration::from_secs(1));
+    assert_eq!(
+        ids(&net, A).len(),
+        before + 1,
+        "the hub's packet reached A's LAN"
+    );
+}

@@ -128,13 +128,20 @@ fn poll_transmit_then_sends_inside_the_sas_turn() {
         // A worker starts sealing to the same SA while the node's packet is on its way out;
         // the node's send is slow (preempted). The worker must wait for it.
         let (tables, routes, w) = (Arc::clone(&tables), routes.clone(), Arc::clone(&wire));
+        let (started, running) = std::sync::mpsc::channel();
         worker = Some(std::thread::spawn(move || {
             let mut bufs = [lan_packet(2)];
             let mut verdicts = [Outbound::Multicast];
+            let _ = started.send(());
             tables.outbound_batch_then(&routes, &mut bufs, &mut verdicts, |run, _| {
                 w.lock().unwrap().push(("worker", seq(run[0].as_slice())));
             });
         }));
+        // The worker runs before the node's send goes on (a loaded machine may not schedule it
+        // at once); it then has 200 ms to reach the SA's turn, which it holds for far less.
+        running
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the worker thread started");
         std::thread::sleep(Duration::from_millis(200));
         wire.lock().unwrap().push(("node", seq(buf.as_slice())));
     }) {
