@@ -281,15 +281,7 @@ impl Node {
             .peers
             .sa_up(peer)
             .is_some_and(|mine| mine.replaces.is_some());
-        // An NHS that set up a new IKE SA toward us (we answered; not a rekey) thinks it lost
-        // ours: a hub only initiates to a spoke when a probe went unanswered or it has traffic
-        // for a spoke without an SA. It may also have dropped that unfinished setup (its DPD
-        // verdict on the old SA came before our IKE_AUTH response reached it), leaving us on
-        // an SA it never had: registering again (`replaced`, for NHSs only) puts traffic on
-        // that SA, whose unknown-SPI and probe answers bring us back (recovery.rs), where an
-        // idle spoke would otherwise wait for its next refresh.
-        let peer_started = !c.initiator && c.replaces.is_none();
-        if our_replacement || peer_started {
+        if our_replacement {
             self.replaced(now, peer);
         }
         for s in self.shortcuts.take_pending(peer) {
@@ -300,6 +292,17 @@ impl Node {
         // (RFC 7296 §1.2), so ESP sent ahead of it would meet an unknown SPI.
         self.sa_queue_release.push(peer);
         self.nhrp.sa_up(now, IpAddr::V4(peer));
+        // A new IKE SA the peer started (we answered; not a rekey): an NHS that does so
+        // thinks it lost ours (a probe went unanswered, a hint, traffic for us without an SA),
+        // and it may have given up on that setup before our IKE_AUTH response reached it (its
+        // DPD verdict on the old SA), leaving us on an SA it never had. Our registration with
+        // it is refreshed now, on the new SA: where the NHS lacks the SA, its unknown-SPI and
+        // probe answers bring us back (recovery.rs), where an idle spoke would otherwise wait
+        // for its next refresh. Nothing is declared lost meanwhile (no NhsDown, no failover).
+        if !c.initiator && c.replaces.is_none() && !our_replacement && self.is_nhs(peer) {
+            tracing::info!(nhs = %peer, "the NHS set up a new IKE SA: refreshing our registration");
+            self.nhrp.refresh_registration(now, IpAddr::V4(peer));
+        }
     }
 
     fn export_esp_keys(&mut self, c: &ChildSaInstalled) {

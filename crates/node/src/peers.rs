@@ -40,7 +40,7 @@ pub struct Connecting {
     /// The half-open SA.
     pub ike_sa: IkeSaId,
     /// The stale IKE SA it replaces once authenticated (the peer answered as if it had lost
-    /// it: an INVALID_IKE_SPI hint), if any.
+    /// it, an INVALID_IKE_SPI hint, or left a liveness check unanswered), if any.
     pub replaces: Option<IkeSaId>,
 }
 

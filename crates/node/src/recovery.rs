@@ -8,7 +8,9 @@
 //! back-off interval ([`crate::peers::Peers::may_replace`]), while the old SA keeps carrying
 //! traffic until the new one has authenticated (the IKE engine then retires the old one as an
 //! INITIAL_CONTACT would). A replacement toward an NHS is followed by a fresh registration:
-//! a hub that lost our SA lost our registration with it.
+//! a hub that lost our SA lost our registration with it. A new IKE SA an NHS starts toward
+//! us is followed by a refresh of the registration (nothing declared lost): the NHS may have
+//! given up on that setup before our answer reached it, and the refresh shows it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
@@ -102,13 +104,13 @@ impl Node {
         }
     }
 
-    /// A Child SA of our replacement toward `peer` is installed, or of a new IKE SA `peer`
-    /// started toward us: an NHS that lost our SA (or whose SA with us had no Child SA to
-    /// carry our refreshes) may have lost our registration too, so register again now
-    /// rather than at the next refresh.
+    /// A Child SA of our replacement toward `peer` is installed: an NHS that lost our SA
+    /// (or whose SA with us had no Child SA to carry our refreshes) may have lost our
+    /// registration too, so register again now rather than at the next refresh. (An SA the
+    /// NHS started toward us only refreshes the registration: `install_child`.)
     pub(crate) fn replaced(&mut self, now: Instant, peer: Ipv4Addr) {
         if self.is_nhs(peer) {
-            tracing::info!(nhs = %peer, "new IKE SA with the NHS: registering again");
+            tracing::info!(nhs = %peer, "IKE SA with the NHS replaced: registering again");
             // NHRP forgets what it had via the lost SA and waits for an SA again; `sa_up`
             // (which the caller sends next) registers.
             self.nhrp.peer_dead(now, IpAddr::V4(peer));

@@ -595,9 +595,10 @@ fn a_spoke_the_hub_declared_dead_comes_back_at_its_next_packet() {
 /// and moved to the hub's new SA, while every IKE_AUTH answer of A's was lost. The hub's DPD
 /// verdict on the old SA then dropped its unfinished replacement, and A's registration with
 /// it: A is left on an SA the hub never had. A, idle toward the hub (a spoke whose traffic
-/// goes over shortcuts; seen in the namespace test with 20 % loss each way), registers again
-/// on an IKE SA the NHS started, so once the path heals that registration meets a hub without
-/// the SA and the hints bring A back within seconds, not at its next refresh (200 s here).
+/// goes over shortcuts; seen in the namespace test with 20 % loss each way), refreshes its
+/// registration on an IKE SA the NHS started, so once the path heals that refresh meets a hub
+/// without the SA and the hints bring A back within seconds, not at its next refresh (200 s
+/// here).
 #[test]
 fn an_idle_spoke_on_the_hubs_unfinished_replacement_comes_back_once_the_path_heals() {
     let mut net = registered_network();
@@ -652,4 +653,78 @@ fn an_idle_spoke_on_the_hubs_unfinished_replacement_comes_back_once_the_path_hea
         before + 1,
         "the hub's packet reached A's LAN"
     );
+}
+
+/// A hub replacement that completes (A → hub lost just long enough for the hub's probe to go
+/// unanswered, healed before its DPD verdict): A refreshes its registration on the new SA,
+/// and nothing on A is declared lost on the way (no NhsDown: with several NHSs that would
+/// fail A over, for one lost probe) nor on the hub (A stays registered throughout).
+#[test]
+fn a_completed_hub_replacement_refreshes_the_registration_and_declares_nothing_lost() {
+    let mut net = registered_network();
+    net.loss = Some(Box::new(|src, dst, _, _| {
+        *src.ip() == A_NBMA && *dst.ip() == HUB_NBMA
+    }));
+    net.hosts[A].events.clear();
+    net.hosts[HUB].events.clear();
+    let ike_from = net.hosts[HUB].ike_sent.len();
+    let began = net.now;
+    let mut id = 0u16;
+    // Until the hub's replacement has sent its IKE_SA_INIT (after its probe's retry
+    // interval), then heal.
+    while sa_init_requests(&net, HUB, A_NBMA, ike_from).is_empty() {
+        assert!(
+            net.now - began < Duration::from_secs(60),
+            "the hub started no replacement"
+        );
+        net.run_for(Duration::from_secs(1), |net| {
+            id += 1;
+            net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
+        });
+    }
+    assert!(
+        !net.hosts[HUB]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerDown { .. })),
+        "the hub declared A dead before its replacement started"
+    );
+    net.loss = None;
+    net.run_for(Duration::from_secs(20), |net| {
+        id += 1;
+        net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
+    });
+    assert!(
+        net.hosts[A]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)),
+        "A took the hub's replacement"
+    );
+    assert!(
+        !net.hosts[A]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::NhsDown { .. })),
+        "A declared its NHS lost: {:?}",
+        net.hosts[A].events
+    );
+    assert!(
+        !net.hosts[HUB]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerDown { .. } | Event::PeerUnregistered { .. })),
+        "the hub lost A: {:?}",
+        net.hosts[HUB].events
+    );
+    assert!(
+        net.hosts[HUB]
+            .node
+            .tables()
+            .mappings
+            .contains_key(&A_TUNNEL),
+        "A is still registered"
+    );
+    assert_eq!(established(&net, A), 1);
+    assert_eq!(established(&net, HUB), 2);
 }

@@ -48,6 +48,31 @@ impl Engine {
         }
     }
 
+    /// The peer at `nbma` set up a new SA toward us (it initiated): an NHS does that when it
+    /// thinks it lost our old SA, and with it our registration, or when it may be left
+    /// without the new SA itself (it gave up on that setup before our answer reached it).
+    /// A registration with it is refreshed now, as at a third of the holding time: nothing
+    /// is declared lost (the registration stays up until it expires or the refresh fails),
+    /// and the refresh is the traffic that shows whether the NHS has the SA. A registration
+    /// already under way or waiting for an SA is left to its own schedule.
+    pub fn refresh_registration(&mut self, now: Instant, nbma: IpAddr) {
+        if self.shut_down {
+            return;
+        }
+        for i in 0..self.nhs.len() {
+            let expires = match self.nhs.get(i) {
+                Some(n) if n.config.nbma_addr == nbma => match n.phase {
+                    NhsPhase::Registered { expires, .. } => Some(expires),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(expires) = expires {
+                self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, Some(expires));
+            }
+        }
+    }
+
     /// Whether NHRP packets wait for an SA to `nbma` (a phase 3 answer to a requester, say).
     /// [`Event::NeedSa`] came once, when the first of them was queued; a daemon whose setup
     /// was held back then asks this when it may try again.
