@@ -590,6 +590,19 @@ fn a_spoke_the_hub_declared_dead_comes_back_at_its_next_packet() {
     assert_eq!(established(&net, A), 1);
 }
 
+/// Whether host `h` reported an event `f` accepts.
+fn saw(net: &Net, h: usize, f: impl Fn(&Event) -> bool) -> bool {
+    net.hosts[h].events.iter().any(f)
+}
+
+/// `secs` seconds with one packet a second from the hub's LAN to A's (ids from `id`).
+fn hub_traffic_to_a(net: &mut Net, secs: u64, id: &mut u16) {
+    net.run_for(Duration::from_secs(secs), |net| {
+        *id = id.wrapping_add(1);
+        net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, *id, 64));
+    });
+}
+
 /// The same outage, but the hub's replacement (started when its probe went unanswered) got
 /// through to A: A's IKE_SA_INIT answer passed, A took the hub's IKE_AUTH with INITIAL_CONTACT
 /// and moved to the hub's new SA, while every IKE_AUTH answer of A's was lost. The hub's DPD
@@ -611,22 +624,21 @@ fn an_idle_spoke_on_the_hubs_unfinished_replacement_comes_back_once_the_path_hea
     }));
     net.hosts[A].events.clear();
     let mut id = 0u16;
-    net.run_for(Duration::from_secs(90), |net| {
-        id += 1;
-        net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
-    });
+    hub_traffic_to_a(&mut net, 90, &mut id);
     assert!(
-        net.hosts[A]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)),
+        saw(
+            &net,
+            A,
+            |e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)
+        ),
         "A took the hub's replacement"
     );
     assert!(
-        net.hosts[HUB]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::PeerDown { peer } if *peer == A_NBMA)),
+        saw(
+            &net,
+            HUB,
+            |e| matches!(e, Event::PeerDown { peer } if *peer == A_NBMA)
+        ),
         "the hub declared A dead"
     );
     assert_eq!(established(&net, HUB), 1, "the hub kept only B's SA");
@@ -677,43 +689,32 @@ fn a_completed_hub_replacement_refreshes_the_registration_and_declares_nothing_l
             net.now - began < Duration::from_secs(60),
             "the hub started no replacement"
         );
-        net.run_for(Duration::from_secs(1), |net| {
-            id += 1;
-            net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
-        });
+        hub_traffic_to_a(&mut net, 1, &mut id);
     }
     assert!(
-        !net.hosts[HUB]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::PeerDown { .. })),
+        !saw(&net, HUB, |e| matches!(e, Event::PeerDown { .. })),
         "the hub declared A dead before its replacement started"
     );
     net.loss = None;
-    net.run_for(Duration::from_secs(20), |net| {
-        id += 1;
-        net.send_from_lan(HUB, udp_packet(HUB_HOST, A_HOST, id, 64));
-    });
+    hub_traffic_to_a(&mut net, 20, &mut id);
     assert!(
-        net.hosts[A]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)),
+        saw(
+            &net,
+            A,
+            |e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)
+        ),
         "A took the hub's replacement"
     );
     assert!(
-        !net.hosts[A]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::NhsDown { .. })),
+        !saw(&net, A, |e| matches!(e, Event::NhsDown { .. })),
         "A declared its NHS lost: {:?}",
         net.hosts[A].events
     );
     assert!(
-        !net.hosts[HUB]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::PeerDown { .. } | Event::PeerUnregistered { .. })),
+        !saw(&net, HUB, |e| matches!(
+            e,
+            Event::PeerDown { .. } | Event::PeerUnregistered { .. }
+        )),
         "the hub lost A: {:?}",
         net.hosts[HUB].events
     );
