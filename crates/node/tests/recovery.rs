@@ -595,6 +595,18 @@ fn saw(net: &Net, h: usize, f: impl Fn(&Event) -> bool) -> bool {
     net.hosts[h].events.iter().any(f)
 }
 
+/// A installed a Child SA with the hub since its events were last cleared.
+fn assert_took_the_hubs_replacement(net: &Net) {
+    assert!(
+        saw(
+            net,
+            A,
+            |e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)
+        ),
+        "A took the hub's replacement"
+    );
+}
+
 /// `secs` seconds with one packet a second from the hub's LAN to A's (ids from `id`).
 fn hub_traffic_to_a(net: &mut Net, secs: u64, id: &mut u16) {
     net.run_for(Duration::from_secs(secs), |net| {
@@ -625,14 +637,7 @@ fn an_idle_spoke_on_the_hubs_unfinished_replacement_comes_back_once_the_path_hea
     net.hosts[A].events.clear();
     let mut id = 0u16;
     hub_traffic_to_a(&mut net, 90, &mut id);
-    assert!(
-        saw(
-            &net,
-            A,
-            |e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)
-        ),
-        "A took the hub's replacement"
-    );
+    assert_took_the_hubs_replacement(&net);
     assert!(
         saw(
             &net,
@@ -697,14 +702,7 @@ fn a_completed_hub_replacement_refreshes_the_registration_and_declares_nothing_l
     );
     net.loss = None;
     hub_traffic_to_a(&mut net, 20, &mut id);
-    assert!(
-        saw(
-            &net,
-            A,
-            |e| matches!(e, Event::ChildSaInstalled { peer, .. } if *peer == HUB_NBMA)
-        ),
-        "A took the hub's replacement"
-    );
+    assert_took_the_hubs_replacement(&net);
     assert!(
         !saw(&net, A, |e| matches!(e, Event::NhsDown { .. })),
         "A declared its NHS lost: {:?}",

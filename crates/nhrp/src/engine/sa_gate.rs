@@ -60,14 +60,12 @@ impl Engine {
             return;
         }
         for i in 0..self.nhs.len() {
-            let expires = match self.nhs.get(i) {
-                Some(n) if n.config.nbma_addr == nbma => match n.phase {
-                    NhsPhase::Registered { expires, .. } => Some(expires),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(expires) = expires {
+            let phase = self
+                .nhs
+                .get(i)
+                .filter(|n| n.config.nbma_addr == nbma)
+                .map(|n| n.phase);
+            if let Some(NhsPhase::Registered { expires, .. }) = phase {
                 self.send_registration(now, i, None, INITIAL_REGISTRATION_WAIT, Some(expires));
             }
         }
